@@ -1,0 +1,459 @@
+"""Pascal VOC folder (Annotations/*.xml, JPEGImages/*, optional ImageSets/Main/<split>.txt) -> TFRecords.
+
+Records carry SSD-Tensorflow's feature keys (see the module's make_example), so its records and ours
+load alike. Box coordinates are VOC pixel values divided by the real image size, exactly as
+SSD-Tensorflow did: y / height, x / width with no 1-based offset (VOC's xmin = 1 is the first pixel,
+so left/top edges sit at most 1 px right/below the true edge, immaterial at IoU 0.5). Boxes are
+clipped to [0, width] x [0, height] first. Images: an RGB JPEG (or 8-bit RGB PNG) is stored as its
+original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit) is converted
+to RGB, alpha composited on white, and re-encoded in its own format: PNG losslessly, JPEG at
+quality 95. image/format says which ('JPEG' or 'PNG').
+
+Bad input never stops the run: each sample left out, repaired or converted is an Issue, listed in the
+summary (20 per kind) and in full in conversion_report.txt beside the shards. Shards are written to
+'<name>.partial' and renamed when complete; dataset_info.json is removed when writing starts and
+rewritten at the end, so its presence means the set is complete.
+"""
+import collections
+import dataclasses
+import io
+import math
+import os
+import random
+import re
+
+import defusedxml
+import defusedxml.ElementTree as safe_xml
+import numpy as np
+import tensorflow.compat.v1 as tf
+from PIL import Image, UnidentifiedImageError
+
+from datasets import dataset_info as ds_info
+from utils.errors import UserError
+
+ANNOTATIONS_DIR = 'Annotations'
+IMAGES_DIR = 'JPEGImages'
+SPLITS_DIR = os.path.join('ImageSets', 'Main')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')
+JPEG_QUALITY = 95
+PARTIAL_SUFFIX = '.partial'
+REPORT_FILENAME = 'conversion_report.txt'
+ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'kept', 'converted')
+
+
+class SampleError(Exception):
+    """A sample that must be left out; the message is the reason."""
+
+
+@dataclasses.dataclass
+class VocObject:
+    """One <object>: box in VOC pixel coordinates (float), flags 0/1."""
+    name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: int = 0
+    truncated: int = 0
+
+
+# filename: <filename> ('' when absent); size: (height, width) from <size> or None; objects: [VocObject]
+VocAnnotation = collections.namedtuple('VocAnnotation', 'filename size objects')
+
+
+@dataclasses.dataclass
+class Issue:
+    kind: str              # one of ISSUE_KINDS
+    path: str              # file the issue is about, relative to the dataset folder
+    reason: str
+
+    def __str__(self):
+        return f'  {self.kind}: {self.path}: {self.reason}'
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    info: ds_info.DatasetInfo
+    shards: dict           # split -> list of shard paths
+    issues: list
+
+    def count(self, kind):
+        return sum(issue.kind == kind for issue in self.issues)
+
+
+def _number(element, tag, where, default=None):
+    """Float value of a child tag; an empty or missing tag gives default (an error when None)."""
+    text = (element.findtext(tag) or '').strip()
+    if not text and default is not None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise SampleError(f'malformed XML: {where} <{tag}> is {text!r}, expected a number')
+    return value
+
+
+def _xml_size(root):
+    """(height, width) from <size>, or None when missing, zero or not a number."""
+    try:
+        height, width = (int(float(root.findtext(f'size/{tag}'))) for tag in ('height', 'width'))
+    except (TypeError, ValueError):
+        return None
+    return (height, width) if height > 0 and width > 0 else None
+
+
+def parse_voc_xml(path):
+    """VocAnnotation from a VOC/labelImg XML file, parsed with defusedxml (no entities, no DTD fetch)."""
+    try:
+        root = safe_xml.parse(path).getroot()
+    except defusedxml.EntitiesForbidden as err:
+        if err.sysid or err.pubid:
+            raise SampleError(f'unsafe XML refused: external entity {err.name!r}') from None
+        raise SampleError(f'unsafe XML refused: entity declaration {err.name!r} '
+                          '(possible entity-expansion bomb)') from None
+    except defusedxml.DefusedXmlException as err:
+        raise SampleError(f'unsafe XML refused: {err}') from None
+    except safe_xml.ParseError as err:
+        raise SampleError(f'malformed XML ({err})') from None
+    except OSError as err:
+        raise SampleError(f'cannot read the annotation file ({err.strerror})') from None
+    if root.tag != 'annotation':
+        raise SampleError(f'malformed XML: root element is <{root.tag}>, expected <annotation>')
+    objects = []
+    for index, element in enumerate(root.findall('object'), 1):
+        name = (element.findtext('name') or '').strip()
+        where = f'object {index}'
+        if not name:
+            raise SampleError(f'malformed XML: {where} has no <name>')
+        bndbox = element.find('bndbox')
+        if bndbox is None:
+            raise SampleError(f'malformed XML: {where} ({name!r}) has no <bndbox>')
+        xmin, ymin, xmax, ymax = (_number(bndbox, t, where) for t in ('xmin', 'ymin', 'xmax', 'ymax'))
+        difficult, truncated = (int(_number(element, t, where, 0) != 0) for t in ('difficult', 'truncated'))
+        objects.append(VocObject(name, xmin, ymin, xmax, ymax, difficult, truncated))
+    return VocAnnotation((root.findtext('filename') or '').strip(), _xml_size(root), objects)
+
+
+def find_image(images_dir, filename, annotation_stem):
+    """Path of the image: JPEGImages/<filename>, else <stem>.jpg/.jpeg/.png; None when absent."""
+    candidates = []
+    if filename:
+        base = os.path.basename(filename.replace('\\', '/'))
+        candidates.append(base)
+        candidates += [os.path.splitext(base)[0] + ext for ext in IMAGE_EXTENSIONS]
+    candidates += [annotation_stem + ext for ext in IMAGE_EXTENSIONS]
+    for name in dict.fromkeys(candidates):
+        path = os.path.join(images_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _is_8bit_rgb_png(data):
+    """IHDR bit depth 8 and colour type 2 (truecolour, no alpha)."""
+    return len(data) > 25 and data[24] == 8 and data[25] == 2
+
+
+def _to_rgb(image):
+    """RGB copy of any Pillow image: alpha composited on white, 16-bit gray scaled to 8 bits."""
+    if image.mode in ('I', 'I;16', 'I;16B', 'I;16L'):
+        gray = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+        image = Image.fromarray(np.clip(np.round(gray), 0, 255).astype(np.uint8))
+    if image.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in image.info:
+        rgba = image.convert('RGBA')
+        canvas = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert('RGB')
+    return image.convert('RGB')
+
+
+def load_image(path):
+    """(encoded bytes, 'JPEG'|'PNG', height, width, note) of a fully decodable JPEG/PNG as 3-channel
+    RGB; note says how the image was converted, None when its original bytes are kept."""
+    try:
+        with open(path, 'rb') as source:
+            data = source.read()
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format
+            if image_format not in ('JPEG', 'PNG'):
+                raise SampleError(f'unsupported image format {image_format} (JPEG or PNG expected)')
+            image.load()  # full decode: truncated or corrupt files fail here, not in training
+            width, height = image.size
+            if image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data)):
+                return data, image_format, height, width, None
+            note = f'{image.mode} {image_format} converted to RGB, re-encoded as {image_format}'
+            rgb = _to_rgb(image)
+    except SampleError:
+        raise
+    except UnidentifiedImageError:
+        raise SampleError(f'cannot decode image {os.path.basename(path)} (not a JPEG or PNG file)') from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise SampleError(f'cannot decode image {os.path.basename(path)} ({err})') from None
+    out = io.BytesIO()
+    rgb.save(out, format=image_format, **({'quality': JPEG_QUALITY} if image_format == 'JPEG' else {}))
+    return out.getvalue(), image_format, height, width, note
+
+
+def repair_boxes(objects, height, width):
+    """Boxes clipped to [0, width] x [0, height] pixels; zero-area ones dropped. -> (kept, notes)."""
+    kept, notes = [], []
+    for index, obj in enumerate(objects, 1):
+        label = f'box {index} ({obj.name!r}, x {obj.xmin:g}..{obj.xmax:g}, y {obj.ymin:g}..{obj.ymax:g})'
+        if obj.xmax <= obj.xmin or obj.ymax <= obj.ymin:
+            notes.append(f'{label} has zero area: dropped')
+            continue
+        clipped = dataclasses.replace(
+            obj, xmin=min(max(obj.xmin, 0.0), width), xmax=min(max(obj.xmax, 0.0), width),
+            ymin=min(max(obj.ymin, 0.0), height), ymax=min(max(obj.ymax, 0.0), height))
+        if clipped.xmax <= clipped.xmin or clipped.ymax <= clipped.ymin:
+            notes.append(f'{label} lies outside the {width}x{height} image: dropped')
+            continue
+        if clipped != obj:
+            notes.append(f'{label} extends outside the {width}x{height} image: clipped')
+        kept.append(clipped)
+    return kept, notes
+
+
+def _feature(kind, values):
+    """tf.train.Feature of kind 'int64' | 'float' | 'bytes' holding the list values."""
+    list_type = {'int64': tf.train.Int64List, 'float': tf.train.FloatList, 'bytes': tf.train.BytesList}[kind]
+    return tf.train.Feature(**{f'{kind}_list': list_type(value=values)})
+
+
+def make_example(encoded, image_format, height, width, objects, class_index):
+    """tf.train.Example with SSD-Tensorflow's keys; boxes normalised: x / width, y / height."""
+    def column(attribute, scale):
+        return _feature('float', [getattr(obj, attribute) / scale for obj in objects])
+
+    def per_object(kind, value_of):
+        return _feature(kind, [value_of(obj) for obj in objects])
+    return tf.train.Example(features=tf.train.Features(feature={
+        'image/height': _feature('int64', [height]), 'image/width': _feature('int64', [width]),
+        'image/channels': _feature('int64', [3]), 'image/shape': _feature('int64', [height, width, 3]),
+        'image/format': _feature('bytes', [image_format.encode()]),
+        'image/encoded': _feature('bytes', [encoded]),
+        'image/object/bbox/xmin': column('xmin', width), 'image/object/bbox/ymin': column('ymin', height),
+        'image/object/bbox/xmax': column('xmax', width), 'image/object/bbox/ymax': column('ymax', height),
+        'image/object/bbox/label': per_object('int64', lambda obj: class_index[obj.name]),
+        'image/object/bbox/label_text': per_object('bytes', lambda obj: obj.name.encode('utf-8')),
+        'image/object/bbox/difficult': per_object('int64', lambda obj: obj.difficult),
+        'image/object/bbox/truncated': per_object('int64', lambda obj: obj.truncated),
+    }))
+
+
+class ShardWriter:
+    """Writes records into <name>_<split>_<NNN>.tfrecord shards of samples_per_file records each.
+
+    Each shard is written as '<shard>.partial' and os.replace'd onto its name once closed, so no
+    '*.tfrecord' ever holds a half-written shard; on an exception the partial file is deleted."""
+
+    def __init__(self, output_dir, dataset_name, split_name, samples_per_file):
+        self._prefix = os.path.join(output_dir, f'{dataset_name}_{split_name}_')
+        self._samples_per_file = samples_per_file
+        self._writer, self._count, self.paths = None, 0, []
+
+    def write(self, serialized):
+        if self._writer is None:
+            self.paths.append(f'{self._prefix}{len(self.paths):03d}.tfrecord')
+            self._writer = tf.io.TFRecordWriter(self.paths[-1] + PARTIAL_SUFFIX)
+        self._writer.write(serialized)
+        self._count += 1
+        if self._count == self._samples_per_file:
+            self._finish_shard()
+
+    def _finish_shard(self):
+        self._writer.close()
+        os.replace(self.paths[-1] + PARTIAL_SUFFIX, self.paths[-1])
+        self._writer, self._count = None, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if self._writer is None:
+            return
+        if exc_type is None:
+            self._finish_shard()
+            return
+        self._writer.close()
+        os.remove(self.paths.pop() + PARTIAL_SUFFIX)
+
+
+def _remove_stale_shards(output_dir, dataset_name, split_name, keep):
+    """Delete this dataset's older shards of split_name (and leftover .partial files) not in keep."""
+    pattern = re.compile(rf'{re.escape(dataset_name)}_{re.escape(split_name)}_\d+\.tfrecord'
+                         rf'({re.escape(PARTIAL_SUFFIX)})?')
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if pattern.fullmatch(name) and path not in keep:
+            os.remove(path)
+
+
+def _split_lists(splits_dir):
+    """split -> ids from ImageSets/Main/<split>.txt (first word per line); VOC's per-class
+    '<class>_<split>.txt' lists are skipped."""
+    if not os.path.isdir(splits_dir):
+        return {}
+    stems = [name[:-4] for name in sorted(os.listdir(splits_dir)) if name.endswith('.txt')]
+    lists = {}
+    for stem in stems:
+        if any(stem.endswith('_' + other) for other in stems if other != stem):
+            continue
+        with open(os.path.join(splits_dir, stem + '.txt'), encoding='utf-8', errors='replace') as source:
+            lists[stem] = [line.split()[0] for line in source if line.split()]
+    return lists
+
+
+def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0):
+    """split -> annotation stems. With ImageSets/Main lists: every list (or only split_name).
+    Without: all Annotations/*.xml as split_name (default 'train'); validation_fraction > 0 moves
+    round(fraction * n) of them, chosen by a random.Random(seed) sample, into 'test'."""
+    annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
+    if not os.path.isdir(annotations_dir):
+        raise UserError(f'{dataset_dir}: no {ANNOTATIONS_DIR}/ folder (expected Pascal VOC layout: '
+                        f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg)')
+    if not 0.0 <= validation_fraction < 1.0:
+        raise UserError(f'--validation_fraction={validation_fraction}: must be in [0, 1)')
+    lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR))
+    if lists:
+        if validation_fraction > 0:
+            raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR)}: split lists exist '
+                            f'({", ".join(lists)}); --validation_fraction applies only without them')
+        if split_name is None:
+            return lists
+        if split_name not in lists:
+            raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR, split_name + ".txt")}: not found '
+                            f'(lists there: {", ".join(lists)})')
+        return {split_name: lists[split_name]}
+    stems = sorted(name[:-4] for name in os.listdir(annotations_dir) if name.lower().endswith('.xml'))
+    if not stems:
+        raise UserError(f'{annotations_dir}: no .xml annotation files')
+    split_name = split_name or 'train'
+    if validation_fraction == 0:
+        return {split_name: stems}
+    if split_name == 'test':
+        raise UserError("--split_name=test clashes with --validation_fraction, which writes 'test'")
+    num_test = min(max(round(validation_fraction * len(stems)), 1), len(stems) - 1)
+    test = set(random.Random(seed).sample(stems, num_test))
+    return {split_name: [s for s in stems if s not in test], 'test': sorted(test)}
+
+
+def _parse_all(dataset_dir, splits, issues):
+    """stem -> VocAnnotation for every listed stem that parses; failures become 'excluded' issues."""
+    parsed = {}
+    for stem in dict.fromkeys(s for stems in splits.values() for s in stems):
+        relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
+        try:
+            parsed[stem] = parse_voc_xml(os.path.join(dataset_dir, relative))
+        except SampleError as err:
+            issues.append(Issue('excluded', relative, str(err)))
+    return parsed
+
+
+def _build_sample(dataset_dir, stem, annotation, class_index):
+    """(serialized Example, kept objects, [(kind, reason)]) of one sample; SampleError to leave it out."""
+    unknown = sorted({obj.name for obj in annotation.objects} - set(class_index))
+    if unknown:
+        raise SampleError(f'class {", ".join(map(repr, unknown))} not in the label list')
+    image_path = find_image(os.path.join(dataset_dir, IMAGES_DIR), annotation.filename, stem)
+    if image_path is None:
+        named = f'{IMAGES_DIR}/{annotation.filename} nor ' if annotation.filename else ''
+        raise SampleError(f'image not found: no {named}{IMAGES_DIR}/{stem}.jpg/.jpeg/.png')
+    encoded, image_format, height, width, converted = load_image(image_path)
+    notes = [('converted', converted)] if converted else []
+    if annotation.size is not None and annotation.size != (height, width):
+        xml_height, xml_width = annotation.size
+        notes.append(('warning', f'<size> {xml_width}x{xml_height} differs from the real image size '
+                                 f'{width}x{height} of {os.path.basename(image_path)}: real size used'))
+    objects, repairs = repair_boxes(annotation.objects, height, width)
+    notes += [('repaired', reason) for reason in repairs]
+    if not objects:
+        notes.append(('kept', 'no objects: kept as a background-only sample'))
+    example = make_example(encoded, image_format, height, width, objects, class_index)
+    return example.SerializeToString(), objects, notes
+
+
+def _write_split(dataset_dir, output_dir, dataset_name, split, stems, parsed, class_index,
+                 samples_per_file, issues, boxes_per_class, on_image_done):
+    """Write one split's shards; -> (shard paths, records written). Appends to issues, boxes_per_class."""
+    written = 0
+    with ShardWriter(output_dir, dataset_name, split, samples_per_file) as writer:
+        for stem in stems:
+            relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
+            try:
+                if stem in parsed:  # else already reported by _parse_all
+                    serialized, objects, notes = _build_sample(dataset_dir, stem, parsed[stem], class_index)
+                    writer.write(serialized)
+                    written += 1
+                    for obj in objects:
+                        boxes_per_class[obj.name] += 1
+                    issues += [Issue(kind, relative, reason) for kind, reason in notes]
+            except SampleError as err:
+                issues.append(Issue('excluded', relative, str(err)))
+            on_image_done()
+    _remove_stale_shards(output_dir, dataset_name, split, set(writer.paths))
+    return writer.paths, written
+
+
+def format_summary(result, output_dir, max_lines_per_kind=20):
+    """Summary lines: totals, then each issue, at most max_lines_per_kind of each kind."""
+    counts = ', '.join(f'{split} {n}' for split, n in result.info.num_samples.items())
+    shards = sum(len(paths) for paths in result.shards.values())
+    lines = [f'Wrote {sum(result.info.num_samples.values())} images ({counts}) in {shards} shard(s) to '
+             f'{output_dir}; ' + ', '.join(f'{kind} {result.count(kind)}' for kind in ISSUE_KINDS) + '.']
+    for kind in ISSUE_KINDS:
+        issues = [issue for issue in result.issues if issue.kind == kind]
+        lines += [str(issue) for issue in issues[:max_lines_per_kind]]
+        if len(issues) > max_lines_per_kind:
+            lines.append(f'  ... and {len(issues) - max_lines_per_kind} more {kind}; all are listed in '
+                         f'{os.path.join(output_dir, REPORT_FILENAME)}')
+    return lines
+
+
+def convert_voc_dataset(dataset_dir, output_dir, dataset_name='commodity', split_name=None,
+                        validation_fraction=0.0, samples_per_file=200, class_names=None, seed=0,
+                        log_fn=print, progress_fn=None):
+    """Convert a VOC folder into shards + dataset_info.json in output_dir; log a summary.
+
+    class_names: object classes in label order (label 1 first), or None for the sorted set of names
+    found in the annotations. progress_fn(done, total), when given, is called after each image.
+    Returns a ConversionResult. Raises UserError for an unusable folder or flag, and (after logging
+    the summary) when no sample at all could be written."""
+    if samples_per_file < 1:
+        raise UserError(f'--samples_per_file={samples_per_file}: must be at least 1')
+    splits = plan_splits(dataset_dir, split_name, validation_fraction, seed)
+    issues = []
+    parsed = _parse_all(dataset_dir, splits, issues)
+    if class_names is None:
+        class_names = sorted({obj.name for a in parsed.values() for obj in a.objects})
+        if parsed and not class_names:
+            raise UserError(f'{dataset_dir}: the annotations name no object class; pass --labels_file')
+    class_index = {name: label for label, name in enumerate(ds_info.with_background(class_names))}
+    os.makedirs(output_dir, exist_ok=True)
+    info_path = os.path.join(output_dir, ds_info.INFO_FILENAME)
+    if os.path.exists(info_path):
+        os.remove(info_path)
+    total, done = sum(map(len, splits.values())), [0]
+
+    def on_image_done():
+        done[0] += 1
+        if progress_fn:
+            progress_fn(done[0], total)
+    shards, num_samples, boxes_per_class = {}, {}, dict.fromkeys(class_names, 0)
+    for split, stems in splits.items():
+        shards[split], num_samples[split] = _write_split(
+            dataset_dir, output_dir, dataset_name, split, stems, parsed, class_index, samples_per_file,
+            issues, boxes_per_class, on_image_done)
+    info = ds_info.DatasetInfo(dataset_name, ds_info.with_background(class_names), num_samples,
+                               boxes_per_class)
+    result = ConversionResult(info, shards, issues)
+    with open(os.path.join(output_dir, REPORT_FILENAME), 'w') as report:
+        report.write('\n'.join(format_summary(result, output_dir, max_lines_per_kind=len(issues))) + '\n')
+    for line in format_summary(result, output_dir):
+        log_fn(line)
+    if not sum(num_samples.values()):
+        raise UserError(f'{dataset_dir}: no usable sample was written ({result.count("excluded")} excluded, '
+                        f'see the summary above)')
+    ds_info.write_dataset_info(output_dir, info)
+    return result

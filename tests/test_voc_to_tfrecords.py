@@ -1,0 +1,297 @@
+"""VOC -> TFRecord converter: round trip, every kind of bad input, shards, splits, atomic writes, exit codes.
+
+Records are read back with tf.io.parse_single_example here (independent of the input pipeline);
+expected boxes are the XML's pixel values divided by the image size, computed by hand in numpy.
+"""
+import glob
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+from PIL import Image
+
+from datasets import dataset_info, voc_to_tfrecords
+from datasets.voc_to_tfrecords import convert_voc_dataset, plan_splits
+from utils.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FEATURES = {
+    'image/height': tf.io.FixedLenFeature([], tf.int64),
+    'image/width': tf.io.FixedLenFeature([], tf.int64),
+    'image/channels': tf.io.FixedLenFeature([], tf.int64),
+    'image/shape': tf.io.FixedLenFeature([3], tf.int64),
+    'image/format': tf.io.FixedLenFeature([], tf.string),
+    'image/encoded': tf.io.FixedLenFeature([], tf.string),
+    **{f'image/object/bbox/{k}': tf.io.VarLenFeature(tf.float32) for k in ('xmin', 'ymin', 'xmax', 'ymax')},
+    **{f'image/object/bbox/{k}': tf.io.VarLenFeature(tf.int64) for k in ('label', 'difficult', 'truncated')},
+    'image/object/bbox/label_text': tf.io.VarLenFeature(tf.string),
+}
+
+
+def read_records(paths):
+    """All records of the shards, each parsed into a dict of numpy values (+ 'pixels', the decoded image)."""
+    serialized = [r for path in paths for r in tf.io.tf_record_iterator(path)]
+    graph = tf.Graph()
+    with graph.as_default():
+        placeholder = tf.placeholder(tf.string, [])
+        parsed = tf.io.parse_single_example(placeholder, FEATURES)
+        tensors = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in parsed.items()}
+        tensors['pixels'] = tf.io.decode_image(parsed['image/encoded'], channels=3, expand_animations=False)
+        with tf.Session(graph=graph) as session:
+            return [session.run(tensors, {placeholder: s}) for s in serialized]
+
+
+def jpeg_bytes(width, height, colour=(200, 60, 30), mode='RGB'):
+    out = io.BytesIO()
+    Image.new(mode, (width, height), colour).save(out, format='JPEG', quality=95)
+    return out.getvalue()
+
+
+def write_sample(root, stem, objects, image=None, size=None, filename=None, xml=None):
+    """Annotations/<stem>.xml (objects: (name, xmin, ymin, xmax, ymax, extra_tags)) + JPEGImages/<filename>."""
+    os.makedirs(os.path.join(root, 'Annotations'), exist_ok=True)
+    os.makedirs(os.path.join(root, 'JPEGImages'), exist_ok=True)
+    filename = filename or stem + '.jpg'
+    if image is not None:
+        with open(os.path.join(root, 'JPEGImages', filename), 'wb') as out:
+            out.write(image)
+    if xml is None:
+        width, height = size
+        body = ''.join(
+            f'<object><name>{name}</name>{extra}<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>'
+            f'<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>' for name, x0, y0, x1, y1, extra in objects)
+        xml = (f'<annotation><folder>JPEGImages</folder><filename>{filename}</filename><size><width>{width}'
+               f'</width><height>{height}</height><depth>3</depth></size>{body}</annotation>')
+    with open(os.path.join(root, 'Annotations', stem + '.xml'), 'w') as out:
+        out.write(xml)
+
+
+def convert(root, **kwargs):
+    """convert_voc_dataset into root/out with the summary captured; -> (result, summary text)."""
+    lines = []
+    result = convert_voc_dataset(str(root), str(root / 'out'), log_fn=lines.append, **kwargs)
+    return result, '\n'.join(lines)
+
+
+def test_round_trip_boxes_labels_flags(tmp_path):
+    write_sample(tmp_path, 'a', [('can', 10, 20, 110, 70, '<difficult>1</difficult><truncated>0</truncated>'),
+                                 ('bottle', 1, 1, 200, 100, '<truncated>1</truncated>'),
+                                 ('can', 35.5, 40.25, 60.75, 99, '')],
+                 image=jpeg_bytes(200, 100), size=(200, 100))
+    original = jpeg_bytes(64, 48, colour=(10, 220, 90))
+    write_sample(tmp_path, 'b', [('bottle', 5, 6, 30, 40, '<difficult>0</difficult>')], image=original, size=(64, 48))
+    result, _ = convert(tmp_path)
+    assert result.info.class_names == ['none', 'bottle', 'can']  # sorted names found, 0 = background
+    records = read_records(dataset_info.list_shards(str(tmp_path / 'out'), 'train'))
+    assert len(records) == 2
+    a, b = records
+    expected = np.array([[10, 20, 110, 70], [1, 1, 200, 100], [35.5, 40.25, 60.75, 99]]) / [200, 100, 200, 100]
+    for column, key in enumerate(('xmin', 'ymin', 'xmax', 'ymax')):
+        np.testing.assert_allclose(a[f'image/object/bbox/{key}'], expected[:, column], atol=1e-6)
+    assert list(a['image/object/bbox/label']) == [2, 1, 2]
+    assert list(a['image/object/bbox/label_text']) == [b'can', b'bottle', b'can']
+    assert list(a['image/object/bbox/difficult']) == [1, 0, 0]
+    assert list(a['image/object/bbox/truncated']) == [0, 1, 0]
+    assert (a['image/height'], a['image/width'], a['image/channels']) == (100, 200, 3)
+    assert list(a['image/shape']) == [100, 200, 3] and a['pixels'].shape == (100, 200, 3)
+    assert b['image/format'] == b'JPEG' and b['image/encoded'] == original  # RGB JPEG kept byte for byte
+    np.testing.assert_allclose(b['image/object/bbox/ymax'], [40 / 48], atol=1e-6)
+    assert result.info.boxes_per_class == {'bottle': 2, 'can': 2}
+
+
+def _bad_inputs_dataset(root):
+    """A folder mixing every kind of bad input with good images; each sample has its own image width."""
+    def good(stem, width, **kwargs):
+        write_sample(root, stem, [('can', 2, 2, 20, 20, '')], image=jpeg_bytes(width, 40), size=(width, 40), **kwargs)
+    good('good_1', 101)
+    write_sample(root, 'missing_image', [('can', 2, 2, 20, 20, '')], size=(50, 40))
+    write_sample(root, 'undecodable', [('can', 2, 2, 20, 20, '')], image=b'not an image at all', size=(50, 40))
+    write_sample(root, 'cut_jpeg', [('can', 2, 2, 20, 20, '')], image=jpeg_bytes(300, 200)[:400], size=(300, 200))
+    write_sample(root, 'malformed', [], xml='<annotation><object><name>can</name></annotation>')
+    write_sample(root, 'bomb', [], xml='<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "aaaaaaaaaa">'
+                 '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><annotation><filename>&b;</filename></annotation>')
+    write_sample(root, 'external', [], xml='<?xml version="1.0"?><!DOCTYPE a [<!ENTITY xxe SYSTEM '
+                 '"file:///etc/passwd">]><annotation><filename>&xxe;</filename></annotation>')
+    write_sample(root, 'unknown_class', [('can', 2, 2, 20, 20, ''), ('alien', 3, 3, 9, 9, '')],
+                 image=jpeg_bytes(102, 40), size=(102, 40))
+    write_sample(root, 'out_of_image', [('can', -5, 10, 130, 50, '')], image=jpeg_bytes(103, 40), size=(103, 40))
+    write_sample(root, 'zero_area', [('can', 10, 10, 10, 30, ''), ('bottle', 2, 3, 40, 30, '')],
+                 image=jpeg_bytes(104, 40), size=(104, 40))
+    write_sample(root, 'no_object', [], image=jpeg_bytes(105, 40), size=(105, 40))
+    write_sample(root, 'wrong_size', [('can', 2, 2, 20, 20, '')], image=jpeg_bytes(106, 40), size=(500, 400))
+    for stem, width, mode, colour in (('gray', 107, 'L', 128), ('palette', 108, 'P', 3),
+                                      ('rgba', 109, 'RGBA', (0, 0, 255, 0))):
+        out = io.BytesIO()
+        Image.new(mode, (width, 40), colour).save(out, format='PNG')
+        write_sample(root, stem, [('can', 2, 2, 20, 20, '')], image=out.getvalue(), size=(width, 40),
+                     filename=stem + '.png')
+    write_sample(root, 'cmyk', [('can', 2, 2, 20, 20, '')],
+                 image=jpeg_bytes(110, 40, colour=(0, 255, 255, 0), mode='CMYK'), size=(110, 40))
+    good('good_2', 111)
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('bad')
+    _bad_inputs_dataset(root)
+    result, summary = convert(root, class_names=['bottle', 'can'])
+    records = {int(r['image/width']): r for r in read_records(result.shards['train'])}
+    return result, summary, records
+
+
+@pytest.mark.parametrize('stem, kind, reason', [
+    ('missing_image', 'excluded', 'image not found'),
+    ('undecodable', 'excluded', 'cannot decode image undecodable.jpg'),
+    ('cut_jpeg', 'excluded', 'cannot decode image cut_jpeg.jpg'),
+    ('malformed', 'excluded', 'malformed XML'),
+    ('bomb', 'excluded', 'unsafe XML refused: entity declaration'),
+    ('external', 'excluded', 'unsafe XML refused: external entity'),
+    ('unknown_class', 'excluded', "class 'alien' not in the label list"),
+    ('out_of_image', 'repaired', 'extends outside the 103x40 image: clipped'),
+    ('zero_area', 'repaired', "box 1 ('can', x 10..10, y 10..30) has zero area: dropped"),
+    ('no_object', 'kept', 'no objects: kept as a background-only sample'),
+    ('wrong_size', 'warning', '<size> 500x400 differs from the real image size 106x40'),
+    ('gray', 'converted', 'L PNG converted to RGB'),
+    ('palette', 'converted', 'P PNG converted to RGB'),
+    ('rgba', 'converted', 'RGBA PNG converted to RGB'),
+    ('cmyk', 'converted', 'CMYK JPEG converted to RGB'),
+])
+def test_bad_input_is_named_in_summary_and_good_images_written(bad_inputs, stem, kind, reason):
+    result, summary, records = bad_inputs
+    line = next(line for line in summary.splitlines() if f'Annotations/{stem}.xml' in line)
+    assert f'{kind}: ' in line and reason in line
+    assert {101, 111} <= set(records)  # the good images on either side were written
+
+
+def test_bad_inputs_counts_and_repaired_records(bad_inputs):
+    result, summary, records = bad_inputs
+    assert result.count('excluded') == 7
+    assert sorted(records) == [101, 103, 104, 105, 106, 107, 108, 109, 110, 111]
+    assert summary.splitlines()[0].startswith('Wrote 10 images (train 10)')
+    np.testing.assert_allclose([records[103][f'image/object/bbox/{k}'][0] for k in ('xmin', 'xmax')],
+                               [0.0, 1.0], atol=1e-6)                      # clipped to the image
+    assert list(records[104]['image/object/bbox/label_text']) == [b'bottle']  # zero-area box dropped
+    assert records[105]['image/object/bbox/label'].size == 0                   # background-only sample
+    assert (records[106]['image/height'], records[106]['image/width']) == (40, 106)  # real size wins
+    np.testing.assert_allclose(records[106]['image/object/bbox/xmax'], [20 / 106], atol=1e-6)
+
+
+def test_converted_images_are_rgb(bad_inputs):
+    records = bad_inputs[2]
+    assert (records[107]['image/format'], records[110]['image/format']) == (b'PNG', b'JPEG')
+    assert all(r['pixels'].shape == (40, w, 3) and r['image/channels'] == 3 for w, r in records.items())
+    assert np.all(records[107]['pixels'] == 128)                 # gray 128 -> (128, 128, 128)
+    assert np.all(records[109]['pixels'] == 255)                 # fully transparent -> white
+    assert np.all(np.abs(records[110]['pixels'].astype(int) - [255, 0, 0]) < 12)  # CMYK (0,1,1,0) is red
+
+
+def test_summary_caps_lines_and_full_report_is_written(tmp_path):
+    for index in range(4):
+        write_sample(tmp_path, f'empty_{index}', [], image=jpeg_bytes(30, 20), size=(30, 20))
+    result = convert_voc_dataset(str(tmp_path), str(tmp_path / 'out'), class_names=['can'], log_fn=lambda _: None)
+    summary = voc_to_tfrecords.format_summary(result, 'OUT', max_lines_per_kind=2)
+    assert sum('kept: ' in line for line in summary) == 2 and '... and 2 more kept' in summary[-1]
+    report = (tmp_path / 'out' / voc_to_tfrecords.REPORT_FILENAME).read_text()
+    assert all(f'Annotations/empty_{i}.xml' in report for i in range(4))
+
+
+def test_shard_names_and_samples_per_file(tmp_path):
+    for index in range(5):
+        write_sample(tmp_path, f'img{index}', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20 + index, 20),
+                     size=(20 + index, 20))
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'shelf_train_007.tfrecord').write_bytes(b'stale')           # an older, longer run
+    (out / 'other_train_000.tfrecord').write_bytes(b'another dataset')
+    result, _ = convert(tmp_path, dataset_name='shelf', samples_per_file=2)
+    names = sorted(os.path.basename(p) for p in glob.glob(str(out / 'shelf_*')))
+    assert names == ['shelf_train_000.tfrecord', 'shelf_train_001.tfrecord', 'shelf_train_002.tfrecord']
+    assert [len(read_records([p])) for p in result.shards['train']] == [2, 2, 1]
+    assert (out / 'other_train_000.tfrecord').exists()
+    assert dataset_info.load_dataset_info(str(out)).num_samples == {'train': 5}
+
+
+def test_validation_fraction_is_deterministic(tmp_path):
+    for index in range(10):
+        write_sample(tmp_path, f'img{index}', [], size=(8, 8))
+    first = plan_splits(str(tmp_path), validation_fraction=0.3, seed=5)
+    assert first == plan_splits(str(tmp_path), validation_fraction=0.3, seed=5)
+    assert first != plan_splits(str(tmp_path), validation_fraction=0.3, seed=6)
+    assert len(first['test']) == 3 and len(first['train']) == 7
+    assert sorted(first['train'] + first['test']) == [f'img{i}' for i in range(10)]
+    assert plan_splits(str(tmp_path), split_name='trainval') == {'trainval': [f'img{i}' for i in range(10)]}
+    with pytest.raises(UserError, match='validation_fraction'):
+        plan_splits(str(tmp_path), validation_fraction=1.0)
+
+
+def test_split_lists_write_one_set_per_split(tmp_path):
+    for index in range(4):
+        write_sample(tmp_path, f'{index:06d}', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    lists = tmp_path / 'ImageSets' / 'Main'
+    lists.mkdir(parents=True)
+    (lists / 'train.txt').write_text('000000\n000001\n000002\n')
+    (lists / 'test.txt').write_text('000003\n000009\n')                 # 000009 has no annotation
+    (lists / 'can_train.txt').write_text('000000  1\n')                 # VOC per-class list: ignored
+    result, summary = convert(tmp_path)
+    assert result.info.num_samples == {'test': 1, 'train': 3}
+    assert 'excluded: Annotations/000009.xml: cannot read the annotation file' in summary
+    with pytest.raises(UserError, match='split lists exist'):
+        convert(tmp_path, validation_fraction=0.2)
+    with pytest.raises(UserError, match='val.txt: not found'):
+        convert(tmp_path, split_name='val')
+
+
+def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
+    for index in range(5):
+        write_sample(tmp_path, f'img{index}', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'dataset_info.json').write_text('{}')                        # from an older run
+    real_make_example, calls = voc_to_tfrecords.make_example, []
+
+    def failing_make_example(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError('disk on fire')
+        return real_make_example(*args)
+    monkeypatch.setattr(voc_to_tfrecords, 'make_example', failing_make_example)
+    with pytest.raises(RuntimeError):
+        convert(tmp_path, samples_per_file=2)
+    assert sorted(os.listdir(out)) == ['commodity_train_000.tfrecord']  # complete; no .partial, no json
+    assert len(read_records([str(out / 'commodity_train_000.tfrecord')])) == 2
+
+
+def test_shard_is_invisible_until_complete(tmp_path):
+    with voc_to_tfrecords.ShardWriter(str(tmp_path), 'demo', 'train', samples_per_file=10) as writer:
+        writer.write(b'record')
+        assert glob.glob(str(tmp_path / '*.tfrecord')) == []
+    assert writer.paths == [str(tmp_path / 'demo_train_000.tfrecord')] and os.listdir(tmp_path) == ['demo_train_000.tfrecord']
+
+
+def test_missing_annotations_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match='no Annotations/ folder'):
+        convert(tmp_path)
+
+
+def _run_script(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tf_convert_data.py'), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_script_exit_codes(tmp_path):
+    good, bad = tmp_path / 'good', tmp_path / 'bad'
+    write_sample(good, 'a', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    write_sample(good, 'b', [], xml='<annotation>')
+    done = _run_script(f'--dataset_dir={good}', f'--output_dir={good / "out"}', '--output_name=shop_val')
+    assert done.returncode == 0, done.stderr
+    assert 'excluded: Annotations/b.xml: malformed XML' in done.stdout and '1/2 images' in done.stderr
+    assert os.listdir(good / 'out') and (good / 'out' / 'shop_val_000.tfrecord').exists()
+    write_sample(bad, 'only', [('can', 1, 1, 9, 9, '')], size=(20, 20))   # its image is missing
+    failed = _run_script(f'--dataset_dir={bad}', f'--output_dir={bad / "out"}')
+    assert failed.returncode == 1
+    assert 'excluded: Annotations/only.xml: image not found' in failed.stdout
+    assert failed.stderr.strip().splitlines()[-1].startswith('error: ') and 'no usable sample' in failed.stderr

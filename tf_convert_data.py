@@ -1,0 +1,111 @@
+"""Convert a Pascal VOC folder (e.g. labelImg output in IMAGE/) into TFRecord shards.
+
+    python tf_convert_data.py --dataset_dir=IMAGE --output_dir=IMAGE/tfrecords --dataset_name=commodity
+
+Writes <dataset_name>_<split>_<NNN>.tfrecord and dataset_info.json into --output_dir; one set of
+shards per ImageSets/Main/<split>.txt list, or, without lists, one set named --split_name plus an
+optional 'test' split of --validation_fraction of the images. SSD-Tensorflow's spellings work too:
+--output_name=voc_2007_train means dataset 'voc_2007', split 'train'; --dataset_name=pascalvoc
+(or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC class list.
+Exit status 1 when a flag or the folder is unusable, or when no image at all could be written.
+"""
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import tensorflow.compat.v1 as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from datasets import dataset_info  # noqa: E402
+from datasets.voc_to_tfrecords import convert_voc_dataset  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+flags.DEFINE_string('dataset_dir', None, 'VOC folder: Annotations/, JPEGImages/, optional ImageSets/Main/.')
+flags.DEFINE_string('output_dir', None, 'Folder for the shards and dataset_info.json '
+                    '(default: <dataset_dir>/tfrecords).')
+flags.DEFINE_string('dataset_name', 'commodity', 'Dataset name, the shards\' prefix. pascalvoc, '
+                    'pascalvoc_2007 or pascalvoc_2012 also select the built-in VOC class list.')
+flags.DEFINE_string('output_name', None, 'SSD-Tensorflow spelling: "<dataset_name>_<split>", '
+                    'e.g. voc_2007_train; overrides --dataset_name and --split_name.')
+flags.DEFINE_string('split_name', 'train', 'Split written when there are no ImageSets/Main lists; '
+                    'with lists, given explicitly, converts only that list.')
+flags.DEFINE_float('validation_fraction', 0.0, 'Without split lists: fraction of the images moved '
+                   '(deterministically, by --seed) into a "test" split.')
+flags.DEFINE_integer('samples_per_file', 200, 'Records per shard.')
+flags.DEFINE_string('labels_file', None, 'Class names, one per line, in label order (label 1 first), '
+                    'or a built-in list name (pascalvoc_2007, pascalvoc_2012). Default: the sorted '
+                    'set of names in the annotations.')
+flags.DEFINE_integer('seed', 0, 'Seed of the --validation_fraction split.')
+FLAGS = flags.FLAGS
+
+_KNOWN_SPLITS = ('trainval', 'train', 'val', 'test')
+
+
+class ProgressBar:
+    """'[#####.....] done/total images' on stream: redrawn in place on a terminal (every 1%),
+    a new line every 25% otherwise (logs)."""
+
+    def __init__(self, stream, width=30):
+        self._stream, self._width, self._shown = stream, width, -1
+        self._tty = stream.isatty()
+
+    def __call__(self, done, total):
+        step = 100 * done // total // (1 if self._tty else 25)
+        if step == self._shown:
+            return
+        self._shown, filled = step, self._width * done // total
+        line = f'[{"#" * filled}{"." * (self._width - filled)}] {done}/{total} images'
+        self._stream.write(f'\r{line}' + ('\n' if done == total else '') if self._tty else f'{line}\n')
+        self._stream.flush()
+
+
+def _names_from_output_name(output_name):
+    """'voc_2007_train' -> ('voc_2007', 'train'); a name without a known split suffix -> (name, None)."""
+    for split in _KNOWN_SPLITS:
+        if output_name.endswith('_' + split):
+            return output_name[:-len(split) - 1], split
+    return output_name, None
+
+
+def _class_names(labels_file, dataset_name):
+    """Object class names from --labels_file (a file or a built-in list), a built-in dataset name, or None."""
+    if labels_file and not os.path.isfile(labels_file) and dataset_info.builtin_class_names(labels_file):
+        return dataset_info.builtin_class_names(labels_file)
+    if labels_file:
+        return dataset_info.read_labels_file(labels_file)
+    return dataset_info.builtin_class_names(dataset_name)
+
+
+def main(argv):
+    tf.logging.set_verbosity(tf.logging.ERROR)  # the converter's own messages are the summary
+    tf.disable_v2_behavior()
+    if len(argv) > 1:
+        raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+    if not FLAGS.dataset_dir:
+        raise UserError('--dataset_dir is required (the folder holding Annotations/ and JPEGImages/)')
+    dataset_name = FLAGS.dataset_name
+    split_name = FLAGS.split_name if FLAGS['split_name'].present else None
+    if FLAGS.output_name:
+        dataset_name, output_split = _names_from_output_name(FLAGS.output_name)
+        split_name = output_split or split_name
+    class_names = _class_names(FLAGS.labels_file, FLAGS.dataset_name)
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.dataset_dir, 'tfrecords')
+    print(f'Converting {FLAGS.dataset_dir} -> {output_dir} (dataset {dataset_name})')
+    convert_voc_dataset(FLAGS.dataset_dir, output_dir, dataset_name=dataset_name, split_name=split_name,
+                        validation_fraction=FLAGS.validation_fraction,
+                        samples_per_file=FLAGS.samples_per_file, class_names=class_names,
+                        seed=FLAGS.seed, log_fn=print, progress_fn=ProgressBar(sys.stderr))
+
+
+def run(argv):
+    """app.run entry: a UserError becomes one line on stderr and exit status 1."""
+    try:
+        main(argv)
+    except UserError as err:
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    app.run(run)
