@@ -3,62 +3,32 @@
 Records carry SSD-Tensorflow's feature keys (see the module's make_example), so its records and ours
 load alike. Box coordinates are VOC pixel values divided by the real image size, exactly as
 SSD-Tensorflow did: y / height, x / width with no 1-based offset (VOC's xmin = 1 is the first pixel,
-so left/top edges sit at most 1 px right/below the true edge, immaterial at IoU 0.5). Boxes are
-clipped to [0, width] x [0, height] first. Images: an RGB JPEG (or 8-bit RGB PNG) is stored as its
-original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit) is converted
-to RGB, alpha composited on white, and re-encoded in its own format: PNG losslessly, JPEG at
-quality 95. image/format says which ('JPEG' or 'PNG').
+so left/top edges sit at most 1 px right/below the true edge, immaterial at IoU 0.5). Reading each
+sample (XML, image bytes and their RGB conversion, box clipping) is datasets/voc_reader.py's part;
+image/format says which encoding is stored ('JPEG' or 'PNG').
 
 Bad input never stops the run: each sample left out, repaired or converted is an Issue, listed in the
 summary (20 per kind) and in full in conversion_report.txt beside the shards. Shards are written to
 '<name>.partial' and renamed when complete; dataset_info.json is removed when writing starts and
 rewritten at the end, so its presence means the set is complete.
 """
-import collections
 import dataclasses
-import io
-import math
 import os
 import random
 import re
 
-import defusedxml
-import defusedxml.ElementTree as safe_xml
-import numpy as np
 import tensorflow.compat.v1 as tf
-from PIL import Image, UnidentifiedImageError
 
 from datasets import dataset_info as ds_info
+from datasets.voc_reader import SampleError, find_image, load_image, parse_voc_xml, repair_boxes
 from utils.errors import UserError
 
 ANNOTATIONS_DIR = 'Annotations'
 IMAGES_DIR = 'JPEGImages'
 SPLITS_DIR = os.path.join('ImageSets', 'Main')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')
-JPEG_QUALITY = 95
 PARTIAL_SUFFIX = '.partial'
 REPORT_FILENAME = 'conversion_report.txt'
 ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'kept', 'converted')
-
-
-class SampleError(Exception):
-    """A sample that must be left out; the message is the reason."""
-
-
-@dataclasses.dataclass
-class VocObject:
-    """One <object>: box in VOC pixel coordinates (float), flags 0/1."""
-    name: str
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-    difficult: int = 0
-    truncated: int = 0
-
-
-# filename: <filename> ('' when absent); size: (height, width) from <size> or None; objects: [VocObject]
-VocAnnotation = collections.namedtuple('VocAnnotation', 'filename size objects')
 
 
 @dataclasses.dataclass
@@ -79,140 +49,6 @@ class ConversionResult:
 
     def count(self, kind):
         return sum(issue.kind == kind for issue in self.issues)
-
-
-def _number(element, tag, where, default=None):
-    """Float value of a child tag; an empty or missing tag gives default (an error when None)."""
-    text = (element.findtext(tag) or '').strip()
-    if not text and default is not None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise SampleError(f'malformed XML: {where} <{tag}> is {text!r}, expected a number')
-    return value
-
-
-def _xml_size(root):
-    """(height, width) from <size>, or None when missing, zero or not a number."""
-    try:
-        height, width = (int(float(root.findtext(f'size/{tag}'))) for tag in ('height', 'width'))
-    except (TypeError, ValueError):
-        return None
-    return (height, width) if height > 0 and width > 0 else None
-
-
-def parse_voc_xml(path):
-    """VocAnnotation from a VOC/labelImg XML file, parsed with defusedxml (no entities, no DTD fetch)."""
-    try:
-        root = safe_xml.parse(path).getroot()
-    except defusedxml.EntitiesForbidden as err:
-        if err.sysid or err.pubid:
-            raise SampleError(f'unsafe XML refused: external entity {err.name!r}') from None
-        raise SampleError(f'unsafe XML refused: entity declaration {err.name!r} '
-                          '(possible entity-expansion bomb)') from None
-    except defusedxml.DefusedXmlException as err:
-        raise SampleError(f'unsafe XML refused: {err}') from None
-    except safe_xml.ParseError as err:
-        raise SampleError(f'malformed XML ({err})') from None
-    except OSError as err:
-        raise SampleError(f'cannot read the annotation file ({err.strerror})') from None
-    if root.tag != 'annotation':
-        raise SampleError(f'malformed XML: root element is <{root.tag}>, expected <annotation>')
-    objects = []
-    for index, element in enumerate(root.findall('object'), 1):
-        name = (element.findtext('name') or '').strip()
-        where = f'object {index}'
-        if not name:
-            raise SampleError(f'malformed XML: {where} has no <name>')
-        bndbox = element.find('bndbox')
-        if bndbox is None:
-            raise SampleError(f'malformed XML: {where} ({name!r}) has no <bndbox>')
-        xmin, ymin, xmax, ymax = (_number(bndbox, t, where) for t in ('xmin', 'ymin', 'xmax', 'ymax'))
-        difficult, truncated = (int(_number(element, t, where, 0) != 0) for t in ('difficult', 'truncated'))
-        objects.append(VocObject(name, xmin, ymin, xmax, ymax, difficult, truncated))
-    return VocAnnotation((root.findtext('filename') or '').strip(), _xml_size(root), objects)
-
-
-def find_image(images_dir, filename, annotation_stem):
-    """Path of the image: JPEGImages/<filename>, else <stem>.jpg/.jpeg/.png; None when absent."""
-    candidates = []
-    if filename:
-        base = os.path.basename(filename.replace('\\', '/'))
-        candidates.append(base)
-        candidates += [os.path.splitext(base)[0] + ext for ext in IMAGE_EXTENSIONS]
-    candidates += [annotation_stem + ext for ext in IMAGE_EXTENSIONS]
-    for name in dict.fromkeys(candidates):
-        path = os.path.join(images_dir, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _is_8bit_rgb_png(data):
-    """IHDR bit depth 8 and colour type 2 (truecolour, no alpha)."""
-    return len(data) > 25 and data[24] == 8 and data[25] == 2
-
-
-def _to_rgb(image):
-    """RGB copy of any Pillow image: alpha composited on white, 16-bit gray scaled to 8 bits."""
-    if image.mode in ('I', 'I;16', 'I;16B', 'I;16L'):
-        gray = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
-        image = Image.fromarray(np.clip(np.round(gray), 0, 255).astype(np.uint8))
-    if image.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in image.info:
-        rgba = image.convert('RGBA')
-        canvas = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert('RGB')
-    return image.convert('RGB')
-
-
-def load_image(path):
-    """(encoded bytes, 'JPEG'|'PNG', height, width, note) of a fully decodable JPEG/PNG as 3-channel
-    RGB; note says how the image was converted, None when its original bytes are kept."""
-    try:
-        with open(path, 'rb') as source:
-            data = source.read()
-        with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format
-            if image_format not in ('JPEG', 'PNG'):
-                raise SampleError(f'unsupported image format {image_format} (JPEG or PNG expected)')
-            image.load()  # full decode: truncated or corrupt files fail here, not in training
-            width, height = image.size
-            if image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data)):
-                return data, image_format, height, width, None
-            note = f'{image.mode} {image_format} converted to RGB, re-encoded as {image_format}'
-            rgb = _to_rgb(image)
-    except SampleError:
-        raise
-    except UnidentifiedImageError:
-        raise SampleError(f'cannot decode image {os.path.basename(path)} (not a JPEG or PNG file)') from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise SampleError(f'cannot decode image {os.path.basename(path)} ({err})') from None
-    out = io.BytesIO()
-    rgb.save(out, format=image_format, **({'quality': JPEG_QUALITY} if image_format == 'JPEG' else {}))
-    return out.getvalue(), image_format, height, width, note
-
-
-def repair_boxes(objects, height, width):
-    """Boxes clipped to [0, width] x [0, height] pixels; zero-area ones dropped. -> (kept, notes)."""
-    kept, notes = [], []
-    for index, obj in enumerate(objects, 1):
-        label = f'box {index} ({obj.name!r}, x {obj.xmin:g}..{obj.xmax:g}, y {obj.ymin:g}..{obj.ymax:g})'
-        if obj.xmax <= obj.xmin or obj.ymax <= obj.ymin:
-            notes.append(f'{label} has zero area: dropped')
-            continue
-        clipped = dataclasses.replace(
-            obj, xmin=min(max(obj.xmin, 0.0), width), xmax=min(max(obj.xmax, 0.0), width),
-            ymin=min(max(obj.ymin, 0.0), height), ymax=min(max(obj.ymax, 0.0), height))
-        if clipped.xmax <= clipped.xmin or clipped.ymax <= clipped.ymin:
-            notes.append(f'{label} lies outside the {width}x{height} image: dropped')
-            continue
-        if clipped != obj:
-            notes.append(f'{label} extends outside the {width}x{height} image: clipped')
-        kept.append(clipped)
-    return kept, notes
 
 
 def _feature(kind, values):
