@@ -1,0 +1,144 @@
+"""The one home of box math: IoU, anchor matching, encoding and decoding.
+
+Boxes are normalised float32. Ground truth and decoded boxes are (ymin, xmin, ymax, xmax) = "yxyx";
+anchors are (cy, cx, h, w) = "cychw". Encoded offsets are (ty, tx, th, tw), the SSD paper's formula with
+the Caffe "variances" prior_scaling = (s_y, s_x, s_h, s_w) = (0.1, 0.1, 0.2, 0.2):
+    ty = (cy - cy_a) / h_a / s_y        tx = (cx - cx_a) / w_a / s_x
+    th = log(h / h_a) / s_h             tw = log(w / w_a) / s_w
+decode() is the exact inverse.
+"""
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+
+def cychw_to_yxyx(boxes_cychw):
+    """numpy [..., 4] (cy, cx, h, w) -> [..., 4] (ymin, xmin, ymax, xmax), same dtype."""
+    boxes_cychw = np.asarray(boxes_cychw)
+    cy, cx, h, w = (boxes_cychw[..., i] for i in range(4))
+    return np.stack([cy - h / 2., cx - w / 2., cy + h / 2., cx + w / 2.], axis=-1).astype(boxes_cychw.dtype)
+
+
+def iou(boxes_a, boxes_b):
+    """Intersection over union of every pair: yxyx [M, 4] x yxyx [N, 4] -> [M, N] float32.
+
+    IoU = |A n B| / (|A| + |B| - |A n B|); 0 where the union is empty (degenerate boxes).
+    """
+    ymin_a, xmin_a, ymax_a, xmax_a = tf.split(boxes_a, 4, axis=1)  # [M, 1] each
+    ymin_b, xmin_b, ymax_b, xmax_b = tf.unstack(boxes_b, axis=1)    # [N] each
+    inter_h = tf.maximum(tf.minimum(ymax_a, ymax_b) - tf.maximum(ymin_a, ymin_b), 0.)
+    inter_w = tf.maximum(tf.minimum(xmax_a, xmax_b) - tf.maximum(xmin_a, xmin_b), 0.)
+    intersection = inter_h * inter_w
+    area_a = tf.maximum(ymax_a - ymin_a, 0.) * tf.maximum(xmax_a - xmin_a, 0.)
+    area_b = tf.maximum(ymax_b - ymin_b, 0.) * tf.maximum(xmax_b - xmin_b, 0.)
+    return tf.math.divide_no_nan(intersection, area_a + area_b - intersection)
+
+
+def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
+    """Assign each anchor to at most one ground-truth box (SSD paper / Caffe rules), vectorised.
+
+    1. Forced match: every ground truth claims its highest-IoU anchor, even below the threshold (but not
+       at IoU 0). When several ground truths claim the same anchor, the one with the highest IoU with
+       that anchor wins (ties: the lower ground-truth index); the others keep only their threshold
+       matches. (Caffe's greedy bipartite matching would hand the loser its next-best anchor instead.)
+    2. Threshold match: every other anchor whose best IoU is >= match_threshold goes to the ground truth
+       it overlaps most (ties: the lower index).
+    Difficulty plays no part in the assignment; afterwards anchors assigned to a difficult box get label
+    -1 (neither positive nor negative) when ignore_difficult, else the box's label.
+
+    Args:
+      gt_labels: [M] int, 1..K. gt_boxes: [M, 4] yxyx. gt_difficult: [M] int or bool. M may be 0.
+      anchors_yxyx: [N, 4] yxyx (tensor or numpy).
+    Returns:
+      matched_labels [N] int64 (0 background, -1 ignored), matched_boxes [N, 4] yxyx (zeros where
+      unmatched), matched_iou [N] float32 (IoU with the assigned box; for unmatched anchors, the best IoU).
+    """
+    anchors_yxyx = tf.convert_to_tensor(anchors_yxyx, tf.float32)
+    # A trailing empty box (IoU 0 with everything, never matched) keeps M >= 1, so no branch for M = 0.
+    labels = tf.concat([tf.cast(gt_labels, tf.int64), tf.zeros([1], tf.int64)], axis=0)
+    boxes = tf.concat([tf.cast(gt_boxes, tf.float32), tf.zeros([1, 4], tf.float32)], axis=0)
+    difficult = tf.concat([tf.cast(gt_difficult, tf.bool), tf.zeros([1], tf.bool)], axis=0)
+    num_anchors = tf.shape(anchors_yxyx)[0]
+
+    overlaps = iou(boxes, anchors_yxyx)                                   # [M+1, N]
+    best_gt = tf.argmax(overlaps, axis=0, output_type=tf.int32)          # [N]
+    best_gt_iou = tf.reduce_max(overlaps, axis=0)
+
+    best_anchor = tf.argmax(overlaps, axis=1, output_type=tf.int32)      # [M+1]
+    has_overlap = tf.reduce_max(overlaps, axis=1) > 0.
+    claims = tf.logical_and(tf.one_hot(best_anchor, num_anchors, on_value=True, off_value=False,
+                                       dtype=tf.bool), has_overlap[:, None])   # [M+1, N]
+    claim_iou = tf.where(claims, overlaps, -tf.ones_like(overlaps))
+    forced_gt = tf.argmax(claim_iou, axis=0, output_type=tf.int32)
+    is_forced = tf.reduce_any(claims, axis=0)
+
+    gt_index = tf.where(is_forced, forced_gt, best_gt)
+    is_matched = tf.logical_or(is_forced, best_gt_iou >= match_threshold)
+    matched_iou = tf.gather_nd(overlaps, tf.stack([gt_index, tf.range(num_anchors)], axis=1))
+
+    matched_labels = tf.where(is_matched, tf.gather(labels, gt_index), tf.zeros_like(gt_index, tf.int64))
+    if ignore_difficult:
+        is_ignored = tf.logical_and(is_matched, tf.gather(difficult, gt_index))
+        matched_labels = tf.where(is_ignored, -tf.ones_like(matched_labels), matched_labels)
+    matched_boxes = tf.where(is_matched, tf.gather(boxes, gt_index), tf.zeros_like(anchors_yxyx))
+    return matched_labels, matched_boxes, matched_iou
+
+
+def encode(boxes_yxyx, anchors_cychw, prior_scaling):
+    """yxyx boxes [..., N, 4] against anchors (cy, cx, h, w) [N, 4] -> offsets (ty, tx, th, tw) [..., N, 4].
+
+    Formula in the module docstring. Boxes need positive height and width (log of the size ratio).
+    """
+    anchors_cychw = tf.convert_to_tensor(anchors_cychw, tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
+    cy_a, cx_a, h_a, w_a = tf.unstack(anchors_cychw, axis=-1)
+    s_y, s_x, s_h, s_w = prior_scaling
+    ty = ((ymin + ymax) / 2. - cy_a) / h_a / s_y
+    tx = ((xmin + xmax) / 2. - cx_a) / w_a / s_x
+    th = tf.log((ymax - ymin) / h_a) / s_h
+    tw = tf.log((xmax - xmin) / w_a) / s_w
+    return tf.stack([ty, tx, th, tw], axis=-1)
+
+
+def decode(loc, anchors_cychw, prior_scaling):
+    """Offsets (ty, tx, th, tw) [..., N, 4] + anchors (cy, cx, h, w) [N, 4] -> yxyx boxes [..., N, 4].
+
+        cy = ty * s_y * h_a + cy_a    cx = tx * s_x * w_a + cx_a
+        h = h_a * exp(th * s_h)       w = w_a * exp(tw * s_w)
+    """
+    anchors_cychw = tf.convert_to_tensor(anchors_cychw, tf.float32)
+    ty, tx, th, tw = tf.unstack(loc, axis=-1)
+    cy_a, cx_a, h_a, w_a = tf.unstack(anchors_cychw, axis=-1)
+    s_y, s_x, s_h, s_w = prior_scaling
+    cy = ty * s_y * h_a + cy_a
+    cx = tx * s_x * w_a + cx_a
+    half_h = h_a * tf.exp(th * s_h) / 2.
+    half_w = w_a * tf.exp(tw * s_w) / 2.
+    return tf.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1)
+
+
+def make_target_encoder(anchors_cychw, prior_scaling, match_threshold=0.5, ignore_difficult=True):
+    """Returns encode_fn(labels [M] int64, boxes [M, 4] yxyx, difficult [M] int64) -> dict of training targets.
+
+    target_labels [N] int64 (0 background, -1 ignored), target_loc [N, 4] float32 (ty, tx, th, tw; 0 for
+    anchors without a box), target_scores [N] float32 (IoU with the assigned / best box).
+    Graph ops only, for tf.data map functions.
+    """
+    anchors_cychw = np.asarray(anchors_cychw, np.float32)
+    anchors_yxyx = cychw_to_yxyx(anchors_cychw)
+    num_anchors = anchors_cychw.shape[0]
+
+    def encode_fn(labels, boxes, difficult):
+        with tf.name_scope('encode_targets'):
+            matched_labels, matched_boxes, matched_iou = match(
+                labels, boxes, difficult, anchors_yxyx, match_threshold, ignore_difficult)
+            has_box = tf.not_equal(matched_labels, 0)
+            # Unmatched anchors are encoded against themselves (finite logs), then zeroed.
+            safe_boxes = tf.where(has_box, matched_boxes, tf.constant(anchors_yxyx))
+            target_loc = tf.where(has_box, encode(safe_boxes, anchors_cychw, prior_scaling),
+                                  tf.zeros_like(safe_boxes))
+            matched_labels.set_shape([num_anchors])
+            target_loc.set_shape([num_anchors, 4])
+            matched_iou.set_shape([num_anchors])
+            return {'target_labels': matched_labels, 'target_loc': target_loc, 'target_scores': matched_iou}
+
+    return encode_fn

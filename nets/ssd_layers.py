@@ -1,0 +1,113 @@
+"""Layers shared by SSD300 and SSD512: VGG-16 trunk, extra blocks, L2 normalisation, box heads.
+
+Variable names follow SSD-Tensorflow's published checkpoints (see ../shared/reference/checkpoints.md),
+e.g. <scope>/conv4/conv4_3/weights, <scope>/block8/conv3x3/biases, <scope>/block4_box/conv_cls/weights,
+<scope>/block4_box/L2Normalization/gamma. Layers run in `data_format` (NHWC or NCHW); the box heads
+hand back NHWC-ordered, flattened outputs so the anchor order is the same either way.
+"""
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
+
+# Published box heads (SSD-Tensorflow, converted from Caffe) emit (tx, ty, tw, th) per anchor; the
+# project's encoding (nets/box_coder.py) is (ty, tx, th, tw). This permutation maps one to the other.
+CHECKPOINT_TO_PROJECT_LOC_ORDER = (1, 0, 3, 2)
+
+
+def channel_axis(data_format):
+    """Index of the channel axis of a 4-D tensor in `data_format`."""
+    return 3 if data_format == 'NHWC' else 1
+
+
+def pad_spatial(inputs, pad, data_format):
+    """Zero-pad `pad` pixels on each side of H and W (Caffe's symmetric conv padding)."""
+    spatial = [[pad, pad], [pad, pad]]
+    paddings = [[0, 0]] + spatial + [[0, 0]] if data_format == 'NHWC' else [[0, 0], [0, 0]] + spatial
+    return tf.pad(inputs, paddings)
+
+
+def l2_normalization(inputs, initial_scale, data_format, scope='L2Normalization'):
+    """ParseNet L2 normalisation over channels: y = gamma_c * x_c / sqrt(sum_c' x_c'^2 + 1e-12).
+
+    One learnt scale gamma per channel, initialised to `initial_scale` (20 for conv4_3).
+    """
+    axis = channel_axis(data_format)
+    num_channels = inputs.shape.as_list()[axis]
+    with tf.variable_scope(scope, values=[inputs]):
+        gamma = slim.model_variable('gamma', shape=[num_channels],
+                                    initializer=tf.constant_initializer(initial_scale))
+        normalized = tf.nn.l2_normalize(inputs, axis=axis, epsilon=1e-12)
+        if data_format == 'NCHW':
+            gamma = tf.reshape(gamma, [1, num_channels, 1, 1])
+        return normalized * gamma
+
+
+def vgg_trunk(inputs, depth, end_points):
+    """VGG-16 conv1..conv5 + SSD's pool5 (3x3, stride 1), conv6 (3x3, dilation 6) and conv7 (1x1).
+
+    `depth(c)` gives a layer's channels; end_points gets 'block1'..'block7'. Needs an arg_scope that
+    sets padding='SAME' and the data format for conv2d / max_pool2d.
+    """
+    net = inputs
+    for index, (repeats, channels) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), 1):
+        net = slim.repeat(net, repeats, slim.conv2d, depth(channels), [3, 3], scope='conv%d' % index)
+        end_points['block%d' % index] = net
+        if index < 5:
+            net = slim.max_pool2d(net, [2, 2], scope='pool%d' % index)
+    net = slim.max_pool2d(net, [3, 3], stride=1, scope='pool5')
+    net = slim.conv2d(net, depth(1024), [3, 3], rate=6, scope='conv6')
+    end_points['block6'] = net
+    net = slim.conv2d(net, depth(1024), [1, 1], scope='conv7')
+    end_points['block7'] = net
+    return net
+
+
+def extra_block(net, spec, depth, data_format):
+    """One SSD extra block: conv1x1 (spec.mid channels), zero-pad spec.pad, convKxK VALID (spec.out).
+
+    spec = ExtraBlock(name, mid, out, kernel, stride, pad); Caffe's pad/stride reproduced exactly
+    (SAME padding would pad asymmetrically for even sizes and shift the feature maps).
+    """
+    with tf.variable_scope(spec.name, values=[net]):
+        net = slim.conv2d(net, depth(spec.mid), [1, 1], scope='conv1x1')
+        if spec.pad:
+            net = pad_spatial(net, spec.pad, data_format)
+        return slim.conv2d(net, depth(spec.out), [spec.kernel, spec.kernel], stride=spec.stride,
+                           padding='VALID', scope='conv%dx%d' % (spec.kernel, spec.kernel))
+
+
+def flatten_cells(net_nhwc, depth):
+    """[B, H, W, A*depth] -> [B, H*W*A, depth], anchor order y, x, a (channel = a * depth + j)."""
+    height, width, channels = net_nhwc.shape.as_list()[1:]
+    if height is not None and width is not None:
+        return tf.reshape(net_nhwc, [-1, height * width * channels // depth, depth])
+    return tf.reshape(net_nhwc, [tf.shape(net_nhwc)[0], -1, depth])
+
+
+def box_head(net, num_classes, num_anchors, normalization, data_format):
+    """Class logits [B, H*W*A, num_classes] and offsets [B, H*W*A, 4] (ty, tx, th, tw) of one layer.
+
+    conv_cls / conv_loc are 3x3 convs with A*num_classes / A*4 outputs, no activation.
+    """
+    if normalization > 0:
+        net = l2_normalization(net, normalization, data_format)
+    loc = slim.conv2d(net, num_anchors * 4, [3, 3], activation_fn=None, scope='conv_loc')
+    cls = slim.conv2d(net, num_anchors * num_classes, [3, 3], activation_fn=None, scope='conv_cls')
+    if data_format == 'NCHW':
+        loc = tf.transpose(loc, [0, 2, 3, 1])
+        cls = tf.transpose(cls, [0, 2, 3, 1])
+    loc = tf.gather(flatten_cells(loc, 4), CHECKPOINT_TO_PROJECT_LOC_ORDER, axis=-1)
+    return flatten_cells(cls, num_classes), loc
+
+
+def ssd_arg_scope(weight_decay, data_format):
+    """tf-slim arg_scope of the SSD nets: ReLU, Xavier weights, zero biases, L2 decay on weights.
+
+    The decay term slim adds per weight tensor is weight_decay * sum(w^2) / 2 (tf.nn.l2_loss).
+    """
+    with slim.arg_scope([slim.conv2d],
+                        activation_fn=tf.nn.relu,
+                        weights_regularizer=slim.l2_regularizer(weight_decay),
+                        weights_initializer=slim.xavier_initializer(),
+                        biases_initializer=tf.zeros_initializer()):
+        with slim.arg_scope([slim.conv2d, slim.max_pool2d], padding='SAME', data_format=data_format) as scope:
+            return scope
