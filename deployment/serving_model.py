@@ -1,0 +1,120 @@
+"""A TF Serving SavedModel of the detector: decoding and preprocessing inside the graph.
+
+Signatures (tag 'serve'):
+  serving_default  inputs  image_bytes: string [B], each a JPEG or PNG file (any size; GIF / BMP / WebP
+                           also decode; 1 or 4 channels become RGB)
+  serving_uint8    inputs  images: uint8 [B, H, W, 3] (one size per batch)
+  both             outputs detection_boxes [B, K, 4] float32, normalised (ymin, xmin, ymax, xmax) in the
+                           original image (the network input is the whole image resized, so normalised
+                           coordinates carry over); detection_scores [B, K] float32, descending;
+                           detection_classes [B, K] int64 (1..C-1); detection_class_names [B, K] string;
+                           num_detections [B] int32. Rows past num_detections are padding (class 0, 'none').
+The class names, one per line in label order (line 1 = label 0 = background), are the asset
+assets/class_names.txt. Undecodable bytes fail the request with InvalidArgument ("Unknown image file
+format", "Invalid PNG", ...), which TF Serving returns to the client.
+"""
+import os
+import re
+import shutil
+import tempfile
+
+import tensorflow.compat.v1 as tf
+
+from deployment import inference_model
+from preprocessing.preprocessing_factory import get_preprocessing
+from utils.errors import UserError
+
+BYTES_SIGNATURE = 'serving_default'
+UINT8_SIGNATURE = 'serving_uint8'
+CLASS_NAMES_ASSET = 'class_names.txt'
+_TEMP_PREFIX = '.export-tmp-'   # not an integer: TF Serving never loads a half-written version
+
+
+def _preprocess_batch(images, config, decode):
+    """[B] encoded strings (decode=True) or uint8 [B, H, W, 3] -> float32 [B, h, w, 3] network input."""
+    preprocess = get_preprocessing(config['model_name'], is_training=False)
+    out_shape = tuple(config['image_size'])
+    no_labels = tf.zeros([0], tf.int64)
+
+    def one_image(image):
+        if decode:
+            image = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
+            image.set_shape([None, None, 3])
+        return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
+    batch = tf.map_fn(one_image, images, dtype=tf.float32, back_prop=False)
+    batch.set_shape([None, out_shape[0], out_shape[1], 3])
+    return batch
+
+
+def build_signatures(config, data_format, detect_options):
+    """Both signatures' graphs in the default graph (the network twice, sharing variables).
+
+    Returns (network, {signature name: SignatureDef}).
+    """
+    image_bytes = tf.placeholder(tf.string, [None], name='image_bytes')
+    images = tf.placeholder(tf.uint8, [None, None, None, 3], name='images')
+    class_names = tf.constant(config['class_names'], name='class_names')
+    signatures, network = {}, None
+    for name, inputs, decode in ((BYTES_SIGNATURE, {'image_bytes': image_bytes}, True),
+                                 (UINT8_SIGNATURE, {'images': images}, False)):
+        with tf.name_scope(name):
+            network_input = _preprocess_batch(next(iter(inputs.values())), config, decode)
+            network, detections = inference_model.build_detections(
+                network_input, config, data_format, detect_options, reuse=tf.AUTO_REUSE)
+            outputs = dict(detections)
+            outputs['detection_class_names'] = tf.gather(class_names, detections['detection_classes'],
+                                                         name='detection_class_names')
+        signatures[name] = tf.saved_model.signature_def_utils.predict_signature_def(inputs, outputs)
+    return network, signatures
+
+
+def next_version(output_dir):
+    """1 + the largest integer-named subdirectory of output_dir (1 when there is none)."""
+    versions = [int(name) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+                if re.fullmatch(r'\d+', name) and os.path.isdir(os.path.join(output_dir, name))]
+    return max(versions, default=0) + 1
+
+
+def export(checkpoint_path, output_dir, overrides, data_format, detect_options, version=None,
+           use_moving_averages=False):
+    """Writes output_dir/<version>/ (a SavedModel) and returns its path.
+
+    The model is built and saved in a temporary directory inside output_dir, then renamed: the version
+    directory appears only when complete. version: an integer, default next_version(output_dir).
+    use_moving_averages: export the checkpoint's moving averages of the weights (see
+    inference_model.variables_to_restore); the SavedModel stores them under the variables' own names.
+    """
+    prefix = inference_model.resolve_checkpoint(checkpoint_path)
+    config = inference_model.inference_config(prefix, overrides)
+    os.makedirs(output_dir, exist_ok=True)
+    version = next_version(output_dir) if version is None else int(version)
+    final_dir = os.path.join(output_dir, str(version))
+    if os.path.exists(final_dir):
+        raise UserError(f'{final_dir}: version {version} exists already; pass another --model_version')
+    work_dir = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=output_dir)
+    try:
+        names_file = os.path.join(work_dir, CLASS_NAMES_ASSET)
+        with open(names_file, 'w', encoding='utf-8') as out:
+            out.write('\n'.join(config['class_names']) + '\n')
+        saved_dir = os.path.join(work_dir, 'saved_model')
+        with tf.Graph().as_default():
+            network, signatures = build_signatures(config, data_format, detect_options)
+            asset_path = tf.constant(names_file, name='class_names_asset')
+            tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, asset_path)
+            variables_map = inference_model.variables_to_restore(prefix, network, use_moving_averages)
+            with tf.Session() as session:
+                inference_model.restore_checkpoint(session, tf.train.Saver(var_list=variables_map), prefix,
+                                                   variables_map, config)
+                builder = tf.saved_model.Builder(saved_dir)
+                builder.add_meta_graph_and_variables(
+                    session, [tf.saved_model.tag_constants.SERVING], signature_def_map=signatures,
+                    assets_collection=tf.get_collection(tf.GraphKeys.ASSET_FILEPATHS), strip_default_attrs=True,
+                    saver=tf.train.Saver(var_list=inference_model.model_variables(network), sharded=True))
+                builder.save()
+        try:
+            os.rename(saved_dir, final_dir)
+        except OSError as err:
+            raise UserError(f'{final_dir}: cannot create the version directory ({err})') from None
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return final_dir

@@ -1,0 +1,169 @@
+"""Run a trained SSD on image files: pictures with labelled boxes, and one JSON line per detection.
+
+    python detect.py --checkpoint_path=ckpt/fine_tuning --images=a.jpg,photos/*.png --output_dir=out/
+
+Images of any size and mode (JPEG, PNG, CMYK, grayscale, ...) are read with Pillow, upright per their EXIF
+orientation; the network sees them resized to its input size, and boxes are reported in pixels of the
+original: {"image", "class", "class_id", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}, with
+x = x_normalised * width and y = y_normalised * height. Detections scoring below --score_threshold are
+neither drawn nor printed. The model configuration is read from model_config.json beside the checkpoint;
+--model_name, --num_classes, --depth_multiplier, --anchor_set override it.
+"""
+import glob
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+
+from absl import app, flags  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from deployment import inference_model  # noqa: E402
+from nets import nets_factory  # noqa: E402
+from preprocessing.preprocessing_factory import get_preprocessing  # noqa: E402
+from utils import visualization  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
+flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
+flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
+flags.DEFINE_float('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
+flags.DEFINE_float('nms_threshold', 0.45, 'Per-class non-maximum suppression IoU.')
+flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS.')
+# Model (overrides of model_config.json).
+flags.DEFINE_string('model_name', None, 'ssd_300_vgg or ssd_512_vgg.')
+flags.DEFINE_integer('num_classes', None, 'Classes including the background.')
+flags.DEFINE_float('depth_multiplier', None, 'Channel multiplier the network was trained with.')
+flags.DEFINE_string('anchor_set', None, 'ssd_tensorflow or caffe.')
+flags.DEFINE_string('data_format', None, 'NHWC or NCHW (default: NCHW when a GPU is visible).')
+flags.DEFINE_float('moving_average_decay', None, 'Set (any value) to use the moving averages of the weights that '
+                  'training with --moving_average_decay kept, instead of the weights.')
+
+_PRE_NMS_TOP_K = 400
+_SAVE_FORMATS = {'JPEG': ('JPEG', '.jpg'), 'PNG': ('PNG', '.png')}   # others are written as PNG
+
+
+def expand_image_patterns(patterns):
+    """'a.jpg,dir/*.png' -> sorted unique existing files; UserError for a pattern that matches nothing."""
+    paths = []
+    for pattern in (item.strip() for item in patterns.split(',')):
+        if not pattern:
+            continue
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = [path for path in matches if os.path.isfile(path)]
+        if not matches:
+            raise UserError(f'--images: {pattern}: no such image file')
+        paths.extend(path for path in matches if path not in paths)
+    if not paths:
+        raise UserError('--images: no image given')
+    return paths
+
+
+def read_image(path):
+    """(PIL RGB image upright per EXIF, original format name); UserError for an unreadable file."""
+    try:
+        with Image.open(path) as source:
+            image_format = source.format
+            image = ImageOps.exif_transpose(source).convert('RGB')
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+        raise UserError(f'{path}: cannot read the image ({err})') from None
+    return image, image_format
+
+
+def output_path(output_dir, image_path, image_format, taken):
+    """output_dir/<name>.<jpg|png>, with _2, _3... when another input already used the name."""
+    save_format, extension = _SAVE_FORMATS.get(image_format, ('PNG', '.png'))
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    candidate, counter = stem + extension, 1
+    while candidate in taken:
+        counter += 1
+        candidate = '%s_%d%s' % (stem, counter, extension)
+    taken.add(candidate)
+    return os.path.join(output_dir, candidate), save_format
+
+
+def confident_indices(detections, score_threshold):
+    """Indices of one image's valid detections scoring >= score_threshold."""
+    return np.flatnonzero(detections['detection_scores'][:detections['num_detections']] >= score_threshold)
+
+
+def detection_records(image_path, detections, keep, class_names, height, width):
+    """JSON-ready dicts of one image's detections `keep`, boxes in pixels of the original image."""
+    pixels = visualization.boxes_to_pixels(detections['detection_boxes'][keep], height, width)
+    records = []
+    for index, (ymin, xmin, ymax, xmax) in zip(keep, pixels):
+        class_id = int(detections['detection_classes'][index])
+        records.append({'image': image_path, 'class': class_names[class_id], 'class_id': class_id,
+                        'score': round(float(detections['detection_scores'][index]), 5),
+                        'box': {'xmin': round(xmin, 2), 'ymin': round(ymin, 2),
+                                'xmax': round(xmax, 2), 'ymax': round(ymax, 2)}})
+    return records
+
+
+def build_graph(config, data_format, detect_options):
+    """Placeholder uint8 [H, W, 3] (any size) -> detections of that one image (batch dimension removed)."""
+    image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
+    preprocess = get_preprocessing(config['model_name'], is_training=False)
+    no_boxes = tf.zeros([0], tf.int64)
+    network_input, _, _, _ = preprocess(image, no_boxes, tf.zeros([0, 4]), no_boxes,
+                                        out_shape=tuple(config['image_size']))
+    network, detections = inference_model.build_detections(network_input[None], config, data_format,
+                                                           detect_options)
+    return image, network, {key: value[0] for key, value in detections.items()}
+
+
+def detect():
+    """Restores the checkpoint once, then detects, prints and draws image by image."""
+    prefix = inference_model.resolve_checkpoint(FLAGS.checkpoint_path)
+    overrides = {key: getattr(FLAGS, key) for key in inference_model.OVERRIDABLE_KEYS}
+    config = inference_model.inference_config(prefix, overrides)
+    image_paths = expand_image_patterns(FLAGS.images)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    with tf.Graph().as_default():
+        detect_options = dict(score_threshold=FLAGS.score_threshold, nms_threshold=FLAGS.nms_threshold,
+                              top_k=_PRE_NMS_TOP_K, keep_top_k=FLAGS.keep_top_k)
+        image_input, network, detections = build_graph(
+            config, FLAGS.data_format or nets_factory.default_data_format(), detect_options)
+        variables_map = inference_model.variables_to_restore(
+            prefix, network, use_moving_averages=FLAGS.moving_average_decay is not None)
+        with tf.Session() as session:
+            inference_model.restore_checkpoint(session, tf.train.Saver(var_list=variables_map), prefix,
+                                               variables_map, config)
+            written = set()
+            for path in image_paths:
+                image, image_format = read_image(path)
+                values = session.run(detections, {image_input: np.asarray(image)})
+                keep = confident_indices(values, FLAGS.score_threshold)
+                records = detection_records(path, values, keep, config['class_names'], image.height, image.width)
+                for record in records:
+                    print(json.dumps(record), flush=True)
+                picture = visualization.draw_detections(
+                    image, values['detection_boxes'][keep], values['detection_classes'][keep],
+                    values['detection_scores'][keep], config['class_names'])
+                destination, save_format = output_path(FLAGS.output_dir, path, image_format, written)
+                picture.save(destination, format=save_format)
+                print('%s: %d detections -> %s' % (path, len(records), destination), file=sys.stderr)
+
+
+def main(argv):
+    del argv
+    try:
+        for name in ('checkpoint_path', 'images', 'output_dir'):
+            if not getattr(FLAGS, name):
+                raise UserError(f'--{name} is required')
+        detect()
+    except UserError as err:
+        print('detect.py: error: %s' % err, file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    tf.get_logger().setLevel('ERROR')   # the v1 API's deprecation notices; progress is printed here
+    tf.disable_v2_behavior()
+    app.run(main)

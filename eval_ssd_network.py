@@ -1,0 +1,236 @@
+"""Evaluate an SSD checkpoint on a TFRecord split: per-class AP and mAP by the VOC2007 and VOC2010+ rules.
+
+    python eval_ssd_network.py --dataset_dir=IMAGE/tfrecords --dataset_split_name=test \
+        --checkpoint_path=ckpt/fine_tuning --eval_dir=ckpt/eval [--results_json=ckpt/eval/results.json]
+
+Restores the newest checkpoint of a directory (or the given one), runs the split once, decodes and NMSes
+with the network's post-processing, prints a table, writes TensorBoard summaries (mAP, per-class AP,
+images with true boxes in green and predicted ones in red) to --eval_dir and, when asked, --results_json.
+--wait_for_checkpoints evaluates each new checkpoint that training writes, until stopped (Ctrl-C) or
+--wait_timeout_secs pass without one. The model configuration is read from model_config.json beside the
+checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it.
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+
+from absl import app, flags  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from datasets import dataset_info, tfrecord_pipeline  # noqa: E402
+from deployment import inference_model  # noqa: E402
+from nets import nets_factory  # noqa: E402
+from preprocessing import preprocessing_factory  # noqa: E402
+from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB  # noqa: E402
+from utils import visualization, voc_eval  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+# Data.
+flags.DEFINE_string('dataset_dir', None, 'Directory of the TFRecord shards (and dataset_info.json).')
+flags.DEFINE_string('dataset_name', None, 'Built-in class list for record directories without '
+                    'dataset_info.json (pascalvoc_2007, pascalvoc_2012).')
+flags.DEFINE_string('dataset_split_name', 'test', 'Split to evaluate.')
+flags.DEFINE_integer('batch_size', 8, 'Images per batch.')
+flags.DEFINE_integer('num_readers', 2, 'Shards read in parallel.')
+flags.DEFINE_integer('num_preprocessing_threads', 2, 'Parallel decode / resize calls.')
+flags.DEFINE_integer('max_num_batches', None, 'Stop after this many batches (default: the whole split).')
+# Checkpoints and outputs.
+flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
+flags.DEFINE_string('eval_dir', None, 'Directory for TensorBoard summaries.')
+flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, checkpoint and step here.')
+flags.DEFINE_bool('wait_for_checkpoints', False, 'Evaluate every new checkpoint until stopped.')
+flags.DEFINE_integer('eval_interval_secs', 60, 'Minimum seconds between two evaluations when waiting.')
+flags.DEFINE_integer('wait_timeout_secs', None, 'Stop waiting after this many seconds without a new '
+                     'checkpoint (default: wait until stopped).')
+flags.DEFINE_integer('num_summary_images', 4, 'Images with boxes written to TensorBoard per evaluation.')
+# Model (overrides of model_config.json).
+flags.DEFINE_string('model_name', None, 'ssd_300_vgg or ssd_512_vgg.')
+flags.DEFINE_integer('num_classes', None, 'Classes including the background.')
+flags.DEFINE_float('depth_multiplier', None, 'Channel multiplier the network was trained with.')
+flags.DEFINE_string('anchor_set', None, 'ssd_tensorflow or caffe.')
+flags.DEFINE_string('data_format', None, 'NHWC or NCHW (default: NCHW when a GPU is visible).')
+flags.DEFINE_float('moving_average_decay', None, 'Set (any value) to use the moving averages of the weights that '
+                  'training with --moving_average_decay kept, instead of the weights.')
+# Post-processing and matching.
+flags.DEFINE_float('select_threshold', 0.01, 'Minimum class score of a detection.')
+flags.DEFINE_float('nms_threshold', 0.45, 'Per-class non-maximum suppression IoU.')
+flags.DEFINE_integer('select_top_k', 400, 'Best anchors per class kept before NMS.')
+flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS.')
+flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
+
+_SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images
+
+
+def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, num_threads, data_format,
+                     detect_options, num_summary_images):
+    """Input pipeline (one pass, last batch kept) + network + detections, in the default graph.
+
+    Returns (network, iterator initializer op, fetches dict of per-batch tensors, image summary op).
+    """
+    filenames = dataset_info.list_shards(dataset_dir, split_name)
+    dataset = tfrecord_pipeline.make_dataset(
+        filenames, batch_size, preprocessing_factory.get_preprocessing(config['model_name'], is_training=False),
+        out_shape=tuple(config['image_size']), is_training=False, num_readers=num_readers,
+        num_parallel_calls=num_threads, repeat=False, drop_remainder=False)
+    iterator = tf.data.make_initializable_iterator(dataset)
+    batch = iterator.get_next()
+    network, detections = inference_model.build_detections(batch['image'], config, data_format, detect_options)
+    fetches = dict(detections)
+    fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes')})
+    pictures = visualization.draw_boxes_graph(
+        batch['image'] + tf.constant(VGG_MEAN_RGB), detections['detection_boxes'],
+        detections['detection_scores'], batch['gt_boxes'], batch['num_boxes'], _SUMMARY_SCORE_THRESHOLD)
+    image_summary = tf.summary.image('detections', pictures, max_outputs=num_summary_images)
+    return network, iterator.initializer, fetches, image_summary
+
+
+def run_split(session, iterator_init, fetches, image_summary, num_classes, iou_threshold, max_num_batches):
+    """One pass over the split -> (VOCResults, number of images, serialized image summary).
+
+    The image summary is computed with the first batch only.
+    """
+    session.run(iterator_init)
+    evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
+    summary, num_batches = None, 0
+    while max_num_batches is None or num_batches < max_num_batches:
+        try:
+            values = session.run({'batch': fetches, 'summary': image_summary} if num_batches == 0 else
+                                 {'batch': fetches})
+        except tf.errors.OutOfRangeError:
+            break
+        summary = values.get('summary', summary)
+        batch = values['batch']
+        evaluator.add_batch(batch['detection_boxes'], batch['detection_scores'], batch['detection_classes'],
+                            batch['num_detections'], batch['gt_boxes'], batch['gt_labels'], batch['gt_difficult'],
+                            batch['num_boxes'])
+        num_batches += 1
+    if evaluator.num_images == 0:
+        raise UserError('the split holds no images')
+    return evaluator.compute(), evaluator.num_images, summary
+
+
+def scalar_summary(results, class_names):
+    """tf.Summary with mAP (both rules) and the AP of every class that has ground truth."""
+    values = [tf.Summary.Value(tag='mAP/VOC07', simple_value=results.map07),
+              tf.Summary.Value(tag='mAP/VOC2010', simple_value=results.map10)]
+    for class_id in range(1, len(results.num_gt)):
+        if results.has_gt[class_id]:
+            values.append(tf.Summary.Value(tag='AP_VOC07/' + class_names[class_id],
+                                           simple_value=results.ap07[class_id]))
+            values.append(tf.Summary.Value(tag='AP_VOC2010/' + class_names[class_id],
+                                           simple_value=results.ap10[class_id]))
+    return tf.Summary(value=values)
+
+
+def write_json_atomically(path, payload):
+    """JSON to a temp file in the target's directory, then os.replace: readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(prefix='.results-', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(handle, 'w') as out:
+            json.dump(payload, out, indent=2)
+            out.write('\n')
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def class_names_for(config, info):
+    """The dataset's class names (what its labels mean); UserError when the model has another count."""
+    if info.num_classes != config['num_classes']:
+        raise UserError(f'--dataset_dir={FLAGS.dataset_dir}: the dataset has {info.num_classes} classes with the '
+                        f'background, the model {config["num_classes"]}; pass --num_classes or another checkpoint')
+    return list(info.class_names)
+
+
+def new_checkpoints():
+    """Every new checkpoint of --checkpoint_path's directory as training writes it, until the timeout."""
+    directory = FLAGS.checkpoint_path if os.path.isdir(FLAGS.checkpoint_path) else \
+        os.path.dirname(FLAGS.checkpoint_path)
+    print('Waiting for checkpoints in %s' % directory, flush=True)
+    for prefix in tf.train.checkpoints_iterator(directory, min_interval_secs=FLAGS.eval_interval_secs,
+                                                timeout=FLAGS.wait_timeout_secs):
+        if tf.io.gfile.exists(prefix + '.index'):
+            yield prefix
+        else:
+            print('%s: deleted before its evaluation (training keeps only the newest); skipped' % prefix)
+
+
+def report(prefix, step, results, num_images, elapsed, class_names, writer, images_summary):
+    """Prints the table; writes the summaries (when writer) and --results_json (when set)."""
+    print('%s (step %s): %d images in %.1f s (%.1f images/s)'
+          % (prefix, step, num_images, elapsed, num_images / max(elapsed, 1e-9)))
+    print(voc_eval.format_results_table(results, class_names), flush=True)
+    if writer is not None:
+        writer.add_summary(scalar_summary(results, class_names), step or 0)
+        writer.add_summary(images_summary, step or 0)
+        writer.flush()
+    if FLAGS.results_json:
+        payload = voc_eval.results_as_dict(results, class_names)
+        payload.update(checkpoint_path=prefix, global_step=step, dataset_dir=FLAGS.dataset_dir,
+                       split=FLAGS.dataset_split_name, num_images=num_images, iou_threshold=FLAGS.matching_threshold)
+        write_json_atomically(FLAGS.results_json, payload)
+
+
+def evaluate():
+    """Builds the graph once, then evaluates the checkpoint, or each new one when waiting."""
+    prefix = None if FLAGS.wait_for_checkpoints else inference_model.resolve_checkpoint(FLAGS.checkpoint_path)
+    overrides = {key: getattr(FLAGS, key) for key in inference_model.OVERRIDABLE_KEYS}
+    config = inference_model.inference_config(prefix or FLAGS.checkpoint_path, overrides)
+    class_names = class_names_for(config, dataset_info.resolve_dataset_info(FLAGS.dataset_dir, FLAGS.dataset_name))
+    detect_options = dict(score_threshold=FLAGS.select_threshold, nms_threshold=FLAGS.nms_threshold,
+                          top_k=FLAGS.select_top_k, keep_top_k=FLAGS.keep_top_k)
+    with tf.Graph().as_default():
+        network, iterator_init, fetches, image_summary = build_eval_graph(
+            config, FLAGS.dataset_dir, FLAGS.dataset_split_name, FLAGS.batch_size, FLAGS.num_readers,
+            FLAGS.num_preprocessing_threads, FLAGS.data_format or nets_factory.default_data_format(),
+            detect_options, FLAGS.num_summary_images)
+        writer = tf.summary.FileWriter(FLAGS.eval_dir) if FLAGS.eval_dir else None
+        saver = None   # made from the first checkpoint: which weights it holds (moving averages or not)
+        with tf.Session() as session:
+            for prefix in [prefix] if prefix else new_checkpoints():
+                if saver is None:
+                    variables_map = inference_model.variables_to_restore(
+                        prefix, network, use_moving_averages=FLAGS.moving_average_decay is not None)
+                    saver = tf.train.Saver(var_list=variables_map)
+                inference_model.restore_checkpoint(session, saver, prefix, variables_map, config)
+                start = time.time()
+                try:
+                    results, num_images, images_summary = run_split(
+                        session, iterator_init, fetches, image_summary, config['num_classes'],
+                        FLAGS.matching_threshold, FLAGS.max_num_batches)
+                except tf.errors.OpError as err:
+                    raise UserError(f'--dataset_dir={FLAGS.dataset_dir}: reading split '
+                                    f'{FLAGS.dataset_split_name!r} failed: {err.message.splitlines()[0]}') from None
+                report(prefix, inference_model.checkpoint_global_step(prefix), results, num_images,
+                       time.time() - start, class_names, writer, images_summary)
+
+
+def main(argv):
+    del argv
+    try:
+        for name in ('dataset_dir', 'checkpoint_path'):
+            if not getattr(FLAGS, name):
+                raise UserError(f'--{name} is required')
+        evaluate()
+    except UserError as err:
+        print('eval_ssd_network.py: error: %s' % err, file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print('Stopped.', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    tf.get_logger().setLevel('ERROR')   # the v1 API's deprecation notices; progress is printed here
+    tf.disable_v2_behavior()
+    app.run(main)

@@ -1,0 +1,83 @@
+"""detect.py end to end: pictures written with boxes, JSON lines with boxes in original pixels."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deployment import inference_model
+from tests import inference_fixtures as fixtures
+from utils import visualization
+
+SCORE_THRESHOLD = 0.5
+
+
+@pytest.fixture(scope='module')
+def detected(tmp_path_factory):
+    root = tmp_path_factory.mktemp('detect')
+    prefix = fixtures.make_checkpoint(str(root / 'train'))
+    (root / 'other').mkdir()
+    png = fixtures.encode(fixtures.make_image(90, 130, 0), 'PNG')
+    (root / 'wide.png').write_bytes(png)
+    (root / 'other' / 'wide.png').write_bytes(png)                       # same name in another folder
+    Image.fromarray(fixtures.make_image(150, 70, 1)).convert('CMYK').save(root / 'cmyk.jpg')
+    Image.fromarray(fixtures.make_image(64, 64, 2)).convert('L').save(root / 'gray.png')
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % prefix,
+                                  '--images=%s,%s,%s' % (root / 'wide.png', root / '*.jpg', root / 'other' / '*.png'),
+                                  '--output_dir=%s' % (root / 'out'), '--score_threshold=%g' % SCORE_THRESHOLD])
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return {'root': root, 'prefix': prefix, 'png': png, 'lines': lines}
+
+
+def test_pictures_are_written_with_original_sizes(detected):
+    out = detected['root'] / 'out'
+    assert sorted(os.listdir(out)) == ['cmyk.jpg', 'wide.png', 'wide_2.png']
+    assert Image.open(out / 'wide.png').size == (130, 90)
+    assert Image.open(out / 'cmyk.jpg').size == (70, 150)
+    assert Image.open(out / 'cmyk.jpg').mode == 'RGB'
+
+
+def test_json_lines_have_pixel_boxes_inside_the_image(detected):
+    lines = detected['lines']
+    assert lines, 'the fixture checkpoint favours class 1: there must be confident detections'
+    sizes = {str(detected['root'] / 'wide.png'): (90, 130), str(detected['root'] / 'cmyk.jpg'): (150, 70),
+             str(detected['root'] / 'other' / 'wide.png'): (90, 130)}
+    for line in lines:
+        assert set(line) == {'image', 'class', 'class_id', 'score', 'box'}
+        height, width = sizes[line['image']]
+        box = line['box']
+        assert 0 <= box['xmin'] <= box['xmax'] <= width and 0 <= box['ymin'] <= box['ymax'] <= height
+        assert line['score'] >= SCORE_THRESHOLD
+        assert line['class'] == fixtures.CLASS_NAMES[line['class_id']]
+
+
+def test_boxes_are_the_checkpoint_detections_scaled_to_pixels(detected):
+    config = inference_model.inference_config(detected['prefix'], {})
+    reference = fixtures.reference_detections(
+        detected['prefix'], [detected['png']], config,
+        dict(score_threshold=SCORE_THRESHOLD, nms_threshold=0.45, top_k=400, keep_top_k=200))[0]
+    lines = [line for line in detected['lines'] if line['image'] == str(detected['root'] / 'wide.png')]
+    boxes = np.array([[line['box'][k] / scale for k, scale in
+                       (('ymin', 90), ('xmin', 130), ('ymax', 90), ('xmax', 130))] for line in lines])
+    fixtures.assert_same_detections(reference, boxes.reshape(-1, 4), [line['score'] for line in lines],
+                                    [line['class_id'] for line in lines], atol=1e-4)
+
+
+def test_boxes_are_drawn_in_class_colours(detected):
+    lines = [line for line in detected['lines'] if line['image'] == str(detected['root'] / 'wide.png')]
+    drawn = np.asarray(Image.open(detected['root'] / 'out' / 'wide.png'))
+    colours = {visualization.class_colour(line['class_id']) for line in lines}
+    for colour in colours:
+        assert np.all(drawn == np.array(colour, np.uint8), axis=-1).any(), colour
+
+
+def test_unreadable_image_is_one_line_naming_the_file(detected, tmp_path):
+    bad = tmp_path / 'bad.jpg'
+    bad.write_text('not an image')
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % detected['prefix'], '--images=%s' % bad,
+                                  '--output_dir=%s' % (tmp_path / 'out')])
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('detect.py: error: %s: cannot read the image' % bad)
