@@ -25,7 +25,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from deployment import inference_model  # noqa: E402
 from nets import nets_factory  # noqa: E402
 from preprocessing.preprocessing_factory import get_preprocessing  # noqa: E402
-from utils import visualization  # noqa: E402
+from utils import inference_flags, visualization  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -33,19 +33,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
 flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
-flags.DEFINE_float('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
-flags.DEFINE_float('nms_threshold', 0.45, 'Per-class non-maximum suppression IoU.')
-flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS.')
-# Model (overrides of model_config.json).
-flags.DEFINE_string('model_name', None, 'ssd_300_vgg or ssd_512_vgg.')
-flags.DEFINE_integer('num_classes', None, 'Classes including the background.')
-flags.DEFINE_float('depth_multiplier', None, 'Channel multiplier the network was trained with.')
-flags.DEFINE_string('anchor_set', None, 'ssd_tensorflow or caffe.')
-flags.DEFINE_string('data_format', None, 'NHWC or NCHW (default: NCHW when a GPU is visible).')
-flags.DEFINE_float('moving_average_decay', None, 'Set (any value) to use the moving averages of the weights that '
-                  'training with --moving_average_decay kept, instead of the weights.')
+inference_flags.define_postprocess_flags('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
+inference_flags.define_model_flags()
 
-_PRE_NMS_TOP_K = 400
 _SAVE_FORMATS = {'JPEG': ('JPEG', '.jpg'), 'PNG': ('PNG', '.png')}   # others are written as PNG
 
 
@@ -121,17 +111,16 @@ def build_graph(config, data_format, detect_options):
 def detect():
     """Restores the checkpoint once, then detects, prints and draws image by image."""
     prefix = inference_model.resolve_checkpoint(FLAGS.checkpoint_path)
-    overrides = {key: getattr(FLAGS, key) for key in inference_model.OVERRIDABLE_KEYS}
+    overrides = inference_flags.model_overrides(FLAGS)
     config = inference_model.inference_config(prefix, overrides)
     image_paths = expand_image_patterns(FLAGS.images)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     with tf.Graph().as_default():
-        detect_options = dict(score_threshold=FLAGS.score_threshold, nms_threshold=FLAGS.nms_threshold,
-                              top_k=_PRE_NMS_TOP_K, keep_top_k=FLAGS.keep_top_k)
+        detect_options = inference_flags.postprocess_options(FLAGS, 'score_threshold')
         image_input, network, detections = build_graph(
             config, FLAGS.data_format or nets_factory.default_data_format(), detect_options)
         variables_map = inference_model.variables_to_restore(
-            prefix, network, use_moving_averages=FLAGS.moving_average_decay is not None)
+            prefix, network, use_moving_averages=inference_flags.use_moving_averages(FLAGS))
         with tf.Session() as session:
             inference_model.restore_checkpoint(session, tf.train.Saver(var_list=variables_map), prefix,
                                                variables_map, config)

@@ -27,7 +27,7 @@ from deployment import inference_model  # noqa: E402
 from nets import nets_factory  # noqa: E402
 from preprocessing import preprocessing_factory  # noqa: E402
 from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB  # noqa: E402
-from utils import visualization, voc_eval  # noqa: E402
+from utils import inference_flags, visualization, voc_eval  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -50,19 +50,8 @@ flags.DEFINE_integer('eval_interval_secs', 60, 'Minimum seconds between two eval
 flags.DEFINE_integer('wait_timeout_secs', None, 'Stop waiting after this many seconds without a new '
                      'checkpoint (default: wait until stopped).')
 flags.DEFINE_integer('num_summary_images', 4, 'Images with boxes written to TensorBoard per evaluation.')
-# Model (overrides of model_config.json).
-flags.DEFINE_string('model_name', None, 'ssd_300_vgg or ssd_512_vgg.')
-flags.DEFINE_integer('num_classes', None, 'Classes including the background.')
-flags.DEFINE_float('depth_multiplier', None, 'Channel multiplier the network was trained with.')
-flags.DEFINE_string('anchor_set', None, 'ssd_tensorflow or caffe.')
-flags.DEFINE_string('data_format', None, 'NHWC or NCHW (default: NCHW when a GPU is visible).')
-flags.DEFINE_float('moving_average_decay', None, 'Set (any value) to use the moving averages of the weights that '
-                  'training with --moving_average_decay kept, instead of the weights.')
-# Post-processing and matching.
-flags.DEFINE_float('select_threshold', 0.01, 'Minimum class score of a detection.')
-flags.DEFINE_float('nms_threshold', 0.45, 'Per-class non-maximum suppression IoU.')
-flags.DEFINE_integer('select_top_k', 400, 'Best anchors per class kept before NMS.')
-flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS.')
+inference_flags.define_model_flags()
+inference_flags.define_postprocess_flags()
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
 
 _SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images
@@ -185,11 +174,10 @@ def report(prefix, step, results, num_images, elapsed, class_names, writer, imag
 def evaluate():
     """Builds the graph once, then evaluates the checkpoint, or each new one when waiting."""
     prefix = None if FLAGS.wait_for_checkpoints else inference_model.resolve_checkpoint(FLAGS.checkpoint_path)
-    overrides = {key: getattr(FLAGS, key) for key in inference_model.OVERRIDABLE_KEYS}
+    overrides = inference_flags.model_overrides(FLAGS)
     config = inference_model.inference_config(prefix or FLAGS.checkpoint_path, overrides)
     class_names = class_names_for(config, dataset_info.resolve_dataset_info(FLAGS.dataset_dir, FLAGS.dataset_name))
-    detect_options = dict(score_threshold=FLAGS.select_threshold, nms_threshold=FLAGS.nms_threshold,
-                          top_k=FLAGS.select_top_k, keep_top_k=FLAGS.keep_top_k)
+    detect_options = inference_flags.postprocess_options(FLAGS)
     with tf.Graph().as_default():
         network, iterator_init, fetches, image_summary = build_eval_graph(
             config, FLAGS.dataset_dir, FLAGS.dataset_split_name, FLAGS.batch_size, FLAGS.num_readers,
@@ -201,7 +189,7 @@ def evaluate():
             for prefix in [prefix] if prefix else new_checkpoints():
                 if saver is None:
                     variables_map = inference_model.variables_to_restore(
-                        prefix, network, use_moving_averages=FLAGS.moving_average_decay is not None)
+                        prefix, network, use_moving_averages=inference_flags.use_moving_averages(FLAGS))
                     saver = tf.train.Saver(var_list=variables_map)
                 inference_model.restore_checkpoint(session, saver, prefix, variables_map, config)
                 start = time.time()
