@@ -18,6 +18,26 @@ def cychw_to_yxyx(boxes_cychw):
     return np.stack([cy - h / 2., cx - w / 2., cy + h / 2., cx + w / 2.], axis=-1).astype(boxes_cychw.dtype)
 
 
+def broadcast_iou_np(boxes_a, boxes_b):
+    """numpy IoU of yxyx boxes_a [..., 4] with boxes_b [..., 4], broadcast against each other; float64.
+
+    The same formula as iou() below, for evaluation code that runs outside a TF session;
+    0 where the union is empty, sides clipped at 0 for inverted boxes.
+    """
+    boxes_a, boxes_b = np.asarray(boxes_a, np.float64), np.asarray(boxes_b, np.float64)
+
+    def area(boxes):
+        return np.clip(boxes[..., 2] - boxes[..., 0], 0., None) * np.clip(boxes[..., 3] - boxes[..., 1], 0., None)
+
+    inter_h = np.clip(np.minimum(boxes_a[..., 2], boxes_b[..., 2]) - np.maximum(boxes_a[..., 0], boxes_b[..., 0]),
+                      0., None)
+    inter_w = np.clip(np.minimum(boxes_a[..., 3], boxes_b[..., 3]) - np.maximum(boxes_a[..., 1], boxes_b[..., 1]),
+                      0., None)
+    intersection = inter_h * inter_w
+    union = area(boxes_a) + area(boxes_b) - intersection
+    return np.where(union > 0, intersection / np.where(union > 0, union, 1.), 0.)
+
+
 def iou(boxes_a, boxes_b):
     """Intersection over union of every pair: yxyx [M, 4] x yxyx [N, 4] -> [M, N] float32.
 

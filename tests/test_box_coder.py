@@ -63,6 +63,9 @@ def test_iou_matches_reference():
     expected = [[np_iou(a, b) for b in boxes_b] for a in boxes_a]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert np.all(got[:, 0] == 0)
+    got_np = box_coder.broadcast_iou_np(boxes_a[:, None, :], boxes_b[None, :, :])
+    np.testing.assert_allclose(got_np, expected, atol=1e-6)
+    assert np.all(got_np[:, 0] == 0)
 
 
 def match_case(labels, boxes, difficult, anchors_yxyx, **kwargs):

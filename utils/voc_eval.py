@@ -24,6 +24,8 @@ import dataclasses
 
 import numpy as np
 
+from nets import box_coder
+
 # Detections x padded ground truths compared at once; bounds memory of the IoU matrix (~16 MB of float64).
 _MAX_PAIRS_PER_CHUNK = 2_000_000
 
@@ -77,26 +79,6 @@ class VOCResults:
         return mask
 
 
-def _area(boxes):
-    """(ymax - ymin) * (xmax - xmin) of yxyx boxes [..., 4], 0 for inverted sides."""
-    return np.clip(boxes[..., 2] - boxes[..., 0], 0.0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0.0, None)
-
-
-def _pairwise_iou(boxes_a, boxes_b):
-    """IoU of boxes_a [..., 4] with boxes_b [..., 4] (broadcast), yxyx continuous coordinates.
-
-    IoU = area(a & b) / (area(a) + area(b) - area(a & b)); 0 where the union is empty. Same formula as
-    nets/box_coder.iou, which is a TF op; this numpy form keeps evaluation free of a TF session.
-    """
-    inter_h = np.clip(np.minimum(boxes_a[..., 2], boxes_b[..., 2]) - np.maximum(boxes_a[..., 0], boxes_b[..., 0]),
-                      0.0, None)
-    inter_w = np.clip(np.minimum(boxes_a[..., 3], boxes_b[..., 3]) - np.maximum(boxes_a[..., 1], boxes_b[..., 1]),
-                      0.0, None)
-    intersection = inter_h * inter_w
-    union = _area(boxes_a) + _area(boxes_b) - intersection
-    return np.where(union > 0, intersection / np.where(union > 0, union, 1.0), 0.0)
-
-
 def _best_ground_truth(det_images, det_boxes, gt_images, gt_boxes, num_images):
     """For each detection, the index of its highest-IoU ground truth in the same image and that IoU.
 
@@ -121,7 +103,8 @@ def _best_ground_truth(det_images, det_boxes, gt_images, gt_boxes, num_images):
         valid = slots[None, :] < counts[images][:, None]                      # [d, Gmax]
         sorted_pos = np.where(valid, starts[images][:, None] + slots[None, :], 0)
         candidates = order[sorted_pos]                                          # indices into gt arrays
-        ious = np.where(valid, _pairwise_iou(det_boxes[begin:begin + chunk, None, :], gt_boxes[candidates]), -1.0)
+        ious = np.where(valid, box_coder.broadcast_iou_np(det_boxes[begin:begin + chunk, None, :],
+                                                          gt_boxes[candidates]), -1.0)
         column = np.argmax(ious, axis=1)
         rows = np.arange(len(images))
         has_gt = valid[:, 0]
