@@ -1,0 +1,166 @@
+"""Restore chain: finding a checkpoint, exclude scopes, the vgg_16 -> ssd_300_vgg scope mapping, and the
+messages (with their remedies) for checkpoints that do not fit."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
+
+from nets import nets_factory
+from utils import restore
+from utils.errors import UserError
+
+DEPTH = 0.125
+
+
+def _build_ssd(num_classes):
+    """SSD300 at a small depth in the current graph; returns (net, its model variables)."""
+    net = nets_factory.get_network('ssd_300_vgg', num_classes, depth_multiplier=DEPTH)
+    with slim.arg_scope(net.arg_scope()):
+        net.build(tf.zeros([1, 300, 300, 3]), is_training=False)
+    return net, tf.model_variables(net.scope)
+
+
+def _save(prefix, values):
+    """Write a checkpoint holding exactly `values` ({name: array}); returns the saved arrays."""
+    with tf.Graph().as_default():
+        variables = [tf.Variable(value, name=name) for name, value in values.items()]
+        with tf.Session() as session:
+            session.run(tf.variables_initializer(variables))
+            tf.train.Saver(variables).save(session, prefix, write_meta_graph=False, write_state=False)
+    return values
+
+
+def _random_values(variables, rename=lambda name: name, seed=1):
+    rng = np.random.RandomState(seed)
+    return {rename(v.op.name): rng.normal(0, 1, v.shape.as_list()).astype(np.float32) for v in variables}
+
+
+@pytest.fixture(scope='module')
+def ssd_checkpoint_21(tmp_path_factory):
+    """A published-style ssd_300_vgg checkpoint (21 classes) at the test depth."""
+    prefix = str(tmp_path_factory.mktemp('published') / 'ssd_300_vgg.ckpt')
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(21)
+        values = _random_values(variables)
+    _save(prefix, values)
+    return prefix, values
+
+
+def test_fine_tune_other_num_classes_with_excluded_box_heads(ssd_checkpoint_21):
+    prefix, values = ssd_checkpoint_21
+    with tf.Graph().as_default():
+        net, variables = _build_ssd(5)
+        with pytest.raises(UserError) as raised:
+            restore.plan_pretrained_restore(prefix, variables, net.scope)
+        message = str(raised.value)
+        assert 'shapes differ' in message and 'block10_box/conv_cls/biases [84] there, [20] here' in message
+        assert message.endswith('--checkpoint_exclude_scopes=' + ','.join(
+            f'ssd_300_vgg/block{i}_box/conv_cls' for i in (10, 11, 4, 7, 8, 9)))
+        excluded = [f'{scope}/conv_cls' for scope in net.box_head_scopes]
+        plan = restore.plan_pretrained_restore(prefix, variables, net.scope, exclude_scopes=excluded)
+        assert len(plan.excluded) == 12 and not plan.missing
+        assert sorted(plan.var_map) == sorted(n for n in values if '/conv_cls/' not in n)
+        init_fn = restore.make_init_fn(prefix, plan)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            init_fn(session)
+            got = dict(zip([v.op.name for v in variables], session.run(variables)))
+    for name, value in got.items():
+        if '/conv_cls/' in name:
+            assert value.shape != values[name].shape
+        else:
+            np.testing.assert_array_equal(value, values[name])
+
+
+def test_vgg_16_trunk_mapped_onto_the_ssd_scope(tmp_path):
+    prefix = str(tmp_path / 'vgg_16.ckpt')
+    with tf.Graph().as_default():
+        net, variables = _build_ssd(5)
+        trunk = [v for v in variables if v.op.name.split('/')[1].startswith(('conv1', 'conv2', 'conv3', 'conv4',
+                                                                           'conv5'))]
+        values = _random_values(trunk, lambda name: name.replace('ssd_300_vgg/', 'vgg_16/', 1))
+        values['vgg_16/fc8/weights'] = np.zeros([1, 1, 8, 10], np.float32)  # classifier layers the SSD lacks
+        _save(prefix, values)
+        with pytest.raises(UserError, match='none of this model.s variables.*scopes: vgg_16.*--checkpoint_model_scope'):
+            restore.plan_pretrained_restore(prefix, variables, net.scope, ignore_missing_vars=True)
+        with pytest.raises(UserError, match=r'lacks 45 variable\(s\).*--ignore_missing_vars'):
+            restore.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16')
+        exclude = ['ssd_300_vgg/conv6', 'ssd_300_vgg/conv7'] + [f'ssd_300_vgg/block{i}' for i in (8, 9, 10, 11)]
+        exclude += net.box_head_scopes
+        plan = restore.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16', exclude)
+        assert sorted(plan.var_map) == sorted(n for n in values if '/fc8/' not in n) and len(plan.var_map) == 26
+        assert all(plan.var_map[name].op.name == name.replace('vgg_16/', 'ssd_300_vgg/', 1) for name in plan.var_map)
+        init_fn = restore.make_init_fn(prefix, plan)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            init_fn(session)
+            for name, variable in plan.var_map.items():
+                np.testing.assert_array_equal(session.run(variable), values[name])
+
+
+def test_stale_train_dir_names_variables_and_remedy(ssd_checkpoint_21):
+    prefix, _ = ssd_checkpoint_21
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(5)
+        with pytest.raises(UserError) as raised:
+            restore.check_resume_compatible(prefix, variables)
+    message = str(raised.value)
+    assert 'ssd_300_vgg/block10_box/conv_cls/biases [84] there, [20] here' in message
+    assert 'use a new --train_dir, or delete the old checkpoints' in message and '\n' not in message
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(21)
+        restore.check_resume_compatible(prefix, variables)
+        tf.Variable(0.0, name='ssd_300_vgg/conv1/conv1_1/weights/Adam')
+        with pytest.raises(UserError, match=r'lacks 1 variable\(s\) of this graph: .*weights/Adam'):
+            restore.check_resume_compatible(prefix, tf.global_variables())
+
+
+def test_resolve_pretrained(tmp_path, ssd_checkpoint_21):
+    prefix, _ = ssd_checkpoint_21
+    assert restore.resolve_pretrained(os.path.dirname(prefix)) == prefix        # folder with one checkpoint
+    assert restore.resolve_pretrained(prefix + '.index') == prefix              # a file of the checkpoint
+    assert restore.resolve_pretrained(prefix + '.data-00000-of-00001') == prefix
+    empty = tmp_path / 'pre_trained'
+    empty.mkdir()
+    (empty / '.gitkeep').write_text('')
+    assert restore.resolve_pretrained(str(empty)) is None                       # empty folder: from scratch
+    with pytest.raises(UserError, match=r'--pretrained_path=.*nowhere: no such checkpoint or directory'):
+        restore.resolve_pretrained(str(tmp_path / 'nowhere'))
+    assert restore.resolve_pretrained(str(tmp_path / 'nowhere'), missing_ok=True) is None
+    (empty / 'garbage.ckpt').write_text('not a checkpoint')
+    with pytest.raises(UserError, match='garbage.ckpt: not a readable TensorFlow checkpoint'):
+        restore.resolve_pretrained(str(empty))
+    _save(str(empty / 'second.ckpt'), {'w': np.zeros(2, np.float32)})
+    with pytest.raises(UserError, match='holds several checkpoints'):
+        restore.resolve_pretrained(str(empty))
+
+
+def test_resolve_pretrained_follows_the_state_file(tmp_path):
+    with tf.Graph().as_default():
+        weight = tf.Variable(1.0, name='w')
+        saver = tf.train.Saver()
+        with tf.Session() as session:
+            session.run(weight.initializer)
+            for step in (1, 2):
+                saver.save(session, str(tmp_path / 'model.ckpt'), global_step=step)
+    assert restore.resolve_pretrained(str(tmp_path)) == str(tmp_path / 'model.ckpt-2')
+    assert restore.latest_train_checkpoint(str(tmp_path)) == str(tmp_path / 'model.ckpt-2')
+    assert restore.latest_train_checkpoint(str(tmp_path / 'absent')) is None
+
+
+def test_scopes_match_whole_name_components():
+    assert restore.split_scopes(' a/b, c/ ,') == ['a/b', 'c']
+    assert restore.in_scopes('ssd_300_vgg/block1/w', ['ssd_300_vgg/block1'])
+    assert not restore.in_scopes('ssd_300_vgg/block10/w', ['ssd_300_vgg/block1'])
+
+
+def test_trainable_scopes():
+    with tf.Graph().as_default():
+        _build_ssd(3)
+        chosen = restore.variables_to_train('ssd_300_vgg/block4_box, ssd_300_vgg/conv7')
+        assert {v.op.name.split('/')[1] for v in chosen} == {'block4_box', 'conv7'}
+        assert len(restore.variables_to_train(None)) == len(tf.trainable_variables())
+        with pytest.raises(UserError, match="--trainable_scopes: 'ssd_300_vgg/blok8' matches no trainable variable"):
+            restore.variables_to_train('ssd_300_vgg/blok8')

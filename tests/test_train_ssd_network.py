@@ -1,0 +1,194 @@
+"""train_ssd_network.py in-process: flag checks before any graph, the demo-data default, learning on demo
+images, fine-tuning from a checkpoint with excluded scopes, and the NaN stop. Plus one subprocess run to
+show the script prints a bad flag as one line."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
+
+import train_ssd_network as script
+from datasets import dataset_info, demo_dataset
+from nets import nets_factory
+from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags
+from utils import train_tools
+from utils.errors import UserError
+
+
+@pytest.fixture(scope='module')
+def records(tmp_path_factory):
+    return make_tiny_dataset(str(tmp_path_factory.mktemp('data')))
+
+
+def check(records, tmp_path, *args):
+    base = [f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}', f'--pretrained_path={tmp_path}'] + SMALL
+    return script.check_flags(parse_flags(base + list(args)), log_fn=lambda *_: None)
+
+
+def test_defaults_are_the_course_settings():
+    fv = parse_flags([])
+    assert (fv.batch_size, fv.weight_decay, fv.optimizer, fv.learning_rate, fv.end_learning_rate, fv.model_name,
+            fv.train_dir, fv.pretrained_path, fv.dataset_dir) == (
+        32, 0.0005, 'adam', 0.001, 0.0001, 'ssd_300_vgg', './ckpt/fine_tuning', './ckpt/pre_trained',
+        './IMAGE/tfrecords')
+    assert parse_flags(['--checkpoint_path=/x/ssd_300_vgg.ckpt']).pretrained_path == '/x/ssd_300_vgg.ckpt'
+
+
+def test_valid_flags_resolve_the_plan(records, tmp_path):
+    plan = check(records, tmp_path, '--num_clones=2')
+    assert plan['num_samples'] == 8 and plan['net'].num_classes == 5 and plan['decay_steps'] == 4
+    assert plan['pretrained'] is None and plan['resume_from'] is None and plan['data_format'] == 'NHWC'
+    assert plan['deployment'].clone_devices == ['/device:CPU:0', '/device:CPU:1']
+    assert plan['model_config']['class_names'] == ['none', 'bag', 'bottle', 'box', 'can']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--optimizer=adamw'], '--optimizer=adamw: unknown; use one of adadelta, adagrad, adam, ftrl, momentum, rmsprop'),
+    (['--dataset_dir=/no/such/records'], '--dataset_dir=/no/such/records: no such directory'),
+    (['--batch_size=5', '--num_clones=2'], '--batch_size=5 is not divisible by --num_clones=2'),
+    (['--pretrained_path=/no/such.ckpt'], '--pretrained_path=/no/such.ckpt: no such checkpoint or directory'),
+    (['--model_name=ssd_7'], '--model_name=ssd_7: unknown; use one of ssd_300_vgg, ssd_512_vgg'),
+    (['--learning_rate_decay_type=step'], '--learning_rate_decay_type=step: unknown'),
+    (['--num_classes=21'], r'--num_classes=21: the dataset in .* has 5'),
+    (['--train_image_size=512'], '--train_image_size=512: ssd_300_vgg takes 300x300 inputs'),
+    (['--data_format=NCHW'], '--data_format=NCHW: needs a GPU'),
+    (['--dataset_split_name=val'], r"no TFRecord shards for split 'val'"),
+    (['--labels_offset=4'], '--labels_offset=4: must leave at least one class'),
+    (['--learning_rate_boundaries=10,x'], '--learning_rate_boundaries=10,x: not a list of numbers'),
+])
+def test_bad_flag_is_one_clear_line(records, tmp_path, args, message):
+    with pytest.raises(UserError, match=message) as raised:
+        check(records, tmp_path, *args)
+    assert '\n' not in str(raised.value)
+
+
+def test_dataset_folders_without_records(records, tmp_path):
+    no_json = tmp_path / 'empty'
+    no_json.mkdir()
+    with pytest.raises(UserError, match='dataset_info.json: not found; convert the images first'):
+        check(str(no_json), tmp_path)
+    info_only = tmp_path / 'info_only'
+    info_only.mkdir()
+    (info_only / 'dataset_info.json').write_text((open(os.path.join(records, 'dataset_info.json')).read()))
+    with pytest.raises(UserError, match=r"info_only: no TFRecord shards for split 'train'"):
+        check(str(info_only), tmp_path)
+
+
+def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
+    train_dir = tmp_path / 'train'
+    train_dir.mkdir()
+    (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
+    for suffix in ('.index', '.data-00000-of-00001'):
+        (train_dir / f'model.ckpt-5{suffix}').write_text('')
+    config = dict(check(records, tmp_path)['model_config'], num_classes=21, class_names=['c'] * 21)
+    (train_dir / 'model_config.json').write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r'its checkpoints are of another model \(num_classes: 21 -> 5\); use a new '
+                                        r'--train_dir'):
+        check(records, tmp_path)
+
+
+def test_default_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small = demo_dataset.generate_demo_dataset
+    monkeypatch.setattr(demo_dataset, 'generate_demo_dataset',
+                        lambda out, seed=0, **_: small(out, seed, num_train=4, num_test=2, image_size=(96, 128)))
+    said = []
+    plan = script.check_flags(parse_flags(SMALL), log_fn=said.append)
+    assert plan['dataset_dir'] == './IMAGE/tfrecords' and plan['num_samples'] == 4
+    assert said[0] == './IMAGE/tfrecords holds no dataset: preparing the demo dataset (images in IMAGE/)'
+    assert any('generating the demo' in line for line in said)
+    assert dataset_info.load_dataset_info('IMAGE/tfrecords').num_classes == 5
+
+
+def train_in_process(records, tmp_path, *args):
+    fv = parse_flags([f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}',
+                      f'--pretrained_path={tmp_path}', '--save_interval_secs=0', '--log_every_n_steps=0']
+                     + SMALL + list(args))
+    plan = script.check_flags(fv, log_fn=lambda *_: None)
+    script.announce(plan, fv)
+    return script.train(plan, fv, train_tools.StopRequest())
+
+
+def test_loss_falls_by_half_on_demo_images(records, tmp_path):
+    step_fn = train_in_process(records, tmp_path, '--max_number_of_steps=40', '--learning_rate_decay_type=fixed')
+    losses = [loss for _, loss in step_fn.loss_history]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    train_dir = tmp_path / 'train'
+    assert tf.train.latest_checkpoint(str(train_dir)).endswith('model.ckpt-40')
+    assert json.loads((train_dir / 'model_config.json').read_text())['depth_multiplier'] == 0.125
+    assert 'anchors in all: 8732' in (train_dir / 'training_config.txt').read_text()
+
+
+def test_fine_tune_from_a_21_class_checkpoint_excluding_the_class_heads(records, tmp_path, caplog):
+    """Exclude scopes, trainable scopes and moving averages (which start from the restored weights)."""
+    net21 = nets_factory.get_network('ssd_300_vgg', 21, depth_multiplier=0.125)
+    pretrained = str(tmp_path / 'pre' / 'ssd_300_vgg.ckpt')
+    with tf.Graph().as_default():
+        with slim.arg_scope(net21.arg_scope()):
+            net21.build(tf.zeros([1, 300, 300, 3]))
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            tf.train.Saver().save(session, pretrained, write_state=False)
+    exclude = ','.join(f'{scope}/conv_cls' for scope in net21.box_head_scopes)
+    caplog.set_level('INFO', logger='absl')
+    train_in_process(records, tmp_path, f'--pretrained_path={pretrained}', '--max_number_of_steps=2',
+                     '--optimizer=sgd', '--learning_rate=0.01', f'--checkpoint_exclude_scopes={exclude}',
+                     f'--trainable_scopes={",".join(net21.box_head_scopes)}', '--moving_average_decay=0.5')
+    assert any(re.search(r'Fine-tuning from .*ssd_300_vgg.ckpt: 59 variables restored, 12 excluded', r.getMessage())
+               for r in caplog.records)
+    trained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / 'train')))
+    frozen, head = 'ssd_300_vgg/conv1/conv1_1/weights', 'ssd_300_vgg/block7_box/conv_loc/weights'
+    before = {name: tf.train.load_variable(pretrained, name) for name in (frozen, head)}
+    np.testing.assert_array_equal(trained.get_tensor(frozen), before[frozen])       # not in --trainable_scopes
+    assert not np.allclose(trained.get_tensor(head), before[head], atol=1e-7)       # trained
+    np.testing.assert_allclose(trained.get_tensor(frozen + '/ExponentialMovingAverage'), before[frozen], rtol=1e-6)
+    assert trained.get_tensor('ssd_300_vgg/block4_box/conv_cls/biases').shape == (20,)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
+    with pytest.raises(train_tools.TrainingDiverged, match=r'step (\d+): the loss is not finite') as raised:
+        train_in_process(records, tmp_path, '--optimizer=sgd', '--learning_rate=1e12', '--save_every_n_steps=1',
+                         '--learning_rate_decay_type=fixed', '--max_number_of_steps=50', '--weight_decay=0')
+    failed_step = int(re.search(r'step (\d+)', str(raised.value)).group(1))
+    latest = tf.train.latest_checkpoint(str(tmp_path / 'train'))
+    assert latest is not None and latest.endswith(f'model.ckpt-{failed_step - 1}')
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        assert np.all(np.isfinite(reader.get_tensor(name))), name
+
+
+def test_script_prints_a_bad_flag_as_one_line_before_building_anything(records, tmp_path):
+    start = time.time()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train_ssd_network.py'), '--optimizer=adamw',
+                             f'--dataset_dir={records}', f'--train_dir={tmp_path}'],
+                            capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        'train_ssd_network.py: error: --optimizer=adamw: unknown; use one of adadelta, adagrad, adam, ftrl, '
+        'momentum, rmsprop, sgd')
+    assert 'Traceback' not in result.stderr and 'Start-up report' not in result.stderr
+    assert not os.listdir(tmp_path) and time.time() - start < 60
+
+
+def test_flagfile(tmp_path):
+    flagfile = tmp_path / 'train.flags'
+    flagfile.write_text('--batch_size=8\n--optimizer=momentum\n--checkpoint_path=/ckpt/vgg_16.ckpt\n')
+    fv = parse_flags([f'--flagfile={flagfile}', '--batch_size=16'])
+    assert (fv.batch_size, fv.optimizer, fv.pretrained_path) == (16, 'momentum', '/ckpt/vgg_16.ckpt')
+
+
+def test_labels_offset_shifts_labels_and_drops_boxes_below_one():
+    seen = script._offset_labels(lambda labels, boxes, difficult: {'labels': labels, 'boxes': boxes,
+                                                                   'difficult': difficult}, 1)
+    with tf.Graph().as_default(), tf.Session() as session:
+        out = session.run(seen(tf.constant([1, 3, 2], tf.int64), tf.constant([[0.1] * 4, [0.2] * 4, [0.3] * 4]),
+                               tf.constant([0, 1, 0], tf.int64)))
+    assert out['labels'].tolist() == [2, 1] and out['difficult'].tolist() == [1, 0]
+    np.testing.assert_allclose(out['boxes'][:, 0], [0.2, 0.3])

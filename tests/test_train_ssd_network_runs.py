@@ -1,0 +1,87 @@
+"""train_ssd_network.py as users run it (subprocesses): a run writes checkpoints and TensorBoard events,
+Ctrl-C saves a checkpoint at the step reached and exits 0, and the same command resumes from it."""
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow.compat.v1 as tf
+
+from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset
+
+STEP_LINE = re.compile(r'\] step (\d+): loss ')
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp('runs')
+    return make_tiny_dataset(str(root)), str(root / 'train'), str(root / 'pre')
+
+
+def command(workspace, *args):
+    records, train_dir, pretrained = workspace
+    os.makedirs(pretrained, exist_ok=True)
+    return [sys.executable, os.path.join(ROOT, 'train_ssd_network.py'), f'--dataset_dir={records}',
+            f'--train_dir={train_dir}', f'--pretrained_path={pretrained}', '--log_every_n_steps=1'] + SMALL + list(args)
+
+
+def run(workspace, *args):
+    result = subprocess.run(command(workspace, *args), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def summary_tags(train_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(train_dir, 'events.out.tfevents.*')):
+        for event in tf.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_run_interrupt_and_resume(workspace):
+    _, train_dir, _ = workspace
+    # 1. A fresh run: start-up report, checkpoint at the last step, TensorBoard events, model config.
+    log = run(workspace, '--max_number_of_steps=3')
+    assert 'anchors in all: 8732' in log and 'samples per split: test 2, train 8' in log
+    assert 'Starting from scratch' in log
+    assert [int(s) for s in STEP_LINE.findall(log)] == [1, 2, 3]
+    assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-3')
+    assert {'losses/total', 'losses/cross_entropy_pos', 'losses/cross_entropy_neg', 'losses/localization',
+            'losses/regularization', 'learning_rate', 'inputs_with_boxes/image/0'} <= summary_tags(train_dir)
+    assert os.path.isfile(os.path.join(train_dir, 'model_config.json'))
+
+    # 2. The same command without a step limit resumes; the first Ctrl-C saves at the step reached, exits 0.
+    process = subprocess.Popen(command(workspace), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines, steps = [], []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            found = STEP_LINE.search(line)
+            if found:
+                steps.append(int(found.group(1)))
+                if steps[-1] >= 6:
+                    break
+        signalled = time.time()
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    log = ''.join(lines) + rest
+    assert process.returncode == 0, log[-3000:]
+    assert time.time() - signalled < 30
+    assert re.search(r'Resuming from .*model.ckpt-3 at step 3', log) and steps[0] == 4
+    reached = max(int(s) for s in STEP_LINE.findall(log))
+    assert tf.train.latest_checkpoint(train_dir).endswith(f'model.ckpt-{reached}')
+    assert re.search(rf'Stopped by SIGINT at step {reached}, checkpoint .*model.ckpt-{reached}; run the same '
+                     r'command to resume', log)
+
+    # 3. Resuming continues from that step.
+    log = run(workspace, f'--max_number_of_steps={reached + 2}')
+    assert re.search(rf'Resuming from .*model.ckpt-{reached} at step {reached}', log)
+    assert [int(s) for s in STEP_LINE.findall(log)] == [reached + 1, reached + 2]
+    assert tf.train.latest_checkpoint(train_dir).endswith(f'model.ckpt-{reached + 2}')

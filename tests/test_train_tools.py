@@ -1,0 +1,227 @@
+"""The training step (NaN guard, stop requests, checkpoint cadence, logging), signal handling, and
+checkpoints that survive a kill -9 during a save."""
+import logging as py_logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from utils import train_tools
+from utils.train_tools import StopRequest, TrainingDiverged, TrainStep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeWriter:
+    def __init__(self):
+        self.steps = []
+
+    def add_summary(self, summary, step):
+        self.steps.append(step)
+
+
+class TinyTraining:
+    """loss = sum(w^2) + poison, one SGD step per run; poison (not trained) can be set to NaN."""
+
+    def __init__(self, tmp_path, **step_kwargs):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.global_step = tf.train.get_or_create_global_step()
+            self.weights = tf.Variable([1.0, 2.0], name='w')
+            self.poison = tf.Variable(0.0, trainable=False, name='poison')
+            loss = tf.reduce_sum(tf.square(self.weights)) + self.poison
+            update = tf.train.GradientDescentOptimizer(0.1).minimize(loss, self.global_step)
+            with tf.control_dependencies([update]):
+                self.train_op = tf.identity(loss)
+            self.saver = train_tools.make_saver()
+            self.clock = FakeClock()
+            self.step_fn = TrainStep(
+                {'total': loss, 'localization': loss * 0.0}, tf.constant(0.1),
+                train_tools.weights_finite_op([self.weights]), images_per_step=4, log_every_n_steps=2,
+                saver=self.saver, save_path=str(tmp_path / 'model.ckpt'), clock=self.clock,
+                summary_op=tf.summary.scalar('loss', loss), **step_kwargs)
+            self.session = tf.Session()
+            self.session.run(tf.global_variables_initializer())
+        self.writer = FakeWriter()
+        self.tmp_path = tmp_path
+
+    def step(self):
+        with self.graph.as_default():
+            return self.step_fn(self.session, self.train_op, self.global_step, {'summary_writer': self.writer})
+
+    def set(self, variable, value):
+        with self.graph.as_default():
+            self.session.run(variable.assign(value))
+
+    def latest(self):
+        return tf.train.latest_checkpoint(str(self.tmp_path))
+
+
+def test_saves_on_interval_and_every_n_steps(tmp_path):
+    run = TinyTraining(tmp_path, save_interval_secs=60, save_every_n_steps=3, save_summaries_secs=30)
+    assert run.step() == (pytest.approx(5.0), False)           # step 1: loss of w = (1, 2)
+    assert run.latest() is None and run.writer.steps == [1]    # summaries on the first step
+    run.step()
+    run.step()
+    assert run.latest().endswith('model.ckpt-3')               # every 3 steps
+    run.clock.now += 61
+    run.step()
+    assert run.latest().endswith('model.ckpt-4')               # 60 s passed
+    assert run.writer.steps == [1, 4]                          # and 30 s for the summaries
+    run.step()
+    assert run.latest().endswith('model.ckpt-4')
+
+
+def test_stops_at_max_steps_and_on_request(tmp_path):
+    stop = StopRequest()
+    run = TinyTraining(tmp_path, max_number_of_steps=3, stop_request=stop, save_interval_secs=0)
+    assert [run.step()[1] for _ in range(3)] == [False, False, True]
+    run = TinyTraining(tmp_path / 'b', max_number_of_steps=30, stop_request=stop, save_interval_secs=0)
+    run.step()
+    stop.signal_name = 'SIGINT'
+    assert run.step()[1] is True and run.step_fn.current_step == 1   # no further step once asked to stop
+    assert run.latest() is None                                       # slim.learning.train saves then
+
+
+def test_nan_loss_stops_without_saving(tmp_path):
+    run = TinyTraining(tmp_path, save_every_n_steps=1)
+    run.step()
+    run.set(run.poison, float('nan'))
+    with pytest.raises(TrainingDiverged, match=r'step 2: the loss is not finite \(localization nan, total nan\).*'
+                                               r'last checkpoint in .* is the last good one. Lower --learning_rate'):
+        run.step()
+    assert run.latest().endswith('model.ckpt-1')
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    run = TinyTraining(tmp_path, save_every_n_steps=1, max_number_of_steps=5)
+    run.step()
+    run.set(run.weights, [np.inf, 1.0])   # finite loss is impossible now, but check the save guard itself
+    with pytest.raises(TrainingDiverged, match='the weights hold NaN or Inf'):
+        run.step_fn.save(run.session, 7)
+    assert run.latest().endswith('model.ckpt-1')
+
+
+def test_logs_losses_speed_and_throughput(tmp_path, caplog):
+    caplog.set_level(py_logging.INFO, logger='absl')
+    run = TinyTraining(tmp_path, save_interval_secs=0)
+    run.step()
+    run.step()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step ')]
+    assert len(lines) == 1 and lines[0].startswith('step 2: loss 3.2000 (loc 0.0000) lr 0.1 | ')
+    assert lines[0].endswith(' images/s') and 'sec/step' in lines[0]
+
+
+def test_format_losses():
+    line = train_tools.format_losses(40, {'total': 5.0, 'cross_entropy_pos': 1.0, 'cross_entropy_neg': 2.0,
+                                          'localization': 1.5, 'regularization': 0.5}, 0.001, 0.5, 32)
+    assert line == ('step 40: loss 5.0000 (pos 1.0000 neg 2.0000 loc 1.5000 reg 0.5000) lr 0.001 | '
+                    '0.500 sec/step, 64.0 images/s')
+
+
+def test_first_signal_sets_the_flag_and_restores_default_handlers():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = StopRequest().install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert stop.requested and stop.signal_name == 'SIGTERM'
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+WAITER = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from utils.train_tools import StopRequest
+    stop = StopRequest().install()
+    def work():
+        print('ready', flush=True)
+        deadline = time.time() + 30
+        while time.time() < deadline and ({poll} and not stop.requested):
+            time.sleep(0.05)
+        time.sleep({blocking})   # stands for a long session.run
+        return 'done'
+    print(stop.run(work), flush=True)
+''')
+
+
+def _start_waiter(poll, blocking):
+    source = WAITER.format(root=ROOT, poll=poll, blocking=blocking)
+    process = subprocess.Popen([sys.executable, '-c', source], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == 'ready'
+    return process
+
+
+def test_first_sigint_lets_the_work_finish_second_exits_at_once():
+    process = _start_waiter(poll=True, blocking=0)
+    process.send_signal(signal.SIGINT)
+    assert process.communicate(timeout=30)[0].strip() == 'done' and process.returncode == 0
+    process = _start_waiter(poll=False, blocking=60)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    start = time.time()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=10)
+    assert process.returncode == -signal.SIGINT and time.time() - start < 5
+
+
+SAVER = textwrap.dedent('''
+    import os, sys
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'
+    sys.path.insert(0, {root!r})
+    import tensorflow.compat.v1 as tf
+    tf.disable_v2_behavior()
+    from utils.train_tools import make_saver
+    big = tf.Variable(tf.zeros([8 * 1024 * 1024]), name='big')
+    value = tf.placeholder(tf.float32, [])
+    fill = big.assign(tf.fill([8 * 1024 * 1024], value))
+    saver = make_saver()
+    with tf.Session() as session:
+        for step in range(1, 1000):
+            session.run(fill, {{value: float(step)}})
+            print('saving', step, flush=True)
+            saver.save(session, {prefix!r}, global_step=step)
+''')
+
+
+@pytest.mark.parametrize('delay', [0.0, 0.02, 0.08])
+def test_kill_9_during_a_save_leaves_a_complete_checkpoint(tmp_path, delay):
+    """The state file only ever names complete checkpoints: the latest one restores whole."""
+    source = SAVER.format(root=ROOT, prefix=str(tmp_path / 'model.ckpt'))
+    process = subprocess.Popen([sys.executable, '-c', source], stdout=subprocess.PIPE, text=True)
+    try:
+        while process.stdout.readline().strip() != 'saving 3':
+            assert process.poll() is None
+        time.sleep(delay)
+    finally:
+        process.kill()
+        process.wait()
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    step = int(latest.rsplit('-', 1)[1])
+    assert step >= 2
+    values = tf.train.load_variable(latest, 'big')
+    assert values.shape == (8 * 1024 * 1024,) and np.all(values == step)
+
+
+def test_session_config():
+    config = train_tools.session_config(0.5, cpu_devices=2, device_filters=['/job:ps', '/job:worker/task:1'])
+    assert config.device_count['CPU'] == 2 and config.allow_soft_placement
+    assert config.gpu_options.per_process_gpu_memory_fraction == 0.5
+    assert list(config.device_filters) == ['/job:ps', '/job:worker/task:1']

@@ -1,0 +1,213 @@
+"""Training on several machines with TensorFlow's gRPC runtime: parameter servers (ps) hold the variables,
+workers run the clones; worker 0 is the chief (initialises or restores, writes checkpoints and summaries).
+
+Each process is started with the same flags plus its --job_name and --task. Variables go to the ps tasks
+round-robin (tf.train.replica_device_setter); a worker's session sees only the ps tasks and itself
+(device filters), so it never waits for the other workers. Asynchronous updates by default;
+--sync_replicas aggregates --replicas_to_aggregate gradients per step (tf.train.SyncReplicasOptimizer).
+"""
+import re
+import socket
+import time
+
+import tensorflow.compat.v1 as tf
+from absl import logging
+
+from utils import clones
+from utils.errors import UserError
+
+JOB_NAMES = ('ps', 'worker')
+
+
+def parse_hosts(text, flag):
+    """'h1:p1,h2:p2' -> ['h1:p1', 'h2:p2']; UserError naming the flag for an entry without a numeric port."""
+    hosts = [host.strip() for host in (text or '').split(',') if host.strip()]
+    for host in hosts:
+        name, _, port = host.rpartition(':')
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f'--{flag}: {host!r} is not host:port')
+    if len(set(hosts)) != len(hosts):
+        raise UserError(f'--{flag}: lists a host:port twice')
+    return hosts
+
+
+def check_cluster_settings(ps_hosts, worker_hosts, job_name, task, sync_replicas, replicas_to_aggregate):
+    """UserError for inconsistent cluster flags. Returns True for a cluster run, False for one process."""
+    if not ps_hosts and not worker_hosts:
+        if job_name or sync_replicas:
+            raise UserError('--job_name / --sync_replicas need --ps_hosts and --worker_hosts')
+        return False
+    if not ps_hosts or not worker_hosts:
+        raise UserError('a cluster needs both --ps_hosts and --worker_hosts')
+    if set(ps_hosts) & set(worker_hosts):
+        raise UserError(f'--ps_hosts and --worker_hosts share {sorted(set(ps_hosts) & set(worker_hosts))[0]}')
+    if job_name not in JOB_NAMES:
+        raise UserError(f'--job_name={job_name}: use ps or worker')
+    count = len(ps_hosts) if job_name == 'ps' else len(worker_hosts)
+    if not 0 <= task < count:
+        raise UserError(f'--task={task}: the {job_name} job has tasks 0..{count - 1}')
+    if replicas_to_aggregate is not None and replicas_to_aggregate < 1:
+        raise UserError(f'--replicas_to_aggregate={replicas_to_aggregate}: must be >= 1')
+    if replicas_to_aggregate is not None and not sync_replicas:
+        raise UserError('--replicas_to_aggregate needs --sync_replicas')
+    return True
+
+
+def start_server(ps_hosts, worker_hosts, job_name, task, config=None):
+    """This process's tf.train.Server in the cluster {ps: ps_hosts, worker: worker_hosts}."""
+    cluster = tf.train.ClusterSpec({'ps': ps_hosts, 'worker': worker_hosts})
+    try:
+        return tf.train.Server(cluster, job_name=job_name, task_index=task, config=config, start=True)
+    except (tf.errors.OpError, RuntimeError) as err:
+        address = (ps_hosts if job_name == 'ps' else worker_hosts)[task]
+        raise UserError(f'cannot start the {job_name} {task} server on {address}: '
+                        f'{str(err).splitlines()[0]}') from None
+
+
+def serve_parameters(ps_hosts, worker_hosts, task, log_fn=logging.info):
+    """Run parameter server `task` until Ctrl-C / SIGTERM (a Python wait, so the signal is seen at once)."""
+    server = start_server(ps_hosts, worker_hosts, 'ps', task)
+    log_fn(f'parameter server {task} listening on {ps_hosts[task]}; stop it with Ctrl-C')
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        log_fn('parameter server stopped')
+    del server
+
+
+def join_cluster(ps_hosts, worker_hosts, task, num_clones, use_gpus, server_config, wait_secs):
+    """Worker `task`: start its server (server_config creates its devices), wait for the parameter
+    servers, and return (server, Deployment); keep the server object alive while training."""
+    server = start_server(ps_hosts, worker_hosts, 'worker', task, server_config)
+    wait_for_hosts(ps_hosts, wait_secs, 'parameter server')
+    return server, worker_deployment(server, ps_hosts, worker_hosts, task, num_clones, use_gpus)
+
+
+def worker_deployment(server, ps_hosts, worker_hosts, task, num_clones, use_gpus):
+    """clones.Deployment of worker `task`: clone i on its GPU i / logical CPU i, variables on the ps."""
+    worker = f'/job:worker/task:{task}'
+    devices = [worker + device for device in clones.compute_devices(num_clones, use_gpus)]
+    cluster = tf.train.ClusterSpec({'ps': ps_hosts, 'worker': worker_hosts})
+    device_fns = [tf.train.replica_device_setter(cluster=cluster, worker_device=device) for device in devices]
+    role = 'chief' if task == 0 else 'non-chief'
+    return clones.Deployment(
+        master=server.target, is_chief=task == 0, clone_devices=devices, device_fns=device_fns,
+        input_device=worker + '/device:CPU:0', cpu_devices=clones.cpu_device_count(num_clones, use_gpus),
+        device_filters=['/job:ps', worker],
+        description=f'worker {task} of {len(worker_hosts)} ({role}), master {server.target}, variables on '
+                    f'{len(ps_hosts)} ps task(s)')
+
+
+def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time):
+    """Wait until every host:port accepts a TCP connection (TensorFlow's own session creation waits for
+    ever on a missing task); UserError after timeout_secs."""
+    deadline = clock() + timeout_secs
+    pending = list(hosts)
+    while pending:
+        host, port = pending[0].rsplit(':', 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(poll_secs * 2, 5.0)):
+                pending.pop(0)
+                continue
+        except OSError:
+            pass
+        if clock() >= deadline:
+            raise UserError(f'{what} {pending[0]} does not answer after {timeout_secs:g} s; start it first '
+                            f'(the same command with --job_name=ps) or check the host and port')
+        time.sleep(poll_secs)
+
+
+def describe_cluster_error(error):
+    """'<task>: <gRPC reason>' from a TensorFlow error about a lost task (e.g. '/job:ps/replica:0/task:0:
+    Socket closed'), else the error's first line. The task is the gRPC remote target when named, else the
+    task of the 'From /job:...:' line; the reason is the line after that one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    origin = next((i for i, line in enumerate(lines[:-1]) if re.search(r'From /job:\S+:$', line)), None)
+    if origin is None:
+        return lines[0] if lines else type(error).__name__
+    remote = re.search(r'remote target (/job:\S+)', str(error))
+    task = remote.group(1) if remote else re.search(r'From (/job:\S+):$', lines[origin]).group(1)
+    return f'{task}: {lines[origin + 1]}'
+
+
+class ClusterStop:
+    """A flag on the parameter servers: the chief raises it when it stops (max steps, Ctrl-C), the other
+    workers read it after each step and stop too.
+
+    The flag is a local variable (every worker's local init clears it; checkpoints do not hold it)
+    placed on the ps by the replica device setter, so all workers share it. In sync mode stopping also
+    needs: tokens for workers blocked waiting for the next step (release_op), and, after the chief's
+    final checkpoint, replicas_to_aggregate zero gradients in every accumulator so that the chief's
+    queue runner, blocked waiting for the next round, completes it and sees the stop request
+    (chief_unblock_op; see ChiefSaver). That last round is never saved.
+    """
+
+    def __init__(self, num_workers, sync_optimizer=None):
+        self.flag = tf.Variable(False, trainable=False, name='cluster_stop',
+                                collections=[tf.GraphKeys.LOCAL_VARIABLES])
+        self.raise_op = self.flag.assign(True)
+        self.release_op = self.chief_unblock_op = None
+        self.stopped = False
+        if sync_optimizer is not None:
+            self.release_op = sync_optimizer.get_init_tokens_op(num_workers)
+            never_stale = tf.constant(2 ** 62, tf.int64)
+            feeds = []
+            # The optimizer keeps its (accumulator, device) pairs privately; this is their only handle.
+            for accumulator, device in sync_optimizer._accumulator_list:  # pylint: disable=protected-access
+                with tf.device(device):
+                    shape = tf.TensorShape(accumulator.accumulator_ref.op.get_attr('shape'))
+                    zeros = tf.zeros(shape, accumulator.dtype)
+                    feeds += [accumulator.apply_grad(zeros, local_step=never_stale)
+                              for _ in range(sync_optimizer._replicas_to_aggregate)]  # pylint: disable=protected-access
+            self.chief_unblock_op = tf.group(*feeds, name='unblock_chief_queue_runner')
+
+    def requested(self, session):
+        return bool(session.run(self.flag))
+
+    def announce(self, session):
+        """The chief stops: raise the flag and let blocked workers finish their step."""
+        self.stopped = True
+        session.run(self.raise_op)
+        if self.release_op is not None:
+            session.run(self.release_op)
+
+
+class ChiefSaver(tf.train.Saver):
+    """The chief's saver: once the cluster is stopping, its save (slim.learning.train's final checkpoint)
+    is followed by ClusterStop.chief_unblock_op, so the chief exits at once instead of waiting out the
+    supervisor's 120 s grace period for a queue runner that can never finish."""
+
+    def __init__(self, cluster_stop, **kwargs):
+        super().__init__(**kwargs)
+        self.cluster_stop = cluster_stop
+
+    def save(self, sess, *args, **kwargs):
+        path = super().save(sess, *args, **kwargs)
+        if self.cluster_stop.stopped and self.cluster_stop.chief_unblock_op is not None:
+            sess.run(self.cluster_stop.chief_unblock_op)
+        return path
+
+
+def wait_until_initialised(master, config, timeout_secs, interrupted=lambda: False, poll_secs=1.0,
+                           log_fn=logging.info):
+    """Non-chief workers: poll (every poll_secs, not the supervisor's 30 s) until the chief has
+    initialised or restored every global variable; UserError after timeout_secs, KeyboardInterrupt
+    once interrupted() (a stop request) is true."""
+    uninitialised = tf.report_uninitialized_variables(tf.global_variables())
+    deadline = time.time() + timeout_secs
+    announced = False
+    with tf.Session(master, config=config) as session:
+        while True:
+            missing = session.run(uninitialised)
+            if not len(missing):
+                return
+            if not announced:
+                log_fn('waiting for the chief (worker 0) to initialise or restore the model')
+                announced = True
+            if interrupted():
+                raise KeyboardInterrupt
+            if time.time() >= deadline:
+                raise UserError(f'the chief (worker 0) has not initialised the model after {timeout_secs:g} s '
+                                f'(e.g. {missing[0].decode()} is uninitialised); is worker 0 running?')
+            time.sleep(poll_secs)

@@ -1,0 +1,187 @@
+"""Learning-rate schedules and optimizers, configured by values named like SSD-Tensorflow's flags.
+
+Field names of `ScheduleConfig` and `OptimizerConfig` equal the training script's flag names, so the script
+fills them with `dataclasses.fields` and nothing is renamed on the way.
+"""
+import dataclasses
+import math
+
+import tensorflow.compat.v1 as tf
+
+from utils.errors import UserError
+
+DECAY_TYPES = ('exponential', 'fixed', 'polynomial', 'piecewise', 'cosine')
+OPTIMIZER_NAMES = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'rmsprop', 'sgd')
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """How the learning rate moves with the global step (defaults: the course's)."""
+    learning_rate_decay_type: str = 'exponential'
+    learning_rate: float = 0.001
+    end_learning_rate: float = 0.0001
+    learning_rate_decay_factor: float = 0.94
+    num_epochs_per_decay: float = 2.0
+    learning_rate_boundaries: tuple = (80000, 100000)
+    learning_rate_values: tuple = ()
+    warmup_steps: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer name and hyper-parameters, with SSD-Tensorflow's defaults (opt_epsilon 1.0 included)."""
+    optimizer: str = 'adam'
+    adadelta_rho: float = 0.95
+    adagrad_initial_accumulator_value: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    opt_epsilon: float = 1.0
+    ftrl_learning_rate_power: float = -0.5
+    ftrl_initial_accumulator_value: float = 0.1
+    ftrl_l1: float = 0.0
+    ftrl_l2: float = 0.0
+    momentum: float = 0.9
+    rmsprop_momentum: float = 0.9
+    rmsprop_decay: float = 0.9
+
+
+def decay_steps_for(num_samples, images_per_step, num_epochs_per_decay):
+    """Steps between decays: int(num_samples / images_per_step * num_epochs_per_decay), at least 1."""
+    return max(1, int(num_samples / images_per_step * num_epochs_per_decay))
+
+
+def piecewise_values(config):
+    """The piecewise schedule's len(boundaries) + 1 rates: --learning_rate_values when given, else
+    learning_rate * learning_rate_decay_factor ** i (0.1 gives the Caffe 80k/100k recipe)."""
+    if config.learning_rate_values:
+        return tuple(float(v) for v in config.learning_rate_values)
+    return tuple(config.learning_rate * config.learning_rate_decay_factor ** i
+                 for i in range(len(config.learning_rate_boundaries) + 1))
+
+
+def check_schedule(config):
+    """UserError naming the flag when the schedule's values cannot work."""
+    if config.learning_rate_decay_type not in DECAY_TYPES:
+        raise UserError(f'--learning_rate_decay_type={config.learning_rate_decay_type}: unknown; '
+                        f'use one of {", ".join(DECAY_TYPES)}')
+    if not config.learning_rate > 0:
+        raise UserError(f'--learning_rate={config.learning_rate}: must be > 0')
+    if config.end_learning_rate < 0:
+        raise UserError(f'--end_learning_rate={config.end_learning_rate}: must be >= 0')
+    if not config.learning_rate_decay_factor > 0:
+        raise UserError(f'--learning_rate_decay_factor={config.learning_rate_decay_factor}: must be > 0')
+    if not config.num_epochs_per_decay > 0:
+        raise UserError(f'--num_epochs_per_decay={config.num_epochs_per_decay}: must be > 0')
+    if config.warmup_steps < 0:
+        raise UserError(f'--warmup_steps={config.warmup_steps}: must be >= 0')
+    if config.learning_rate_decay_type == 'piecewise':
+        boundaries = list(config.learning_rate_boundaries)
+        if not boundaries or boundaries != sorted(set(boundaries)) or boundaries[0] <= 0:
+            raise UserError(f'--learning_rate_boundaries={",".join(map(str, boundaries))}: '
+                            'need increasing positive steps')
+        values = piecewise_values(config)
+        if len(values) != len(boundaries) + 1:
+            raise UserError(f'--learning_rate_values: {len(values)} values given, need '
+                            f'{len(boundaries) + 1} (one more than the boundaries)')
+        if min(values) <= 0:
+            raise UserError('--learning_rate_values: every value must be > 0')
+
+
+def learning_rate_tensor(config, global_step, decay_steps):
+    """Scalar float32 learning rate at `global_step` (int64 tensor).
+
+    exponential: lr * factor ** floor(step / decay_steps)           (staircase)
+    fixed:       lr
+    polynomial:  (lr - end) * (1 - min(step, D) / D) + end          (power 1, D = decay_steps)
+    piecewise:   values[i] for boundaries[i-1] < step <= boundaries[i]
+    cosine:      end + (lr - end) * (1 + cos(pi * min(step, D) / D)) / 2
+    Then, when warmup_steps = W > 0, the rate is multiplied by min(1, (step + 1) / W) (linear warm-up).
+    """
+    kind = config.learning_rate_decay_type
+    lr0, end = config.learning_rate, config.end_learning_rate
+    with tf.name_scope('learning_rate_schedule'):
+        if kind == 'exponential':
+            rate = tf.train.exponential_decay(lr0, global_step, decay_steps,
+                                              config.learning_rate_decay_factor, staircase=True)
+        elif kind == 'fixed':
+            rate = tf.constant(lr0, tf.float32)
+        elif kind == 'polynomial':
+            rate = tf.train.polynomial_decay(lr0, global_step, decay_steps, end, power=1.0, cycle=False)
+        elif kind == 'piecewise':
+            rate = tf.train.piecewise_constant(
+                tf.cast(global_step, tf.int64), [int(b) for b in config.learning_rate_boundaries],
+                [float(v) for v in piecewise_values(config)])
+        elif kind == 'cosine':
+            progress = tf.minimum(tf.cast(global_step, tf.float32), float(decay_steps)) / decay_steps
+            rate = end + (lr0 - end) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            raise UserError(f'--learning_rate_decay_type={kind}: unknown; use one of {", ".join(DECAY_TYPES)}')
+        rate = tf.cast(rate, tf.float32)
+        if config.warmup_steps > 0:
+            ramp = tf.minimum(1.0, (tf.cast(global_step, tf.float32) + 1.0) / config.warmup_steps)
+            rate = rate * ramp
+        return tf.identity(rate, name='value')
+
+
+def describe_schedule(config, decay_steps):
+    """One line for the start-up report."""
+    kind = config.learning_rate_decay_type
+    text = {
+        'exponential': f'exponential: {config.learning_rate:g} x {config.learning_rate_decay_factor:g} '
+                       f'every {decay_steps} steps (staircase)',
+        'fixed': f'fixed: {config.learning_rate:g}',
+        'polynomial': f'polynomial: {config.learning_rate:g} -> {config.end_learning_rate:g} '
+                      f'linearly over {decay_steps} steps',
+        'piecewise': 'piecewise: ' + ', '.join(
+            f'{v:g}' + (f' until step {b}' if b is not None else ' after')
+            for v, b in zip(piecewise_values(config), list(config.learning_rate_boundaries) + [None])),
+        'cosine': f'cosine: {config.learning_rate:g} -> {config.end_learning_rate:g} over {decay_steps} steps',
+    }.get(kind, kind)
+    if config.warmup_steps:
+        text += f', linear warm-up over the first {config.warmup_steps} steps'
+    return text
+
+
+def check_optimizer(config):
+    """UserError for an unknown optimizer name."""
+    if config.optimizer not in OPTIMIZER_NAMES:
+        raise UserError(f'--optimizer={config.optimizer}: unknown; use one of {", ".join(OPTIMIZER_NAMES)}')
+
+
+def make_optimizer(config, learning_rate):
+    """The tf.train optimizer named by config.optimizer, with its hyper-parameters."""
+    check_optimizer(config)
+    name = config.optimizer
+    if name == 'adadelta':
+        return tf.train.AdadeltaOptimizer(learning_rate, rho=config.adadelta_rho, epsilon=config.opt_epsilon)
+    if name == 'adagrad':
+        return tf.train.AdagradOptimizer(
+            learning_rate, initial_accumulator_value=config.adagrad_initial_accumulator_value)
+    if name == 'adam':
+        return tf.train.AdamOptimizer(learning_rate, beta1=config.adam_beta1, beta2=config.adam_beta2,
+                                      epsilon=config.opt_epsilon)
+    if name == 'ftrl':
+        return tf.train.FtrlOptimizer(
+            learning_rate, learning_rate_power=config.ftrl_learning_rate_power,
+            initial_accumulator_value=config.ftrl_initial_accumulator_value,
+            l1_regularization_strength=config.ftrl_l1, l2_regularization_strength=config.ftrl_l2)
+    if name == 'momentum':
+        return tf.train.MomentumOptimizer(learning_rate, momentum=config.momentum, name='Momentum')
+    if name == 'rmsprop':
+        return tf.train.RMSPropOptimizer(learning_rate, decay=config.rmsprop_decay,
+                                         momentum=config.rmsprop_momentum, epsilon=config.opt_epsilon)
+    return tf.train.GradientDescentOptimizer(learning_rate)
+
+
+def describe_optimizer(config):
+    """One line for the start-up report: the optimizer and the hyper-parameters it uses."""
+    used = {
+        'adadelta': ('adadelta_rho', 'opt_epsilon'),
+        'adagrad': ('adagrad_initial_accumulator_value',),
+        'adam': ('adam_beta1', 'adam_beta2', 'opt_epsilon'),
+        'ftrl': ('ftrl_learning_rate_power', 'ftrl_initial_accumulator_value', 'ftrl_l1', 'ftrl_l2'),
+        'momentum': ('momentum',),
+        'rmsprop': ('rmsprop_decay', 'rmsprop_momentum', 'opt_epsilon'),
+        'sgd': (),
+    }.get(config.optimizer, ())
+    return config.optimizer + ''.join(f', {key}={getattr(config, key):g}' for key in used)

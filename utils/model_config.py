@@ -1,0 +1,83 @@
+"""The model's configuration saved beside its checkpoints (train_dir/model_config.json).
+
+Evaluation, detection and export read it, so they rebuild the trained network without repeating the
+training flags. Keys: model_name, num_classes (background included), class_names (index 0 = 'none'),
+depth_multiplier, anchor_set, image_size ([height, width], pixels), data_format ('NHWC' / 'NCHW', the
+layout training used).
+"""
+import json
+import os
+import tempfile
+
+from utils.errors import UserError
+
+CONFIG_FILENAME = 'model_config.json'
+REQUIRED_KEYS = ('model_name', 'num_classes', 'class_names', 'depth_multiplier', 'anchor_set',
+                 'image_size', 'data_format')
+# Keys that change variable shapes or anchors: a checkpoint only fits a network that agrees on them.
+ARCHITECTURE_KEYS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'image_size')
+
+
+def config_path(path_or_dir):
+    """model_config.json in a directory, or beside a checkpoint prefix / file."""
+    if os.path.isdir(path_or_dir):
+        return os.path.join(path_or_dir, CONFIG_FILENAME)
+    if os.path.basename(path_or_dir) == CONFIG_FILENAME:
+        return path_or_dir
+    return os.path.join(os.path.dirname(path_or_dir) or '.', CONFIG_FILENAME)
+
+
+def save_model_config(train_dir, config):
+    """Write train_dir/model_config.json atomically (temp file in the same folder, then os.replace)."""
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ValueError(f'model config lacks {", ".join(missing)}')
+    os.makedirs(train_dir, exist_ok=True)
+    payload = {key: config[key] for key in REQUIRED_KEYS}
+    payload['image_size'] = [int(v) for v in payload['image_size']]
+    handle, temp_path = tempfile.mkstemp(prefix='.model_config-', suffix='.tmp', dir=train_dir)
+    try:
+        with os.fdopen(handle, 'w') as out:
+            json.dump(payload, out, indent=2)
+            out.write('\n')
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp makes it private; the config is not secret
+        os.replace(temp_path, os.path.join(train_dir, CONFIG_FILENAME))
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def load_model_config(path_or_dir):
+    """The saved config dict, or None when there is none; UserError when the file is unreadable."""
+    path = config_path(path_or_dir)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as source:
+            config = json.load(source)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f'{path}: not valid JSON ({err})') from None
+    if not isinstance(config, dict):
+        raise UserError(f'{path}: expected a JSON object')
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise UserError(f'{path}: missing {", ".join(missing)}')
+    names = config['class_names']
+    if not isinstance(names, list) or len(names) != config['num_classes']:
+        raise UserError(f'{path}: class_names must list num_classes names (background first)')
+    return config
+
+
+def architecture_differences(saved, current):
+    """['key: saved -> current', ...] for the architecture keys on which two configs disagree."""
+    differences = []
+    for key in ARCHITECTURE_KEYS:
+        old, new = saved.get(key), current.get(key)
+        if key == 'image_size':
+            old, new = list(old or []), list(new or [])
+        if old != new:
+            differences.append(f'{key}: {old} -> {new}')
+    return differences

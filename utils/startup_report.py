@@ -1,0 +1,77 @@
+"""The start-up report printed before the first training step (and saved as train_dir/training_config.txt).
+
+Pure formatting: every function takes values and returns lines of text.
+"""
+import os
+
+from nets.ssd_params import num_anchors_per_cell
+
+REPORT_FILENAME = 'training_config.txt'
+_MAX_FILES_LISTED = 4
+
+
+def ssd_lines(net, data_format):
+    """Network, input size, and per feature layer: shape, anchor sizes (pixels), ratios, anchors."""
+    params = net.params
+    lines = [f'model {net.scope}: {params.num_classes} classes (background included), depth multiplier '
+             f'{net.depth_multiplier:g}, anchor set {net.anchor_set}, input {params.img_shape[0]}x'
+             f'{params.img_shape[1]}, {data_format}']
+    for layer, shape, sizes, ratios, per_cell in zip(params.feat_layers, params.feat_shapes, params.anchor_sizes,
+                                                     params.anchor_ratios, num_anchors_per_cell(params)):
+        count = shape[0] * shape[1] * per_cell
+        lines.append(f'  {layer:8s} {shape[0]:>3d}x{shape[1]:<3d} sizes {sizes[0]:g},{sizes[1]:g} px  '
+                     f'ratios {",".join(f"{r:.3g}" for r in ratios)}  {per_cell} per cell = {count} anchors')
+    lines.append(f'  anchors in all: {len(net.anchors)}; prior scaling {tuple(params.prior_scaling)}')
+    return lines
+
+
+def dataset_lines(dataset_dir, split_name, shards, info):
+    """Where the records are, how many samples each split has, and the class names."""
+    names = [os.path.basename(path) for path in shards]
+    shown = ', '.join(names[:_MAX_FILES_LISTED]) + (f', ... ({len(names)} files)' if len(names) > _MAX_FILES_LISTED
+                                                    else '')
+    samples = ', '.join(f'{split} {count}' for split, count in sorted(info.num_samples.items()))
+    return [f'dataset {info.name} in {dataset_dir}: training on split {split_name!r} from {shown}',
+            f'  samples per split: {samples}',
+            f'  classes ({info.num_classes} with background): {", ".join(info.class_names[1:])}']
+
+
+def device_lines(devices, batch_size, role=None):
+    """Clones, their devices and the batch each one takes."""
+    clones = len(devices)
+    lines = [f'{clones} clone(s) on {", ".join(devices)}; batch {batch_size} = {clones} x {batch_size // clones} '
+             f'per clone']
+    if role:
+        lines.append(f'  {role}')
+    return lines
+
+
+def weights_lines(is_chief, resume_from, pretrained, checkpoint_model_scope, train_dir):
+    """Where the weights come from (the restore chain's choice) and where the run writes."""
+    if not is_chief:
+        source = 'from the chief (worker 0), through the parameter servers'
+    elif resume_from:
+        source = f'resume {resume_from} (--train_dir holds a checkpoint; --pretrained_path is not used)'
+    elif pretrained:
+        source = f'pretrained {pretrained}' + (f', checkpoint scope {checkpoint_model_scope}'
+                                               if checkpoint_model_scope else '')
+    else:
+        source = 'from scratch (random initialisation): no checkpoint in --train_dir or --pretrained_path'
+    return [source, f'checkpoints and events in {train_dir}']
+
+
+def format_report(sections):
+    """[(title, lines)] -> one text block with a header per section."""
+    out = []
+    for title, lines in sections:
+        out.append(f'# {title}')
+        out.extend(lines)
+    return '\n'.join(out) + '\n'
+
+
+def write_report(train_dir, text, flag_lines):
+    """Save the report plus every flag's value as train_dir/training_config.txt."""
+    os.makedirs(train_dir, exist_ok=True)
+    with open(os.path.join(train_dir, REPORT_FILENAME), 'w') as out:
+        out.write(text)
+        out.write('# Flags\n' + ''.join(line + '\n' for line in flag_lines))
