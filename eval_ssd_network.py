@@ -10,10 +10,8 @@ images with true boxes in green and predicted ones in red) to --eval_dir and, wh
 --wait_timeout_secs pass without one. The model configuration is read from model_config.json beside the
 checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it.
 """
-import json
 import os
 import sys
-import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -28,6 +26,7 @@ from nets import nets_factory  # noqa: E402
 from preprocessing import preprocessing_factory  # noqa: E402
 from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB  # noqa: E402
 from utils import inference_flags, visualization, voc_eval  # noqa: E402
+from utils.atomic_write import write_json_atomically  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -116,22 +115,6 @@ def scalar_summary(results, class_names):
             values.append(tf.Summary.Value(tag='AP_VOC2010/' + class_names[class_id],
                                            simple_value=results.ap10[class_id]))
     return tf.Summary(value=values)
-
-
-def write_json_atomically(path, payload):
-    """JSON to a temp file in the target's directory, then os.replace: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(prefix='.results-', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(handle, 'w') as out:
-            json.dump(payload, out, indent=2)
-            out.write('\n')
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
 
 
 def class_names_for(config, info):

@@ -9,6 +9,7 @@ import json
 import os
 import re
 
+from utils.atomic_write import write_json_atomically
 from utils.errors import UserError
 
 INFO_FILENAME = 'dataset_info.json'
@@ -62,15 +63,7 @@ def write_dataset_info(output_dir, info):
                'class_names': list(info.class_names),
                'num_samples': dict(info.num_samples),
                'boxes_per_class': dict(info.boxes_per_class)}
-    temp_path = os.path.join(output_dir, f'.{INFO_FILENAME}.{os.getpid()}.tmp')
-    try:
-        with open(temp_path, 'w') as out:
-            json.dump(payload, out, indent=2)
-            out.write('\n')
-        os.replace(temp_path, os.path.join(output_dir, INFO_FILENAME))
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
+    write_json_atomically(os.path.join(output_dir, INFO_FILENAME), payload)
 
 
 def _is_count_dict(value):

@@ -7,8 +7,8 @@ layout training used).
 """
 import json
 import os
-import tempfile
 
+from utils.atomic_write import write_json_atomically
 from utils.errors import UserError
 
 CONFIG_FILENAME = 'model_config.json'
@@ -35,19 +35,7 @@ def save_model_config(train_dir, config):
     os.makedirs(train_dir, exist_ok=True)
     payload = {key: config[key] for key in REQUIRED_KEYS}
     payload['image_size'] = [int(v) for v in payload['image_size']]
-    handle, temp_path = tempfile.mkstemp(prefix='.model_config-', suffix='.tmp', dir=train_dir)
-    try:
-        with os.fdopen(handle, 'w') as out:
-            json.dump(payload, out, indent=2)
-            out.write('\n')
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp makes it private; the config is not secret
-        os.replace(temp_path, os.path.join(train_dir, CONFIG_FILENAME))
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    write_json_atomically(os.path.join(train_dir, CONFIG_FILENAME), payload)
 
 
 def load_model_config(path_or_dir):

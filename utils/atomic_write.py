@@ -1,0 +1,31 @@
+"""Files replaced only when the new content is complete.
+
+The text goes to a temporary file in the target's folder, then os.replace swaps it in (atomic on POSIX
+and Windows within one file system): a reader or a crash never sees half a file.
+"""
+import json
+import os
+import tempfile
+
+
+def write_text_atomically(path, text):
+    """Write `text` to `path` atomically; the file's mode follows the umask like a plain open()."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '-', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(handle, 'w') as out:
+            out.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp makes files private; these are not secret
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def write_json_atomically(path, payload):
+    """`payload` as indented JSON (newline-terminated) to `path`, atomically."""
+    write_text_atomically(path, json.dumps(payload, indent=2) + '\n')
