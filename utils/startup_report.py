@@ -5,6 +5,7 @@ Pure formatting: every function takes values and returns lines of text.
 import os
 
 from nets.ssd_params import num_anchors_per_cell
+from utils.atomic_write import write_text_atomically
 
 REPORT_FILENAME = 'training_config.txt'
 _MAX_FILES_LISTED = 4
@@ -71,7 +72,5 @@ def format_report(sections):
 
 def write_report(train_dir, text, flag_lines):
     """Save the report plus every flag's value as train_dir/training_config.txt."""
-    os.makedirs(train_dir, exist_ok=True)
-    with open(os.path.join(train_dir, REPORT_FILENAME), 'w') as out:
-        out.write(text)
-        out.write('# Flags\n' + ''.join(line + '\n' for line in flag_lines))
+    write_text_atomically(os.path.join(train_dir, REPORT_FILENAME),
+                          text + '# Flags\n' + ''.join(line + '\n' for line in flag_lines))
