@@ -3,10 +3,13 @@
     python tf_convert_data.py --dataset_dir=IMAGE --output_dir=IMAGE/tfrecords --dataset_name=commodity
 
 Writes <dataset_name>_<split>_<NNN>.tfrecord and dataset_info.json into --output_dir; one set of
-shards per ImageSets/Main/<split>.txt list, or, without lists, one set named --split_name plus an
-optional 'test' split of --validation_fraction of the images. SSD-Tensorflow's spellings work too:
---output_name=voc_2007_train means dataset 'voc_2007', split 'train'; --dataset_name=pascalvoc
-(or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC class list.
+shards per ImageSets/Main/<split>.txt list, or, without lists, one set named 'train' plus an optional
+'test' split of --validation_fraction of the images; this replaces the dataset in --output_dir.
+A split named by --split_name (or --output_name) is converted alone and added to the dataset already
+there, so splits may be converted one at a time, e.g. from VOC's separate train and test folders.
+SSD-Tensorflow's spellings work too: --output_name=voc_2007_train means dataset 'voc_2007', split
+'train'; --dataset_name=pascalvoc (or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC class
+list.
 Exit status 1 when a flag or the folder is unusable, or when no image at all could be written.
 """
 import os
@@ -28,14 +31,14 @@ flags.DEFINE_string('dataset_name', 'commodity', 'Dataset name, the shards\' pre
                     'pascalvoc_2007 or pascalvoc_2012 also select the built-in VOC class list.')
 flags.DEFINE_string('output_name', None, 'SSD-Tensorflow spelling: "<dataset_name>_<split>", '
                     'e.g. voc_2007_train; overrides --dataset_name and --split_name.')
-flags.DEFINE_string('split_name', 'train', 'Split written when there are no ImageSets/Main lists; '
-                    'with lists, given explicitly, converts only that list.')
+flags.DEFINE_string('split_name', 'train', 'Given explicitly: convert only this split (with lists, '
+                    'only that list) and add it to the dataset in --output_dir, keeping its other splits.')
 flags.DEFINE_float('validation_fraction', 0.0, 'Without split lists: fraction of the images moved '
                    '(deterministically, by --seed) into a "test" split.')
 flags.DEFINE_integer('samples_per_file', 200, 'Records per shard.')
 flags.DEFINE_string('labels_file', None, 'Class names, one per line, in label order (label 1 first), '
                     'or a built-in list name (pascalvoc_2007, pascalvoc_2012). Default: the sorted '
-                    'set of names in the annotations.')
+                    'set of names in all of Annotations/.')
 flags.DEFINE_integer('seed', 0, 'Seed of the --validation_fraction split.')
 FLAGS = flags.FLAGS
 

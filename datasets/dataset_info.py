@@ -120,9 +120,18 @@ def list_shards(dataset_dir, split_name, dataset_name=None):
     """Sorted shard paths '<dataset_name>_<split>_<digits>.tfrecord' in dataset_dir.
 
     Without dataset_name, the name in dataset_info.json is used when there is one, else any name
-    (so SSD-Tensorflow's 'voc_2007_train_000.tfrecord' is found for split 'train')."""
-    if dataset_name is None and os.path.isfile(os.path.join(dataset_dir, INFO_FILENAME)):
-        dataset_name = load_dataset_info(dataset_dir).name
+    (so SSD-Tensorflow's 'voc_2007_train_000.tfrecord' is found for split 'train'). A split that the
+    dataset's dataset_info.json does not list is refused: shards of it are left over from an older
+    conversion."""
+    info_path = os.path.join(dataset_dir, INFO_FILENAME)
+    if os.path.isfile(info_path):
+        info = load_dataset_info(dataset_dir)
+        if dataset_name in (None, info.name):
+            dataset_name = info.name
+            if split_name not in info.num_samples:
+                raise UserError(f'{dataset_dir}: split {split_name!r} is not in {INFO_FILENAME}, which lists '
+                                f'{", ".join(info.num_samples) or "no split"}; convert it with '
+                                f'tf_convert_data.py')
     prefix = re.escape(dataset_name) if dataset_name else '.+'
     shard_name = re.compile(rf'{prefix}_{re.escape(split_name)}_\d+\.tfrecord')
     names = os.listdir(dataset_dir) if os.path.isdir(dataset_dir) else []

@@ -1,21 +1,21 @@
 """tf.data input pipeline: TFRecord shards -> parsed, decoded, augmented, anchor-encoded, padded batches.
 
-Records use the SSD-Tensorflow feature keys (see datasets/voc_to_tfrecords.py); boxes come out normalised
+Records use the SSD-Tensorflow feature keys (datasets/tfrecord_schema.py); boxes come out normalised
 yxyx float32. Order of stages: list shards -> parallel interleaved reads -> shuffle -> parse + decode +
 preprocess + encode (one parallel map) -> padded batch -> prefetch.
 """
 import tensorflow.compat.v1 as tf
 
+from datasets import tfrecord_schema as keys
 from utils.errors import UserError
 
-_BOX_KEYS = ('ymin', 'xmin', 'ymax', 'xmax')
 _FEATURES = {
-    'image/encoded': tf.io.FixedLenFeature((), tf.string),
-    'image/object/bbox/label': tf.io.VarLenFeature(tf.int64),
-    'image/object/bbox/difficult': tf.io.VarLenFeature(tf.int64),
-    'image/object/bbox/truncated': tf.io.VarLenFeature(tf.int64),
+    keys.ENCODED: tf.io.FixedLenFeature((), tf.string),
+    keys.LABEL: tf.io.VarLenFeature(tf.int64),
+    keys.DIFFICULT: tf.io.VarLenFeature(tf.int64),
+    keys.TRUNCATED: tf.io.VarLenFeature(tf.int64),
+    **{key: tf.io.VarLenFeature(tf.float32) for key in keys.BOX_KEYS.values()},
 }
-_FEATURES.update({'image/object/bbox/' + key: tf.io.VarLenFeature(tf.float32) for key in _BOX_KEYS})
 
 
 def _flags_or_zeros(values, num_boxes):
@@ -34,18 +34,18 @@ def parse_example(serialized):
     features = tf.io.parse_single_example(serialized, _FEATURES)
     dense = {key: tf.sparse.to_dense(value) for key, value in features.items()
              if isinstance(value, tf.SparseTensor)}
-    image = tf.io.decode_image(features['image/encoded'], channels=3, expand_animations=False)
+    image = tf.io.decode_image(features[keys.ENCODED], channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    labels = dense['image/object/bbox/label']
+    labels = dense[keys.LABEL]
     num_boxes = tf.shape(labels)[0]
-    boxes = tf.stack([dense['image/object/bbox/' + key] for key in _BOX_KEYS], axis=1)
+    boxes = tf.stack([dense[key] for key in keys.BOX_KEYS.values()], axis=1)
     return {
         'image': image,
         'shape': tf.shape(image, out_type=tf.int64),
         'labels': labels,
         'boxes': boxes,
-        'difficult': _flags_or_zeros(dense['image/object/bbox/difficult'], num_boxes),
-        'truncated': _flags_or_zeros(dense['image/object/bbox/truncated'], num_boxes),
+        'difficult': _flags_or_zeros(dense[keys.DIFFICULT], num_boxes),
+        'truncated': _flags_or_zeros(dense[keys.TRUNCATED], num_boxes),
     }
 
 
@@ -84,7 +84,7 @@ def make_dataset(filenames, batch_size, preprocess_fn, out_shape=(300, 300), enc
 
     'image' [B, h, w, 3] float32; 'gt_boxes' [B, Mmax, 4], 'gt_labels' [B, Mmax], 'gt_difficult' [B, Mmax]
     (zero-padded to the batch's largest box count Mmax); 'num_boxes' [B] int32; 'original_shape' [B, 3] int64;
-    plus encode_fn's outputs (e.g. 'target_labels' [B, N], 'target_loc' [B, N, 4], 'target_scores' [B, N]).
+    plus encode_fn's outputs, whatever keys it returns (e.g. 'target_labels' [B, N], 'target_loc' [B, N, 4]).
 
     preprocess_fn(image, labels, boxes, difficult, out_shape[, seed]): see preprocessing_factory; when a seed
     is given and is_training, each record gets the stateless seed [seed, record index]. encode_fn(labels,

@@ -1,11 +1,12 @@
 """Reading one Pascal VOC sample: its annotation XML, its image file, and repair of its boxes.
 
 XML is parsed with defusedxml (entity declarations, external entities and DTD fetches are refused).
-Images: an RGB JPEG (or 8-bit RGB PNG) is returned as its original bytes (fast, lossless); anything
-else (grayscale, palette, CMYK, alpha, 16-bit) is converted to RGB, alpha composited on white, and
-re-encoded in its own format: PNG losslessly, JPEG at quality 95. Boxes are clipped to
-[0, width] x [0, height] pixels; those of zero area, before or after clipping, are dropped. A sample
-that cannot be used raises SampleError, whose message is the reason. No TensorFlow here.
+Images: an RGB JPEG (MPO, a JPEG with extra preview frames, included) or an 8-bit RGB PNG is returned
+as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit) is
+converted to RGB, alpha composited on white, and re-encoded in its own format: PNG losslessly, JPEG
+at quality 95. Boxes are clipped to [0, width] x [0, height] pixels; those of zero area, before or
+after clipping, are dropped. A sample that cannot be used raises SampleError, whose message is the
+reason. No TensorFlow here.
 """
 import collections
 import dataclasses
@@ -136,7 +137,9 @@ def load_image(path):
         with open(path, 'rb') as source:
             data = source.read()
         with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format
+            # A camera JPEG with an MPF preview frame opens as 'MPO': its bytes start with the main
+            # JPEG frame, which is all a JPEG decoder (TensorFlow's too) reads.
+            image_format = 'JPEG' if image.format == 'MPO' else image.format
             if image_format not in ('JPEG', 'PNG'):
                 raise SampleError(f'unsupported image format {image_format} (JPEG or PNG expected)')
             image.load()  # full decode: truncated or corrupt files fail here, not in training

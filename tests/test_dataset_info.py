@@ -71,6 +71,18 @@ def test_list_shards_sorted_and_filtered(tmp_path):
     dataset_info.write_dataset_info(str(tmp_path), DatasetInfo('shop', ['none', 'cola'], {'train': 1}))
     assert [os.path.basename(p) for p in dataset_info.list_shards(str(tmp_path), 'train')] == ['shop_train_000.tfrecord']
     assert len(dataset_info.list_shards(str(tmp_path), 'train', dataset_name='voc_2007')) == 2
+    assert len(dataset_info.list_shards(str(tmp_path), 'test', dataset_name='voc_2007')) == 1  # not the json's
+
+
+def test_list_shards_refuses_a_split_the_json_does_not_list(tmp_path):
+    _touch(tmp_path, 'shop_train_000.tfrecord', 'shop_test_000.tfrecord')      # test: left by an older run
+    dataset_info.write_dataset_info(str(tmp_path), DatasetInfo('shop', ['none', 'cola'], {'train': 1, 'val': 0}))
+    with pytest.raises(UserError) as raised:
+        dataset_info.list_shards(str(tmp_path), 'test')
+    assert str(raised.value) == (f"{tmp_path}: split 'test' is not in dataset_info.json, which lists train, val; "
+                                 'convert it with tf_convert_data.py')
+    with pytest.raises(UserError, match="split 'test' is not in"):
+        dataset_info.list_shards(str(tmp_path), 'test', dataset_name='shop')
 
 
 def test_list_shards_errors_name_directory_and_split(tmp_path):

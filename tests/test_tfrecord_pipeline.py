@@ -103,11 +103,12 @@ def test_parse_jpeg_grayscale_and_missing_optional_keys():
 
 
 def fake_encode_fn(labels, boxes, difficult):
-    """Fixed-size targets derived from the boxes, so the test can recompute them from gt_* fields."""
+    """Fixed-size outputs derived from the gt_* fields (which the test recomputes); 'num_difficult' is
+    a key no encoder has, to show every output is passed through whatever its name."""
     return {
         'target_labels': tf.fill([NUM_ANCHORS], tf.reduce_sum(labels)),
         'target_loc': tf.tile(tf.reduce_sum(boxes, axis=0, keepdims=True), [NUM_ANCHORS, 1]),
-        'target_scores': tf.fill([NUM_ANCHORS], tf.cast(tf.reduce_sum(difficult), tf.float32)),
+        'num_difficult': tf.fill([NUM_ANCHORS], tf.reduce_sum(difficult)),
     }
 
 
@@ -141,7 +142,7 @@ def test_eval_batches_in_order_padded_and_encoded(shards):
             np.testing.assert_array_equal(batch['target_labels'][i], [labels.sum()] * NUM_ANCHORS)
             np.testing.assert_allclose(batch['target_loc'][i], np.tile(boxes.sum(0), (NUM_ANCHORS, 1)),
                                        atol=1e-6)
-            np.testing.assert_array_equal(batch['target_scores'][i], [difficult.sum()] * NUM_ANCHORS)
+            np.testing.assert_array_equal(batch['num_difficult'][i], [difficult.sum()] * NUM_ANCHORS)
 
 
 def training_batches(paths, seed):

@@ -104,10 +104,11 @@ def test_round_trip_boxes_labels_flags(tmp_path):
 
 
 def _bad_inputs_dataset(root):
-    """A folder mixing every kind of bad input with good images; each sample has its own image width."""
+    """A folder mixing every kind of bad input with good images; each sample has its own image width.
+    Samples are converted in name order: 'a_good' comes before every bad one and 'zz_good' after."""
     def good(stem, width, **kwargs):
         write_sample(root, stem, [('can', 2, 2, 20, 20, '')], image=jpeg_bytes(width, 40), size=(width, 40), **kwargs)
-    good('good_1', 101)
+    good('a_good', 101)
     write_sample(root, 'missing_image', [('can', 2, 2, 20, 20, '')], size=(50, 40))
     write_sample(root, 'undecodable', [('can', 2, 2, 20, 20, '')], image=b'not an image at all', size=(50, 40))
     write_sample(root, 'cut_jpeg', [('can', 2, 2, 20, 20, '')], image=jpeg_bytes(300, 200)[:400], size=(300, 200))
@@ -131,7 +132,7 @@ def _bad_inputs_dataset(root):
                      filename=stem + '.png')
     write_sample(root, 'cmyk', [('can', 2, 2, 20, 20, '')],
                  image=jpeg_bytes(110, 40, colour=(0, 255, 255, 0), mode='CMYK'), size=(110, 40))
-    good('good_2', 111)
+    good('zz_good', 111)
 
 
 @pytest.fixture(scope='module')
@@ -164,13 +165,14 @@ def test_bad_input_is_named_in_summary_and_good_images_written(bad_inputs, stem,
     result, summary, records = bad_inputs
     line = next(line for line in summary.splitlines() if f'Annotations/{stem}.xml' in line)
     assert f'{kind}: ' in line and reason in line
-    assert {101, 111} <= set(records)  # the good images on either side were written
+    assert {101, 111} <= set(records)  # the good images on either side (first and last by name) were written
 
 
 def test_bad_inputs_counts_and_repaired_records(bad_inputs):
     result, summary, records = bad_inputs
     assert result.count('excluded') == 7
     assert sorted(records) == [101, 103, 104, 105, 106, 107, 108, 109, 110, 111]
+    assert (list(records)[0], list(records)[-1]) == (101, 111)  # in file order: a_good first, zz_good last
     assert summary.splitlines()[0].startswith('Wrote 10 images (train 10)')
     np.testing.assert_allclose([records[103][f'image/object/bbox/{k}'][0] for k in ('xmin', 'xmax')],
                                [0.0, 1.0], atol=1e-6)                      # clipped to the image
@@ -243,6 +245,106 @@ def test_split_lists_write_one_set_per_split(tmp_path):
         convert(tmp_path, validation_fraction=0.2)
     with pytest.raises(UserError, match='val.txt: not found'):
         convert(tmp_path, split_name='val')
+
+
+def _folder(root, samples):
+    """A VOC folder of 20x20 JPEGs; samples: stem -> class names of its boxes."""
+    for stem, names in samples.items():
+        write_sample(root, stem, [(name, 1 + i, 1, 9 + i, 9, '') for i, name in enumerate(names)],
+                     image=jpeg_bytes(20, 20), size=(20, 20))
+
+
+def test_splits_converted_one_at_a_time_are_merged(tmp_path):
+    """SSD-Tensorflow's workflow: VOC's train and test folders converted in turn into one folder."""
+    train, test, out = tmp_path / 'train', tmp_path / 'test', str(tmp_path / 'out')
+    _folder(train, {'t0': ['can', 'bottle'], 't1': ['can'], 't2': ['bottle']})
+    _folder(test, {'v0': ['can'], 'v1': ['can', 'can']})
+    logs = []
+    convert_voc_dataset(str(train), out, split_name='train', log_fn=logs.append)
+    with pytest.raises(UserError) as raised:                  # test's annotations name only 'can'
+        convert_voc_dataset(str(test), out, split_name='test', log_fn=logs.append)
+    assert str(raised.value).startswith(os.path.join(out, 'dataset_info.json') + ': its classes (bottle, can)')
+    assert f'this run\'s (can: the names in {test / "Annotations"})' in str(raised.value)
+    assert '--labels_file' in str(raised.value) and not glob.glob(os.path.join(out, '*_test_*'))
+    convert_voc_dataset(str(test), out, split_name='test', class_names=['bottle', 'can'], log_fn=logs.append)
+    info = dataset_info.load_dataset_info(out)
+    assert info.num_samples == {'train': 3, 'test': 2}
+    assert info.boxes_per_class == {'bottle': 2, 'can': 2 + 3}
+    assert [len(read_records(dataset_info.list_shards(out, split))) for split in ('train', 'test')] == [3, 2]
+    assert [list(r['image/object/bbox/label']) for r in read_records(dataset_info.list_shards(out, 'test'))] == \
+        [[2], [2, 2]]                                         # 'can' is label 2 in both splits
+    _folder(train, {'t3': ['bottle', 'bottle']})              # reconverting train keeps test
+    convert_voc_dataset(str(train), out, split_name='train', log_fn=logs.append)
+    info = dataset_info.load_dataset_info(out)
+    assert info.num_samples == {'test': 2, 'train': 4} and info.boxes_per_class == {'bottle': 4, 'can': 5}
+    assert 'Keeping test 2 from dataset_info.json' in logs
+
+
+def test_merge_refuses_an_unreadable_info_or_shard_and_drops_a_split_without_shards(tmp_path):
+    _folder(tmp_path, {'a': ['can'], 'b': ['can']})
+    out = tmp_path / 'out'
+    convert(tmp_path, split_name='train')
+    convert(tmp_path, split_name='test')
+    (out / 'commodity_test_000.tfrecord').write_bytes(b'not a record')
+    with pytest.raises(UserError, match='commodity_test_000.tfrecord: corrupt TFRecord shard'):
+        convert(tmp_path, split_name='train')
+    label_5 = {'image/object/bbox/label': tf.train.Feature(int64_list=tf.train.Int64List(value=[5]))}
+    with tf.io.TFRecordWriter(str(out / 'commodity_test_000.tfrecord')) as writer:   # 'can' is the only class
+        writer.write(tf.train.Example(features=tf.train.Features(feature=label_5)).SerializeToString())
+    with pytest.raises(UserError, match=r'commodity_test_000.tfrecord: label 5 outside 1\.\.1'):
+        convert(tmp_path, split_name='train')
+    os.remove(out / 'commodity_test_000.tfrecord')
+    _, summary = convert(tmp_path, split_name='train')
+    assert "Dropping split 'test' from dataset_info.json: its shards are gone" in summary
+    assert dataset_info.load_dataset_info(str(out)).num_samples == {'train': 2}
+    (out / 'dataset_info.json').write_text('{}')
+    with pytest.raises(UserError, match='dataset_info.json: .*; fix it, or delete it'):
+        convert(tmp_path, split_name='train')
+
+
+def test_default_classes_come_from_every_annotation(tmp_path):
+    _folder(tmp_path, {'000000': ['can'], '000001': ['bottle']})
+    write_sample(tmp_path, 'broken', [], xml='<annotation>')   # in no split: not this run's to report
+    lists = tmp_path / 'ImageSets' / 'Main'
+    lists.mkdir(parents=True)
+    (lists / 'train.txt').write_text('000000\n')
+    (lists / 'test.txt').write_text('000001\n')
+    result, summary = convert(tmp_path, split_name='train')
+    assert result.info.class_names == ['none', 'bottle', 'can'] and 'broken' not in summary
+    record, = read_records(result.shards['train'])
+    assert list(record['image/object/bbox/label']) == [2]
+    result, _ = convert(tmp_path, split_name='test')
+    assert result.info.num_samples == {'train': 1, 'test': 1}
+
+
+def test_full_conversion_removes_splits_it_no_longer_writes(tmp_path):
+    _folder(tmp_path, {f'img{index}': ['can'] for index in range(5)})
+    out = tmp_path / 'out'
+    convert(tmp_path, validation_fraction=0.4)
+    assert glob.glob(str(out / 'commodity_test_*.tfrecord'))
+    (out / 'other_test_000.tfrecord').write_bytes(b'another dataset')
+    _, summary = convert(tmp_path)
+    assert "Removed the shards of split 'test'" in summary
+    assert not glob.glob(str(out / 'commodity_test_*')) and (out / 'other_test_000.tfrecord').exists()
+    assert dataset_info.load_dataset_info(str(out)).num_samples == {'train': 5}
+    with pytest.raises(UserError, match=f"{out}: split 'test' is not in dataset_info.json, which lists train"):
+        dataset_info.list_shards(str(out), 'test')
+
+
+def test_mpo_camera_jpeg_is_kept_as_jpeg(tmp_path):
+    """Pillow opens a camera JPEG carrying an MPF preview frame as 'MPO'; its first frame is the photo."""
+    mpo = io.BytesIO()
+    Image.new('RGB', (40, 30), (200, 10, 10)).save(mpo, format='MPO', save_all=True,
+                                                   append_images=[Image.new('RGB', (20, 15), (0, 0, 255))])
+    mpo = mpo.getvalue()
+    assert Image.open(io.BytesIO(mpo)).format == 'MPO'
+    write_sample(tmp_path, 'camera', [('can', 1, 1, 9, 9, '')], image=mpo, size=(40, 30))
+    result, summary = convert(tmp_path)
+    assert result.count('excluded') == 0 and result.count('converted') == 0
+    record, = read_records(result.shards['train'])
+    assert record['image/format'] == b'JPEG' and record['image/encoded'] == mpo
+    assert record['pixels'].shape == (30, 40, 3)
+    assert np.all(np.abs(record['pixels'].astype(int) - [200, 10, 10]) < 8)   # the photo, not the preview
 
 
 def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
