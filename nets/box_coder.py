@@ -53,13 +53,66 @@ def iou(boxes_a, boxes_b):
     return tf.math.divide_no_nan(intersection, area_a + area_b - intersection)
 
 
+def _mutual_best(candidates, served, forced_gt):
+    """One round of _bipartite_match: candidates [M, K] (IoU, -1 where served or claimed), served [M] bool,
+    forced_gt [K] int32 (-1 unclaimed).
+
+    Takes every pair that is both its row's maximum (ties: lower anchor) and its column's maximum (ties:
+    lower gt), with IoU > 0. Returns (served, forced_gt, done): done when every gt is served or has no
+    positive IoU left unclaimed (claims only grow).
+    """
+    num_gt, num_anchors = tf.shape(candidates)[0], tf.shape(candidates)[1]
+    row_best = tf.argmax(candidates, axis=1, output_type=tf.int32)          # [M] best unclaimed anchor
+    col_best = tf.argmax(candidates, axis=0, output_type=tf.int32)          # [K] best unserved gt
+    has_candidate = tf.reduce_max(candidates, axis=1) > 0.
+    taken = tf.logical_and(has_candidate, tf.equal(tf.gather(col_best, row_best), tf.range(num_gt)))
+    claimed = tf.logical_and(tf.gather(taken, col_best),
+                             tf.equal(tf.gather(row_best, col_best), tf.range(num_anchors)))
+    served = tf.logical_or(served, taken)
+    done = tf.reduce_all(tf.logical_or(served, tf.logical_not(has_candidate)))
+    return served, tf.where_v2(claimed, col_best, forced_gt), done
+
+
+def _bipartite_match(overlaps):
+    """Caffe SSD's greedy bipartite matching of ground truths to anchors, in vectorised rounds.
+
+    Caffe (MatchBBox): while some unserved ground truth has a positive IoU with an unclaimed anchor, take the
+    first pair in the order (IoU descending, anchor index ascending, gt index ascending) among unserved gts x
+    unclaimed anchors, serve the gt and claim the anchor. Each round here takes at once every pair that is
+    the maximum of both its row (the gt's best unclaimed anchor, ties: lower anchor) and its column (the
+    anchor's best unserved gt, ties: lower gt). Every other pair on that row or column comes later in
+    Caffe's order, so Caffe's loop takes all those pairs too, and taking them first leaves its other choices
+    unchanged: the result equals Caffe's exactly, ties included, for the same IoU values (only difference:
+    Caffe ignores IoUs <= 1e-6, here only 0). Each round takes at least Caffe's next pair, so at most M
+    rounds. The first (usually the only one) runs on all anchors; later ones (crowded scenes: up to ~10)
+    only on the anchors that the gts left over overlap.
+
+    overlaps: [M, N] float32 IoU, M >= 1. Returns forced_gt [N] int32: the gt that claimed each anchor, -1.
+    """
+    served, forced_gt, done = _mutual_best(overlaps, tf.zeros_like(overlaps[:, 0], tf.bool),
+                                           -tf.ones_like(overlaps[0], tf.int32))
+    wanted = tf.logical_and(overlaps > 0., tf.logical_not(served)[:, None])
+    columns = tf.where(tf.reduce_any(wanted, axis=0))                       # [K, 1] int64, ascending
+    overlaps_left = tf.gather(overlaps, columns[:, 0], axis=1)              # [M, K]
+
+    def next_round(served, column_gt, done):
+        del done  # only the loop condition reads it
+        available = tf.logical_and(tf.logical_not(served)[:, None], (column_gt < 0)[None, :])
+        return _mutual_best(tf.where_v2(available, overlaps_left, -1.), served, column_gt)
+
+    _, column_gt, _ = tf.while_loop(
+        lambda served, column_gt, done: tf.logical_not(done), next_round,
+        (served, tf.gather_nd(forced_gt, columns), done),
+        maximum_iterations=tf.shape(overlaps)[0], back_prop=False)
+    return tf.tensor_scatter_nd_update(forced_gt, columns, column_gt)
+
+
 def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
     """Assign each anchor to at most one ground-truth box (SSD paper / Caffe rules), vectorised.
 
-    1. Forced match: every ground truth claims its highest-IoU anchor, even below the threshold (but not
-       at IoU 0). When several ground truths claim the same anchor, the one with the highest IoU with
-       that anchor wins (ties: the lower ground-truth index); the others keep only their threshold
-       matches. (Caffe's greedy bipartite matching would hand the loser its next-best anchor instead.)
+    1. Bipartite match: Caffe's greedy one-to-one matching (_bipartite_match), so every ground truth gets
+       an anchor, even below the threshold, as long as one with positive IoU is left unclaimed; a box whose
+       best anchor went to a better-overlapping box takes its next best.
     2. Threshold match: every other anchor whose best IoU is >= match_threshold goes to the ground truth
        it overlaps most (ties: the lower index).
     Difficulty plays no part in the assignment; afterwards anchors assigned to a difficult box get label
@@ -69,38 +122,28 @@ def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, 
       gt_labels: [M] int, 1..K. gt_boxes: [M, 4] yxyx. gt_difficult: [M] int or bool. M may be 0.
       anchors_yxyx: [N, 4] yxyx (tensor or numpy).
     Returns:
-      matched_labels [N] int64 (0 background, -1 ignored), matched_boxes [N, 4] yxyx (zeros where
-      unmatched), matched_iou [N] float32 (IoU with the assigned box; for unmatched anchors, the best IoU).
+      matched_labels [N] int64 (0 background, -1 ignored), matched_boxes [N, 4] yxyx (zeros where unmatched).
     """
     anchors_yxyx = tf.convert_to_tensor(anchors_yxyx, tf.float32)
     # A trailing empty box (IoU 0 with everything, never matched) keeps M >= 1, so no branch for M = 0.
     labels = tf.concat([tf.cast(gt_labels, tf.int64), tf.zeros([1], tf.int64)], axis=0)
     boxes = tf.concat([tf.cast(gt_boxes, tf.float32), tf.zeros([1, 4], tf.float32)], axis=0)
     difficult = tf.concat([tf.cast(gt_difficult, tf.bool), tf.zeros([1], tf.bool)], axis=0)
-    num_anchors = tf.shape(anchors_yxyx)[0]
 
     overlaps = iou(boxes, anchors_yxyx)                                   # [M+1, N]
     best_gt = tf.argmax(overlaps, axis=0, output_type=tf.int32)          # [N]
     best_gt_iou = tf.reduce_max(overlaps, axis=0)
+    forced_gt = _bipartite_match(overlaps)
+    is_forced = forced_gt >= 0
 
-    best_anchor = tf.argmax(overlaps, axis=1, output_type=tf.int32)      # [M+1]
-    has_overlap = tf.reduce_max(overlaps, axis=1) > 0.
-    claims = tf.logical_and(tf.one_hot(best_anchor, num_anchors, on_value=True, off_value=False,
-                                       dtype=tf.bool), has_overlap[:, None])   # [M+1, N]
-    claim_iou = tf.where(claims, overlaps, -tf.ones_like(overlaps))
-    forced_gt = tf.argmax(claim_iou, axis=0, output_type=tf.int32)
-    is_forced = tf.reduce_any(claims, axis=0)
-
-    gt_index = tf.where(is_forced, forced_gt, best_gt)
+    gt_index = tf.where_v2(is_forced, forced_gt, best_gt)
     is_matched = tf.logical_or(is_forced, best_gt_iou >= match_threshold)
-    matched_iou = tf.gather_nd(overlaps, tf.stack([gt_index, tf.range(num_anchors)], axis=1))
-
-    matched_labels = tf.where(is_matched, tf.gather(labels, gt_index), tf.zeros_like(gt_index, tf.int64))
+    matched_labels = tf.where_v2(is_matched, tf.gather(labels, gt_index), tf.zeros([], tf.int64))
     if ignore_difficult:
         is_ignored = tf.logical_and(is_matched, tf.gather(difficult, gt_index))
-        matched_labels = tf.where(is_ignored, -tf.ones_like(matched_labels), matched_labels)
-    matched_boxes = tf.where(is_matched, tf.gather(boxes, gt_index), tf.zeros_like(anchors_yxyx))
-    return matched_labels, matched_boxes, matched_iou
+        matched_labels = tf.where_v2(is_ignored, -tf.ones_like(matched_labels), matched_labels)
+    matched_boxes = tf.where_v2(is_matched[:, None], tf.gather(boxes, gt_index), 0.)
+    return matched_labels, matched_boxes
 
 
 def encode(boxes_yxyx, anchors_cychw, prior_scaling):
@@ -140,8 +183,7 @@ def make_target_encoder(anchors_cychw, prior_scaling, match_threshold=0.5, ignor
     """Returns encode_fn(labels [M] int64, boxes [M, 4] yxyx, difficult [M] int64) -> dict of training targets.
 
     target_labels [N] int64 (0 background, -1 ignored), target_loc [N, 4] float32 (ty, tx, th, tw; 0 for
-    anchors without a box), target_scores [N] float32 (IoU with the assigned / best box).
-    Graph ops only, for tf.data map functions.
+    anchors without a box). Graph ops only, for tf.data map functions.
     """
     anchors_cychw = np.asarray(anchors_cychw, np.float32)
     anchors_yxyx = cychw_to_yxyx(anchors_cychw)
@@ -149,7 +191,7 @@ def make_target_encoder(anchors_cychw, prior_scaling, match_threshold=0.5, ignor
 
     def encode_fn(labels, boxes, difficult):
         with tf.name_scope('encode_targets'):
-            matched_labels, matched_boxes, matched_iou = match(
+            matched_labels, matched_boxes = match(
                 labels, boxes, difficult, anchors_yxyx, match_threshold, ignore_difficult)
             has_box = tf.not_equal(matched_labels, 0)
             # Unmatched anchors are encoded against themselves (finite logs), then zeroed.
@@ -158,7 +200,6 @@ def make_target_encoder(anchors_cychw, prior_scaling, match_threshold=0.5, ignor
                                   tf.zeros_like(safe_boxes))
             matched_labels.set_shape([num_anchors])
             target_loc.set_shape([num_anchors, 4])
-            matched_iou.set_shape([num_anchors])
-            return {'target_labels': matched_labels, 'target_loc': target_loc, 'target_scores': matched_iou}
+            return {'target_labels': matched_labels, 'target_loc': target_loc}
 
     return encode_fn

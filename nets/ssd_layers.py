@@ -26,7 +26,8 @@ def pad_spatial(inputs, pad, data_format):
 
 
 def l2_normalization(inputs, initial_scale, data_format, scope='L2Normalization'):
-    """ParseNet L2 normalisation over channels: y = gamma_c * x_c / sqrt(sum_c' x_c'^2 + 1e-12).
+    """ParseNet L2 normalisation over channels: y = gamma_c * x_c / sqrt(max(sum_c' x_c'^2, 1e-12))
+    (tf.nn.l2_normalize's epsilon).
 
     One learnt scale gamma per channel, initialised to `initial_scale` (20 for conv4_3).
     """

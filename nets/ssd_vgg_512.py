@@ -2,7 +2,8 @@
 
 Feature layers: block4 (64x64), block7 (32), block8 (16), block9 (8), block10 (4), block11 (2),
 block12 (1); 24564 anchors. Layout and names as SSD-Tensorflow's ssd_vgg_512.py: every extra block
-pads 1 and strides 2, block12 ends with a 4x4 VALID conv ('conv4x4').
+pads 1; block8..block11 then run a 3x3 VALID conv with stride 2, block12 a 4x4 VALID conv ('conv4x4')
+with stride 1 (2x2 padded to 4x4 -> 1x1).
 """
 from nets import ssd_vgg_300
 from nets.ssd_params import PRIOR_SCALING, SSDParams, anchor_size_pairs

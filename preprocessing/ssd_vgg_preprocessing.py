@@ -6,12 +6,13 @@ image height/width. Output images are float32 [h, w, 3] with VGG_MEAN_RGB subtra
 Training follows the Caffe SSD recipe, arranged for speed:
   1. zoom-out "expand" (p=0.5): the image sits at a random place on a mean-filled canvas r times its size,
      r ~ U[1, 4]. The canvas is never built: it is a box in image coordinates that may reach outside [0, 1].
-  2. crop samplers: the whole canvas, or for each min IoU in CROP_MIN_IOUS up to CROP_TRIALS random crops
-     of the canvas (scale ~ U[0.3, 1], aspect ~ U[0.5, 2] in canvas-normalised units, as Caffe's
+  2. Caffe's 7 batch samplers: the whole canvas, or for each min IoU in CROP_MIN_IOUS (0.1, 0.3, 0.5, 0.7,
+     0.9 and 0 = any IoU, Caffe's unconstrained sampler with max_jaccard_overlap 1) up to CROP_TRIALS random
+     crops of the canvas (scale ~ U[0.3, 1], aspect ~ U[0.5, 2] in canvas-normalised units, as Caffe's
      BatchSampler); a crop is acceptable when some box has IoU >= min IoU with it and at least one box keeps
      its centre strictly inside it, with positive area after clipping. All trials are drawn at once
      (vectorised, no loop); each sampler's first acceptable trial competes with the whole canvas, one picked
-     uniformly (as Caffe).
+     uniformly among those that succeeded (as Caffe: 1/7 each when all do).
   3. horizontal flip (p=0.5), folded into the same crop.
   4. one tf.image.crop_and_resize of the decoded image does expand + crop + flip + resize: pixels outside the
      image are the extrapolation value and later become exactly the mean (0 after subtraction).
@@ -26,7 +27,7 @@ VGG_MEAN_RGB = (123., 117., 104.)
 
 EXPAND_PROB = 0.5
 EXPAND_MAX_RATIO = 4.
-CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)
+CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9, 0.)    # 0.: the unconstrained sampler (any IoU)
 CROP_SCALE_RANGE = (0.3, 1.)
 CROP_ASPECT_RANGE = (0.5, 2.)
 CROP_TRIALS = 50
@@ -39,7 +40,7 @@ CONTRAST_RANGE = (0.5, 1.5)         # pixels multiplied by the factor (Caffe's c
 SATURATION_RANGE = (0.5, 1.5)       # HSV saturation multiplied by the factor
 HUE_MAX_DELTA = 0.1                 # turns: Caffe's +-18 on OpenCV's 8-bit hue scale [0, 180)
 
-# Sampler ids reported by sample_train_geometry: 0 = whole canvas, 1..5 = CROP_MIN_IOUS, 6 = fallback.
+# Sampler ids reported by sample_train_geometry: 0 = whole canvas, 1..6 = CROP_MIN_IOUS, 7 = fallback.
 FALLBACK_SAMPLER = len(CROP_MIN_IOUS) + 1
 
 
@@ -190,25 +191,45 @@ def crop_resize_region(image, region, flip, out_shape):
     return pixels, rows[:, None, None] * cols[None, :, None]
 
 
-def distort_photometric(image, seed):
-    """Caffe SSD photometric distortion of a float RGB image in [0, 255].
+def sample_photometric(seed):
+    """Caffe SSD distort_param draws for one image, seed [2] int64 (stateless).
 
-    Each step with probability DISTORT_PROB: brightness x + d, d ~ U[-32, 32]; contrast x * c,
-    c ~ U[0.5, 1.5]; saturation S * f, f ~ U[0.5, 1.5]; hue H + h, h ~ U[-0.1, 0.1] turns. Order (p=0.5
-    each): brightness, contrast, saturation, hue or brightness, saturation, hue, contrast. Values are
-    clipped to [0, 255].
+    Each step happens with probability DISTORT_PROB: brightness delta d ~ U[-32, 32] (else 0), contrast
+    factor c ~ U[0.5, 1.5] (else 1), saturation factor f ~ U[0.5, 1.5], hue shift h ~ U[-0.1, 0.1] turns
+    (apply_saturation, apply_hue say whether they happen); contrast_first (p=0.5) picks Caffe's order.
     """
     u = tf.random.stateless_uniform([9], seed)
     applied = u[0:8:2] < DISTORT_PROB
-    brightness = tf.where_v2(applied[0], (2. * u[1] - 1.) * BRIGHTNESS_MAX_DELTA, 0.)
-    contrast = tf.where_v2(applied[1], CONTRAST_RANGE[0] + u[3] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0]), 1.)
-    saturation = SATURATION_RANGE[0] + u[5] * (SATURATION_RANGE[1] - SATURATION_RANGE[0])
-    hue = (2. * u[7] - 1.) * HUE_MAX_DELTA
-    contrast_first = u[8] < 0.5
-    image = tf.clip_by_value((image + brightness) * tf.where_v2(contrast_first, contrast, 1.), 0., 255.)
-    image = tf.cond(applied[2], lambda: tf.image.adjust_saturation(image, saturation), lambda: image)
-    image = tf.cond(applied[3], lambda: tf.image.adjust_hue(image, hue), lambda: image)
+    return {
+        'brightness': tf.where_v2(applied[0], (2. * u[1] - 1.) * BRIGHTNESS_MAX_DELTA, 0.),
+        'contrast': tf.where_v2(applied[1], CONTRAST_RANGE[0] + u[3] * (CONTRAST_RANGE[1] - CONTRAST_RANGE[0]),
+                                1.),
+        'saturation': SATURATION_RANGE[0] + u[5] * (SATURATION_RANGE[1] - SATURATION_RANGE[0]),
+        'apply_saturation': applied[2],
+        'hue': (2. * u[7] - 1.) * HUE_MAX_DELTA,
+        'apply_hue': applied[3],
+        'contrast_first': u[8] < 0.5}
+
+
+def apply_photometric(image, brightness, contrast, saturation, apply_saturation, hue, apply_hue,
+                      contrast_first):
+    """Caffe SSD photometric distortion of a float RGB image in [0, 255] (parameters: sample_photometric).
+
+    Order: brightness x + d, contrast x * c, saturation S * f, hue H + h when contrast_first, else
+    brightness, saturation, hue, contrast. Caffe's 8-bit images saturate after every step, so values are
+    clipped to [0, 255] after brightness and after contrast; saturation and hue keep values in range
+    (tf.image clamps S to [0, 1] and keeps V). Unlike Caffe, values are not rounded to integers.
+    """
+    image = tf.clip_by_value(image + brightness, 0., 255.)
+    image = tf.clip_by_value(image * tf.where_v2(contrast_first, contrast, 1.), 0., 255.)
+    image = tf.cond(apply_saturation, lambda: tf.image.adjust_saturation(image, saturation), lambda: image)
+    image = tf.cond(apply_hue, lambda: tf.image.adjust_hue(image, hue), lambda: image)
     return tf.clip_by_value(image * tf.where_v2(contrast_first, 1., contrast), 0., 255.)
+
+
+def distort_photometric(image, seed):
+    """apply_photometric with parameters drawn by sample_photometric(seed)."""
+    return apply_photometric(image, **sample_photometric(seed))
 
 
 def preprocess_for_train(image, labels, boxes, difficult, out_shape=(300, 300), seed=None):

@@ -145,7 +145,21 @@ def test_geometry_sweep_follows_the_recipe():
     samplers = np.array(samplers)
     assert 0.38 < np.mean(flips) < 0.62 and 0.38 < np.mean(expanded) < 0.62
     # Every sampler gets used (high-IoU ones seldom succeed on small or zoomed-out boxes, as in Caffe).
-    assert set(samplers) == set(range(6)) and (samplers == 0).sum() > (samplers == 5).sum()
+    assert set(samplers) == set(range(7)) and (samplers == 0).sum() > (samplers == 5).sum()
+
+
+def test_unconstrained_sampler_crops_around_a_tiny_box():
+    # A 0.01 x 0.01 box has IoU < 1e-3 with every crop (area >= 0.09): the min-IoU samplers all fail, and the
+    # choice is uniform between the whole canvas (0) and Caffe's unconstrained sampler (6, any IoU).
+    boxes_in = tf.constant([[0.5, 0.3, 0.51, 0.31]], tf.float32)
+    seed = tf.placeholder(tf.int64, [2])
+    geometry = prep.sample_train_geometry(boxes_in, seed)
+    assert prep.CROP_MIN_IOUS[5] == 0. and prep.FALLBACK_SAMPLER == 7
+    with tf.Session() as session:
+        outs = [session.run(geometry, {seed: [index, 3]}) for index in range(200)]
+    samplers = np.array([out['sampler'] for out in outs])
+    assert set(samplers) == {0, 6} and 70 <= (samplers == 6).sum() <= 130
+    assert all(out['keep'].all() for out in outs)     # the box's centre is always inside the crop
 
 
 def test_degenerate_boxes_fall_back_to_the_whole_image():
@@ -238,6 +252,16 @@ def test_photometric_distortion_ranges_and_frequency():
             assert colour_out.min() >= 0 and colour_out.max() <= 255
             unchanged += np.allclose(grey_out, 128.)
     assert 70 <= unchanged <= 130     # grey is unchanged when brightness and contrast are skipped: p = 1/4
+
+
+@pytest.mark.parametrize('contrast_first', [True, False])
+def test_photometric_clips_after_brightness_as_caffe(contrast_first):
+    # Caffe: 250 + 30 saturates to 255, then x 0.6 = 153 (clipping only at the end would give 168).
+    params = dict(brightness=30., contrast=0.6, saturation=1., apply_saturation=tf.constant(False), hue=0.,
+                  apply_hue=tf.constant(False), contrast_first=contrast_first)
+    with tf.Session() as session:
+        out = session.run(prep.apply_photometric(tf.constant([[[250., 10., 100.]]]), **params))
+    np.testing.assert_allclose(out[0, 0], [153., 24., 78.], rtol=1e-6)
 
 
 def test_hsv_adjustments_hold_on_the_0_255_scale():
