@@ -12,19 +12,20 @@ import os
 import sys
 import warnings
 
+from utils import script_setup  # noqa: F401  first: TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS before TF loads
 from absl import app, flags, logging
-
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from datasets import dataset_info as ds_info
-from datasets import tfrecord_pipeline
+from datasets import label_offset, tfrecord_pipeline
 from nets import nets_factory
 from preprocessing import preprocessing_factory, ssd_vgg_preprocessing
 from utils import clones, distributed, restore, startup_report, train_tools
 from utils import learning_schedules as schedules
 from utils import model_config as model_config_lib
 from utils.errors import UserError
+from utils.train_plan import TrainPlan
 
 DEFAULT_DATASET_DIR = './IMAGE/tfrecords'
 DEMO_IMAGE_DIR = 'IMAGE'
@@ -39,6 +40,8 @@ def define_flags(fv=flags.FLAGS):
     d_float('loss_alpha', 1.0, 'Weight of the localisation loss.')
     d_float('negative_ratio', 3.0, 'Hard negatives kept per positive anchor.')
     d_float('match_threshold', 0.5, 'IoU from which an anchor is matched to a box.')
+    d_bool('ignore_difficult', True, 'Anchors matched to difficult boxes are neither positive nor negative; '
+           '--noignore_difficult trains on them as positives.')
     d_float('depth_multiplier', 1.0, 'Channel multiplier of every layer (< 1 for small, fast models).')
     d_str('anchor_set', 'ssd_tensorflow', 'Anchor sizes: ssd_tensorflow (published checkpoint) or caffe.')
     d_str('data_format', None, 'NHWC or NCHW; default NCHW on GPU, NHWC on CPU.')
@@ -65,15 +68,16 @@ def define_flags(fv=flags.FLAGS):
     d_float('end_learning_rate', 0.0001, 'Final rate of the polynomial and cosine schedules.')
     d_float('label_smoothing', 0.0, 'Label smoothing of the classification targets.')
     d_float('learning_rate_decay_factor', 0.94, 'Decay factor (exponential; piecewise default values).')
-    d_float('num_epochs_per_decay', 2.0, 'Epochs per decay period (exponential, polynomial, cosine).')
+    d_float('num_epochs_per_decay', 2.0, 'Epochs per decay period (exponential, polynomial, cosine; for '
+            'polynomial and cosine, the epochs over which the rate falls to the end rate, then stays there).')
     d_float('moving_average_decay', None, 'Keep moving averages of the weights with this decay.')
     d_list('learning_rate_boundaries', ['80000', '100000'], 'Piecewise: steps where the rate changes.')
     d_list('learning_rate_values', [], 'Piecewise: the rates (one more than the boundaries); '
            'default learning_rate * learning_rate_decay_factor^i.')
     d_int('warmup_steps', 0, 'Linear warm-up of the rate over the first n steps.')
     # Dataset.
-    d_str('dataset_name', None, 'Name for a legacy record folder without dataset_info.json '
-          '(pascalvoc_2007, pascalvoc_2012).')
+    d_str('dataset_name', None, 'Built-in class list (pascalvoc_2007, pascalvoc_2012) for a record folder '
+          'without dataset_info.json; with one, it must name that dataset.')
     d_int('num_classes', None, 'Classes with background; must match dataset_info.json when given.')
     d_str('dataset_split_name', 'train', 'Split to train on.')
     d_str('dataset_dir', DEFAULT_DATASET_DIR, 'Folder of TFRecords and dataset_info.json.')
@@ -98,7 +102,8 @@ def define_flags(fv=flags.FLAGS):
     d_int('task', 0, 'This process\'s index in its job.')
     d_bool('sync_replicas', False, 'Aggregate the workers\' gradients each step (default: asynchronous).')
     d_int('replicas_to_aggregate', None, 'Gradients per synchronous step (default: the number of workers).')
-    d_int('cluster_wait_secs', 600, 'How long a worker waits for the parameter servers and the chief.')
+    d_int('cluster_wait_secs', 600, 'How long a worker waits for the parameter servers and the chief, and '
+          'the longest one call may block on the cluster (then the run stops with an error).')
 
 
 def _need(condition, message):
@@ -130,50 +135,54 @@ def _check_ranges(fv):
           f'--model_name={fv.model_name}: unknown; use one of {", ".join(nets_factory.MODEL_NAMES)}')
 
 
-def _cluster_hosts(fv):
-    return (distributed.parse_hosts(fv.ps_hosts, 'ps_hosts'),
-            distributed.parse_hosts(fv.worker_hosts, 'worker_hosts'))
+def _same_path(path, other):
+    return os.path.normpath(path) == os.path.normpath(other)
 
 
-def _schedule_config(fv):
-    def numbers(name, kind):
-        try:
-            return tuple(kind(v) for v in fv[name].value)
-        except ValueError:
-            raise UserError(f'--{name}={",".join(fv[name].value)}: not a list of numbers') from None
-    return schedules.ScheduleConfig(
-        learning_rate_decay_type=fv.learning_rate_decay_type, learning_rate=fv.learning_rate,
-        end_learning_rate=fv.end_learning_rate, learning_rate_decay_factor=fv.learning_rate_decay_factor,
-        num_epochs_per_decay=fv.num_epochs_per_decay, warmup_steps=fv.warmup_steps,
-        learning_rate_boundaries=numbers('learning_rate_boundaries', int),
-        learning_rate_values=numbers('learning_rate_values', float))
+def _cluster(fv):
+    """(ps_hosts, worker_hosts, in_cluster) from the checked cluster flags."""
+    ps_hosts = distributed.parse_hosts(fv.ps_hosts, 'ps_hosts')
+    worker_hosts = distributed.parse_hosts(fv.worker_hosts, 'worker_hosts')
+    return ps_hosts, worker_hosts, distributed.check_cluster_settings(
+        ps_hosts, worker_hosts, fv.job_name, fv.task, fv.sync_replicas, fv.replicas_to_aggregate)
+
+
+def _values(fv, config_class):
+    """{field: flag value} for a dataclass whose field names are flag names."""
+    return {field.name: fv[field.name].value for field in dataclasses.fields(config_class)}
 
 
 def _dataset_dir(fv, log_fn):
-    """--dataset_dir, after making the demo dataset when the default folder holds none."""
-    path = fv.dataset_dir
-    is_default = os.path.normpath(path) == os.path.normpath(DEFAULT_DATASET_DIR)
-    if is_default and not os.path.isfile(os.path.join(path, ds_info.INFO_FILENAME)):
-        from datasets import demo_dataset  # generation needs PIL only when it runs
-        log_fn(f'{path} holds no dataset: preparing the demo dataset (images in {DEMO_IMAGE_DIR}/)')
-        demo_dataset.ensure_demo_dataset(DEMO_IMAGE_DIR, os.path.join(DEMO_IMAGE_DIR, 'tfrecords'), log_fn)
-    _need(os.path.isdir(path), f'--dataset_dir={path}: no such directory')
-    return path
+    """--dataset_dir; the default folder gets the demo dataset (generated and converted) on first use."""
+    if _same_path(fv.dataset_dir, DEFAULT_DATASET_DIR):
+        from datasets import demo_dataset  # needs PIL, only here
+        demo_dataset.ensure_demo_dataset(DEMO_IMAGE_DIR, fv.dataset_dir, log_fn)
+    _need(os.path.isdir(fv.dataset_dir), f'--dataset_dir={fv.dataset_dir}: no such directory')
+    return fv.dataset_dir
+
+
+def _dataset_info(dataset_dir, dataset_name):
+    """dataset_info.json, or without it the built-in class list --dataset_name names; with the json,
+    --dataset_name must be the dataset's name or a built-in list equal to its classes."""
+    if not dataset_name:
+        return ds_info.load_dataset_info(dataset_dir)
+    info = ds_info.resolve_dataset_info(dataset_dir, dataset_name)
+    builtin = ds_info.builtin_class_names(dataset_name)
+    _need(dataset_name == info.name or (builtin is not None and info.class_names == ds_info.with_background(builtin)),
+          f'--dataset_name={dataset_name}: {dataset_dir} holds the dataset {info.name!r} ({info.num_classes - 1} '
+          f'classes); the flag only names a built-in class list for a folder without {ds_info.INFO_FILENAME}')
+    return info
 
 
 def check_flags(fv, log_fn=logging.info):
-    """Every check that needs no graph, in flag order of importance; returns the resolved plan as a dict.
+    """Step 1: every check that needs no graph, in flag order of importance; returns the TrainPlan.
 
     Raises UserError (one line naming the flag) at the first problem."""
     _check_ranges(fv)
-    ps_hosts, worker_hosts = _cluster_hosts(fv)
-    in_cluster = distributed.check_cluster_settings(ps_hosts, worker_hosts, fv.job_name, fv.task,
-                                                    fv.sync_replicas, fv.replicas_to_aggregate)
+    ps_hosts, worker_hosts, in_cluster = _cluster(fv)
     is_chief = not in_cluster or fv.task == 0
-    schedule = _schedule_config(fv)
-    schedules.check_schedule(schedule)
-    optimizer = schedules.OptimizerConfig(**{f.name: fv[f.name].value
-                                              for f in dataclasses.fields(schedules.OptimizerConfig)})
+    schedule = schedules.schedule_from_values(_values(fv, schedules.ScheduleConfig))
+    optimizer = schedules.OptimizerConfig(**_values(fv, schedules.OptimizerConfig))
     schedules.check_optimizer(optimizer)
     num_gpus = len(tf.config.list_physical_devices('GPU'))
     clones.check_clone_settings(fv.batch_size, fv.num_clones, num_gpus, fv.clone_on_cpu)
@@ -182,8 +191,7 @@ def check_flags(fv, log_fn=logging.info):
     _need(data_format == 'NHWC' or use_gpus, '--data_format=NCHW: needs a GPU (CPU kernels run NHWC)')
 
     dataset_dir = _dataset_dir(fv, log_fn)
-    info = (ds_info.resolve_dataset_info(dataset_dir, fv.dataset_name) if fv.dataset_name
-            else ds_info.load_dataset_info(dataset_dir))
+    info = _dataset_info(dataset_dir, fv.dataset_name)
     shards = ds_info.list_shards(dataset_dir, fv.dataset_split_name)
     num_samples = info.num_samples.get(fv.dataset_split_name, 0)
     _need(num_samples > 0, f'{dataset_dir}: {ds_info.INFO_FILENAME} counts no samples for split '
@@ -199,123 +207,83 @@ def check_flags(fv, log_fn=logging.info):
           f'{net.default_image_size} inputs (its anchors are laid out for that size)')
     preprocess_fn = preprocessing_factory.get_preprocessing(fv.preprocessing_name or fv.model_name, True)
 
-    # Only the chief loads weights (the others receive them through the parameter servers).
+    # Only the chief loads weights (the others receive them through the parameter servers); a checkpoint
+    # to resume wins, and --pretrained_path is then not looked at.
     resume_from = restore.latest_train_checkpoint(fv.train_dir) if is_chief else None
-    pretrained = restore.resolve_pretrained(
-        fv.pretrained_path, missing_ok=os.path.normpath(fv.pretrained_path) == os.path.normpath(DEFAULT_PRETRAINED_PATH)
-    ) if is_chief else None
+    pretrained = restore.resolve_pretrained(fv.pretrained_path, missing_ok=_same_path(
+        fv.pretrained_path, DEFAULT_PRETRAINED_PATH)) if is_chief and not resume_from else None
     config = {'model_name': fv.model_name, 'num_classes': num_classes,
               'class_names': ['none'] + list(info.class_names[1 + fv.labels_offset:]),
               'depth_multiplier': fv.depth_multiplier, 'anchor_set': fv.anchor_set,
-              'image_size': list(net.params.img_shape), 'data_format': data_format}
-    saved = model_config_lib.load_model_config(fv.train_dir) if resume_from else None
-    differences = model_config_lib.architecture_differences(saved, config) if saved else []
-    _need(not differences, f'--train_dir={fv.train_dir}: its checkpoints are of another model '
-                           f'({"; ".join(differences)}); use a new --train_dir or delete them to start again')
+              'image_size': list(net.params.img_shape), 'data_format': data_format,
+              'labels_offset': fv.labels_offset}
+    if resume_from:
+        model_config_lib.check_resumable(fv.train_dir, config)
     # Images behind one global step: one worker's batch, or replicas_to_aggregate batches in sync mode.
-    replicas = (fv.replicas_to_aggregate or len(worker_hosts)) if fv.sync_replicas else 1
-    images_per_step = fv.batch_size * replicas
-    cluster = dict(ps_hosts=ps_hosts, worker_hosts=worker_hosts, replicas=replicas) if in_cluster else None
-    return dict(schedule=schedule, optimizer=optimizer, data_format=data_format, dataset_dir=dataset_dir,
-                info=info, shards=shards, num_samples=num_samples, net=net, preprocess_fn=preprocess_fn,
-                resume_from=resume_from, pretrained=pretrained, model_config=config, use_gpus=use_gpus,
-                deployment=None if in_cluster else clones.local_deployment(fv.num_clones, use_gpus),
-                cluster=cluster,
-                decay_steps=schedules.decay_steps_for(num_samples, images_per_step, fv.num_epochs_per_decay))
-
-
-def _offset_labels(encode_fn, labels_offset):
-    """encode_fn on labels - labels_offset, dropping the boxes whose label falls to 0 or below."""
-    def encode(labels, boxes, difficult):
-        shifted = labels - labels_offset
-        keep = shifted > 0
-        return encode_fn(tf.boolean_mask(shifted, keep), tf.boolean_mask(boxes, keep),
-                         tf.boolean_mask(difficult, keep))
-    return encode
+    sync_replicas = (fv.replicas_to_aggregate or len(worker_hosts)) if fv.sync_replicas else 0
+    return TrainPlan(
+        net=net, data_format=data_format, model_config=config, dataset_dir=dataset_dir,
+        split_name=fv.dataset_split_name, info=info, shards=shards, num_samples=num_samples,
+        preprocess_fn=preprocess_fn, schedule=schedule, optimizer=optimizer, decay_steps=schedules.decay_steps_for(
+            num_samples, fv.batch_size * max(sync_replicas, 1), fv.num_epochs_per_decay),
+        resume_from=resume_from, pretrained=pretrained, use_gpus=use_gpus,
+        deployment=None if in_cluster else clones.local_deployment(fv.num_clones, use_gpus),
+        ps_hosts=tuple(ps_hosts), worker_hosts=tuple(worker_hosts), sync_replicas=sync_replicas)
 
 
 def _input_batch(plan, fv):
     """One batch dict from the TFRecord pipeline with the anchor targets."""
-    encode_fn = plan['net'].target_encoder(match_threshold=fv.match_threshold)
-    if fv.labels_offset:
-        encode_fn = _offset_labels(encode_fn, fv.labels_offset)
+    target_encoder = plan.net.target_encoder(match_threshold=fv.match_threshold,
+                                            ignore_difficult=fv.ignore_difficult)
+
+    def encode_fn(labels, boxes, difficult):
+        return target_encoder(*label_offset.apply_labels_offset(labels, boxes, difficult, fv.labels_offset))
     dataset = tfrecord_pipeline.make_dataset(
-        plan['shards'], fv.batch_size, plan['preprocess_fn'], out_shape=plan['net'].params.img_shape,
-        encode_fn=encode_fn, is_training=True, num_readers=fv.num_readers,
-        num_parallel_calls=fv.num_preprocessing_threads)
+        plan.shards, fv.batch_size, plan.preprocess_fn, out_shape=plan.net.params.img_shape, encode_fn=encode_fn,
+        is_training=True, num_readers=fv.num_readers, num_parallel_calls=fv.num_preprocessing_threads)
     return tf.data.make_one_shot_iterator(dataset).get_next()
 
 
 def _report(plan, fv):
-    net, deployment = plan['net'], plan['deployment']
-    return startup_report.format_report([
-        ('SSD network', startup_report.ssd_lines(net, plan['data_format'])),
-        ('Dataset', startup_report.dataset_lines(plan['dataset_dir'], fv.dataset_split_name, plan['shards'],
-                                                 plan['info'])),
-        ('Devices', startup_report.device_lines(deployment.clone_devices, fv.batch_size, deployment.description)),
-        ('Optimisation', [f'schedule {schedules.describe_schedule(plan["schedule"], plan["decay_steps"])}',
-                          f'optimizer {schedules.describe_optimizer(plan["optimizer"])}, weight decay '
-                          f'{fv.weight_decay:g}' + (f', moving average decay {fv.moving_average_decay:g}'
-                                                     if fv.moving_average_decay else ''),
-                          f'trainable scopes: {fv.trainable_scopes or "all"}; max steps '
-                          f'{fv.max_number_of_steps or "unlimited"}']),
-        ('Weights', startup_report.weights_lines(deployment.is_chief, plan['resume_from'], plan['pretrained'],
-                                                 fv.checkpoint_model_scope, fv.train_dir)),
-    ])
+    return startup_report.training_report(plan, fv.batch_size, fv.weight_decay, fv.moving_average_decay,
+                                          fv.trainable_scopes, fv.max_number_of_steps, fv.checkpoint_model_scope,
+                                          fv.train_dir)
 
 
-def _train_op(plan, fv, clone_list, global_step, model_variables):
-    """Learning rate, optimizer (wrapped for sync replicas), summed clone gradients, moving averages and
-    the train op. Returns (train_tensor, total_loss, learning_rate, sync_optimizer, after_restore_op)."""
-    learning_rate = schedules.learning_rate_tensor(plan['schedule'], global_step, plan['decay_steps'])
-    optimizer = schedules.make_optimizer(plan['optimizer'], learning_rate)
-    averages = (tf.train.ExponentialMovingAverage(fv.moving_average_decay, global_step)
-                if fv.moving_average_decay else None)
-    sync_optimizer = None
-    if fv.sync_replicas:
-        optimizer = sync_optimizer = tf.train.SyncReplicasOptimizer(
-            optimizer, replicas_to_aggregate=plan['cluster']['replicas'],
-            total_num_replicas=len(plan['cluster']['worker_hosts']), variable_averages=averages,
-            variables_to_average=model_variables if averages else None)
-    total_loss, grads_and_vars = clones.optimize_clones(
-        clone_list, optimizer, tf.losses.get_regularization_losses(), restore.variables_to_train(fv.trainable_scopes))
-    update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS, clone_list[0].scope)
-    if averages and not sync_optimizer:  # the sync optimizer updates the averages itself
-        update_ops.append(averages.apply(model_variables))
-    update_ops.append(optimizer.apply_gradients(grads_and_vars, global_step=global_step))
-    # Moving averages start from the weights the chief loads, not from the random initialisers.
-    after_restore_op = tf.group(*[averages.average(v).assign(v) for v in model_variables]) if averages else None
-    with tf.control_dependencies(update_ops):
-        train_tensor = tf.identity(total_loss, name='train_op')
-    return train_tensor, total_loss, learning_rate, sync_optimizer, after_restore_op
+def announce(plan, fv):
+    """Step 2: log the start-up report (saved in train_dir by train(), once the graph checks pass)."""
+    logging.info('Start-up report\n%s', _report(plan, fv))
 
 
 def train(plan, fv, stop_request):
-    """Build the training graph for `plan` (from check_flags) and run slim.learning.train."""
-    deployment, net = plan['deployment'], plan['net']
+    """Steps 3-5: the graph for `plan` (inputs, clones, learning rate, optimizer, restore chain); then the
+    chief saves training_config.txt and model_config.json in train_dir, and slim.learning.train runs.
+    Returns the TrainStep. A problem found while building the graph raises UserError before any file is
+    written, so a refused run leaves train_dir as it was."""
+    deployment, net = plan.deployment, plan.net
     with tf.Graph().as_default():
         with tf.device(deployment.device_fns[0]):
             global_step = tf.train.get_or_create_global_step()
         with tf.device(deployment.input_device), tf.name_scope('inputs'):
             batch = _input_batch(plan, fv)
-        clone_fn = clones.ssd_clone_fn(net, fv.weight_decay, plan['data_format'], fv.negative_ratio,
+        clone_fn = clones.ssd_clone_fn(net, fv.weight_decay, plan.data_format, fv.negative_ratio,
                                        fv.loss_alpha, fv.label_smoothing)
         clone_list = clones.create_clones(clone_fn, clones.split_batch(batch, fv.num_clones), deployment.device_fns)
         model_variables = tf.model_variables(net.scope)
         with tf.device(deployment.device_fns[0]):
-            train_tensor, total_loss, learning_rate, sync_optimizer, after_restore_op = _train_op(
-                plan, fv, clone_list, global_step, model_variables)
-            cluster_stop = (distributed.ClusterStop(len(plan['cluster']['worker_hosts']), sync_optimizer)
-                            if plan['cluster'] else None)
-        losses = clones.mean_clone_losses(clone_list)
-        regularization = tf.losses.get_regularization_losses()
-        losses['regularization'] = tf.add_n(regularization) if regularization else tf.constant(0.0)
-        losses['total'] = total_loss
+            learning_rate = schedules.learning_rate_tensor(plan.schedule, global_step, plan.decay_steps)
+            train_op = train_tools.make_train_op(
+                clone_list, schedules.make_optimizer(plan.optimizer, learning_rate), global_step,
+                restore.variables_to_train(fv.trainable_scopes), model_variables, fv.moving_average_decay,
+                (plan.sync_replicas, len(plan.worker_hosts)) if plan.sync_replicas else None)
+            cluster_stop = (distributed.ClusterStop(len(plan.worker_hosts), train_op.sync_optimizer)
+                            if plan.in_cluster else None)
+        losses = train_tools.logged_losses(clone_list, train_op.total_loss)
         summary_op = train_tools.training_summaries(losses, learning_rate, [train_tools.input_image_summary(
             batch['image'], batch['gt_boxes'], ssd_vgg_preprocessing.VGG_MEAN_RGB)])
         init_fn = restore.restore_chain(
-            plan['resume_from'], plan['pretrained'], model_variables, net.scope, fv.checkpoint_model_scope,
-            restore.split_scopes(fv.checkpoint_exclude_scopes), fv.ignore_missing_vars, after_restore_op,
+            plan.resume_from, plan.pretrained, model_variables, net.scope, fv.checkpoint_model_scope,
+            restore.split_scopes(fv.checkpoint_exclude_scopes), fv.ignore_missing_vars, train_op.after_restore_op,
             logging.info) if deployment.is_chief else None
         saver = (train_tools.make_saver(saver_class=distributed.ChiefSaver, cluster_stop=cluster_stop)
                  if cluster_stop else train_tools.make_saver())
@@ -327,25 +295,20 @@ def train(plan, fv, stop_request):
             save_interval_secs=fv.save_interval_secs, save_every_n_steps=fv.save_every_n_steps,
             summary_op=summary_op if deployment.is_chief else None, save_summaries_secs=fv.save_summaries_secs,
             cluster_stop=cluster_stop)
-        config = train_tools.session_config(fv.gpu_memory_fraction, deployment.cpu_devices, deployment.device_filters)
-        if not deployment.is_chief:
+        config = train_tools.session_config(fv.gpu_memory_fraction, deployment.cpu_devices, deployment.device_filters,
+                                            fv.cluster_wait_secs if plan.in_cluster else 0)
+        if deployment.is_chief:
+            startup_report.write_report(fv.train_dir, _report(plan, fv), fv.flags_into_string().splitlines())
+            model_config_lib.save_model_config(fv.train_dir, plan.model_config)
+        else:
             distributed.wait_until_initialised(deployment.master, config, fv.cluster_wait_secs,
                                                interrupted=lambda: stop_request.requested)
         slim.learning.train(
-            train_tensor, logdir=fv.train_dir, train_step_fn=step_fn, train_step_kwargs={},
+            train_op.train_tensor, logdir=fv.train_dir, train_step_fn=step_fn, train_step_kwargs={},
             master=deployment.master, is_chief=deployment.is_chief, global_step=global_step, init_fn=init_fn,
             summary_op=None, save_summaries_secs=fv.save_summaries_secs, saver=saver, save_interval_secs=0,
-            session_config=config, sync_optimizer=sync_optimizer)
+            session_config=config, sync_optimizer=train_op.sync_optimizer)
     return step_fn
-
-
-def announce(plan, fv):
-    """Log the start-up report; the chief also saves it and model_config.json in train_dir."""
-    report = _report(plan, fv)
-    logging.info('Start-up report\n%s', report)
-    if plan['deployment'].is_chief:
-        startup_report.write_report(fv.train_dir, report, fv.flags_into_string().splitlines())
-        model_config_lib.save_model_config(fv.train_dir, plan['model_config'])
 
 
 def _setup_logging():
@@ -368,18 +331,15 @@ def main(argv):
     stop_request = train_tools.StopRequest()
     try:
         if fv.job_name == 'ps':
-            ps_hosts, worker_hosts = _cluster_hosts(fv)
-            distributed.check_cluster_settings(ps_hosts, worker_hosts, 'ps', fv.task, fv.sync_replicas,
-                                               fv.replicas_to_aggregate)
-            distributed.serve_parameters(ps_hosts, worker_hosts, fv.task)
+            distributed.serve_parameters(*_cluster(fv)[:2], fv.task)
             return 0
         plan = check_flags(fv)
-        if plan['cluster']:
-            server, plan['deployment'] = distributed.join_cluster(  # the server lives as long as `server`
-                plan['cluster']['ps_hosts'], plan['cluster']['worker_hosts'], fv.task, fv.num_clones,
-                plan['use_gpus'], train_tools.session_config(
-                    fv.gpu_memory_fraction, clones.cpu_device_count(fv.num_clones, plan['use_gpus'])),
+        if plan.in_cluster:  # the worker's server lives as long as `server`
+            server, deployment = distributed.join_cluster(
+                plan.ps_hosts, plan.worker_hosts, fv.task, fv.num_clones, plan.use_gpus, train_tools.session_config(
+                    fv.gpu_memory_fraction, clones.cpu_device_count(fv.num_clones, plan.use_gpus)),
                 fv.cluster_wait_secs)
+            plan = dataclasses.replace(plan, deployment=deployment)
         announce(plan, fv)
         stop_request.install()
         step_fn = stop_request.run(lambda: train(plan, fv, stop_request))
@@ -387,9 +347,7 @@ def main(argv):
         print(f'{program}: error: {err}', file=sys.stderr)
         return 1
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
-        print(f'{program}: error: lost contact with the cluster ({distributed.describe_cluster_error(err)}); a '
-              f'parameter server may be gone: restart the cluster and the chief resumes from its last checkpoint',
-              file=sys.stderr)
+        print(f'{program}: error: {distributed.lost_cluster_message(err)}', file=sys.stderr)
         if stop_request.abandoned:  # the training thread is stuck closing its session on the dead task
             sys.stdout.flush()
             sys.stderr.flush()
@@ -399,7 +357,7 @@ def main(argv):
         print(f'{program}: interrupted before training started', file=sys.stderr)
         return 130
     if stop_request.requested:
-        latest = restore.latest_train_checkpoint(fv.train_dir) if plan['deployment'].is_chief else None
+        latest = restore.latest_train_checkpoint(fv.train_dir) if plan.deployment.is_chief else None
         logging.info('Stopped by %s at step %s%s; run the same command to resume', stop_request.signal_name,
                      step_fn.current_step, f', checkpoint {latest}' if latest else '')
     return 0

@@ -89,8 +89,8 @@ def test_non_chief_needs_no_checkpoint_and_sync_steps_count_aggregated_batches(r
     args = [f'--dataset_dir={records}', f'--train_dir={tmp_path}', '--pretrained_path=/not/on/this/host',
             '--ps_hosts=p:1', '--worker_hosts=w:1,w:2', '--job_name=worker'] + SMALL
     plan = script.check_flags(parse_flags(args + ['--task=1', '--sync_replicas']), log_fn=lambda *_: None)
-    assert plan['pretrained'] is None and plan['cluster']['replicas'] == 2
-    assert plan['decay_steps'] == 2          # int(8 samples / (2 x 4 images) x 2 epochs)
+    assert plan.pretrained is None and plan.sync_replicas == 2 and plan.deployment is None
+    assert plan.decay_steps == 2          # int(8 samples / (2 x 4 images) x 2 epochs)
     with pytest.raises(UserError, match='--pretrained_path=/not/on/this/host: no such checkpoint'):
         script.check_flags(parse_flags(args + ['--task=0']), log_fn=lambda *_: None)
 

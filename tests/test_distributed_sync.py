@@ -1,7 +1,8 @@
 """Synchronous replicas on a loopback cluster (1 ps + 2 workers): the global step advances once per
 replicas_to_aggregate gradients, the restarted cluster resumes from the chief's checkpoint, and a
-parameter server that dies stops the workers with one clear line within a bounded time."""
+parameter server that dies, or stops answering, stops the workers with one clear line within a bounded time."""
 import re
+import signal
 import time
 
 import pytest
@@ -62,4 +63,25 @@ def test_lost_parameter_server_is_a_clear_error_within_a_bounded_time(records, t
                             r'.+\); a parameter server may be gone: restart the cluster and the chief resumes from '
                             r'its last checkpoint', last_line), last_line
     finally:
+        cluster.stop_all()
+
+
+def test_silent_parameter_server_is_a_clear_error_after_cluster_wait_secs(records, tmp_path):
+    """A ps that stops answering but keeps its connections open (SIGSTOP: a hung or partitioned host)
+    would block a worker's step for ever; the session's operation timeout (--cluster_wait_secs) ends it."""
+    cluster = Cluster(tmp_path, records, tmp_path / 'train', 1, '--cluster_wait_secs=30')
+    try:
+        cluster.start('ps')
+        cluster.start('worker', 0)
+        cluster.wait_for('worker0', r'\] step 2: loss ')
+        cluster.processes['ps0'][0].send_signal(signal.SIGSTOP)
+        stopped = time.time()
+        assert cluster.finish('worker0', timeout=120) == 1
+        assert time.time() - stopped < 90   # 30 s operation timeout + 10 s to abandon the session
+        last_line = cluster.log('worker0').strip().splitlines()[-1]
+        assert re.fullmatch(r'train_ssd_network.py: error: lost contact with the cluster \(.+\); a parameter server '
+                            r'may be gone: restart the cluster and the chief resumes from its last checkpoint',
+                            last_line), last_line
+    finally:
+        cluster.processes['ps0'][0].send_signal(signal.SIGCONT)
         cluster.stop_all()

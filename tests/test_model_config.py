@@ -12,13 +12,29 @@ CONFIG = {'model_name': 'ssd_300_vgg', 'num_classes': 3, 'class_names': ['none',
 
 
 def test_round_trip_from_dir_and_from_checkpoint_prefix(tmp_path):
-    mc.save_model_config(str(tmp_path), CONFIG)
-    expected = dict(CONFIG, image_size=[300, 300])
+    mc.save_model_config(str(tmp_path), dict(CONFIG, labels_offset=1))
+    expected = dict(CONFIG, image_size=[300, 300], labels_offset=1)
     assert mc.load_model_config(str(tmp_path)) == expected
     assert mc.load_model_config(str(tmp_path / 'model.ckpt-120')) == expected
     assert mc.load_model_config(str(tmp_path / mc.CONFIG_FILENAME)) == expected
     assert sorted(os.listdir(tmp_path)) == [mc.CONFIG_FILENAME]   # no temp file left behind
     assert os.stat(tmp_path / mc.CONFIG_FILENAME).st_mode & 0o044  # readable by others, like checkpoints
+
+
+def test_labels_offset_is_optional_and_defaults_to_zero(tmp_path):
+    (tmp_path / mc.CONFIG_FILENAME).write_text(json.dumps(dict(CONFIG, image_size=[300, 300])))  # an older file
+    assert mc.load_model_config(str(tmp_path))['labels_offset'] == 0
+    mc.save_model_config(str(tmp_path), CONFIG)
+    assert json.loads((tmp_path / mc.CONFIG_FILENAME).read_text())['labels_offset'] == 0
+
+
+def test_check_resumable(tmp_path):
+    mc.check_resumable(str(tmp_path), CONFIG)                      # nothing saved: nothing to compare
+    mc.save_model_config(str(tmp_path), CONFIG)
+    mc.check_resumable(str(tmp_path), dict(CONFIG, data_format='NCHW', labels_offset=2))
+    with pytest.raises(UserError, match=r'its checkpoints are of another model \(num_classes: 3 -> 21\); use a new '
+                                        r'--train_dir or delete them to start again'):
+        mc.check_resumable(str(tmp_path), dict(CONFIG, num_classes=21))
 
 
 def test_absent_config_is_none(tmp_path):

@@ -55,7 +55,8 @@ def test_fine_tune_other_num_classes_with_excluded_box_heads(ssd_checkpoint_21):
         with pytest.raises(UserError) as raised:
             restore.plan_pretrained_restore(prefix, variables, net.scope)
         message = str(raised.value)
-        assert 'shapes differ' in message and 'block10_box/conv_cls/biases [84] there, [20] here' in message
+        assert 'shapes differ' in message
+        assert 'block10_box/conv_cls/biases [84] in the checkpoint, [20] in the model' in message
         assert message.endswith('--checkpoint_exclude_scopes=' + ','.join(
             f'ssd_300_vgg/block{i}_box/conv_cls' for i in (10, 11, 4, 7, 8, 9)))
         excluded = [f'{scope}/conv_cls' for scope in net.box_head_scopes]
@@ -107,14 +108,45 @@ def test_stale_train_dir_names_variables_and_remedy(ssd_checkpoint_21):
         with pytest.raises(UserError) as raised:
             restore.check_resume_compatible(prefix, variables)
     message = str(raised.value)
-    assert 'ssd_300_vgg/block10_box/conv_cls/biases [84] there, [20] here' in message
+    assert 'ssd_300_vgg/block10_box/conv_cls/biases [84] in the checkpoint, [20] in the model' in message
     assert 'use a new --train_dir, or delete the old checkpoints' in message and '\n' not in message
     with tf.Graph().as_default():
         _, variables = _build_ssd(21)
         restore.check_resume_compatible(prefix, variables)
         tf.Variable(0.0, name='ssd_300_vgg/conv1/conv1_1/weights/Adam')
-        with pytest.raises(UserError, match=r'lacks 1 variable\(s\) of this graph: .*weights/Adam'):
+        with pytest.raises(UserError, match=r'another model, dataset or optimizer \(ssd_300_vgg/conv1/conv1_1/'
+                                            r'weights/Adam absent from the checkpoint\)'):
             restore.check_resume_compatible(prefix, tf.global_variables())
+
+
+def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21):
+    prefix, values = ssd_checkpoint_21
+    said = []
+    with tf.Graph().as_default():
+        net, variables = _build_ssd(5)
+        with pytest.raises(UserError, match="--checkpoint_exclude_scopes: 'ssd_300_vgg/conv_cls' matches no model "
+                                            r"variable \(valid scopes: ssd_300_vgg/block10, ssd_300_vgg/block10_box, "):
+            restore.restore_chain(None, prefix, variables, net.scope, exclude_scopes=['ssd_300_vgg/conv_cls'])
+        heads = [f'{scope}/conv_cls' for scope in net.box_head_scopes]
+        init_fn = restore.restore_chain(None, prefix, variables, net.scope, exclude_scopes=heads, log_fn=said.append)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            init_fn(session)
+    kept = len([name for name in values if '/conv_cls/' not in name])
+    assert said == [f'Fine-tuning from {prefix}: {kept} variables restored, 12 excluded by '
+                    f'--checkpoint_exclude_scopes, 0 missing from it and ignored; the other 12 start from their '
+                    'initialisers',
+                    f'Restored {kept} variables from {prefix}']
+
+
+def test_format_mismatches_puts_shape_differences_first_and_caps_the_list():
+    mismatch = nets_factory.CheckpointMismatch
+    items = [mismatch('a/w', [3], None), mismatch('b/w', [2, 2], [2, 5]), mismatch('c/w', [1], None),
+             mismatch('d/w', [4], [8]), mismatch('e/w', [1], None)]
+    assert restore.format_mismatches(items) == (
+        'b/w [2, 5] in the checkpoint, [2, 2] in the model; d/w [8] in the checkpoint, [4] in the model; '
+        'a/w absent from the checkpoint (and 2 more)')
+    assert restore.format_mismatches(items[:1], limit=1) == 'a/w absent from the checkpoint'
 
 
 def test_resolve_pretrained(tmp_path, ssd_checkpoint_21):
@@ -162,5 +194,6 @@ def test_trainable_scopes():
         chosen = restore.variables_to_train('ssd_300_vgg/block4_box, ssd_300_vgg/conv7')
         assert {v.op.name.split('/')[1] for v in chosen} == {'block4_box', 'conv7'}
         assert len(restore.variables_to_train(None)) == len(tf.trainable_variables())
-        with pytest.raises(UserError, match="--trainable_scopes: 'ssd_300_vgg/blok8' matches no trainable variable"):
+        with pytest.raises(UserError, match="--trainable_scopes: 'ssd_300_vgg/blok8' matches no trainable variable "
+                                            r"\(valid scopes: ssd_300_vgg/block10, .*, ssd_300_vgg/conv7\)"):
             restore.variables_to_train('ssd_300_vgg/blok8')

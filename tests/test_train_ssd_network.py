@@ -1,6 +1,6 @@
 """train_ssd_network.py in-process: flag checks before any graph, the demo-data default, learning on demo
-images, fine-tuning from a checkpoint with excluded scopes, and the NaN stop. Plus one subprocess run to
-show the script prints a bad flag as one line."""
+images, fine-tuning from a checkpoint with excluded scopes, refused runs that leave train_dir alone, and
+the NaN stop. Plus one subprocess run to show the script prints a bad flag as one line."""
 import json
 import os
 import re
@@ -42,10 +42,26 @@ def test_defaults_are_the_course_settings():
 
 def test_valid_flags_resolve_the_plan(records, tmp_path):
     plan = check(records, tmp_path, '--num_clones=2')
-    assert plan['num_samples'] == 8 and plan['net'].num_classes == 5 and plan['decay_steps'] == 4
-    assert plan['pretrained'] is None and plan['resume_from'] is None and plan['data_format'] == 'NHWC'
-    assert plan['deployment'].clone_devices == ['/device:CPU:0', '/device:CPU:1']
-    assert plan['model_config']['class_names'] == ['none', 'bag', 'bottle', 'box', 'can']
+    assert plan.num_samples == 8 and plan.net.num_classes == 5 and plan.decay_steps == 4
+    assert plan.pretrained is None and plan.resume_from is None and plan.data_format == 'NHWC'
+    assert plan.deployment.clone_devices == ['/device:CPU:0', '/device:CPU:1']
+    assert plan.model_config['class_names'] == ['none', 'bag', 'bottle', 'box', 'can']
+    offset = check(records, tmp_path, '--labels_offset=1', '--dataset_name=demo')
+    assert offset.model_config['class_names'] == ['none', 'bottle', 'box', 'can']
+    assert offset.model_config['labels_offset'] == 1 and offset.net.num_classes == 4
+
+
+@pytest.mark.parametrize('args, ignore_difficult', [([], True), (['--noignore_difficult'], False)])
+def test_ignore_difficult_flag_reaches_the_target_encoder(records, tmp_path, monkeypatch, args, ignore_difficult):
+    fv = parse_flags([f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}',
+                      f'--pretrained_path={tmp_path}', '--match_threshold=0.6'] + SMALL + args)
+    plan = script.check_flags(fv, log_fn=lambda *_: None)
+    calls = []
+    real_encoder = plan.net.target_encoder
+    monkeypatch.setattr(plan.net, 'target_encoder', lambda **kwargs: calls.append(kwargs) or real_encoder(**kwargs))
+    with tf.Graph().as_default():
+        script._input_batch(plan, fv)
+    assert calls == [{'match_threshold': 0.6, 'ignore_difficult': ignore_difficult}]
 
 
 @pytest.mark.parametrize('args, message', [
@@ -58,9 +74,13 @@ def test_valid_flags_resolve_the_plan(records, tmp_path):
     (['--num_classes=21'], r'--num_classes=21: the dataset in .* has 5'),
     (['--train_image_size=512'], '--train_image_size=512: ssd_300_vgg takes 300x300 inputs'),
     (['--data_format=NCHW'], '--data_format=NCHW: needs a GPU'),
-    (['--dataset_split_name=val'], r"no TFRecord shards for split 'val'"),
+    (['--dataset_split_name=val'], r"split 'val' is not in dataset_info.json"),
     (['--labels_offset=4'], '--labels_offset=4: must leave at least one class'),
     (['--learning_rate_boundaries=10,x'], '--learning_rate_boundaries=10,x: not a list of numbers'),
+    (['--learning_rate_values=0.1'], '--learning_rate_values: only used by --learning_rate_decay_type=piecewise, '
+                                     'not exponential'),
+    (['--dataset_name=pascalvoc_2012'], r"--dataset_name=pascalvoc_2012: .*records holds the dataset 'demo' "
+                                        r"\(4 classes\); the flag only names a built-in class list"),
 ])
 def test_bad_flag_is_one_clear_line(records, tmp_path, args, message):
     with pytest.raises(UserError, match=message) as raised:
@@ -80,13 +100,35 @@ def test_dataset_folders_without_records(records, tmp_path):
         check(str(info_only), tmp_path)
 
 
+def test_dataset_name_may_name_the_builtin_list_of_a_voc_folder(records, tmp_path):
+    voc = tmp_path / 'voc'
+    voc.mkdir()
+    for name in os.listdir(records):
+        if name.endswith('.tfrecord'):
+            os.symlink(os.path.join(records, name), voc / name)
+    info = dataset_info.load_dataset_info(records)
+    dataset_info.write_dataset_info(str(voc), dataset_info.DatasetInfo(
+        'demo', ['none'] + list(dataset_info.VOC_CLASSES), info.num_samples, {}))
+    assert check(str(voc), tmp_path, '--dataset_name=pascalvoc_2012').net.num_classes == 21
+    assert check(str(voc), tmp_path, '--dataset_name=pascalvoc').net.num_classes == 21
+
+
+def test_resuming_does_not_look_at_pretrained_path(records, tmp_path):
+    train_dir = tmp_path / 'train'
+    train_dir.mkdir()
+    (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
+    (train_dir / 'model.ckpt-5.index').write_text('')
+    plan = check(records, tmp_path, '--pretrained_path=/no/such.ckpt')
+    assert plan.resume_from == str(train_dir / 'model.ckpt-5') and plan.pretrained is None
+
+
 def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
     train_dir = tmp_path / 'train'
     train_dir.mkdir()
     (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
     for suffix in ('.index', '.data-00000-of-00001'):
         (train_dir / f'model.ckpt-5{suffix}').write_text('')
-    config = dict(check(records, tmp_path)['model_config'], num_classes=21, class_names=['c'] * 21)
+    config = dict(check(records, tmp_path).model_config, num_classes=21, class_names=['c'] * 21)
     (train_dir / 'model_config.json').write_text(json.dumps(config))
     with pytest.raises(UserError, match=r'its checkpoints are of another model \(num_classes: 21 -> 5\); use a new '
                                         r'--train_dir'):
@@ -100,19 +142,35 @@ def test_default_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):
                         lambda out, seed=0, **_: small(out, seed, num_train=4, num_test=2, image_size=(96, 128)))
     said = []
     plan = script.check_flags(parse_flags(SMALL), log_fn=said.append)
-    assert plan['dataset_dir'] == './IMAGE/tfrecords' and plan['num_samples'] == 4
-    assert said[0] == './IMAGE/tfrecords holds no dataset: preparing the demo dataset (images in IMAGE/)'
-    assert any('generating the demo' in line for line in said)
+    assert plan.dataset_dir == './IMAGE/tfrecords' and plan.num_samples == 4
+    assert said[0].startswith('IMAGE holds no annotated images: generating the demo "commodity" dataset there')
+    assert said[1] == './IMAGE/tfrecords has no dataset_info.json: converting IMAGE to TFRecords'
     assert dataset_info.load_dataset_info('IMAGE/tfrecords').num_classes == 5
 
 
 def train_in_process(records, tmp_path, *args):
+    """The script's steps as main runs them (no signal handlers, no training thread)."""
     fv = parse_flags([f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}',
                       f'--pretrained_path={tmp_path}', '--save_interval_secs=0', '--log_every_n_steps=0']
                      + SMALL + list(args))
     plan = script.check_flags(fv, log_fn=lambda *_: None)
     script.announce(plan, fv)
     return script.train(plan, fv, train_tools.StopRequest())
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--trainable_scopes', 'matches no trainable variable'),
+    ('--checkpoint_exclude_scopes', r'matches no model variable \(valid scopes: ssd_300_vgg/block10, '),
+])
+def test_a_run_refused_while_building_the_graph_leaves_train_dir_alone(records, tmp_path, flag, message):
+    train_dir = tmp_path / 'train'
+    train_dir.mkdir()
+    previous = json.dumps({'written by': 'the previous run'})
+    (train_dir / 'model_config.json').write_text(previous)
+    with pytest.raises(UserError, match=f"{flag}: 'ssd_300_vgg/blok8' {message}"):
+        train_in_process(records, tmp_path, f'{flag}=ssd_300_vgg/blok8')
+    assert (train_dir / 'model_config.json').read_text() == previous
+    assert sorted(os.listdir(train_dir)) == ['model_config.json']
 
 
 def test_loss_falls_by_half_on_demo_images(records, tmp_path):
@@ -122,7 +180,8 @@ def test_loss_falls_by_half_on_demo_images(records, tmp_path):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
     train_dir = tmp_path / 'train'
     assert tf.train.latest_checkpoint(str(train_dir)).endswith('model.ckpt-40')
-    assert json.loads((train_dir / 'model_config.json').read_text())['depth_multiplier'] == 0.125
+    config = json.loads((train_dir / 'model_config.json').read_text())
+    assert config['depth_multiplier'] == 0.125 and config['labels_offset'] == 0
     assert 'anchors in all: 8732' in (train_dir / 'training_config.txt').read_text()
 
 
@@ -182,13 +241,3 @@ def test_flagfile(tmp_path):
     flagfile.write_text('--batch_size=8\n--optimizer=momentum\n--checkpoint_path=/ckpt/vgg_16.ckpt\n')
     fv = parse_flags([f'--flagfile={flagfile}', '--batch_size=16'])
     assert (fv.batch_size, fv.optimizer, fv.pretrained_path) == (16, 'momentum', '/ckpt/vgg_16.ckpt')
-
-
-def test_labels_offset_shifts_labels_and_drops_boxes_below_one():
-    seen = script._offset_labels(lambda labels, boxes, difficult: {'labels': labels, 'boxes': boxes,
-                                                                   'difficult': difficult}, 1)
-    with tf.Graph().as_default(), tf.Session() as session:
-        out = session.run(seen(tf.constant([1, 3, 2], tf.int64), tf.constant([[0.1] * 4, [0.2] * 4, [0.3] * 4]),
-                               tf.constant([0, 1, 0], tf.int64)))
-    assert out['labels'].tolist() == [2, 1] and out['difficult'].tolist() == [1, 0]
-    np.testing.assert_allclose(out['boxes'][:, 0], [0.2, 0.3])

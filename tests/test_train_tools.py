@@ -225,3 +225,5 @@ def test_session_config():
     assert config.device_count['CPU'] == 2 and config.allow_soft_placement
     assert config.gpu_options.per_process_gpu_memory_fraction == 0.5
     assert list(config.device_filters) == ['/job:ps', '/job:worker/task:1']
+    assert config.operation_timeout_in_ms == 0                     # one process: no bound
+    assert train_tools.session_config(0.5, operation_timeout_secs=600).operation_timeout_in_ms == 600000

@@ -118,6 +118,12 @@ def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time):
         time.sleep(poll_secs)
 
 
+def lost_cluster_message(error):
+    """The one line printed when a worker lost a task of the cluster (UnavailableError / DeadlineExceededError)."""
+    return (f'lost contact with the cluster ({describe_cluster_error(error)}); a parameter server may be gone: '
+            f'restart the cluster and the chief resumes from its last checkpoint')
+
+
 def describe_cluster_error(error):
     """'<task>: <gRPC reason>' from a TensorFlow error about a lost task (e.g. '/job:ps/replica:0/task:0:
     Socket closed'), else the error's first line. The task is the gRPC remote target when named, else the

@@ -59,11 +59,28 @@ def piecewise_values(config):
                  for i in range(len(config.learning_rate_boundaries) + 1))
 
 
+def schedule_from_values(values):
+    """The checked ScheduleConfig (check_schedule) from {field name: value}, e.g. the training flags'
+    values, where the two list fields may hold strings; UserError naming the flag for a non-number."""
+    def numbers(name, kind):
+        try:
+            return tuple(kind(v) for v in values.get(name, ()))
+        except ValueError:
+            raise UserError(f'--{name}={",".join(map(str, values[name]))}: not a list of numbers') from None
+    config = ScheduleConfig(**dict(values, learning_rate_boundaries=numbers('learning_rate_boundaries', int),
+                                   learning_rate_values=numbers('learning_rate_values', float)))
+    check_schedule(config)
+    return config
+
+
 def check_schedule(config):
     """UserError naming the flag when the schedule's values cannot work."""
     if config.learning_rate_decay_type not in DECAY_TYPES:
         raise UserError(f'--learning_rate_decay_type={config.learning_rate_decay_type}: unknown; '
                         f'use one of {", ".join(DECAY_TYPES)}')
+    if config.learning_rate_values and config.learning_rate_decay_type != 'piecewise':
+        raise UserError(f'--learning_rate_values: only used by --learning_rate_decay_type=piecewise, not '
+                        f'{config.learning_rate_decay_type}')
     if not config.learning_rate > 0:
         raise UserError(f'--learning_rate={config.learning_rate}: must be > 0')
     if config.end_learning_rate < 0:

@@ -20,7 +20,7 @@ RestorePlan = collections.namedtuple('RestorePlan', [
     'missing',     # graph names (after the scope mapping) absent from the checkpoint, ignored
 ])
 
-_MAX_LISTED = 5
+MAX_LISTED = 3   # names shown in a message before '(and N more)'
 
 
 def split_scopes(text):
@@ -33,10 +33,29 @@ def in_scopes(name, scopes):
     return any(name == scope or name.startswith(scope + '/') for scope in scopes)
 
 
-def _listing(items):
+def _listing(items, limit=MAX_LISTED, separator=', '):
     items = list(items)
-    shown = ', '.join(items[:_MAX_LISTED])
-    return shown + (f' (and {len(items) - _MAX_LISTED} more)' if len(items) > _MAX_LISTED else '')
+    shown = separator.join(items[:limit])
+    return shown + (f' (and {len(items) - limit} more)' if len(items) > limit else '')
+
+
+def format_mismatches(mismatches, limit=MAX_LISTED):
+    """One line for nets_factory.CheckpointMismatch items: 'name [84] in the checkpoint, [20] in the model'
+    or 'name absent from the checkpoint', shape differences first (they tell the most), '; '-separated,
+    the first `limit` then '(and N more)'."""
+    ordered = sorted(mismatches, key=lambda m: m.checkpoint_shape is None)  # stable: names stay sorted
+    return _listing([f'{m.checkpoint_name} {m.checkpoint_shape} in the checkpoint, {m.model_shape} in the model'
+                     if m.checkpoint_shape is not None else f'{m.checkpoint_name} absent from the checkpoint'
+                     for m in ordered], limit, '; ')
+
+
+def check_scopes_match(scopes, variables, flag, what):
+    """UserError naming `flag` when one of `scopes` matches none of `variables` (a typo would otherwise be
+    ignored); the message lists the scopes that exist, two name components deep."""
+    for scope in scopes:
+        if not any(in_scopes(v.op.name, [scope]) for v in variables):
+            valid = sorted({'/'.join(v.op.name.split('/')[:2]) for v in variables})
+            raise UserError(f'{flag}: {scope!r} matches no {what} (valid scopes: {", ".join(valid)})')
 
 
 def _checkpoint_candidates(directory):
@@ -103,16 +122,10 @@ def _top_scopes(prefix):
 def check_resume_compatible(prefix, variables):
     """UserError when the train_dir checkpoint lacks a graph variable or stores another shape."""
     mismatches = nets_factory.check_checkpoint_compatibility(prefix, {v.op.name: v for v in variables})
-    if not mismatches:
-        return
-    wrong = [f'{m.checkpoint_name} {m.checkpoint_shape} there, {m.model_shape} here'
-             for m in mismatches if m.checkpoint_shape is not None]
-    absent = [m.checkpoint_name for m in mismatches if m.checkpoint_shape is None]
-    what = (f'shapes differ: {_listing(wrong)}' if wrong
-            else f'it lacks {len(absent)} variable(s) of this graph: {_listing(absent)}')
-    raise UserError(f'{prefix}: this checkpoint in --train_dir was made by another model, dataset or '
-                    f'optimizer ({what}); use a new --train_dir, or delete the old checkpoints there to '
-                    f'start again')
+    if mismatches:
+        raise UserError(f'{prefix}: this checkpoint in --train_dir was made by another model, dataset or '
+                        f'optimizer ({format_mismatches(mismatches)}); use a new --train_dir, or delete the old '
+                        f'checkpoints there to start again')
 
 
 def plan_pretrained_restore(prefix, variables, model_scope, checkpoint_model_scope=None,
@@ -132,8 +145,7 @@ def plan_pretrained_restore(prefix, variables, model_scope, checkpoint_model_sco
     missing = [m.checkpoint_name for m in mismatches if m.checkpoint_shape is None]
     if wrong:
         scopes = sorted({var_map[m.checkpoint_name].op.name.rsplit('/', 1)[0] for m in wrong})
-        details = [f'{m.checkpoint_name} {m.checkpoint_shape} there, {m.model_shape} here' for m in wrong]
-        raise UserError(f'{prefix}: shapes differ from this model ({_listing(details)}); if the number of '
+        raise UserError(f'{prefix}: shapes differ from this model ({format_mismatches(wrong)}); if the number of '
                         f'classes differs, leave these layers out with --checkpoint_exclude_scopes='
                         f'{",".join(scopes)}')
     if kept and len(missing) == len(kept):
@@ -171,6 +183,7 @@ def restore_chain(resume_from, pretrained, model_variables, model_scope, checkpo
     scratch. Returns None when there is nothing to run after the initialisers. Logs which, and how many
     variables come from where."""
     log_fn = log_fn or (lambda message: None)
+    check_scopes_match(exclude_scopes, model_variables, '--checkpoint_exclude_scopes', 'model variable')
     if resume_from:
         check_resume_compatible(resume_from, tf.global_variables())
         step = tf.train.load_variable(resume_from, 'global_step')
@@ -185,7 +198,7 @@ def restore_chain(resume_from, pretrained, model_variables, model_scope, checkpo
     log_fn(f'Fine-tuning from {pretrained}: {len(plan.var_map)} variables restored, {len(plan.excluded)} '
            f'excluded by --checkpoint_exclude_scopes, {len(plan.missing)} missing from it and ignored; the '
            f'other {len(model_variables) - len(plan.var_map)} start from their initialisers')
-    return make_init_fn(pretrained, plan, after_restore_op)
+    return make_init_fn(pretrained, plan, after_restore_op, log_fn)
 
 
 def variables_to_train(scopes):
@@ -195,8 +208,5 @@ def variables_to_train(scopes):
     scope_list = split_scopes(scopes)
     if not scope_list:
         return trainable
-    for scope in scope_list:
-        if not any(in_scopes(v.op.name, [scope]) for v in trainable):
-            raise UserError(f'--trainable_scopes: {scope!r} matches no trainable variable '
-                            f'(they start with {_listing(sorted({v.op.name.split("/")[0] for v in trainable}))})')
+    check_scopes_match(scope_list, trainable, '--trainable_scopes', 'trainable variable')
     return [v for v in trainable if in_scopes(v.op.name, scope_list)]

@@ -5,6 +5,7 @@ Pure formatting: every function takes values and returns lines of text.
 import os
 
 from nets.ssd_params import num_anchors_per_cell
+from utils import learning_schedules as schedules
 from utils.atomic_write import write_text_atomically
 
 REPORT_FILENAME = 'training_config.txt'
@@ -59,6 +60,24 @@ def weights_lines(is_chief, resume_from, pretrained, checkpoint_model_scope, tra
     else:
         source = 'from scratch (random initialisation): no checkpoint in --train_dir or --pretrained_path'
     return [source, f'checkpoints and events in {train_dir}']
+
+
+def training_report(plan, batch_size, weight_decay, moving_average_decay, trainable_scopes,
+                    max_number_of_steps, checkpoint_model_scope, train_dir):
+    """The whole report for a utils.train_plan.TrainPlan (deployment set) and the flag values named."""
+    deployment = plan.deployment
+    optimiser = (f'optimizer {schedules.describe_optimizer(plan.optimizer)}, weight decay {weight_decay:g}'
+                 + (f', moving average decay {moving_average_decay:g}' if moving_average_decay else ''))
+    return format_report([
+        ('SSD network', ssd_lines(plan.net, plan.data_format)),
+        ('Dataset', dataset_lines(plan.dataset_dir, plan.split_name, plan.shards, plan.info)),
+        ('Devices', device_lines(deployment.clone_devices, batch_size, deployment.description)),
+        ('Optimisation', [f'schedule {schedules.describe_schedule(plan.schedule, plan.decay_steps)}', optimiser,
+                          f'trainable scopes: {trainable_scopes or "all"}; max steps '
+                          f'{max_number_of_steps or "unlimited"}']),
+        ('Weights', weights_lines(deployment.is_chief, plan.resume_from, plan.pretrained, checkpoint_model_scope,
+                                  train_dir)),
+    ])
 
 
 def format_report(sections):

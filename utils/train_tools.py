@@ -1,5 +1,5 @@
-"""The training loop's pieces around slim.learning.train: the step function (logging, NaN guard,
-checkpoints, summaries, stop requests), signal handling, saver, session config and summaries.
+"""The training loop's pieces around slim.learning.train: the train op, the step function (logging, NaN
+guard, checkpoints, summaries, stop requests), signal handling, saver, session config and summaries.
 
 Checkpoints are written only here (every save_interval_secs / save_every_n_steps) and by
 slim.learning.train when the loop stops, never by the supervisor's background thread, so a checkpoint
@@ -7,6 +7,7 @@ is always taken between two steps and only after its weights were checked finite
 writes the data and index files first and then atomically replaces the 'checkpoint' state file, so a
 process killed during a save leaves the state file pointing at the previous complete checkpoint.
 """
+import collections
 import math
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 import tensorflow.compat.v1 as tf
 from absl import logging
 
+from utils import clones
 from utils.errors import UserError
 
 CHECKPOINT_BASENAME = 'model.ckpt'   # slim.learning.train's final save uses the same prefix
@@ -96,15 +98,64 @@ def make_saver(max_to_keep=5, keep_checkpoint_every_n_hours=1.0, saver_class=tf.
                        **extra)
 
 
-def session_config(gpu_memory_fraction, cpu_devices=1, device_filters=None):
+def session_config(gpu_memory_fraction, cpu_devices=1, device_filters=None, operation_timeout_secs=0):
     """ConfigProto: GPU memory fraction, `cpu_devices` logical CPU devices (one per CPU clone), soft
-    placement (so CPU-only kernels fall back), and device filters for distributed workers."""
+    placement (so CPU-only kernels fall back), device filters for distributed workers, and, when
+    operation_timeout_secs > 0, that bound on every blocking call (a cluster worker whose parameter
+    server stops answering without closing its connection gets DeadlineExceededError, not a hang)."""
     config = tf.ConfigProto(allow_soft_placement=True, log_device_placement=False,
                             device_count={'CPU': cpu_devices},
                             gpu_options=tf.GPUOptions(per_process_gpu_memory_fraction=gpu_memory_fraction))
     if device_filters:
         config.device_filters.extend(device_filters)
+    if operation_timeout_secs:
+        config.operation_timeout_in_ms = int(operation_timeout_secs * 1000)
     return config
+
+
+TrainOp = collections.namedtuple('TrainOp', [
+    'train_tensor',      # the total loss, evaluated after every update of the step
+    'total_loss',        # what is minimised (clones.optimize_clones)
+    'sync_optimizer',    # the SyncReplicasOptimizer, or None
+    'after_restore_op',  # copies the weights into their moving averages (None without averages)
+])
+
+
+def make_train_op(clone_list, optimizer, global_step, var_list, model_variables, moving_average_decay=None,
+                  sync_replicas=None):
+    """One training step over the clones: the clone-mean loss's gradients (clones.optimize_clones, for
+    var_list) applied by `optimizer`, the first clone's batch-norm updates, and, with moving_average_decay,
+    exponential moving averages of model_variables. sync_replicas = (replicas_to_aggregate,
+    total_num_replicas) wraps the optimizer in tf.train.SyncReplicasOptimizer, which then updates the
+    averages itself. Returns a TrainOp."""
+    averages = (tf.train.ExponentialMovingAverage(moving_average_decay, global_step)
+                if moving_average_decay else None)
+    sync_optimizer = None
+    if sync_replicas:
+        optimizer = sync_optimizer = tf.train.SyncReplicasOptimizer(
+            optimizer, replicas_to_aggregate=sync_replicas[0], total_num_replicas=sync_replicas[1],
+            variable_averages=averages, variables_to_average=model_variables if averages else None)
+    total_loss, grads_and_vars = clones.optimize_clones(
+        clone_list, optimizer, tf.losses.get_regularization_losses(), var_list)
+    update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS, clone_list[0].scope)
+    if averages and not sync_optimizer:
+        update_ops.append(averages.apply(model_variables))
+    update_ops.append(optimizer.apply_gradients(grads_and_vars, global_step=global_step))
+    # Moving averages start from the weights the chief loads, not from the random initialisers.
+    after_restore_op = tf.group(*[averages.average(v).assign(v) for v in model_variables]) if averages else None
+    with tf.control_dependencies(update_ops):
+        train_tensor = tf.identity(total_loss, name='train_op')
+    return TrainOp(train_tensor, total_loss, sync_optimizer, after_restore_op)
+
+
+def logged_losses(clone_list, total_loss):
+    """The values logged and summarised each step: every loss component averaged over the clones, plus
+    'regularization' (the weight-decay sum; 0 without) and 'total' (what is minimised)."""
+    losses = clones.mean_clone_losses(clone_list)
+    regularization = tf.losses.get_regularization_losses()
+    losses['regularization'] = tf.add_n(regularization) if regularization else tf.constant(0.0)
+    losses['total'] = total_loss
+    return losses
 
 
 def weights_finite_op(variables):
