@@ -14,23 +14,18 @@ import json
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+from utils import script_setup  # first: sets TensorFlow's log level before it loads
+from absl import flags
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+import tensorflow.compat.v1 as tf
 
-from absl import app, flags  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
-
-from deployment import inference_model  # noqa: E402
-from nets import nets_factory  # noqa: E402
-from preprocessing.preprocessing_factory import get_preprocessing  # noqa: E402
-from utils import inference_flags, visualization  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from nets import nets_factory
+from utils import inference_flags, inference_model, visualization
+from utils.errors import UserError
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
 flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
 inference_flags.define_postprocess_flags('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
@@ -99,12 +94,7 @@ def detection_records(image_path, detections, keep, class_names, height, width):
 def build_graph(config, data_format, detect_options):
     """Placeholder uint8 [H, W, 3] (any size) -> detections of that one image (batch dimension removed)."""
     image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
-    preprocess = get_preprocessing(config['model_name'], is_training=False)
-    no_boxes = tf.zeros([0], tf.int64)
-    network_input, _, _, _ = preprocess(image, no_boxes, tf.zeros([0, 4]), no_boxes,
-                                        out_shape=tuple(config['image_size']))
-    network, detections = inference_model.build_detections(network_input[None], config, data_format,
-                                                           detect_options)
+    network, detections = inference_model.detect_images(image[None], config, data_format, detect_options)
     return image, network, {key: value[0] for key, value in detections.items()}
 
 
@@ -140,19 +130,5 @@ def detect():
                 print('%s: %d detections -> %s' % (path, len(records), destination), file=sys.stderr)
 
 
-def main(argv):
-    del argv
-    try:
-        for name in ('checkpoint_path', 'images', 'output_dir'):
-            if not getattr(FLAGS, name):
-                raise UserError(f'--{name} is required')
-        detect()
-    except UserError as err:
-        print('detect.py: error: %s' % err, file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == '__main__':
-    tf.get_logger().setLevel('ERROR')   # the v1 API's deprecation notices; progress is printed here
-    tf.disable_v2_behavior()
-    app.run(main)
+    script_setup.run_main(detect, required_flags=('checkpoint_path', 'images', 'output_dir'))

@@ -8,26 +8,26 @@ with the network's post-processing, prints a table, writes TensorBoard summaries
 images with true boxes in green and predicted ones in red) to --eval_dir and, when asked, --results_json.
 --wait_for_checkpoints evaluates each new checkpoint that training writes, until stopped (Ctrl-C) or
 --wait_timeout_secs pass without one. The model configuration is read from model_config.json beside the
-checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it.
+(first) checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it. The dataset's
+classes must be the model's, after the labels_offset training applied (the ground truth gets it too).
 """
+import itertools
 import os
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+from utils import script_setup  # first: sets TensorFlow's log level before it loads
+from absl import flags
+import tensorflow.compat.v1 as tf
 
-from absl import app, flags  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
-
-from datasets import dataset_info, tfrecord_pipeline  # noqa: E402
-from deployment import inference_model  # noqa: E402
-from nets import nets_factory  # noqa: E402
-from preprocessing import preprocessing_factory  # noqa: E402
-from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB  # noqa: E402
-from utils import inference_flags, visualization, voc_eval  # noqa: E402
-from utils.atomic_write import write_json_atomically  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from datasets import dataset_info, tfrecord_pipeline
+from datasets.label_offset import apply_labels_offset
+from nets import nets_factory
+from preprocessing import preprocessing_factory
+from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
+from utils import inference_flags, inference_model, visualization, voc_eval
+from utils.atomic_write import write_json_atomically
+from utils.errors import UserError
 
 FLAGS = flags.FLAGS
 
@@ -40,8 +40,7 @@ flags.DEFINE_integer('batch_size', 8, 'Images per batch.')
 flags.DEFINE_integer('num_readers', 2, 'Shards read in parallel.')
 flags.DEFINE_integer('num_preprocessing_threads', 2, 'Parallel decode / resize calls.')
 flags.DEFINE_integer('max_num_batches', None, 'Stop after this many batches (default: the whole split).')
-# Checkpoints and outputs.
-flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
+# Outputs.
 flags.DEFINE_string('eval_dir', None, 'Directory for TensorBoard summaries.')
 flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, checkpoint and step here.')
 flags.DEFINE_bool('wait_for_checkpoints', False, 'Evaluate every new checkpoint until stopped.')
@@ -56,6 +55,17 @@ flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches 
 _SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images
 
 
+def eval_preprocessing(model_name, labels_offset):
+    """The model's eval preprocessing, after relabelling the ground truth as training did: label -
+    labels_offset, boxes whose label falls to 0 or below dropped (datasets.label_offset)."""
+    preprocess = preprocessing_factory.get_preprocessing(model_name, is_training=False)
+
+    def offset_then_preprocess(image, labels, boxes, difficult, out_shape):
+        labels, boxes, difficult = apply_labels_offset(labels, boxes, difficult, labels_offset)
+        return preprocess(image, labels, boxes, difficult, out_shape=out_shape)
+    return offset_then_preprocess
+
+
 def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, num_threads, data_format,
                      detect_options, num_summary_images):
     """Input pipeline (one pass, last batch kept) + network + detections, in the default graph.
@@ -64,7 +74,7 @@ def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, n
     """
     filenames = dataset_info.list_shards(dataset_dir, split_name)
     dataset = tfrecord_pipeline.make_dataset(
-        filenames, batch_size, preprocessing_factory.get_preprocessing(config['model_name'], is_training=False),
+        filenames, batch_size, eval_preprocessing(config['model_name'], config['labels_offset']),
         out_shape=tuple(config['image_size']), is_training=False, num_readers=num_readers,
         num_parallel_calls=num_threads, repeat=False, drop_remainder=False)
     iterator = tf.data.make_initializable_iterator(dataset)
@@ -117,12 +127,28 @@ def scalar_summary(results, class_names):
     return tf.Summary(value=values)
 
 
-def class_names_for(config, info):
-    """The dataset's class names (what its labels mean); UserError when the model has another count."""
-    if info.num_classes != config['num_classes']:
-        raise UserError(f'--dataset_dir={FLAGS.dataset_dir}: the dataset has {info.num_classes} classes with the '
-                        f'background, the model {config["num_classes"]}; pass --num_classes or another checkpoint')
-    return list(info.class_names)
+def model_class_names(config, info, dataset_dir):
+    """The dataset's names of the model's classes: ['none'] + info.class_names[1 + labels_offset:] (training
+    with labels_offset k gave its labels k + 1, k + 2, ... the model's labels 1, 2, ...).
+
+    UserError when their count is not the model's num_classes, or when they differ from the class names
+    saved in the model's model_config.json.
+    """
+    offset = config['labels_offset']
+    names = dataset_info.with_background(info.class_names[1 + offset:])
+    if len(names) != config['num_classes']:
+        offset_note = f' ({len(names)} after the labels_offset={offset} the model was trained with)' if offset else ''
+        raise UserError(f'--dataset_dir={dataset_dir}: the dataset has {info.num_classes} classes with the '
+                        f'background{offset_note}, the model {config["num_classes"]}; pass --num_classes or '
+                        f'another checkpoint')
+    if config['class_names_saved'] and names[1:] != config['class_names'][1:]:
+        differences = ['label %d is %r in the dataset, %r in the model' % (label, ours, theirs)
+                       for label, (ours, theirs) in enumerate(zip(names, config['class_names'])) if label and
+                       ours != theirs]
+        raise UserError(f'--dataset_dir={dataset_dir}: its classes are not those the model was trained on '
+                        f'({"; ".join(differences)}); evaluate on records converted with the model\'s class list '
+                        f'(tf_convert_data.py --labels_file), or evaluate a checkpoint trained on this dataset')
+    return names
 
 
 def new_checkpoints():
@@ -154,26 +180,39 @@ def report(prefix, step, results, num_images, elapsed, class_names, writer, imag
         write_json_atomically(FLAGS.results_json, payload)
 
 
+def checkpoints_to_evaluate():
+    """The checkpoint of --checkpoint_path, or with --wait_for_checkpoints each new one (an iterator)."""
+    if FLAGS.wait_for_checkpoints:
+        return new_checkpoints()
+    return iter([inference_model.resolve_checkpoint(FLAGS.checkpoint_path)])
+
+
 def evaluate():
-    """Builds the graph once, then evaluates the checkpoint, or each new one when waiting."""
-    prefix = None if FLAGS.wait_for_checkpoints else inference_model.resolve_checkpoint(FLAGS.checkpoint_path)
-    overrides = inference_flags.model_overrides(FLAGS)
-    config = inference_model.inference_config(prefix or FLAGS.checkpoint_path, overrides)
-    class_names = class_names_for(config, dataset_info.resolve_dataset_info(FLAGS.dataset_dir, FLAGS.dataset_name))
-    detect_options = inference_flags.postprocess_options(FLAGS)
+    """Evaluates the checkpoint, or each new one when waiting.
+
+    The graph is built once, from the configuration saved beside the first checkpoint (training writes
+    model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
+    """
+    info = dataset_info.resolve_dataset_info(FLAGS.dataset_dir, FLAGS.dataset_name)
+    prefixes = checkpoints_to_evaluate()
+    first = next(prefixes, None)
+    if first is None:
+        print('No checkpoint appeared within --wait_timeout_secs=%s.' % FLAGS.wait_timeout_secs, file=sys.stderr)
+        return
+    config = inference_model.inference_config(first, inference_flags.model_overrides(FLAGS))
+    class_names = model_class_names(config, info, FLAGS.dataset_dir)
     with tf.Graph().as_default():
         network, iterator_init, fetches, image_summary = build_eval_graph(
             config, FLAGS.dataset_dir, FLAGS.dataset_split_name, FLAGS.batch_size, FLAGS.num_readers,
             FLAGS.num_preprocessing_threads, FLAGS.data_format or nets_factory.default_data_format(),
-            detect_options, FLAGS.num_summary_images)
+            inference_flags.postprocess_options(FLAGS), FLAGS.num_summary_images)
+        # Which weights the first checkpoint holds (moving averages or not) sets the saver for all.
+        variables_map = inference_model.variables_to_restore(
+            first, network, use_moving_averages=inference_flags.use_moving_averages(FLAGS))
+        saver = tf.train.Saver(var_list=variables_map)
         writer = tf.summary.FileWriter(FLAGS.eval_dir) if FLAGS.eval_dir else None
-        saver = None   # made from the first checkpoint: which weights it holds (moving averages or not)
         with tf.Session() as session:
-            for prefix in [prefix] if prefix else new_checkpoints():
-                if saver is None:
-                    variables_map = inference_model.variables_to_restore(
-                        prefix, network, use_moving_averages=inference_flags.use_moving_averages(FLAGS))
-                    saver = tf.train.Saver(var_list=variables_map)
+            for prefix in itertools.chain([first], prefixes):
                 inference_model.restore_checkpoint(session, saver, prefix, variables_map, config)
                 start = time.time()
                 try:
@@ -187,21 +226,5 @@ def evaluate():
                        time.time() - start, class_names, writer, images_summary)
 
 
-def main(argv):
-    del argv
-    try:
-        for name in ('dataset_dir', 'checkpoint_path'):
-            if not getattr(FLAGS, name):
-                raise UserError(f'--{name} is required')
-        evaluate()
-    except UserError as err:
-        print('eval_ssd_network.py: error: %s' % err, file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print('Stopped.', file=sys.stderr)
-
-
 if __name__ == '__main__':
-    tf.get_logger().setLevel('ERROR')   # the v1 API's deprecation notices; progress is printed here
-    tf.disable_v2_behavior()
-    app.run(main)
+    script_setup.run_main(evaluate, required_flags=('dataset_dir', 'checkpoint_path'))

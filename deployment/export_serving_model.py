@@ -10,13 +10,11 @@ override it.
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 # Run as a script from the repository root: make the repository's packages importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
+from utils import script_setup  # noqa: E402  (first: sets TensorFlow's log level before it loads)
+from absl import flags  # noqa: E402
 
 from deployment import serving_model  # noqa: E402
 from utils import inference_flags  # noqa: E402
@@ -24,7 +22,6 @@ from utils.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
 flags.DEFINE_string('output_dir', None, 'Model base directory; the SavedModel goes to <output_dir>/<version>.')
 flags.DEFINE_integer('model_version', None, 'Version number (default: one more than the largest there).')
 # Post-processing baked into the graph.
@@ -33,26 +30,15 @@ inference_flags.define_model_flags('NHWC', 'Layout of the exported graph: NHWC r
                                    'only where a GPU serves it.')
 
 
-def main(argv):
-    del argv
-    try:
-        for name in ('checkpoint_path', 'output_dir'):
-            if not getattr(FLAGS, name):
-                raise UserError(f'--{name} is required')
-        if FLAGS.model_version is not None and FLAGS.model_version < 1:
-            raise UserError(f'--model_version must be a positive integer, got {FLAGS.model_version}')
-        overrides = inference_flags.model_overrides(FLAGS)
-        detect_options = inference_flags.postprocess_options(FLAGS)
-        path = serving_model.export(FLAGS.checkpoint_path, FLAGS.output_dir, overrides, FLAGS.data_format,
-                                    detect_options, FLAGS.model_version,
-                                    use_moving_averages=inference_flags.use_moving_averages(FLAGS))
-    except UserError as err:
-        print('export_serving_model.py: error: %s' % err, file=sys.stderr)
-        sys.exit(1)
+def export():
+    """Writes the SavedModel version directory and prints its path."""
+    if FLAGS.model_version is not None and FLAGS.model_version < 1:
+        raise UserError(f'--model_version must be a positive integer, got {FLAGS.model_version}')
+    path = serving_model.export(FLAGS.checkpoint_path, FLAGS.output_dir, inference_flags.model_overrides(FLAGS),
+                                FLAGS.data_format, inference_flags.postprocess_options(FLAGS), FLAGS.model_version,
+                                use_moving_averages=inference_flags.use_moving_averages(FLAGS))
     print('SavedModel written to %s' % path)
 
 
 if __name__ == '__main__':
-    tf.get_logger().setLevel('ERROR')   # the v1 API's deprecation notices; progress is printed here
-    tf.disable_v2_behavior()
-    app.run(main)
+    script_setup.run_main(export, required_flags=('checkpoint_path', 'output_dir'))

@@ -20,30 +20,13 @@ import tempfile
 
 import tensorflow.compat.v1 as tf
 
-from deployment import inference_model
-from preprocessing.preprocessing_factory import get_preprocessing
+from utils import inference_model
 from utils.errors import UserError
 
 BYTES_SIGNATURE = 'serving_default'
 UINT8_SIGNATURE = 'serving_uint8'
 CLASS_NAMES_ASSET = 'class_names.txt'
 _TEMP_PREFIX = '.export-tmp-'   # not an integer: TF Serving never loads a half-written version
-
-
-def _preprocess_batch(images, config, decode):
-    """[B] encoded strings (decode=True) or uint8 [B, H, W, 3] -> float32 [B, h, w, 3] network input."""
-    preprocess = get_preprocessing(config['model_name'], is_training=False)
-    out_shape = tuple(config['image_size'])
-    no_labels = tf.zeros([0], tf.int64)
-
-    def one_image(image):
-        if decode:
-            image = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
-            image.set_shape([None, None, 3])
-        return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
-    batch = tf.map_fn(one_image, images, dtype=tf.float32, back_prop=False)
-    batch.set_shape([None, out_shape[0], out_shape[1], 3])
-    return batch
 
 
 def build_signatures(config, data_format, detect_options):
@@ -58,9 +41,9 @@ def build_signatures(config, data_format, detect_options):
     for name, inputs, decode in ((BYTES_SIGNATURE, {'image_bytes': image_bytes}, True),
                                  (UINT8_SIGNATURE, {'images': images}, False)):
         with tf.name_scope(name):
-            network_input = _preprocess_batch(next(iter(inputs.values())), config, decode)
-            network, detections = inference_model.build_detections(
-                network_input, config, data_format, detect_options, reuse=tf.AUTO_REUSE)
+            network, detections = inference_model.detect_images(
+                next(iter(inputs.values())), config, data_format, detect_options, decode=decode,
+                reuse=tf.AUTO_REUSE)
             outputs = dict(detections)
             outputs['detection_class_names'] = tf.gather(class_names, detections['detection_classes'],
                                                          name='detection_class_names')

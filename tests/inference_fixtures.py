@@ -15,6 +15,8 @@ import tf_slim as slim
 
 from datasets import dataset_info
 from nets import nets_factory
+from preprocessing.ssd_vgg_preprocessing import preprocess_for_eval
+from utils import inference_model
 from utils.model_config import save_model_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,9 +26,16 @@ GLOBAL_STEP = 7
 CLASS_ONE_BIAS = 4.0
 
 
-def make_checkpoint(train_dir, num_classes=len(CLASS_NAMES), seed=0):
-    """Saves random weights as train_dir/model.ckpt-7 plus model_config.json; returns the prefix."""
-    os.makedirs(train_dir, exist_ok=True)
+def make_checkpoint(train_dir, num_classes=len(CLASS_NAMES), seed=0, class_names=None, labels_offset=0):
+    """Saves model_config.json (first, as training does), then random weights as train_dir/model.ckpt-7;
+    returns the prefix. class_names default: CLASS_NAMES for 4 classes, else 'c<i>'."""
+    if class_names is None:
+        class_names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else \
+            ['none'] + ['c%d' % i for i in range(1, num_classes)]
+    save_model_config(train_dir, {'model_name': 'ssd_300_vgg', 'num_classes': num_classes,
+                                  'class_names': class_names, 'depth_multiplier': DEPTH_MULTIPLIER,
+                                  'anchor_set': 'ssd_tensorflow', 'image_size': [300, 300], 'data_format': 'NHWC',
+                                  'labels_offset': labels_offset})
     network = nets_factory.get_network('ssd_300_vgg', num_classes, DEPTH_MULTIPLIER)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
@@ -39,12 +48,7 @@ def make_checkpoint(train_dir, num_classes=len(CLASS_NAMES), seed=0):
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             session.run([favour_class_one, tf.assign(global_step, GLOBAL_STEP)])
-            prefix = tf.train.Saver().save(session, os.path.join(train_dir, 'model.ckpt'), global_step=GLOBAL_STEP)
-    names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else ['none'] + ['c%d' % i for i in range(1, num_classes)]
-    save_model_config(train_dir, {'model_name': 'ssd_300_vgg', 'num_classes': num_classes, 'class_names': names,
-                                  'depth_multiplier': DEPTH_MULTIPLIER, 'anchor_set': 'ssd_tensorflow',
-                                  'image_size': [300, 300], 'data_format': 'NHWC'})
-    return prefix
+            return tf.train.Saver().save(session, os.path.join(train_dir, 'model.ckpt'), global_step=GLOBAL_STEP)
 
 
 def make_image(height, width, seed):
@@ -105,19 +109,27 @@ def make_tfrecords(dataset_dir, name='tiny', split='test'):
         name=name, class_names=CLASS_NAMES, num_samples={split: len(EVAL_IMAGES)}))
 
 
+def _script_command(args, env_extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT, **(env_extra or {}))
+    return [sys.executable] + list(args), {'cwd': REPO_ROOT, 'env': env, 'text': True}
+
+
 def run_script(args, timeout=120, env_extra=None):
     """Runs a repository script in a fresh Python process; returns the CompletedProcess (text)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT, **(env_extra or {}))
-    return subprocess.run([sys.executable] + list(args), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    command, options = _script_command(args, env_extra)
+    return subprocess.run(command, capture_output=True, timeout=timeout, **options)
+
+
+def start_script(args, env_extra=None):
+    """Starts a repository script in a fresh Python process; returns the Popen (text stdout / stderr pipes)."""
+    command, options = _script_command(args, env_extra)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
 
 
 def reference_detections(prefix, encoded_images, config, detect_options):
     """Detections of the checkpoint at `prefix`, one image at a time, straight from the library pieces
     (tf.io.decode_image -> preprocess_for_eval -> network -> net.detect): a list of dicts of numpy arrays
     holding only the valid rows (boxes normalised yxyx, scores, classes)."""
-    from deployment import inference_model
-    from preprocessing.ssd_vgg_preprocessing import preprocess_for_eval
     results = []
     with tf.Graph().as_default():
         encoded = tf.placeholder(tf.string, [])

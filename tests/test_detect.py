@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployment import inference_model
+from utils import inference_model
 from tests import inference_fixtures as fixtures
 from utils import visualization
 

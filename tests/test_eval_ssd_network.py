@@ -2,11 +2,13 @@
 well formed, errors are one line. (AP numerics are tested in test_voc_eval.py.)"""
 import glob
 import json
+import shutil
 
 import pytest
 import tensorflow.compat.v1 as tf
 
 from tests import inference_fixtures as fixtures
+from utils.model_config import load_model_config, save_model_config
 
 # Non-difficult boxes per class in fixtures.EVAL_IMAGES: 'box' only has a difficult one.
 EXPECTED_NUM_GT = {'bottle': 3, 'can': 2, 'box': 0}
@@ -20,10 +22,25 @@ def setup(tmp_path_factory):
     return {'root': root, 'prefix': prefix}
 
 
-def _eval(setup, *extra):
-    root = setup['root']
-    return fixtures.run_script(['eval_ssd_network.py', '--dataset_dir=%s' % (root / 'data'),
-                                '--checkpoint_path=%s' % (root / 'train'), '--batch_size=2'] + list(extra))
+def _eval_args(setup, checkpoint_path, *extra):
+    return ['eval_ssd_network.py', '--dataset_dir=%s' % (setup['root'] / 'data'),
+            '--checkpoint_path=%s' % checkpoint_path, '--batch_size=2'] + list(extra)
+
+
+def _eval(setup, *extra, checkpoint_path=None):
+    return fixtures.run_script(_eval_args(setup, checkpoint_path or setup['root'] / 'train', *extra))
+
+
+def _copy_checkpoint(source_dir, target_dir):
+    """model_config.json first, then the checkpoint files, then the 'checkpoint' state file: the order
+    training writes them in. Returns the new prefix."""
+    target_dir.mkdir(exist_ok=True)
+    shutil.copy(source_dir / 'model_config.json', target_dir)
+    for path in glob.glob(str(source_dir / ('model.ckpt-%d.*' % fixtures.GLOBAL_STEP))):
+        shutil.copy(path, target_dir)
+    prefix = str(target_dir / ('model.ckpt-%d' % fixtures.GLOBAL_STEP))
+    tf.train.update_checkpoint_state(str(target_dir), prefix)
+    return prefix
 
 
 @pytest.fixture(scope='module')
@@ -73,11 +90,46 @@ def test_summaries_hold_map_per_class_ap_and_images(setup, evaluated):
     assert steps == {fixtures.GLOBAL_STEP}
 
 
-def test_wait_for_checkpoints_evaluates_then_stops_at_timeout(setup):
-    result = _eval(setup, '--wait_for_checkpoints', '--eval_interval_secs=0', '--wait_timeout_secs=1',
-                   '--max_num_batches=1')
+def test_waiting_eval_builds_the_model_of_the_first_checkpoint_written(setup, tmp_path):
+    """Eval starts before training has written anything: the model (4 classes, depth 0.125, not the VOC
+    defaults) is read from the model_config.json that comes with the first checkpoint."""
+    watched = tmp_path / 'train'
+    watched.mkdir()
+    process = fixtures.start_script(_eval_args(setup, watched, '--wait_for_checkpoints', '--eval_interval_secs=0',
+                                               '--wait_timeout_secs=5', '--max_num_batches=1'))
+    try:
+        assert process.stdout.readline().startswith('Waiting for checkpoints in %s' % watched)
+        prefix = _copy_checkpoint(setup['root'] / 'train', watched)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-2000:]
+    assert '%s (step %d): 2 images' % (prefix, fixtures.GLOBAL_STEP) in stdout
+
+
+def test_dataset_with_other_class_names_is_one_line_naming_them(setup, tmp_path):
+    prefix = _copy_checkpoint(setup['root'] / 'train', tmp_path / 'train')
+    config = load_model_config(prefix)
+    config['class_names'] = ['none', 'bottle', 'cup', 'box']
+    save_model_config(str(tmp_path / 'train'), config)
+    result = _eval(setup, checkpoint_path=tmp_path / 'train')
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('eval_ssd_network.py: error: --dataset_dir=%s: its classes are not those the model '
+                           'was trained on' % (setup['root'] / 'data'))
+    assert "label 2 is 'can' in the dataset, 'cup' in the model" in last
+    assert 'bottle' not in last and '--labels_file' in last
+
+
+def test_model_trained_with_labels_offset_is_evaluated_on_shifted_labels(setup, tmp_path):
+    """labels_offset=1: record label 1 (bottle) is dropped, 2 (can) -> 1, 3 (box) -> 2."""
+    fixtures.make_checkpoint(str(tmp_path / 'train'), num_classes=3, class_names=['none', 'can', 'box'],
+                             labels_offset=1)
+    results_json = tmp_path / 'results.json'
+    result = _eval(setup, '--results_json=%s' % results_json, checkpoint_path=tmp_path / 'train')
     assert result.returncode == 0, result.stderr[-2000:]
-    assert '%s (step %d): 2 images' % (setup['prefix'], fixtures.GLOBAL_STEP) in result.stdout
+    per_class = json.loads(results_json.read_text())['per_class']
+    assert {name: entry['num_gt'] for name, entry in per_class.items()} == {'can': 2, 'box': 0}
 
 
 def test_checkpoint_of_another_network_is_one_line(setup):
@@ -90,4 +142,5 @@ def test_checkpoint_of_another_network_is_one_line(setup):
 def test_missing_split_is_one_line(setup):
     result = _eval(setup, '--dataset_split_name=validation')
     assert result.returncode == 1
-    assert "no TFRecord shards for split 'validation'" in result.stderr.strip().splitlines()[-1]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('eval_ssd_network.py: error: ') and "split 'validation'" in last

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from deployment import inference_model, serving_model
+from deployment import serving_model
+from utils import inference_model
 from tests import inference_fixtures as fixtures
 from utils.errors import UserError
 

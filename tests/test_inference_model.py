@@ -1,4 +1,4 @@
-"""deployment/inference_model.py: checkpoint resolution, configuration, moving-average restore, mismatches."""
+"""utils/inference_model.py: checkpoint resolution, configuration, moving-average restore, mismatches."""
 import os
 
 import numpy as np
@@ -7,7 +7,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from datasets.dataset_info import VOC_CLASSES
-from deployment import inference_model
+from utils import inference_model
 from nets import nets_factory
 from tests import inference_fixtures as fixtures
 from utils.errors import UserError
@@ -45,10 +45,12 @@ def test_config_comes_from_model_config_and_overrides_win(train_dir):
     prefix = str(train_dir / 'model.ckpt-7')
     config = inference_model.inference_config(prefix, {'anchor_set': None})
     assert (config['num_classes'], config['depth_multiplier'], config['image_size']) == (4, 0.125, [300, 300])
-    assert config['class_names'] == fixtures.CLASS_NAMES
+    assert config['class_names'] == fixtures.CLASS_NAMES and config['class_names_saved']
+    assert config['labels_offset'] == 0
     overridden = inference_model.inference_config(prefix, {'num_classes': 3, 'depth_multiplier': 0.25})
     assert overridden['depth_multiplier'] == 0.25
     assert overridden['class_names'] == ['none', 'class 1', 'class 2']   # saved names no longer fit
+    assert not overridden['class_names_saved']
 
 
 def test_checkpoint_without_config_gets_voc_ssd300_defaults(tmp_path):
@@ -56,6 +58,7 @@ def test_checkpoint_without_config_gets_voc_ssd300_defaults(tmp_path):
     assert config['model_name'] == 'ssd_300_vgg' and config['num_classes'] == 21
     assert config['class_names'] == ['none'] + list(VOC_CLASSES)
     assert config['image_size'] == [300, 300] and config['depth_multiplier'] == 1.0
+    assert config['labels_offset'] == 0 and not config['class_names_saved']
 
 
 def test_moving_averages_are_restored_when_asked(tmp_path):

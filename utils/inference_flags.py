@@ -1,16 +1,18 @@
 """Flags shared by the inference tools (eval_ssd_network.py, detect.py, export_serving_model.py).
 
 Defined once here so the three tools spell and document them alike; each script calls the define_*
-functions at import and reads the values back through the *_from_flags functions.
+functions at import and reads the values back through model_overrides, use_moving_averages and
+postprocess_options.
 """
 from absl import flags
 
-from deployment import inference_model
+from utils import inference_model
 
 
 def define_model_flags(data_format_default=None, data_format_help='NHWC or NCHW (default: NCHW when a GPU '
                                                                    'is visible).'):
-    """Overrides of the model_config.json saved beside the checkpoint, and the weights to use."""
+    """The checkpoint, overrides of the model_config.json saved beside it, and which of its weights to use."""
+    flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
     flags.DEFINE_string('model_name', None, 'ssd_300_vgg or ssd_512_vgg.')
     flags.DEFINE_integer('num_classes', None, 'Classes including the background.')
     flags.DEFINE_float('depth_multiplier', None, 'Channel multiplier the network was trained with.')

@@ -11,6 +11,7 @@ import tf_slim as slim
 
 from datasets.dataset_info import VOC_CLASSES, with_background
 from nets import nets_factory
+from preprocessing.preprocessing_factory import get_preprocessing
 from utils import restore
 from utils.errors import UserError
 from utils.model_config import load_model_config
@@ -19,7 +20,6 @@ from utils.model_config import load_model_config
 MODEL_DEFAULTS = {'model_name': 'ssd_300_vgg', 'num_classes': 21, 'depth_multiplier': 1.0,
                   'anchor_set': 'ssd_tensorflow'}
 OVERRIDABLE_KEYS = tuple(MODEL_DEFAULTS)
-_MAX_LISTED = 3
 
 
 def resolve_checkpoint(checkpoint_path, flag='--checkpoint_path'):
@@ -43,21 +43,24 @@ def inference_config(checkpoint_prefix, overrides):
     """Model configuration dict for a checkpoint.
 
     Keys: model_name, num_classes, depth_multiplier, anchor_set (saved config, then `overrides` entries
-    that are not None, then MODEL_DEFAULTS), class_names (list, index 0 = background: the saved names
-    when their count fits, VOC's for 21 classes, else 'class <i>'), image_size [height, width] (the saved
-    one for the same model name, else the network's default square size).
+    that are not None, then MODEL_DEFAULTS); class_names (list, index 0 = background: the saved names
+    when their count fits, VOC's for 21 classes, else 'class <i>') and class_names_saved (True for the
+    saved ones); labels_offset (the saved one, else 0: model label = record label - labels_offset);
+    image_size [height, width] (the saved one for the same model name, else the network's default).
     """
     saved = load_model_config(checkpoint_prefix) or {}
     config = dict(MODEL_DEFAULTS)
     config.update({key: saved[key] for key in OVERRIDABLE_KEYS if key in saved})
     config.update({key: value for key, value in overrides.items() if value is not None})
     num_classes = int(config['num_classes'])
-    if len(saved.get('class_names') or []) == num_classes:
+    config['class_names_saved'] = len(saved.get('class_names') or []) == num_classes
+    if config['class_names_saved']:
         config['class_names'] = list(saved['class_names'])
     elif num_classes == len(VOC_CLASSES) + 1:
         config['class_names'] = with_background(VOC_CLASSES)
     else:
         config['class_names'] = with_background(['class %d' % i for i in range(1, num_classes)])
+    config['labels_offset'] = int(saved.get('labels_offset', 0))
     network = nets_factory.get_network(config['model_name'], num_classes, config['depth_multiplier'],
                                        config['anchor_set'])
     if saved.get('image_size') and saved.get('model_name') == config['model_name']:
@@ -81,6 +84,28 @@ def build_detections(images, config, data_format, detect_options, reuse=None):
     with slim.arg_scope(network.arg_scope(data_format=data_format)):
         logits, localisations, _ = network.build(images, is_training=False, data_format=data_format, reuse=reuse)
     return network, network.detect(logits, localisations, **detect_options)
+
+
+def detect_images(images, config, data_format, detect_options, decode=False, reuse=None):
+    """build_detections on raw images: each is decoded (decode=True), resized to config['image_size'] and
+    mean-subtracted by the model's eval preprocessing.
+
+    images: string [B] of encoded JPEG / PNG files (decode=True; undecodable bytes fail the run with
+    InvalidArgument from the op 'decode_image_bytes'), or uint8 [B, H, W, 3] of any size. Boxes are
+    normalised, so they hold for the original images. Returns build_detections' (network, detections).
+    """
+    preprocess = get_preprocessing(config['model_name'], is_training=False)
+    out_shape = tuple(config['image_size'])
+    no_labels = tf.zeros([0], tf.int64)
+
+    def one_image(image):
+        if decode:
+            image = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
+            image.set_shape([None, None, 3])
+        return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
+    batch = tf.map_fn(one_image, images, dtype=tf.float32, back_prop=False)
+    batch.set_shape([None, out_shape[0], out_shape[1], 3])
+    return build_detections(batch, config, data_format, detect_options, reuse=reuse)
 
 
 def model_variables(network):
@@ -119,14 +144,11 @@ def check_checkpoint_fits(prefix, variables_map, config):
     mismatches = nets_factory.check_checkpoint_compatibility(prefix, variables_map)
     if not mismatches:
         return
-    details = ['%s %s in the checkpoint, %s in the model' % (m.checkpoint_name, m.checkpoint_shape or 'absent',
-                                                              m.model_shape)
-               for m in mismatches[:_MAX_LISTED]]
-    more = ' (and %d more)' % (len(mismatches) - _MAX_LISTED) if len(mismatches) > _MAX_LISTED else ''
     settings = ', '.join('%s=%s' % (key, config[key]) for key in OVERRIDABLE_KEYS)
-    raise UserError(f'{prefix}: does not fit the network built with {settings}: {"; ".join(details)}{more}; '
-                    f'pass the training settings (--model_name, --num_classes, --depth_multiplier, '
-                    f'--anchor_set) or keep model_config.json beside the checkpoint')
+    raise UserError(f'{prefix}: does not fit the network built with {settings}: '
+                    f'{restore.format_mismatches(mismatches)}; pass the training settings (--model_name, '
+                    f'--num_classes, --depth_multiplier, --anchor_set) or keep model_config.json beside the '
+                    f'checkpoint')
 
 
 def restore_checkpoint(session, saver, prefix, variables_map, config):
