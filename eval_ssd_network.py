@@ -47,7 +47,7 @@ flags.DEFINE_bool('wait_for_checkpoints', False, 'Evaluate every new checkpoint 
 flags.DEFINE_integer('eval_interval_secs', 60, 'Minimum seconds between two evaluations when waiting.')
 flags.DEFINE_integer('wait_timeout_secs', None, 'Stop waiting after this many seconds without a new '
                      'checkpoint (default: wait until stopped).')
-flags.DEFINE_integer('num_summary_images', 4, 'Images with boxes written to TensorBoard per evaluation.')
+flags.DEFINE_integer('num_summary_images', 4, 'Images with boxes written to TensorBoard per evaluation (0: none).')
 inference_flags.define_model_flags()
 inference_flags.define_postprocess_flags()
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
@@ -70,7 +70,8 @@ def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, n
                      detect_options, num_summary_images):
     """Input pipeline (one pass, last batch kept) + network + detections, in the default graph.
 
-    Returns (network, iterator initializer op, fetches dict of per-batch tensors, image summary op).
+    Returns (network, iterator initializer op, fetches dict of per-batch tensors, image summary op or None
+    when num_summary_images is 0).
     """
     filenames = dataset_info.list_shards(dataset_dir, split_name)
     dataset = tfrecord_pipeline.make_dataset(
@@ -82,6 +83,8 @@ def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, n
     network, detections = inference_model.build_detections(batch['image'], config, data_format, detect_options)
     fetches = dict(detections)
     fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes')})
+    if not num_summary_images:
+        return network, iterator.initializer, fetches, None
     pictures = visualization.draw_boxes_graph(
         batch['image'] + tf.constant(VGG_MEAN_RGB), detections['detection_boxes'],
         detections['detection_scores'], batch['gt_boxes'], batch['num_boxes'], _SUMMARY_SCORE_THRESHOLD)
@@ -92,15 +95,15 @@ def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, n
 def run_split(session, iterator_init, fetches, image_summary, num_classes, iou_threshold, max_num_batches):
     """One pass over the split -> (VOCResults, number of images, serialized image summary).
 
-    The image summary is computed with the first batch only.
+    The image summary (when there is one) is computed with the first batch only.
     """
     session.run(iterator_init)
     evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
     summary, num_batches = None, 0
     while max_num_batches is None or num_batches < max_num_batches:
         try:
-            values = session.run({'batch': fetches, 'summary': image_summary} if num_batches == 0 else
-                                 {'batch': fetches})
+            values = session.run({'batch': fetches, 'summary': image_summary}
+                                 if num_batches == 0 and image_summary is not None else {'batch': fetches})
         except tf.errors.OutOfRangeError:
             break
         summary = values.get('summary', summary)
@@ -171,7 +174,8 @@ def report(prefix, step, results, num_images, elapsed, class_names, writer, imag
     print(voc_eval.format_results_table(results, class_names), flush=True)
     if writer is not None:
         writer.add_summary(scalar_summary(results, class_names), step or 0)
-        writer.add_summary(images_summary, step or 0)
+        if images_summary is not None:
+            writer.add_summary(images_summary, step or 0)
         writer.flush()
     if FLAGS.results_json:
         payload = voc_eval.results_as_dict(results, class_names)

@@ -90,6 +90,16 @@ def test_summaries_hold_map_per_class_ap_and_images(setup, evaluated):
     assert steps == {fixtures.GLOBAL_STEP}
 
 
+def test_no_summary_images_writes_only_the_scalars(setup):
+    eval_dir = setup['root'] / 'eval_no_images'
+    result = _eval(setup, '--eval_dir=%s' % eval_dir, '--num_summary_images=0')
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = glob.glob(str(eval_dir / 'events.out.tfevents.*'))
+    tags = {value.tag for event in tf.train.summary_iterator(events[0]) for value in event.summary.value}
+    assert 'mAP/VOC07' in tags
+    assert not any(tag.startswith('detections/') for tag in tags)
+
+
 def test_waiting_eval_builds_the_model_of_the_first_checkpoint_written(setup, tmp_path):
     """Eval starts before training has written anything: the model (4 classes, depth 0.125, not the VOC
     defaults) is read from the model_config.json that comes with the first checkpoint."""
