@@ -5,11 +5,10 @@ num_samples from it, so a custom dataset needs no code edit. Class names are sto
 index 0 is the background 'none', labels 1..K are the object classes (num_classes = K + 1).
 """
 import dataclasses
-import json
 import os
 import re
 
-from utils.atomic_write import write_json_atomically
+from utils.file_io import read_json_object, write_json_atomically
 from utils.errors import UserError
 
 INFO_FILENAME = 'dataset_info.json'
@@ -77,13 +76,7 @@ def load_dataset_info(dataset_dir):
     path = dataset_dir if dataset_dir.endswith('.json') else os.path.join(dataset_dir, INFO_FILENAME)
     if not os.path.isfile(path):
         raise UserError(f'{path}: not found; convert the images first with tf_convert_data.py')
-    try:
-        with open(path) as source:
-            payload = json.load(source)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f'{path}: not valid JSON ({err})') from None
-    if not isinstance(payload, dict):
-        raise UserError(f'{path}: expected a JSON object')
+    payload = read_json_object(path)
     names = payload.get('class_names')
     if (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)
             or names[0] != BACKGROUND_NAME or len(set(names)) != len(names)):

@@ -6,10 +6,9 @@ depth_multiplier, anchor_set, image_size ([height, width], pixels), data_format 
 layout training used); optional labels_offset (subtracted from the record labels, see
 datasets/label_offset.py; 0 when absent, as in files written before it was recorded).
 """
-import json
 import os
 
-from utils.atomic_write import write_json_atomically
+from utils.file_io import read_json_object, write_json_atomically
 from utils.errors import UserError
 
 CONFIG_FILENAME = 'model_config.json'
@@ -46,13 +45,7 @@ def load_model_config(path_or_dir):
     path = config_path(path_or_dir)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as source:
-            config = json.load(source)
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f'{path}: not valid JSON ({err})') from None
-    if not isinstance(config, dict):
-        raise UserError(f'{path}: expected a JSON object')
+    config = read_json_object(path)
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise UserError(f'{path}: missing {", ".join(missing)}')

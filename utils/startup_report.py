@@ -6,7 +6,7 @@ import os
 
 from nets.ssd_params import num_anchors_per_cell
 from utils import learning_schedules as schedules
-from utils.atomic_write import write_text_atomically
+from utils.file_io import write_text_atomically
 
 REPORT_FILENAME = 'training_config.txt'
 _MAX_FILES_LISTED = 4

@@ -1,11 +1,13 @@
-"""Files replaced only when the new content is complete.
+"""The project's small JSON and text files: written atomically, read with one-line errors.
 
-The text goes to a temporary file in the target's folder, then os.replace swaps it in (atomic on POSIX
+Writing goes to a temporary file in the target's folder, then os.replace swaps it in (atomic on POSIX
 and Windows within one file system): a reader or a crash never sees half a file.
 """
 import json
 import os
 import tempfile
+
+from utils.errors import UserError
 
 
 def write_text_atomically(path, text):
@@ -29,3 +31,15 @@ def write_text_atomically(path, text):
 def write_json_atomically(path, payload):
     """`payload` as indented JSON (newline-terminated) to `path`, atomically."""
     write_text_atomically(path, json.dumps(payload, indent=2) + '\n')
+
+
+def read_json_object(path):
+    """The JSON object (dict) in `path`; UserError naming the file when it is unreadable or not an object."""
+    try:
+        with open(path) as source:
+            payload = json.load(source)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f'{path}: not valid JSON ({err})') from None
+    if not isinstance(payload, dict):
+        raise UserError(f'{path}: expected a JSON object')
+    return payload
