@@ -26,7 +26,7 @@ from nets import nets_factory
 from preprocessing import preprocessing_factory
 from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
 from utils import inference_flags, inference_model, visualization, voc_eval
-from utils.atomic_write import write_json_atomically
+from utils.file_io import write_json_atomically
 from utils.errors import UserError
 
 FLAGS = flags.FLAGS
