@@ -318,8 +318,7 @@ def _setup_logging():
     tf.get_logger().setLevel(quiet)
     tf.get_logger().propagate = False  # TF's logger prints itself; absl's root handler would repeat each line
     logging.set_verbosity(logging.INFO)
-    # Noise from tf-slim's use of deprecated TF APIs and from its supervisor closing the writer twice.
-    warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
+    # Noise from tf-slim's supervisor closing its summary writer twice.
     warnings.filterwarnings('ignore', message='Attempting to use a closed FileWriter')
 
 

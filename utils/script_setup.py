@@ -7,9 +7,12 @@ keeps its own main, which also handles the cluster roles and its Ctrl-C checkpoi
 """
 import os
 import sys
+import warnings
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+# tf-slim's layers call a deprecated Keras API on every build: noise for users, nothing they can act on.
+warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
 from absl import app, flags  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
