@@ -75,9 +75,9 @@ def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, n
     """
     filenames = dataset_info.list_shards(dataset_dir, split_name)
     dataset = tfrecord_pipeline.make_dataset(
-        filenames, batch_size, eval_preprocessing(config['model_name'], config['labels_offset']),
-        out_shape=tuple(config['image_size']), is_training=False, num_readers=num_readers,
-        num_parallel_calls=num_threads, repeat=False, drop_remainder=False)
+        filenames, eval_preprocessing(config['model_name'], config['labels_offset']), tfrecord_pipeline.PipelineConfig(
+            batch_size, out_shape=tuple(config['image_size']), is_training=False, num_readers=num_readers,
+            num_parallel_calls=num_threads))
     iterator = tf.data.make_initializable_iterator(dataset)
     batch = iterator.get_next()
     network, detections = inference_model.build_detections(batch['image'], config, data_format, detect_options)

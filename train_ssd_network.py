@@ -238,9 +238,9 @@ def _input_batch(plan, fv):
 
     def encode_fn(labels, boxes, difficult):
         return target_encoder(*label_offset.apply_labels_offset(labels, boxes, difficult, fv.labels_offset))
-    dataset = tfrecord_pipeline.make_dataset(
-        plan.shards, fv.batch_size, plan.preprocess_fn, out_shape=plan.net.params.img_shape, encode_fn=encode_fn,
-        is_training=True, num_readers=fv.num_readers, num_parallel_calls=fv.num_preprocessing_threads)
+    dataset = tfrecord_pipeline.make_dataset(plan.shards, plan.preprocess_fn, tfrecord_pipeline.PipelineConfig(
+        fv.batch_size, out_shape=plan.net.params.img_shape, num_readers=fv.num_readers,
+        num_parallel_calls=fv.num_preprocessing_threads), encode_fn=encode_fn)
     return tf.data.make_one_shot_iterator(dataset).get_next()
 
 

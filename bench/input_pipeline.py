@@ -49,9 +49,9 @@ def measure(filenames, encode_fn, num_images, batch_size, num_parallel_calls, nu
     """-> (images/s wall clock, images per CPU-second) over num_images images after one warm-up batch."""
     with tf.Graph().as_default():
         dataset = tfrecord_pipeline.make_dataset(
-            filenames, batch_size, preprocessing_factory.get_preprocessing(FLAGS.model_name, True),
-            out_shape=out_shape, encode_fn=encode_fn, num_readers=num_readers,
-            num_parallel_calls=num_parallel_calls)
+            filenames, preprocessing_factory.get_preprocessing(FLAGS.model_name, True),
+            tfrecord_pipeline.PipelineConfig(batch_size, out_shape=out_shape, num_readers=num_readers,
+                                             num_parallel_calls=num_parallel_calls), encode_fn=encode_fn)
         batch = tf.data.make_one_shot_iterator(dataset).get_next()
         num_batches = max(1, -(-num_images // batch_size))
         with tf.Session() as session:

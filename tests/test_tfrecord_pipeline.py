@@ -122,8 +122,8 @@ def test_eval_batches_in_order_padded_and_encoded(shards):
     paths, samples = shards
     with tf.Graph().as_default():
         dataset = tfrecord_pipeline.make_dataset(
-            paths, 4, ssd_vgg_preprocessing.preprocess_for_eval, out_shape=(32, 24), encode_fn=fake_encode_fn,
-            is_training=False, num_readers=1, repeat=False)
+            paths, ssd_vgg_preprocessing.preprocess_for_eval, tfrecord_pipeline.PipelineConfig(
+                4, out_shape=(32, 24), is_training=False, num_readers=1), encode_fn=fake_encode_fn)
         batches = read_batches(dataset, 3)
     for number, batch in enumerate(batches):
         assert batch['image'].shape == (4, 32, 24, 3) and batch['image'].dtype == np.float32
@@ -148,9 +148,9 @@ def test_eval_batches_in_order_padded_and_encoded(shards):
 def training_batches(paths, seed):
     with tf.Graph().as_default():
         dataset = tfrecord_pipeline.make_dataset(
-            paths, 5, ssd_vgg_preprocessing.preprocess_for_train, out_shape=(40, 40),
-            encode_fn=fake_encode_fn, num_readers=2, num_parallel_calls=3, shuffle_buffer=8, seed=seed,
-            deterministic=True)
+            paths, ssd_vgg_preprocessing.preprocess_for_train, tfrecord_pipeline.PipelineConfig(
+                5, out_shape=(40, 40), num_readers=2, num_parallel_calls=3, shuffle_buffer=8, seed=seed,
+                deterministic=True), encode_fn=fake_encode_fn)
         return read_batches(dataset, 4)     # 20 records: past the end of the 12, so repeat is exercised
 
 
@@ -178,12 +178,13 @@ def test_deterministic_training_batches_repeat_exactly(shards):
 
 def test_non_deterministic_training_runs(shards):
     with tf.Graph().as_default():
-        dataset = tfrecord_pipeline.make_dataset(shards[0], 4, ssd_vgg_preprocessing.preprocess_for_train,
-                                                 shuffle_buffer=4)
+        dataset = tfrecord_pipeline.make_dataset(shards[0], ssd_vgg_preprocessing.preprocess_for_train,
+                                                 tfrecord_pipeline.PipelineConfig(4, shuffle_buffer=4))
         batch, = read_batches(dataset, 1)
     assert batch['image'].shape == (4, 300, 300, 3)
 
 
 def test_no_files_is_a_user_error():
     with pytest.raises(UserError, match='no TFRecord files'):
-        tfrecord_pipeline.make_dataset([], 2, ssd_vgg_preprocessing.preprocess_for_eval)
+        tfrecord_pipeline.make_dataset([], ssd_vgg_preprocessing.preprocess_for_eval,
+                                       tfrecord_pipeline.PipelineConfig(2))
