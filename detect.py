@@ -20,11 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
-from nets import nets_factory
-from utils import inference_flags, inference_model, visualization
+from utils import checkpoints, devices, inference_flags, inference_model, visualization
 from utils.errors import UserError
-
-FLAGS = flags.FLAGS
 
 flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
@@ -91,44 +88,46 @@ def detection_records(image_path, detections, keep, class_names, height, width):
     return records
 
 
-def build_graph(config, data_format, detect_options):
+def build_graph(config, detect_options):
     """Placeholder uint8 [H, W, 3] (any size) -> detections of that one image (batch dimension removed)."""
     image = tf.placeholder(tf.uint8, [None, None, 3], name='image')
-    network, detections = inference_model.detect_images(image[None], config, data_format, detect_options)
+    network, detections = inference_model.detect_images(image[None], config, detect_options)
     return image, network, {key: value[0] for key, value in detections.items()}
 
 
-def detect():
+def detect_and_draw(session, image_input, detections, path, config, score_threshold):
+    """Detections of one image file: printed as JSON lines; returns (the picture with them drawn, its format)."""
+    image, image_format = read_image(path)
+    values = session.run(detections, {image_input: np.asarray(image)})
+    keep = confident_indices(values, score_threshold)
+    records = detection_records(path, values, keep, config.class_names, image.height, image.width)
+    for record in records:
+        print(json.dumps(record), flush=True)
+    picture = visualization.draw_detections(image, values['detection_boxes'][keep], values['detection_classes'][keep],
+                                            values['detection_scores'][keep], config.class_names)
+    return picture, image_format, len(records)
+
+
+def main(fv):
     """Restores the checkpoint once, then detects, prints and draws image by image."""
-    prefix = inference_model.resolve_checkpoint(FLAGS.checkpoint_path)
-    overrides = inference_flags.model_overrides(FLAGS)
-    config = inference_model.inference_config(prefix, overrides)
-    image_paths = expand_image_patterns(FLAGS.images)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    prefix = checkpoints.require_checkpoint(fv.checkpoint_path)
+    config = inference_flags.model_config(fv, prefix, inference_flags.run_data_format(fv))
+    image_paths = expand_image_patterns(fv.images)
+    os.makedirs(fv.output_dir, exist_ok=True)
     with tf.Graph().as_default():
-        detect_options = inference_flags.postprocess_options(FLAGS, 'score_threshold')
-        image_input, network, detections = build_graph(
-            config, FLAGS.data_format or nets_factory.default_data_format(), detect_options)
-        variables_map = inference_model.variables_to_restore(
-            prefix, network, use_moving_averages=inference_flags.use_moving_averages(FLAGS))
-        with tf.Session() as session:
-            inference_model.restore_checkpoint(session, tf.train.Saver(var_list=variables_map), prefix,
-                                               variables_map, config)
+        image_input, network, detections = build_graph(config, inference_flags.postprocess_options(fv, 'score_threshold'))
+        variables_map = inference_flags.weights_to_restore(fv, prefix, network)
+        with tf.Session(config=devices.session_config()) as session:
+            checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix, variables_map,
+                                              config.settings())
             written = set()
             for path in image_paths:
-                image, image_format = read_image(path)
-                values = session.run(detections, {image_input: np.asarray(image)})
-                keep = confident_indices(values, FLAGS.score_threshold)
-                records = detection_records(path, values, keep, config['class_names'], image.height, image.width)
-                for record in records:
-                    print(json.dumps(record), flush=True)
-                picture = visualization.draw_detections(
-                    image, values['detection_boxes'][keep], values['detection_classes'][keep],
-                    values['detection_scores'][keep], config['class_names'])
-                destination, save_format = output_path(FLAGS.output_dir, path, image_format, written)
+                picture, image_format, count = detect_and_draw(session, image_input, detections, path, config,
+                                                               fv.score_threshold)
+                destination, save_format = output_path(fv.output_dir, path, image_format, written)
                 picture.save(destination, format=save_format)
-                print('%s: %d detections -> %s' % (path, len(records), destination), file=sys.stderr)
+                print('%s: %d detections -> %s' % (path, count, destination), file=sys.stderr)
 
 
 if __name__ == '__main__':
-    script_setup.run_main(detect, required_flags=('checkpoint_path', 'images', 'output_dir'))
+    script_setup.run_main(main, flags.FLAGS, required_flags=('checkpoint_path', 'images', 'output_dir'))

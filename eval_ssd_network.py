@@ -1,6 +1,6 @@
 """Evaluate an SSD checkpoint on a TFRecord split: per-class AP and mAP by the VOC2007 and VOC2010+ rules.
 
-    python eval_ssd_network.py --dataset_dir=IMAGE/tfrecords --dataset_split_name=test \
+    python eval_ssd_network.py --dataset_dir=IMAGE/tfrecords --dataset_split_name=test \\
         --checkpoint_path=ckpt/fine_tuning --eval_dir=ckpt/eval [--results_json=ckpt/eval/results.json]
 
 Restores the newest checkpoint of a directory (or the given one), runs the split once, decodes and NMSes
@@ -11,6 +11,8 @@ images with true boxes in green and predicted ones in red) to --eval_dir and, wh
 (first) checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it. The dataset's
 classes must be the model's, after the labels_offset training applied (the ground truth gets it too).
 """
+import collections
+import dataclasses
 import itertools
 import os
 import sys
@@ -21,15 +23,12 @@ from absl import flags
 import tensorflow.compat.v1 as tf
 
 from datasets import dataset_info, tfrecord_pipeline
-from datasets.label_offset import apply_labels_offset
-from nets import nets_factory
+from datasets.label_offset import offset_then_preprocess
 from preprocessing import preprocessing_factory
 from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
-from utils import inference_flags, inference_model, visualization, voc_eval
+from utils import checkpoints, devices, inference_flags, inference_model, visualization, voc_eval
 from utils.file_io import write_json_atomically
 from utils.errors import UserError
-
-FLAGS = flags.FLAGS
 
 # Data.
 flags.DEFINE_string('dataset_dir', None, 'Directory of the TFRecord shards (and dataset_info.json).')
@@ -55,55 +54,73 @@ flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches 
 _SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images
 
 
-def eval_preprocessing(model_name, labels_offset):
-    """The model's eval preprocessing, after relabelling the ground truth as training did: label -
-    labels_offset, boxes whose label falls to 0 or below dropped (datasets.label_offset)."""
-    preprocess = preprocessing_factory.get_preprocessing(model_name, is_training=False)
+@dataclasses.dataclass(frozen=True)
+class SplitReader:
+    """The split to evaluate and how to read it."""
+    dataset_dir: str
+    split_name: str = 'test'
+    batch_size: int = 8
+    num_readers: int = 2
+    num_threads: int = 2
+    max_num_batches: int = None   # None: the whole split
 
-    def offset_then_preprocess(image, labels, boxes, difficult, out_shape):
-        labels, boxes, difficult = apply_labels_offset(labels, boxes, difficult, labels_offset)
-        return preprocess(image, labels, boxes, difficult, out_shape=out_shape)
-    return offset_then_preprocess
+
+EvalGraph = collections.namedtuple('EvalGraph', [
+    'network',         # the SSDNet
+    'iterator_init',   # (re)starts the one pass over the split
+    'fetches',         # per-batch tensors: detections and ground truth
+    'image_summary',   # image summary op, or None
+])
 
 
-def build_eval_graph(config, dataset_dir, split_name, batch_size, num_readers, num_threads, data_format,
-                     detect_options, num_summary_images):
-    """Input pipeline (one pass, last batch kept) + network + detections, in the default graph.
+def reader_from_flags(fv):
+    """SplitReader of the data flags; UserError for a count that cannot work."""
+    for name in ('batch_size', 'num_readers', 'num_preprocessing_threads'):
+        if fv[name].value < 1:
+            raise UserError(f'--{name}={fv[name].value}: must be >= 1')
+    if fv.max_num_batches is not None and fv.max_num_batches < 1:
+        raise UserError(f'--max_num_batches={fv.max_num_batches}: must be >= 1 (leave it out for the whole split)')
+    return SplitReader(fv.dataset_dir, fv.dataset_split_name, fv.batch_size, fv.num_readers,
+                       fv.num_preprocessing_threads, fv.max_num_batches)
 
-    Returns (network, iterator initializer op, fetches dict of per-batch tensors, image summary op or None
-    when num_summary_images is 0).
+
+def build_eval_graph(config, reader, detect_options, num_summary_images):
+    """Input pipeline (one pass, last batch kept) + network + detections, in the default graph: an EvalGraph.
+
+    The ground truth is relabelled as training did (label - labels_offset, boxes falling to 0 or below
+    dropped) before the model's eval preprocessing. No image summary when num_summary_images is 0.
     """
-    filenames = dataset_info.list_shards(dataset_dir, split_name)
+    preprocess = offset_then_preprocess(preprocessing_factory.get_preprocessing(config.model_name, is_training=False),
+                                        config.labels_offset)
     dataset = tfrecord_pipeline.make_dataset(
-        filenames, eval_preprocessing(config['model_name'], config['labels_offset']), tfrecord_pipeline.PipelineConfig(
-            batch_size, out_shape=tuple(config['image_size']), is_training=False, num_readers=num_readers,
-            num_parallel_calls=num_threads))
+        dataset_info.list_shards(reader.dataset_dir, reader.split_name), preprocess, tfrecord_pipeline.PipelineConfig(
+            reader.batch_size, out_shape=tuple(config.image_size), is_training=False, num_readers=reader.num_readers,
+            num_parallel_calls=reader.num_threads))
     iterator = tf.data.make_initializable_iterator(dataset)
     batch = iterator.get_next()
-    network, detections = inference_model.build_detections(batch['image'], config, data_format, detect_options)
+    network, detections = inference_model.build_detections(batch['image'], config, detect_options)
     fetches = dict(detections)
     fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes')})
     if not num_summary_images:
-        return network, iterator.initializer, fetches, None
+        return EvalGraph(network, iterator.initializer, fetches, None)
     pictures = visualization.draw_boxes_graph(
         batch['image'] + tf.constant(VGG_MEAN_RGB), detections['detection_boxes'],
         detections['detection_scores'], batch['gt_boxes'], batch['num_boxes'], _SUMMARY_SCORE_THRESHOLD)
     image_summary = tf.summary.image('detections', pictures, max_outputs=num_summary_images)
-    return network, iterator.initializer, fetches, image_summary
+    return EvalGraph(network, iterator.initializer, fetches, image_summary)
 
 
-def run_split(session, iterator_init, fetches, image_summary, num_classes, iou_threshold, max_num_batches):
-    """One pass over the split -> (VOCResults, number of images, serialized image summary).
-
-    The image summary (when there is one) is computed with the first batch only.
+def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
+    """One pass over the split of `graph` (an EvalGraph) -> (VOCResults, number of images, serialized image
+    summary). The image summary (when there is one) is computed with the first batch only.
     """
-    session.run(iterator_init)
+    session.run(graph.iterator_init)
     evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
     summary, num_batches = None, 0
     while max_num_batches is None or num_batches < max_num_batches:
         try:
-            values = session.run({'batch': fetches, 'summary': image_summary}
-                                 if num_batches == 0 and image_summary is not None else {'batch': fetches})
+            values = session.run({'batch': graph.fetches, 'summary': graph.image_summary}
+                                 if num_batches == 0 and graph.image_summary is not None else {'batch': graph.fetches})
         except tf.errors.OutOfRangeError:
             break
         summary = values.get('summary', summary)
@@ -137,16 +154,16 @@ def model_class_names(config, info, dataset_dir):
     UserError when their count is not the model's num_classes, or when they differ from the class names
     saved in the model's model_config.json.
     """
-    offset = config['labels_offset']
+    offset = config.labels_offset
     names = dataset_info.with_background(info.class_names[1 + offset:])
-    if len(names) != config['num_classes']:
+    if len(names) != config.num_classes:
         offset_note = f' ({len(names)} after the labels_offset={offset} the model was trained with)' if offset else ''
         raise UserError(f'--dataset_dir={dataset_dir}: the dataset has {info.num_classes} classes with the '
-                        f'background{offset_note}, the model {config["num_classes"]}; pass --num_classes or '
+                        f'background{offset_note}, the model {config.num_classes}; pass --num_classes or '
                         f'another checkpoint')
-    if config['class_names_saved'] and names[1:] != config['class_names'][1:]:
+    if config.names_from_file and tuple(names[1:]) != tuple(config.class_names[1:]):
         differences = ['label %d is %r in the dataset, %r in the model' % (label, ours, theirs)
-                       for label, (ours, theirs) in enumerate(zip(names, config['class_names'])) if label and
+                       for label, (ours, theirs) in enumerate(zip(names, config.class_names)) if label and
                        ours != theirs]
         raise UserError(f'--dataset_dir={dataset_dir}: its classes are not those the model was trained on '
                         f'({"; ".join(differences)}); evaluate on records converted with the model\'s class list '
@@ -154,81 +171,88 @@ def model_class_names(config, info, dataset_dir):
     return names
 
 
-def new_checkpoints():
-    """Every new checkpoint of --checkpoint_path's directory as training writes it, until the timeout."""
-    directory = FLAGS.checkpoint_path if os.path.isdir(FLAGS.checkpoint_path) else \
-        os.path.dirname(FLAGS.checkpoint_path)
+def new_checkpoints(checkpoint_path, interval_secs, timeout_secs):
+    """Every new checkpoint of checkpoint_path's directory as training writes it, until the timeout."""
+    directory = checkpoint_path if os.path.isdir(checkpoint_path) else os.path.dirname(checkpoint_path)
     print('Waiting for checkpoints in %s' % directory, flush=True)
-    for prefix in tf.train.checkpoints_iterator(directory, min_interval_secs=FLAGS.eval_interval_secs,
-                                                timeout=FLAGS.wait_timeout_secs):
+    for prefix in tf.train.checkpoints_iterator(directory, min_interval_secs=interval_secs, timeout=timeout_secs):
         if tf.io.gfile.exists(prefix + '.index'):
             yield prefix
         else:
             print('%s: deleted before its evaluation (training keeps only the newest); skipped' % prefix)
 
 
-def report(prefix, step, results, num_images, elapsed, class_names, writer, images_summary):
-    """Prints the table; writes the summaries (when writer) and --results_json (when set)."""
-    print('%s (step %s): %d images in %.1f s (%.1f images/s)'
-          % (prefix, step, num_images, elapsed, num_images / max(elapsed, 1e-9)))
-    print(voc_eval.format_results_table(results, class_names), flush=True)
+Outcome = collections.namedtuple('Outcome', ['prefix', 'step', 'results', 'num_images', 'elapsed',
+                                             'images_summary'])
+
+
+def report(outcome, class_names, writer, results_json, run_facts):
+    """Prints the table; writes the summaries (when writer) and results_json (when set) with the run_facts
+    (dataset, split, IoU threshold) added."""
+    print('%s (step %s): %d images in %.1f s (%.1f images/s)' % (
+        outcome.prefix, outcome.step, outcome.num_images, outcome.elapsed,
+        outcome.num_images / max(outcome.elapsed, 1e-9)))
+    print(voc_eval.format_results_table(outcome.results, class_names), flush=True)
     if writer is not None:
-        writer.add_summary(scalar_summary(results, class_names), step or 0)
-        if images_summary is not None:
-            writer.add_summary(images_summary, step or 0)
+        writer.add_summary(scalar_summary(outcome.results, class_names), outcome.step or 0)
+        if outcome.images_summary is not None:
+            writer.add_summary(outcome.images_summary, outcome.step or 0)
         writer.flush()
-    if FLAGS.results_json:
-        payload = voc_eval.results_as_dict(results, class_names)
-        payload.update(checkpoint_path=prefix, global_step=step, dataset_dir=FLAGS.dataset_dir,
-                       split=FLAGS.dataset_split_name, num_images=num_images, iou_threshold=FLAGS.matching_threshold)
-        write_json_atomically(FLAGS.results_json, payload)
+    if results_json:
+        payload = voc_eval.results_as_dict(outcome.results, class_names)
+        payload.update(checkpoint_path=outcome.prefix, global_step=outcome.step, num_images=outcome.num_images,
+                       **run_facts)
+        write_json_atomically(results_json, payload)
 
 
-def checkpoints_to_evaluate():
+def checkpoints_to_evaluate(fv):
     """The checkpoint of --checkpoint_path, or with --wait_for_checkpoints each new one (an iterator)."""
-    if FLAGS.wait_for_checkpoints:
-        return new_checkpoints()
-    return iter([inference_model.resolve_checkpoint(FLAGS.checkpoint_path)])
+    if fv.wait_for_checkpoints:
+        return new_checkpoints(fv.checkpoint_path, fv.eval_interval_secs, fv.wait_timeout_secs)
+    return iter([checkpoints.require_checkpoint(fv.checkpoint_path)])
 
 
-def evaluate():
+def evaluate_one(session, graph, prefix, config, fv):
+    """Runs the split with the weights of `prefix` restored (graph's saver) -> Outcome."""
+    start = time.time()
+    try:
+        results, num_images, images_summary = run_split(session, graph, config.num_classes, fv.matching_threshold,
+                                                        fv.max_num_batches)
+    except tf.errors.OpError as err:
+        raise UserError(f'--dataset_dir={fv.dataset_dir}: reading split {fv.dataset_split_name!r} failed: '
+                        f'{err.message.splitlines()[0]}') from None
+    return Outcome(prefix, checkpoints.checkpoint_global_step(prefix), results, num_images, time.time() - start,
+                   images_summary)
+
+
+def main(fv):
     """Evaluates the checkpoint, or each new one when waiting.
 
     The graph is built once, from the configuration saved beside the first checkpoint (training writes
     model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
     """
-    info = dataset_info.resolve_dataset_info(FLAGS.dataset_dir, FLAGS.dataset_name)
-    prefixes = checkpoints_to_evaluate()
+    reader = reader_from_flags(fv)
+    info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
+    prefixes = checkpoints_to_evaluate(fv)
     first = next(prefixes, None)
     if first is None:
-        print('No checkpoint appeared within --wait_timeout_secs=%s.' % FLAGS.wait_timeout_secs, file=sys.stderr)
+        print('No checkpoint appeared within --wait_timeout_secs=%s.' % fv.wait_timeout_secs, file=sys.stderr)
         return
-    config = inference_model.inference_config(first, inference_flags.model_overrides(FLAGS))
-    class_names = model_class_names(config, info, FLAGS.dataset_dir)
+    config = inference_flags.model_config(fv, first, inference_flags.run_data_format(fv))
+    class_names = model_class_names(config, info, fv.dataset_dir)
+    run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold)
     with tf.Graph().as_default():
-        network, iterator_init, fetches, image_summary = build_eval_graph(
-            config, FLAGS.dataset_dir, FLAGS.dataset_split_name, FLAGS.batch_size, FLAGS.num_readers,
-            FLAGS.num_preprocessing_threads, FLAGS.data_format or nets_factory.default_data_format(),
-            inference_flags.postprocess_options(FLAGS), FLAGS.num_summary_images)
+        graph = build_eval_graph(config, reader, inference_flags.postprocess_options(fv), fv.num_summary_images)
         # Which weights the first checkpoint holds (moving averages or not) sets the saver for all.
-        variables_map = inference_model.variables_to_restore(
-            first, network, use_moving_averages=inference_flags.use_moving_averages(FLAGS))
+        variables_map = inference_flags.weights_to_restore(fv, first, graph.network)
         saver = tf.train.Saver(var_list=variables_map)
-        writer = tf.summary.FileWriter(FLAGS.eval_dir) if FLAGS.eval_dir else None
-        with tf.Session() as session:
+        writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
+        with tf.Session(config=devices.session_config()) as session:
             for prefix in itertools.chain([first], prefixes):
-                inference_model.restore_checkpoint(session, saver, prefix, variables_map, config)
-                start = time.time()
-                try:
-                    results, num_images, images_summary = run_split(
-                        session, iterator_init, fetches, image_summary, config['num_classes'],
-                        FLAGS.matching_threshold, FLAGS.max_num_batches)
-                except tf.errors.OpError as err:
-                    raise UserError(f'--dataset_dir={FLAGS.dataset_dir}: reading split '
-                                    f'{FLAGS.dataset_split_name!r} failed: {err.message.splitlines()[0]}') from None
-                report(prefix, inference_model.checkpoint_global_step(prefix), results, num_images,
-                       time.time() - start, class_names, writer, images_summary)
+                checkpoints.restore_for_inference(session, saver, prefix, variables_map, config.settings())
+                report(evaluate_one(session, graph, prefix, config, fv), class_names, writer, fv.results_json,
+                       run_facts)
 
 
 if __name__ == '__main__':
-    script_setup.run_main(evaluate, required_flags=('dataset_dir', 'checkpoint_path'))
+    script_setup.run_main(main, flags.FLAGS, required_flags=('dataset_dir', 'checkpoint_path'))

@@ -17,3 +17,13 @@ def apply_labels_offset(labels, boxes, difficult, labels_offset):
     shifted = labels - tf.cast(labels_offset, labels.dtype)
     keep = shifted > 0
     return tf.boolean_mask(shifted, keep), tf.boolean_mask(boxes, keep), tf.boolean_mask(difficult, keep)
+
+
+def offset_then_preprocess(preprocess_fn, labels_offset):
+    """preprocess_fn(image, labels, boxes, difficult, **kwargs) run on apply_labels_offset's output, so the
+    augmentation (random crops keep boxes by overlap) and everything after it see only the trained classes.
+    Training and evaluation both wrap their preprocessing with it."""
+    def offset_preprocess(image, labels, boxes, difficult, **kwargs):
+        labels, boxes, difficult = apply_labels_offset(labels, boxes, difficult, labels_offset)
+        return preprocess_fn(image, labels, boxes, difficult, **kwargs)
+    return offset_preprocess

@@ -20,7 +20,7 @@ import tempfile
 
 import tensorflow.compat.v1 as tf
 
-from utils import inference_model
+from utils import checkpoints, devices, inference_model
 from utils.errors import UserError
 
 BYTES_SIGNATURE = 'serving_default'
@@ -29,20 +29,20 @@ CLASS_NAMES_ASSET = 'class_names.txt'
 _TEMP_PREFIX = '.export-tmp-'   # not an integer: TF Serving never loads a half-written version
 
 
-def build_signatures(config, data_format, detect_options):
+def build_signatures(config, detect_options):
     """Both signatures' graphs in the default graph (the network twice, sharing variables).
 
     Returns (network, {signature name: SignatureDef}).
     """
     image_bytes = tf.placeholder(tf.string, [None], name='image_bytes')
     images = tf.placeholder(tf.uint8, [None, None, None, 3], name='images')
-    class_names = tf.constant(config['class_names'], name='class_names')
+    class_names = tf.constant(list(config.class_names), name='class_names')
     signatures, network = {}, None
     for name, inputs, decode in ((BYTES_SIGNATURE, {'image_bytes': image_bytes}, True),
                                  (UINT8_SIGNATURE, {'images': images}, False)):
         with tf.name_scope(name):
             network, detections = inference_model.detect_images(
-                next(iter(inputs.values())), config, data_format, detect_options, decode=decode,
+                next(iter(inputs.values())), config, detect_options, decode=decode,
                 reuse=tf.AUTO_REUSE)
             outputs = dict(detections)
             outputs['detection_class_names'] = tf.gather(class_names, detections['detection_classes'],
@@ -58,17 +58,15 @@ def next_version(output_dir):
     return max(versions, default=0) + 1
 
 
-def export(checkpoint_path, output_dir, overrides, data_format, detect_options, version=None,
-           use_moving_averages=False):
-    """Writes output_dir/<version>/ (a SavedModel) and returns its path.
+def export(prefix, config, output_dir, detect_options, version=None, use_moving_averages=False):
+    """Writes output_dir/<version>/ (a SavedModel of the checkpoint `prefix`, network of the ModelConfig `config`
+    in its data_format) and returns its path.
 
     The model is built and saved in a temporary directory inside output_dir, then renamed: the version
     directory appears only when complete. version: an integer, default next_version(output_dir).
     use_moving_averages: export the checkpoint's moving averages of the weights (see
-    inference_model.variables_to_restore); the SavedModel stores them under the variables' own names.
+    checkpoints.inference_variable_map); the SavedModel stores them under the variables' own names.
     """
-    prefix = inference_model.resolve_checkpoint(checkpoint_path)
-    config = inference_model.inference_config(prefix, overrides)
     os.makedirs(output_dir, exist_ok=True)
     version = next_version(output_dir) if version is None else int(version)
     final_dir = os.path.join(output_dir, str(version))
@@ -78,21 +76,21 @@ def export(checkpoint_path, output_dir, overrides, data_format, detect_options, 
     try:
         names_file = os.path.join(work_dir, CLASS_NAMES_ASSET)
         with open(names_file, 'w', encoding='utf-8') as out:
-            out.write('\n'.join(config['class_names']) + '\n')
+            out.write('\n'.join(config.class_names) + '\n')
         saved_dir = os.path.join(work_dir, 'saved_model')
         with tf.Graph().as_default():
-            network, signatures = build_signatures(config, data_format, detect_options)
+            network, signatures = build_signatures(config, detect_options)
             asset_path = tf.constant(names_file, name='class_names_asset')
             tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, asset_path)
-            variables_map = inference_model.variables_to_restore(prefix, network, use_moving_averages)
-            with tf.Session() as session:
-                inference_model.restore_checkpoint(session, tf.train.Saver(var_list=variables_map), prefix,
-                                                   variables_map, config)
+            variables_map = checkpoints.inference_variable_map(prefix, network, use_moving_averages)
+            with tf.Session(config=devices.session_config()) as session:
+                checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix,
+                                                  variables_map, config.settings())
                 builder = tf.saved_model.Builder(saved_dir)
                 builder.add_meta_graph_and_variables(
                     session, [tf.saved_model.tag_constants.SERVING], signature_def_map=signatures,
                     assets_collection=tf.get_collection(tf.GraphKeys.ASSET_FILEPATHS), strip_default_attrs=True,
-                    saver=tf.train.Saver(var_list=inference_model.model_variables(network), sharded=True))
+                    saver=tf.train.Saver(var_list=checkpoints.network_variables(network), sharded=True))
                 builder.save()
         try:
             os.rename(saved_dir, final_dir)

@@ -1,17 +1,13 @@
-"""Network selection by name, default data format, and checkpoint name / shape helpers."""
-import collections
-
+"""Network selection by name, and the layout the layers run in (the one home of the data-format default)."""
 import tensorflow.compat.v1 as tf
 
 from nets import ssd_vgg_300, ssd_vgg_512
+from nets.ssd_params import ANCHOR_SETS  # noqa: F401  (re-exported: the valid anchor sets, named once)
 from utils.errors import UserError
 
 MODEL_NAMES = ('ssd_300_vgg', 'ssd_512_vgg')
 _NETWORKS = {'ssd_300_vgg': ssd_vgg_300.SSDNet, 'ssd_512_vgg': ssd_vgg_512.SSDNet}
-
-# One variable whose shape differs between the model and a checkpoint; checkpoint_shape None = absent.
-CheckpointMismatch = collections.namedtuple('CheckpointMismatch',
-                                            ['checkpoint_name', 'model_shape', 'checkpoint_shape'])
+DATA_FORMATS = ('NHWC', 'NCHW')
 
 
 def get_network(model_name, num_classes, depth_multiplier=1.0, anchor_set='ssd_tensorflow'):
@@ -22,40 +18,20 @@ def get_network(model_name, num_classes, depth_multiplier=1.0, anchor_set='ssd_t
                                  anchor_set=anchor_set)
 
 
-def default_data_format():
-    """'NCHW' when a GPU is visible (cuDNN's fast layout), else 'NHWC' (the CPU kernels' layout)."""
-    return 'NCHW' if tf.config.list_physical_devices('GPU') else 'NHWC'
+def default_data_format(use_gpus=None):
+    """'NCHW' when the network runs on GPUs (cuDNN's fast layout), else 'NHWC' (the CPU kernels' layout).
+    use_gpus None: whether a GPU is visible."""
+    if use_gpus is None:
+        use_gpus = bool(tf.config.list_physical_devices('GPU'))
+    return 'NCHW' if use_gpus else 'NHWC'
 
 
-def checkpoint_variable_map(variables, model_scope, checkpoint_model_scope=None):
-    """{checkpoint name: variable}, renaming a leading `model_scope` to `checkpoint_model_scope`.
-
-    E.g. model_scope 'ssd_300_vgg', checkpoint_model_scope 'vgg_16':
-    ssd_300_vgg/conv1/conv1_1/weights <- vgg_16/conv1/conv1_1/weights. None keeps the names.
-    """
-    mapping = {}
-    for variable in variables:
-        name = variable.op.name
-        if checkpoint_model_scope is not None and (name == model_scope or name.startswith(model_scope + '/')):
-            name = checkpoint_model_scope + name[len(model_scope):]
-        mapping[name] = variable
-    return mapping
-
-
-def check_checkpoint_compatibility(checkpoint_path, variables_map):
-    """Mismatches between `variables_map` ({checkpoint name: variable}) and the checkpoint's contents.
-
-    Returns a list of CheckpointMismatch, sorted by name: variables absent from the checkpoint or with
-    another shape (e.g. the box heads of a checkpoint trained with another num_classes). Empty = restorable.
-    """
-    try:
-        checkpoint_shapes = dict(tf.train.list_variables(checkpoint_path))
-    except (tf.errors.OpError, ValueError) as error:
-        raise UserError('%s: cannot read checkpoint (%s)' % (checkpoint_path, str(error).splitlines()[0]))
-    mismatches = []
-    for name in sorted(variables_map):
-        model_shape = variables_map[name].shape.as_list()
-        checkpoint_shape = checkpoint_shapes.get(name)
-        if checkpoint_shape is None or list(checkpoint_shape) != model_shape:
-            mismatches.append(CheckpointMismatch(name, model_shape, checkpoint_shape))
-    return mismatches
+def resolve_data_format(requested, use_gpus, flag='--data_format'):
+    """The layout to run: `requested` (None: default_data_format(use_gpus)); UserError for an unknown one,
+    or NCHW where no GPU runs the network."""
+    if requested not in (None,) + DATA_FORMATS:
+        raise UserError(f'{flag}={requested}: use {" or ".join(DATA_FORMATS)}')
+    data_format = requested or default_data_format(use_gpus)
+    if data_format == 'NCHW' and not use_gpus:
+        raise UserError(f'{flag}=NCHW: needs a GPU (CPU kernels run NHWC)')
+    return data_format

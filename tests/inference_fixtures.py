@@ -16,8 +16,8 @@ import tf_slim as slim
 from datasets import dataset_info
 from nets import nets_factory
 from preprocessing.ssd_vgg_preprocessing import preprocess_for_eval
-from utils import inference_model
-from utils.model_config import save_model_config
+from utils import checkpoints, inference_model
+from utils.model_config import ModelConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = ['none', 'bottle', 'can', 'box']
@@ -32,10 +32,8 @@ def make_checkpoint(train_dir, num_classes=len(CLASS_NAMES), seed=0, class_names
     if class_names is None:
         class_names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else \
             ['none'] + ['c%d' % i for i in range(1, num_classes)]
-    save_model_config(train_dir, {'model_name': 'ssd_300_vgg', 'num_classes': num_classes,
-                                  'class_names': class_names, 'depth_multiplier': DEPTH_MULTIPLIER,
-                                  'anchor_set': 'ssd_tensorflow', 'image_size': [300, 300], 'data_format': 'NHWC',
-                                  'labels_offset': labels_offset})
+    ModelConfig('ssd_300_vgg', num_classes, tuple(class_names), DEPTH_MULTIPLIER, 'ssd_tensorflow', (300, 300), 'NHWC',
+                labels_offset).save(train_dir)
     network = nets_factory.get_network('ssd_300_vgg', num_classes, DEPTH_MULTIPLIER)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
@@ -137,9 +135,9 @@ def reference_detections(prefix, encoded_images, config, detect_options):
         image.set_shape([None, None, 3])
         empty = tf.zeros([0], tf.int64)
         network_input = preprocess_for_eval(image, empty, tf.zeros([0, 4]), empty, out_shape=(300, 300))[0]
-        network, detections = inference_model.build_detections(network_input[None], config, 'NHWC', detect_options)
+        network, detections = inference_model.build_detections(network_input[None], config, detect_options)
         with tf.Session() as session:
-            tf.train.Saver(var_list=inference_model.model_variables(network)).restore(session, prefix)
+            tf.train.Saver(var_list=checkpoints.network_variables(network)).restore(session, prefix)
             for data in encoded_images:
                 values = session.run(detections, {encoded: data})
                 count = int(values['num_detections'][0])

@@ -30,7 +30,7 @@ def test_two_clones_equal_the_mean_of_single_clone_runs_on_each_half():
     with tf.Graph().as_default():
         batch = {k: tf.constant(v) for k, v in _batch(net, 2).items()}
         deployment = clones.local_deployment(2, use_gpus=False)
-        clone_fn = clones.ssd_clone_fn(net, WEIGHT_DECAY, 'NHWC')
+        clone_fn = clones.ssd_clone_fn(net, 'NHWC', clones.LossConfig(weight_decay=WEIGHT_DECAY))
         clone_list = clones.create_clones(clone_fn, clones.split_batch(batch, 2), deployment.device_fns)
         variables = tf.global_variables()
         regularization = tf.losses.get_regularization_losses()
@@ -63,7 +63,7 @@ def test_clone_ops_run_on_their_devices():
     with tf.Graph().as_default() as graph:
         batch = {k: tf.constant(v) for k, v in _batch(net, 2).items()}
         deployment = clones.local_deployment(2, use_gpus=False)
-        clones.create_clones(clones.ssd_clone_fn(net, 0.0, 'NHWC'), clones.split_batch(batch, 2),
+        clones.create_clones(clones.ssd_clone_fn(net, 'NHWC', clones.LossConfig(weight_decay=0.0)), clones.split_batch(batch, 2),
                              deployment.device_fns)
         convs = [op for op in graph.get_operations() if op.type == 'Conv2D']
     by_clone = {index: {op.device for op in convs if op.name.startswith(f'clone_{index}/')} for index in (0, 1)}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import inference_model
+from utils.model_config import inference_config
 from tests import inference_fixtures as fixtures
 from utils import visualization
 
@@ -54,7 +54,7 @@ def test_json_lines_have_pixel_boxes_inside_the_image(detected):
 
 
 def test_boxes_are_the_checkpoint_detections_scaled_to_pixels(detected):
-    config = inference_model.inference_config(detected['prefix'], {})
+    config = inference_config(detected['prefix'], {})
     reference = fixtures.reference_detections(
         detected['prefix'], [detected['png']], config,
         dict(score_threshold=SCORE_THRESHOLD, nms_threshold=0.45, top_k=400, keep_top_k=200))[0]

@@ -10,8 +10,7 @@ import types
 import pytest
 import tensorflow.compat.v1 as tf
 
-from tests.train_fixtures import SMALL, Cluster, make_tiny_dataset, parse_flags
-import train_ssd_network as script
+from tests.train_fixtures import SMALL, Cluster, make_tiny_dataset, parse_flags, plan_from_flags
 from utils import distributed
 from utils.errors import UserError
 
@@ -88,11 +87,11 @@ def records(tmp_path_factory):
 def test_non_chief_needs_no_checkpoint_and_sync_steps_count_aggregated_batches(records, tmp_path):
     args = [f'--dataset_dir={records}', f'--train_dir={tmp_path}', '--pretrained_path=/not/on/this/host',
             '--ps_hosts=p:1', '--worker_hosts=w:1,w:2', '--job_name=worker'] + SMALL
-    plan = script.check_flags(parse_flags(args + ['--task=1', '--sync_replicas']), log_fn=lambda *_: None)
-    assert plan.pretrained is None and plan.sync_replicas == 2 and plan.deployment is None
+    plan = plan_from_flags(parse_flags(args + ['--task=1', '--sync_replicas']))
+    assert plan.restore.pretrained is None and plan.config.cluster.replicas_per_step() == 2 and plan.deployment is None
     assert plan.decay_steps == 2          # int(8 samples / (2 x 4 images) x 2 epochs)
     with pytest.raises(UserError, match='--pretrained_path=/not/on/this/host: no such checkpoint'):
-        script.check_flags(parse_flags(args + ['--task=0']), log_fn=lambda *_: None)
+        plan_from_flags(parse_flags(args + ['--task=0']))
 
 
 def test_async_cluster_worker_restart_chief_interrupt_and_single_process_resume(records, tmp_path):

@@ -8,7 +8,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from tests import inference_fixtures as fixtures
-from utils.model_config import load_model_config, save_model_config
+import dataclasses
+
+from utils.model_config import ModelConfig
 
 # Non-difficult boxes per class in fixtures.EVAL_IMAGES: 'box' only has a difficult one.
 EXPECTED_NUM_GT = {'bottle': 3, 'can': 2, 'box': 0}
@@ -119,9 +121,8 @@ def test_waiting_eval_builds_the_model_of_the_first_checkpoint_written(setup, tm
 
 def test_dataset_with_other_class_names_is_one_line_naming_them(setup, tmp_path):
     prefix = _copy_checkpoint(setup['root'] / 'train', tmp_path / 'train')
-    config = load_model_config(prefix)
-    config['class_names'] = ['none', 'bottle', 'cup', 'box']
-    save_model_config(str(tmp_path / 'train'), config)
+    config = ModelConfig.load(prefix)
+    dataclasses.replace(config, class_names=('none', 'bottle', 'cup', 'box')).save(str(tmp_path / 'train'))
     result = _eval(setup, checkpoint_path=tmp_path / 'train')
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from deployment import serving_model
-from utils import inference_model
+from utils import checkpoints
+from utils.model_config import inference_config
 from tests import inference_fixtures as fixtures
 from utils.errors import UserError
 
@@ -65,7 +66,7 @@ def test_version_directory_is_complete_and_alone(exported):
 
 
 def test_fresh_tf2_process_gets_the_checkpoint_detections(exported):
-    config = inference_model.inference_config(exported['prefix'], {})
+    config = inference_config(exported['prefix'], {})
     expected = fixtures.reference_detections(exported['prefix'], [exported['png'], exported['jpeg']], config,
                                              dict(score_threshold=0.01, nms_threshold=0.45, top_k=400,
                                                   keep_top_k=200))
@@ -101,8 +102,8 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 def test_restore_failure_is_one_line_and_leaves_no_version(exported, tmp_path):
     with pytest.raises(UserError, match='does not fit the network') as caught:
-        serving_model.export(str(exported['root'] / 'train'), str(tmp_path), {'depth_multiplier': 0.25}, 'NHWC',
-                             {})
+        prefix = checkpoints.require_checkpoint(str(exported['root'] / 'train'))
+        serving_model.export(prefix, inference_config(prefix, {'depth_multiplier': 0.25}), str(tmp_path), {})
     assert '\n' not in str(caught.value)
     assert os.listdir(tmp_path) == []
 

@@ -5,8 +5,9 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from nets import nets_factory
+from utils import checkpoints
 
-# ssd_300_vgg.ckpt (SSD-Tensorflow, VOC, 21 classes), written out from ../shared/reference/checkpoints.md.
+# ssd_300_vgg.ckpt (SSD-Tensorflow, VOC, 21 classes), written out from tests/data/published_checkpoints.md.
 TRUNK = [('conv1/conv1_1', 3, 64), ('conv1/conv1_2', 64, 64), ('conv2/conv2_1', 64, 128),
          ('conv2/conv2_2', 128, 128), ('conv3/conv3_1', 128, 256), ('conv3/conv3_2', 256, 256),
          ('conv3/conv3_3', 256, 256), ('conv4/conv4_1', 256, 512), ('conv4/conv4_2', 512, 512),
@@ -72,9 +73,9 @@ def test_published_checkpoint_restores_every_variable(published_checkpoint):
     path, values = published_checkpoint
     with tf.Graph().as_default():
         _, variables = build_full_size(21)
-        variables_map = nets_factory.checkpoint_variable_map(variables, 'ssd_300_vgg')
+        variables_map = checkpoints.checkpoint_variable_map(variables, 'ssd_300_vgg')
         assert {name: v.shape.as_list() for name, v in variables_map.items()} == published_ssd300_shapes()
-        assert nets_factory.check_checkpoint_compatibility(str(path), variables_map) == []
+        assert checkpoints.find_mismatches(str(path), variables_map) == []
         with tf.Session() as sess:
             tf.train.Saver(variables_map).restore(sess, str(path))
             restored = sess.run(variables_map)
@@ -89,12 +90,12 @@ def test_vgg16_checkpoint_restores_the_trunk(tmp_path):
         net, variables = build_full_size(21)
         trunk = [v for v in variables if v.op.name.split('/')[1] in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')]
         assert len(trunk) == 26
-        trunk_map = nets_factory.checkpoint_variable_map(trunk, net.scope, 'vgg_16')
+        trunk_map = checkpoints.checkpoint_variable_map(trunk, net.scope, 'vgg_16')
         assert 'vgg_16/conv1/conv1_1/weights' in trunk_map
-        assert nets_factory.check_checkpoint_compatibility(str(path), trunk_map) == []
+        assert checkpoints.find_mismatches(str(path), trunk_map) == []
         # Without excluding the SSD-only layers, every one of them is reported missing.
-        full_map = nets_factory.checkpoint_variable_map(variables, net.scope, 'vgg_16')
-        missing = nets_factory.check_checkpoint_compatibility(str(path), full_map)
+        full_map = checkpoints.checkpoint_variable_map(variables, net.scope, 'vgg_16')
+        missing = checkpoints.find_mismatches(str(path), full_map)
         assert len(missing) == len(variables) - 26 and all(m.checkpoint_shape is None for m in missing)
         with tf.Session() as sess:
             tf.train.Saver(trunk_map).restore(sess, str(path))
@@ -107,8 +108,8 @@ def test_other_num_classes_mismatches_exactly_the_class_heads(published_checkpoi
     path, _ = published_checkpoint
     with tf.Graph().as_default():
         net, variables = build_full_size(5)
-        variables_map = nets_factory.checkpoint_variable_map(variables, net.scope)
-        mismatches = nets_factory.check_checkpoint_compatibility(str(path), variables_map)
+        variables_map = checkpoints.checkpoint_variable_map(variables, net.scope)
+        mismatches = checkpoints.find_mismatches(str(path), variables_map)
         expected = sorted('ssd_300_vgg/%s_box/conv_cls/%s' % (block, kind) for block, _, _ in HEADS
                           for kind in ('weights', 'biases'))
         assert [m.checkpoint_name for m in mismatches] == expected

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import train_ssd_network as script
-from tests.train_fixtures import SMALL, make_tiny_dataset, parse_flags
-from utils import train_tools
+from tests.train_fixtures import SMALL, make_tiny_dataset, train_in_process as run_steps
 
 
 @pytest.fixture(scope='module')
@@ -17,12 +15,9 @@ def records(tmp_path_factory):
 
 
 def train_in_process(records, train_dir, *args):
-    """check_flags, announce, train: the steps main runs (no signal handlers, no training thread)."""
-    fv = parse_flags([f'--dataset_dir={records}', f'--train_dir={train_dir}', '--save_interval_secs=0',
+    """The steps main runs (no signal handlers, no training thread)."""
+    return run_steps([f'--dataset_dir={records}', f'--train_dir={train_dir}', '--save_interval_secs=0',
                       '--log_every_n_steps=0'] + SMALL + list(args))
-    plan = script.check_flags(fv, log_fn=lambda *_: None)
-    script.announce(plan, fv)
-    return script.train(plan, fv, train_tools.StopRequest())
 
 
 def test_resume_keeps_the_adam_state_and_ignores_a_missing_pretrained_path(records, tmp_path):

@@ -16,7 +16,8 @@ import tf_slim as slim
 import train_ssd_network as script
 from datasets import dataset_info, demo_dataset
 from nets import nets_factory
-from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags
+from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
+from tests.train_fixtures import train_in_process as run_steps
 from utils import train_tools
 from utils.errors import UserError
 
@@ -28,7 +29,7 @@ def records(tmp_path_factory):
 
 def check(records, tmp_path, *args):
     base = [f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}', f'--pretrained_path={tmp_path}'] + SMALL
-    return script.check_flags(parse_flags(base + list(args)), log_fn=lambda *_: None)
+    return plan_from_flags(parse_flags(base + list(args)))
 
 
 def test_defaults_are_the_course_settings():
@@ -43,24 +44,24 @@ def test_defaults_are_the_course_settings():
 def test_valid_flags_resolve_the_plan(records, tmp_path):
     plan = check(records, tmp_path, '--num_clones=2')
     assert plan.num_samples == 8 and plan.net.num_classes == 5 and plan.decay_steps == 4
-    assert plan.pretrained is None and plan.resume_from is None and plan.data_format == 'NHWC'
+    assert plan.restore.pretrained is None and plan.restore.resume_from is None and plan.model.data_format == 'NHWC'
     assert plan.deployment.clone_devices == ['/device:CPU:0', '/device:CPU:1']
-    assert plan.model_config['class_names'] == ['none', 'bag', 'bottle', 'box', 'can']
+    assert plan.model.class_names == ('none', 'bag', 'bottle', 'box', 'can')
     offset = check(records, tmp_path, '--labels_offset=1', '--dataset_name=demo')
-    assert offset.model_config['class_names'] == ['none', 'bottle', 'box', 'can']
-    assert offset.model_config['labels_offset'] == 1 and offset.net.num_classes == 4
+    assert offset.model.class_names == ('none', 'bottle', 'box', 'can')
+    assert offset.model.labels_offset == 1 and offset.net.num_classes == 4
 
 
 @pytest.mark.parametrize('args, ignore_difficult', [([], True), (['--noignore_difficult'], False)])
 def test_ignore_difficult_flag_reaches_the_target_encoder(records, tmp_path, monkeypatch, args, ignore_difficult):
     fv = parse_flags([f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}',
                       f'--pretrained_path={tmp_path}', '--match_threshold=0.6'] + SMALL + args)
-    plan = script.check_flags(fv, log_fn=lambda *_: None)
+    plan = plan_from_flags(fv)
     calls = []
     real_encoder = plan.net.target_encoder
     monkeypatch.setattr(plan.net, 'target_encoder', lambda **kwargs: calls.append(kwargs) or real_encoder(**kwargs))
     with tf.Graph().as_default():
-        script._input_batch(plan, fv)
+        script.input_batch(plan)
     assert calls == [{'match_threshold': 0.6, 'ignore_difficult': ignore_difficult}]
 
 
@@ -119,7 +120,7 @@ def test_resuming_does_not_look_at_pretrained_path(records, tmp_path):
     (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
     (train_dir / 'model.ckpt-5.index').write_text('')
     plan = check(records, tmp_path, '--pretrained_path=/no/such.ckpt')
-    assert plan.resume_from == str(train_dir / 'model.ckpt-5') and plan.pretrained is None
+    assert plan.restore.resume_from == str(train_dir / 'model.ckpt-5') and plan.restore.pretrained is None
 
 
 def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
@@ -128,7 +129,7 @@ def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
     (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
     for suffix in ('.index', '.data-00000-of-00001'):
         (train_dir / f'model.ckpt-5{suffix}').write_text('')
-    config = dict(check(records, tmp_path).model_config, num_classes=21, class_names=['c'] * 21)
+    config = dict(check(records, tmp_path).model.to_json(), num_classes=21, class_names=['c'] * 21)
     (train_dir / 'model_config.json').write_text(json.dumps(config))
     with pytest.raises(UserError, match=r'its checkpoints are of another model \(num_classes: 21 -> 5\); use a new '
                                         r'--train_dir'):
@@ -141,8 +142,8 @@ def test_default_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_dataset, 'generate_demo_dataset',
                         lambda out, seed=0, **_: small(out, seed, num_train=4, num_test=2, image_size=(96, 128)))
     said = []
-    plan = script.check_flags(parse_flags(SMALL), log_fn=said.append)
-    assert plan.dataset_dir == './IMAGE/tfrecords' and plan.num_samples == 4
+    plan = plan_from_flags(parse_flags(SMALL), log_fn=said.append)
+    assert plan.config.input.dataset_dir == './IMAGE/tfrecords' and plan.num_samples == 4
     assert said[0].startswith('IMAGE holds no annotated images: generating the demo "commodity" dataset there')
     assert said[1] == './IMAGE/tfrecords has no dataset_info.json: converting IMAGE to TFRecords'
     assert dataset_info.load_dataset_info('IMAGE/tfrecords').num_classes == 5
@@ -150,12 +151,8 @@ def test_default_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):
 
 def train_in_process(records, tmp_path, *args):
     """The script's steps as main runs them (no signal handlers, no training thread)."""
-    fv = parse_flags([f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}',
-                      f'--pretrained_path={tmp_path}', '--save_interval_secs=0', '--log_every_n_steps=0']
-                     + SMALL + list(args))
-    plan = script.check_flags(fv, log_fn=lambda *_: None)
-    script.announce(plan, fv)
-    return script.train(plan, fv, train_tools.StopRequest())
+    return run_steps([f'--dataset_dir={records}', f'--train_dir={tmp_path / "train"}', f'--pretrained_path={tmp_path}',
+                      '--save_interval_secs=0', '--log_every_n_steps=0'] + SMALL + list(args))
 
 
 @pytest.mark.parametrize('flag, message', [

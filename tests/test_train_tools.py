@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from utils import train_tools
-from utils.train_tools import StopRequest, TrainingDiverged, TrainStep
+from utils import checkpoints, devices, train_tools
+from utils.stop_request import StopRequest
+from utils.train_tools import TrainingDiverged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +38,8 @@ class FakeWriter:
 class TinyTraining:
     """loss = sum(w^2) + poison, one SGD step per run; poison (not trained) can be set to NaN."""
 
-    def __init__(self, tmp_path, **step_kwargs):
+    def __init__(self, tmp_path, max_number_of_steps=None, stop_request=None, save_interval_secs=600,
+                 save_every_n_steps=0, save_summaries_secs=600):
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.global_step = tf.train.get_or_create_global_step()
@@ -47,13 +49,15 @@ class TinyTraining:
             update = tf.train.GradientDescentOptimizer(0.1).minimize(loss, self.global_step)
             with tf.control_dependencies([update]):
                 self.train_op = tf.identity(loss)
-            self.saver = train_tools.make_saver()
+            self.saver = checkpoints.make_saver()
             self.clock = FakeClock()
-            self.step_fn = TrainStep(
+            self.step_fn = train_tools.TrainStep(
                 {'total': loss, 'localization': loss * 0.0}, tf.constant(0.1),
-                train_tools.weights_finite_op([self.weights]), images_per_step=4, log_every_n_steps=2,
-                saver=self.saver, save_path=str(tmp_path / 'model.ckpt'), clock=self.clock,
-                summary_op=tf.summary.scalar('loss', loss), **step_kwargs)
+                train_tools.StopPolicy(max_number_of_steps, stop_request),
+                train_tools.SpeedLog(every_n_steps=2, images_per_step=4),
+                train_tools.CheckpointPolicy(self.saver, str(tmp_path), train_tools.weights_finite_op([self.weights]),
+                                             save_interval_secs, save_every_n_steps, clock=self.clock),
+                train_tools.SummaryPolicy(tf.summary.scalar('loss', loss), save_summaries_secs, clock=self.clock))
             self.session = tf.Session()
             self.session.run(tf.global_variables_initializer())
         self.writer = FakeWriter()
@@ -112,7 +116,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     run.step()
     run.set(run.weights, [np.inf, 1.0])   # finite loss is impossible now, but check the save guard itself
     with pytest.raises(TrainingDiverged, match='the weights hold NaN or Inf'):
-        run.step_fn.save(run.session, 7)
+        run.step_fn.checkpoints.save(run.session, 7)
     assert run.latest().endswith('model.ckpt-1')
 
 
@@ -149,7 +153,7 @@ def test_first_signal_sets_the_flag_and_restores_default_handlers():
 WAITER = textwrap.dedent('''
     import sys, time
     sys.path.insert(0, {root!r})
-    from utils.train_tools import StopRequest
+    from utils.stop_request import StopRequest
     stop = StopRequest().install()
     def work():
         print('ready', flush=True)
@@ -188,7 +192,7 @@ SAVER = textwrap.dedent('''
     sys.path.insert(0, {root!r})
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
-    from utils.train_tools import make_saver
+    from utils.checkpoints import make_saver
     big = tf.Variable(tf.zeros([8 * 1024 * 1024]), name='big')
     value = tf.placeholder(tf.float32, [])
     fill = big.assign(tf.fill([8 * 1024 * 1024], value))
@@ -221,9 +225,9 @@ def test_kill_9_during_a_save_leaves_a_complete_checkpoint(tmp_path, delay):
 
 
 def test_session_config():
-    config = train_tools.session_config(0.5, cpu_devices=2, device_filters=['/job:ps', '/job:worker/task:1'])
+    config = devices.session_config(0.5, cpu_devices=2, device_filters=['/job:ps', '/job:worker/task:1'])
     assert config.device_count['CPU'] == 2 and config.allow_soft_placement
     assert config.gpu_options.per_process_gpu_memory_fraction == 0.5
     assert list(config.device_filters) == ['/job:ps', '/job:worker/task:1']
     assert config.operation_timeout_in_ms == 0                     # one process: no bound
-    assert train_tools.session_config(0.5, operation_timeout_secs=600).operation_timeout_in_ms == 600000
+    assert devices.session_config(0.5, operation_timeout_secs=600).operation_timeout_in_ms == 600000

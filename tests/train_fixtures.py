@@ -12,6 +12,8 @@ from absl import flags
 import train_ssd_network
 from datasets import dataset_info, demo_dataset
 from datasets.voc_to_tfrecords import convert_voc_dataset
+from utils import devices, startup_report, train_plan
+from utils.stop_request import StopRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ['--depth_multiplier=0.125', '--batch_size=4', '--num_readers=1', '--num_preprocessing_threads=2']
@@ -33,6 +35,21 @@ def parse_flags(args):
     train_ssd_network.define_flags(fv)
     fv(['train_ssd_network.py'] + list(args))
     return fv
+
+
+def plan_from_flags(fv, log_fn=lambda *_: None):
+    """The steps main runs before the graph: flags -> TrainConfig, the dataset, the TrainPlan."""
+    config = train_ssd_network.config_from_flags(fv)
+    train_plan.prepare_dataset(config, log_fn)
+    return train_plan.make_plan(config, devices.visible_gpu_count())
+
+
+def train_in_process(args):
+    """The script's steps as main runs them, from flag arguments (no signal handlers, no training thread);
+    returns the TrainStep."""
+    plan = plan_from_flags(parse_flags(args))
+    startup_report.training_report(plan)
+    return train_ssd_network.train(plan, StopRequest())
 
 
 def free_ports(count):

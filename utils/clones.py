@@ -9,6 +9,7 @@ regularisation losses counted once:
 and its gradient is summed from per-clone gradients of loss_i / n, each computed on the clone's device.
 """
 import collections
+import dataclasses
 
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
@@ -73,15 +74,25 @@ def split_batch(batch, num_clones):
     return [{key: pieces[key][i] for key in batch} for i in range(num_clones)]
 
 
-def ssd_clone_fn(net, weight_decay, data_format, negative_ratio=3.0, loss_alpha=1.0, label_smoothing=0.0):
-    """clone_fn for create_clones: SSD forward pass on inputs['image'] and its loss components against
-    inputs['target_labels'] / inputs['target_loc'] (see nets/ssd_losses.py)."""
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The SSD loss's settings (nets/ssd_losses.py) and the weight decay of the conv weights."""
+    weight_decay: float = 0.0005
+    negative_ratio: float = 3.0    # hard negatives kept per positive anchor
+    loss_alpha: float = 1.0        # weight of the localisation loss
+    label_smoothing: float = 0.0
+
+
+def ssd_clone_fn(net, data_format, loss=LossConfig()):
+    """clone_fn for create_clones: SSD forward pass on inputs['image'] and its loss components (a LossConfig)
+    against inputs['target_labels'] / inputs['target_loc'] (see nets/ssd_losses.py)."""
     def clone_fn(inputs, reuse):
-        with slim.arg_scope(net.arg_scope(weight_decay=weight_decay, data_format=data_format)):
+        with slim.arg_scope(net.arg_scope(weight_decay=loss.weight_decay, data_format=data_format)):
             logits, localisations, end_points = net.build(inputs['image'], is_training=True,
                                                           data_format=data_format, reuse=reuse)
         losses = net.losses(logits, localisations, inputs['target_labels'], inputs['target_loc'],
-                            negative_ratio=negative_ratio, alpha=loss_alpha, label_smoothing=label_smoothing)
+                            negative_ratio=loss.negative_ratio, alpha=loss.loss_alpha,
+                            label_smoothing=loss.label_smoothing)
         return losses, end_points
     return clone_fn
 

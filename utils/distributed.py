@@ -6,6 +6,7 @@ round-robin (tf.train.replica_device_setter); a worker's session sees only the p
 (device filters), so it never waits for the other workers. Asynchronous updates by default;
 --sync_replicas aggregates --replicas_to_aggregate gradients per step (tf.train.SyncReplicasOptimizer).
 """
+import dataclasses
 import re
 import socket
 import time
@@ -17,6 +18,39 @@ from utils import clones
 from utils.errors import UserError
 
 JOB_NAMES = ('ps', 'worker')
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """This process's place in a cluster; empty host lists mean one process."""
+    ps_hosts: tuple = ()
+    worker_hosts: tuple = ()
+    job_name: str = None
+    task: int = 0
+    sync_replicas: bool = False
+    replicas_to_aggregate: int = None   # default: the number of workers
+    wait_secs: int = 600                # --cluster_wait_secs
+
+    @property
+    def in_cluster(self):
+        return bool(self.worker_hosts)
+
+    @property
+    def is_chief(self):
+        """Worker 0 of a cluster, or the one process."""
+        return not self.in_cluster or (self.job_name == 'worker' and self.task == 0)
+
+    def replicas_per_step(self):
+        """Gradients aggregated per global step with --sync_replicas, 0 when asynchronous."""
+        return (self.replicas_to_aggregate or len(self.worker_hosts)) if self.sync_replicas else 0
+
+
+def split_host_port(address):
+    """'host:port' or '[v6 address]:port' -> (host, port as int); the brackets are not part of the host."""
+    host, _, port = address.rpartition(':')
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    return host, int(port)
 
 
 def parse_hosts(text, flag):
@@ -64,10 +98,10 @@ def start_server(ps_hosts, worker_hosts, job_name, task, config=None):
                         f'{str(err).splitlines()[0]}') from None
 
 
-def serve_parameters(ps_hosts, worker_hosts, task, log_fn=logging.info):
-    """Run parameter server `task` until Ctrl-C / SIGTERM (a Python wait, so the signal is seen at once)."""
-    server = start_server(ps_hosts, worker_hosts, 'ps', task)
-    log_fn(f'parameter server {task} listening on {ps_hosts[task]}; stop it with Ctrl-C')
+def serve_parameters(cluster, log_fn=logging.info):
+    """Run parameter server cluster.task until Ctrl-C / SIGTERM (a Python wait, so the signal is seen at once)."""
+    server = start_server(cluster.ps_hosts, cluster.worker_hosts, 'ps', cluster.task)
+    log_fn(f'parameter server {cluster.task} listening on {cluster.ps_hosts[cluster.task]}; stop it with Ctrl-C')
     try:
         while True:
             time.sleep(1.0)
@@ -76,12 +110,13 @@ def serve_parameters(ps_hosts, worker_hosts, task, log_fn=logging.info):
     del server
 
 
-def join_cluster(ps_hosts, worker_hosts, task, num_clones, use_gpus, server_config, wait_secs):
-    """Worker `task`: start its server (server_config creates its devices), wait for the parameter
+def join_cluster(cluster, num_clones, use_gpus, server_config):
+    """Worker cluster.task: start its server (server_config creates its devices), wait for the parameter
     servers, and return (server, Deployment); keep the server object alive while training."""
-    server = start_server(ps_hosts, worker_hosts, 'worker', task, server_config)
-    wait_for_hosts(ps_hosts, wait_secs, 'parameter server')
-    return server, worker_deployment(server, ps_hosts, worker_hosts, task, num_clones, use_gpus)
+    server = start_server(cluster.ps_hosts, cluster.worker_hosts, 'worker', cluster.task, server_config)
+    wait_for_hosts(cluster.ps_hosts, cluster.wait_secs, 'parameter server')
+    return server, worker_deployment(server, cluster.ps_hosts, cluster.worker_hosts, cluster.task, num_clones,
+                                     use_gpus)
 
 
 def worker_deployment(server, ps_hosts, worker_hosts, task, num_clones, use_gpus):
@@ -105,9 +140,8 @@ def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time):
     deadline = clock() + timeout_secs
     pending = list(hosts)
     while pending:
-        host, port = pending[0].rsplit(':', 1)
         try:
-            with socket.create_connection((host, int(port)), timeout=min(poll_secs * 2, 5.0)):
+            with socket.create_connection(split_host_port(pending[0]), timeout=min(poll_secs * 2, 5.0)):
                 pending.pop(0)
                 continue
         except OSError:
@@ -141,32 +175,32 @@ class ClusterStop:
     """A flag on the parameter servers: the chief raises it when it stops (max steps, Ctrl-C), the other
     workers read it after each step and stop too.
 
-    The flag is a local variable (every worker's local init clears it; checkpoints do not hold it)
-    placed on the ps by the replica device setter, so all workers share it. In sync mode stopping also
-    needs: tokens for workers blocked waiting for the next step (release_op), and, after the chief's
-    final checkpoint, replicas_to_aggregate zero gradients in every accumulator so that the chief's
-    queue runner, blocked waiting for the next round, completes it and sees the stop request
+    The flag belongs to no variable collection, so checkpoints do not hold it and no default initialiser
+    touches it; init_op(is_chief) is run by every worker's local init: the chief clears it (a new run), another
+    worker initialises it only if nobody has, so a worker that restarts after the chief stopped sees the stop.
+    In sync mode stopping also needs: tokens for workers blocked waiting for the next step (release_op), and,
+    after the chief's final checkpoint, replicas_to_aggregate zero gradients in every gradient accumulator so
+    that the chief's queue runner, blocked waiting for the next round, completes it and sees the stop request
     (chief_unblock_op; see ChiefSaver). That last round is never saved.
     """
 
-    def __init__(self, num_workers, sync_optimizer=None):
-        self.flag = tf.Variable(False, trainable=False, name='cluster_stop',
-                                collections=[tf.GraphKeys.LOCAL_VARIABLES])
+    def __init__(self, num_workers, sync_optimizer=None, replicas_to_aggregate=0, trained_variables=()):
+        self.flag = tf.Variable(False, trainable=False, name='cluster_stop', collections=[])
         self.raise_op = self.flag.assign(True)
         self.release_op = self.chief_unblock_op = None
         self.stopped = False
         if sync_optimizer is not None:
             self.release_op = sync_optimizer.get_init_tokens_op(num_workers)
-            never_stale = tf.constant(2 ** 62, tf.int64)
-            feeds = []
-            # The optimizer keeps its (accumulator, device) pairs privately; this is their only handle.
-            for accumulator, device in sync_optimizer._accumulator_list:  # pylint: disable=protected-access
-                with tf.device(device):
-                    shape = tf.TensorShape(accumulator.accumulator_ref.op.get_attr('shape'))
-                    zeros = tf.zeros(shape, accumulator.dtype)
-                    feeds += [accumulator.apply_grad(zeros, local_step=never_stale)
-                              for _ in range(sync_optimizer._replicas_to_aggregate)]  # pylint: disable=protected-access
-            self.chief_unblock_op = tf.group(*feeds, name='unblock_chief_queue_runner')
+            self.chief_unblock_op = tf.group(*[
+                feed for variable in trained_variables
+                for feed in _zero_gradients(variable, replicas_to_aggregate)], name='unblock_chief_queue_runner')
+
+    def init_op(self, is_chief):
+        """Clear the flag (chief), or set it to False only where it is not initialised yet (other workers)."""
+        if is_chief:
+            return self.flag.initializer
+        return tf.cond(tf.is_variable_initialized(self.flag), lambda: tf.constant(False),
+                       lambda: tf.identity(self.flag.assign(False)))
 
     def requested(self, session):
         return bool(session.run(self.flag))
@@ -177,6 +211,18 @@ class ClusterStop:
         session.run(self.raise_op)
         if self.release_op is not None:
             session.run(self.release_op)
+
+
+def _zero_gradients(variable, count):
+    """`count` zero gradients applied to the SyncReplicasOptimizer's accumulator of `variable`, reached through
+    the public ConditionalAccumulator by the shared name the optimizer gives it ('<variable name>/grad_accum'
+    on the variable's device; checked on TensorFlow 2.21 by tests/test_distributed.py)."""
+    with tf.device(variable.device):
+        accumulator = tf.ConditionalAccumulator(variable.dtype.base_dtype, shape=variable.shape,
+                                                shared_name=variable.name + '/grad_accum')
+        zeros = tf.zeros(variable.shape, variable.dtype.base_dtype)
+        never_stale = tf.constant(2 ** 62, tf.int64)
+        return [accumulator.apply_grad(zeros, local_step=never_stale) for _ in range(count)]
 
 
 class ChiefSaver(tf.train.Saver):

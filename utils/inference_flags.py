@@ -1,25 +1,29 @@
-"""Flags shared by the inference tools (eval_ssd_network.py, detect.py, export_serving_model.py).
+"""Flags shared by the inference tools (eval_ssd_network.py, detect.py, deployment/export_serving_model.py).
 
 Defined once here so the three tools spell and document them alike; each script calls the define_*
-functions at import and reads the values back through model_overrides, use_moving_averages and
-postprocess_options.
+functions at import and turns the values into a ModelConfig, restore settings and post-processing options
+with the functions below.
 """
 from absl import flags
 
-from utils import inference_model
+from nets import nets_factory
+from utils import checkpoints, devices
+from utils.errors import UserError
+from utils.model_config import OVERRIDABLE_KEYS, inference_config
 
 
 def define_model_flags(data_format_default=None, data_format_help='NHWC or NCHW (default: NCHW when a GPU '
                                                                    'is visible).'):
     """The checkpoint, overrides of the model_config.json saved beside it, and which of its weights to use."""
     flags.DEFINE_string('checkpoint_path', None, 'A checkpoint directory (newest checkpoint) or prefix.')
-    flags.DEFINE_string('model_name', None, 'ssd_300_vgg or ssd_512_vgg.')
+    flags.DEFINE_string('model_name', None, ' or '.join(nets_factory.MODEL_NAMES) + '.')
     flags.DEFINE_integer('num_classes', None, 'Classes including the background.')
     flags.DEFINE_float('depth_multiplier', None, 'Channel multiplier the network was trained with.')
-    flags.DEFINE_string('anchor_set', None, 'ssd_tensorflow or caffe.')
+    flags.DEFINE_string('anchor_set', None, ' or '.join(nets_factory.ANCHOR_SETS) + '.')
     flags.DEFINE_string('data_format', data_format_default, data_format_help)
-    flags.DEFINE_float('moving_average_decay', None, 'Set (any value) to use the moving averages of the '
-                       'weights that training with --moving_average_decay kept, instead of the weights.')
+    flags.DEFINE_float('moving_average_decay', None, 'Set (to the training value, any value in (0, 1)) to use the '
+                       'moving averages of the weights that training with --moving_average_decay kept instead of '
+                       'the weights; 0 or unset: the weights.')
 
 
 def define_postprocess_flags(score_flag='select_threshold', score_default=0.01,
@@ -31,16 +35,34 @@ def define_postprocess_flags(score_flag='select_threshold', score_default=0.01,
     flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS.')
 
 
-def model_overrides(flag_values):
-    """{config key: flag value} for the model flags (None where not given)."""
-    return {key: flag_values[key].value for key in inference_model.OVERRIDABLE_KEYS}
+def run_data_format(flag_values):
+    """--data_format for running the network here (eval, detect): the default layout of this machine's device;
+    NCHW without a GPU is refused (nets_factory.resolve_data_format)."""
+    return nets_factory.resolve_data_format(flag_values.data_format, devices.visible_gpu_count() > 0)
+
+
+def model_config(flag_values, prefix, data_format):
+    """The ModelConfig of the checkpoint at `prefix` with the model flags' overrides, run in `data_format`."""
+    overrides = {key: flag_values[key].value for key in OVERRIDABLE_KEYS}
+    return inference_config(prefix, overrides, data_format)
 
 
 def use_moving_averages(flag_values):
-    return flag_values.moving_average_decay is not None
+    """True for --moving_average_decay in (0, 1) (TF-Slim's rule: 0 or unset means the raw weights)."""
+    decay = flag_values.moving_average_decay
+    if decay is not None and not 0 <= decay < 1:
+        raise UserError(f'--moving_average_decay={decay}: must be in (0, 1) to use the moving averages, '
+                        f'or 0 for the weights')
+    return bool(decay)
 
 
 def postprocess_options(flag_values, score_flag='select_threshold'):
     """Keyword arguments of the network's detect() from the post-processing flags."""
     return dict(score_threshold=flag_values[score_flag].value, nms_threshold=flag_values.nms_threshold,
                 top_k=flag_values.select_top_k, keep_top_k=flag_values.keep_top_k)
+
+
+def weights_to_restore(flag_values, prefix, network):
+    """{name in the checkpoint: variable}: the network's weights, or their moving averages per
+    --moving_average_decay (checkpoints.inference_variable_map)."""
+    return checkpoints.inference_variable_map(prefix, network, use_moving_averages(flag_values))

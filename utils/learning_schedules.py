@@ -14,23 +14,31 @@ DECAY_TYPES = ('exponential', 'fixed', 'polynomial', 'piecewise', 'cosine')
 OPTIMIZER_NAMES = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'rmsprop', 'sgd')
 
 
+def _field(default, help_text):
+    """A dataclass field whose metadata holds its flag's help text (the training script defines the flags)."""
+    return dataclasses.field(default=default, metadata={'help': help_text})
+
+
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
     """How the learning rate moves with the global step (defaults: the course's)."""
-    learning_rate_decay_type: str = 'exponential'
-    learning_rate: float = 0.001
-    end_learning_rate: float = 0.0001
-    learning_rate_decay_factor: float = 0.94
-    num_epochs_per_decay: float = 2.0
-    learning_rate_boundaries: tuple = (80000, 100000)
-    learning_rate_values: tuple = ()
-    warmup_steps: int = 0
+    learning_rate_decay_type: str = _field('exponential', 'One of ' + ', '.join(DECAY_TYPES) + '.')
+    learning_rate: float = _field(0.001, 'Initial learning rate.')
+    end_learning_rate: float = _field(0.0001, 'Final rate of the polynomial and cosine schedules.')
+    learning_rate_decay_factor: float = _field(0.94, 'Decay factor (exponential; piecewise default values).')
+    num_epochs_per_decay: float = _field(2.0, 'Epochs per decay period (exponential, polynomial, cosine; for '
+                                              'polynomial and cosine, the epochs over which the rate falls to the '
+                                              'end rate, then stays there).')
+    learning_rate_boundaries: tuple = _field((80000, 100000), 'Piecewise: steps where the rate changes.')
+    learning_rate_values: tuple = _field((), 'Piecewise: the rates (one more than the boundaries); default '
+                                             'learning_rate * learning_rate_decay_factor^i.')
+    warmup_steps: int = _field(0, 'Linear warm-up of the rate over the first n steps.')
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """Optimizer name and hyper-parameters, with SSD-Tensorflow's defaults (opt_epsilon 1.0 included)."""
-    optimizer: str = 'adam'
+    optimizer: str = _field('adam', 'One of ' + ', '.join(OPTIMIZER_NAMES) + '.')
     adadelta_rho: float = 0.95
     adagrad_initial_accumulator_value: float = 0.1
     adam_beta1: float = 0.9

@@ -1,22 +1,115 @@
-"""The model's configuration saved beside its checkpoints (train_dir/model_config.json).
+"""ModelConfig: the one description of a trained network, saved beside its checkpoints as
+train_dir/model_config.json. Training writes it; evaluation, detection and export read it, so they rebuild
+the trained network without repeating the training flags.
 
-Evaluation, detection and export read it, so they rebuild the trained network without repeating the
-training flags. Keys: model_name, num_classes (background included), class_names (index 0 = 'none'),
-depth_multiplier, anchor_set, image_size ([height, width], pixels), data_format ('NHWC' / 'NCHW', the
-layout training used); optional labels_offset (subtracted from the record labels, see
-datasets/label_offset.py; 0 when absent, as in files written before it was recorded).
+JSON keys: model_name, num_classes (background included), class_names (index 0 = 'none'), depth_multiplier,
+anchor_set, image_size ([height, width], pixels), data_format ('NHWC' / 'NCHW', the layout training used),
+labels_offset (subtracted from the record labels, see datasets/label_offset.py; 0 when absent, as in files
+written before it was recorded).
 """
+import dataclasses
 import os
 
-from utils.file_io import read_json_object, write_json_atomically
+from datasets.dataset_info import VOC_CLASSES, with_background
+from nets import nets_factory
 from utils.errors import UserError
+from utils.file_io import read_json_object, write_json_atomically
 
 CONFIG_FILENAME = 'model_config.json'
 REQUIRED_KEYS = ('model_name', 'num_classes', 'class_names', 'depth_multiplier', 'anchor_set',
                  'image_size', 'data_format')
-OPTIONAL_KEYS = {'labels_offset': 0}   # key: value assumed when a file lacks it
 # Keys that change variable shapes or anchors: a checkpoint only fits a network that agrees on them.
 ARCHITECTURE_KEYS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'image_size')
+# Keys the inference tools' flags (--model_name, ...) may override.
+OVERRIDABLE_KEYS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A network's configuration; the defaults are SSD-Tensorflow's published ssd_300_vgg.ckpt (VOC)."""
+    model_name: str = 'ssd_300_vgg'
+    num_classes: int = 21                 # background included
+    class_names: tuple = ()               # num_classes names, index 0 = 'none' (background)
+    depth_multiplier: float = 1.0
+    anchor_set: str = 'ssd_tensorflow'
+    image_size: tuple = (300, 300)        # (height, width) of the network input, pixels
+    data_format: str = 'NHWC'             # layout the layers ran in during training
+    labels_offset: int = 0                # model label = record label - labels_offset
+    names_from_file: bool = dataclasses.field(default=False, compare=False)  # class_names were saved ones
+
+    def _need(self, condition, where, key, problem):
+        if not condition:
+            shown = ' ' if key == 'class_names' else f'={getattr(self, key)}: '
+            raise UserError(f'{where}{key}{shown}{problem}')
+
+    def validate_network(self, where='--'):
+        """self; UserError naming the flag (where='--') or the file (where='<path>: ') for a bad network
+        setting (model_name, anchor_set, depth_multiplier, labels_offset)."""
+        def need(condition, key, problem):
+            self._need(condition, where, key, problem)
+        need(self.model_name in nets_factory.MODEL_NAMES, 'model_name',
+             f'unknown; use one of {", ".join(nets_factory.MODEL_NAMES)}')
+        need(self.anchor_set in nets_factory.ANCHOR_SETS, 'anchor_set',
+             f'use {" or ".join(nets_factory.ANCHOR_SETS)}')
+        need(self.depth_multiplier > 0, 'depth_multiplier', 'must be > 0')
+        need(self.labels_offset >= 0, 'labels_offset', 'must be >= 0')
+        return self
+
+    def validate(self, where='--'):
+        """validate_network, then the classes and the layout."""
+        def need(condition, key, problem):
+            self._need(condition, where, key, problem)
+        self.validate_network(where)
+        need(self.data_format in nets_factory.DATA_FORMATS, 'data_format',
+             f'use {" or ".join(nets_factory.DATA_FORMATS)}')
+        need(self.num_classes >= 2, 'num_classes', 'must be >= 2 (background included)')
+        need(len(self.class_names) == self.num_classes, 'class_names',
+             'must list num_classes names (background first)')
+        return self
+
+    def build_network(self):
+        """The nets_factory SSDNet of this configuration."""
+        return nets_factory.get_network(self.model_name, self.num_classes, self.depth_multiplier, self.anchor_set)
+
+    def settings(self):
+        """'model_name=..., num_classes=..., depth_multiplier=..., anchor_set=...' for messages."""
+        return ', '.join(f'{key}={getattr(self, key)}' for key in OVERRIDABLE_KEYS)
+
+    def to_json(self):
+        return {'model_name': self.model_name, 'num_classes': self.num_classes, 'class_names': list(self.class_names),
+                'depth_multiplier': self.depth_multiplier, 'anchor_set': self.anchor_set,
+                'image_size': [int(v) for v in self.image_size], 'data_format': self.data_format,
+                'labels_offset': self.labels_offset}
+
+    @classmethod
+    def from_json(cls, payload, path):
+        """The config in a parsed model_config.json; UserError naming `path` for a missing key or bad value."""
+        missing = [key for key in REQUIRED_KEYS if key not in payload]
+        if missing:
+            raise UserError(f'{path}: missing {", ".join(missing)}')
+        if not isinstance(payload['class_names'], list):
+            raise UserError(f'{path}: class_names must list num_classes names (background first)')
+        values = {key: payload[key] for key in REQUIRED_KEYS}
+        values.update(class_names=tuple(payload['class_names']), image_size=tuple(payload['image_size']),
+                      labels_offset=payload.get('labels_offset', 0), names_from_file=True)
+        return cls(**values).validate(where=f'{path}: ')
+
+    def save(self, train_dir):
+        """Write train_dir/model_config.json atomically (temp file in the same folder, then os.replace)."""
+        os.makedirs(train_dir, exist_ok=True)
+        write_json_atomically(os.path.join(train_dir, CONFIG_FILENAME), self.to_json())
+
+    @classmethod
+    def load(cls, path_or_dir):
+        """The config saved in a directory or beside a checkpoint, or None when there is none."""
+        path = config_path(path_or_dir)
+        return cls.from_json(read_json_object(path), path) if os.path.isfile(path) else None
+
+    def architecture_differences(self, other):
+        """['key: self's -> other's', ...] for the architecture keys on which the two disagree."""
+        return [f'{key}: {list(getattr(self, key)) if key == "image_size" else getattr(self, key)} -> '
+                f'{list(getattr(other, key)) if key == "image_size" else getattr(other, key)}'
+                for key in ARCHITECTURE_KEYS if getattr(self, key) != getattr(other, key)]
 
 
 def config_path(path_or_dir):
@@ -28,50 +121,37 @@ def config_path(path_or_dir):
     return os.path.join(os.path.dirname(path_or_dir) or '.', CONFIG_FILENAME)
 
 
-def save_model_config(train_dir, config):
-    """Write train_dir/model_config.json atomically (temp file in the same folder, then os.replace)."""
-    missing = [key for key in REQUIRED_KEYS if key not in config]
-    if missing:
-        raise ValueError(f'model config lacks {", ".join(missing)}')
-    os.makedirs(train_dir, exist_ok=True)
-    payload = {key: config[key] for key in REQUIRED_KEYS}
-    payload.update({key: config.get(key, default) for key, default in OPTIONAL_KEYS.items()})
-    payload['image_size'] = [int(v) for v in payload['image_size']]
-    write_json_atomically(os.path.join(train_dir, CONFIG_FILENAME), payload)
-
-
-def load_model_config(path_or_dir):
-    """The saved config dict, or None when there is none; UserError when the file is unreadable."""
-    path = config_path(path_or_dir)
-    if not os.path.isfile(path):
-        return None
-    config = read_json_object(path)
-    missing = [key for key in REQUIRED_KEYS if key not in config]
-    if missing:
-        raise UserError(f'{path}: missing {", ".join(missing)}')
-    names = config['class_names']
-    if not isinstance(names, list) or len(names) != config['num_classes']:
-        raise UserError(f'{path}: class_names must list num_classes names (background first)')
-    return dict(OPTIONAL_KEYS, **config)
-
-
 def check_resumable(train_dir, config):
     """UserError when train_dir's saved config (if any) differs from `config` on an architecture key:
     its checkpoints could not be loaded into this network."""
-    saved = load_model_config(train_dir)
-    differences = architecture_differences(saved, config) if saved else []
+    saved = ModelConfig.load(train_dir)
+    differences = saved.architecture_differences(config) if saved else []
     if differences:
         raise UserError(f'--train_dir={train_dir}: its checkpoints are of another model ({"; ".join(differences)}); '
                         f'use a new --train_dir or delete them to start again')
 
 
-def architecture_differences(saved, current):
-    """['key: saved -> current', ...] for the architecture keys on which two configs disagree."""
-    differences = []
-    for key in ARCHITECTURE_KEYS:
-        old, new = saved.get(key), current.get(key)
-        if key == 'image_size':
-            old, new = list(old or []), list(new or [])
-        if old != new:
-            differences.append(f'{key}: {old} -> {new}')
-    return differences
+def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):
+    """The ModelConfig to rebuild a checkpoint's network for inference.
+
+    model_name, num_classes, depth_multiplier, anchor_set: `overrides` entries that are not None, then the
+    saved config, then the defaults (the published VOC SSD300). class_names: the saved ones when their count
+    fits (names_from_file True), VOC's for 21 classes, else 'class <i>'. image_size: the saved one for the same
+    model name, else the network's default. labels_offset: the saved one. data_format: the layout to run.
+    """
+    saved = ModelConfig.load(checkpoint_prefix)
+    base = saved or ModelConfig()
+    chosen = {key: getattr(base, key) for key in OVERRIDABLE_KEYS}
+    chosen.update({key: value for key, value in overrides.items() if value is not None})
+    num_classes = int(chosen['num_classes'])
+    if saved and len(saved.class_names) == num_classes:
+        names, from_file = saved.class_names, True
+    elif num_classes == len(VOC_CLASSES) + 1:
+        names, from_file = with_background(VOC_CLASSES), False
+    else:
+        names, from_file = with_background(['class %d' % i for i in range(1, num_classes)]), False
+    config = ModelConfig(**dict(chosen, num_classes=num_classes), class_names=tuple(names), data_format=data_format,
+                         labels_offset=saved.labels_offset if saved else 0, names_from_file=from_file).validate()
+    if saved and saved.model_name == config.model_name:
+        return dataclasses.replace(config, image_size=saved.image_size)
+    return dataclasses.replace(config, image_size=(config.build_network().default_image_size,) * 2)

@@ -62,21 +62,21 @@ def weights_lines(is_chief, resume_from, pretrained, checkpoint_model_scope, tra
     return [source, f'checkpoints and events in {train_dir}']
 
 
-def training_report(plan, batch_size, weight_decay, moving_average_decay, trainable_scopes,
-                    max_number_of_steps, checkpoint_model_scope, train_dir):
-    """The whole report for a utils.train_plan.TrainPlan (deployment set) and the flag values named."""
-    deployment = plan.deployment
-    optimiser = (f'optimizer {schedules.describe_optimizer(plan.optimizer)}, weight decay {weight_decay:g}'
-                 + (f', moving average decay {moving_average_decay:g}' if moving_average_decay else ''))
+def training_report(plan):
+    """The whole report for a utils.train_plan.TrainPlan (deployment set)."""
+    config, deployment = plan.config, plan.deployment
+    optimiser = (f'optimizer {schedules.describe_optimizer(config.optimizer)}, weight decay '
+                 f'{config.loss.weight_decay:g}' + (f', moving average decay {config.moving_average_decay:g}'
+                                                    if config.moving_average_decay else ''))
     return format_report([
-        ('SSD network', ssd_lines(plan.net, plan.data_format)),
-        ('Dataset', dataset_lines(plan.dataset_dir, plan.split_name, plan.shards, plan.info)),
-        ('Devices', device_lines(deployment.clone_devices, batch_size, deployment.description)),
-        ('Optimisation', [f'schedule {schedules.describe_schedule(plan.schedule, plan.decay_steps)}', optimiser,
-                          f'trainable scopes: {trainable_scopes or "all"}; max steps '
-                          f'{max_number_of_steps or "unlimited"}']),
-        ('Weights', weights_lines(deployment.is_chief, plan.resume_from, plan.pretrained, checkpoint_model_scope,
-                                  train_dir)),
+        ('SSD network', ssd_lines(plan.net, plan.model.data_format)),
+        ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info)),
+        ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)),
+        ('Optimisation', [f'schedule {schedules.describe_schedule(config.schedule, plan.decay_steps)}', optimiser,
+                          f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
+                          f'{config.loop.max_number_of_steps or "unlimited"}']),
+        ('Weights', weights_lines(deployment.is_chief, plan.restore.resume_from, plan.restore.pretrained,
+                                  plan.restore.checkpoint_model_scope, config.loop.train_dir)),
     ])
 
 

@@ -1,33 +1,171 @@
-"""TrainPlan: everything train_ssd_network.check_flags resolves from the flags and the dataset before a
-graph is built (the training flags themselves stay in the FlagValues)."""
+"""Training's typed configuration (TrainConfig: the flags' values, grouped by concern) and its plan (TrainPlan:
+what the configuration resolves to once the dataset, the devices and the checkpoint folders are read).
+
+train_ssd_network.py fills a TrainConfig from its flags; prepare_dataset and make_plan run before any graph is
+built, so every problem they find stops the run with one line before anything is written.
+"""
 import dataclasses
+import os
+import time
 from typing import Any, Optional
+
+from datasets import dataset_info as ds_info
+from datasets.label_offset import offset_then_preprocess
+from nets import nets_factory
+from preprocessing import preprocessing_factory
+from utils import checkpoints, clones, learning_schedules, model_config
+from utils.distributed import ClusterConfig
+from utils.errors import UserError
+from utils.train_tools import LoopConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """The records to train on and how batches are made from them."""
+    dataset_dir: str
+    demo_image_dir: Optional[str] = None   # dataset_dir is the default one: make the demo data here first
+    dataset_name: Optional[str] = None     # built-in class list for a folder without dataset_info.json
+    split_name: str = 'train'
+    num_classes: Optional[int] = None      # must match the dataset when given
+    labels_offset: int = 0
+    batch_size: int = 32
+    num_readers: int = 4
+    num_preprocessing_threads: int = 4
+    preprocessing_name: Optional[str] = None
+    train_image_size: Optional[int] = None
+    match_threshold: float = 0.5           # anchor targets (box_coder)
+    ignore_difficult: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceConfig:
+    num_clones: int = 1
+    clone_on_cpu: bool = False
+    gpu_memory_fraction: float = 0.8
+    data_format: Optional[str] = None      # None: nets_factory.default_data_format
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, from the flags (nothing resolved from disk yet)."""
+    model: Any                    # model_config.ModelConfig of the flags (classes and layout set by make_plan)
+    input: InputConfig
+    loss: clones.LossConfig
+    schedule: learning_schedules.ScheduleConfig
+    optimizer: learning_schedules.OptimizerConfig
+    moving_average_decay: Optional[float]
+    trainable_scopes: Optional[str]
+    restore: checkpoints.RestoreConfig  # pretrained: --pretrained_path as given
+    pretrained_optional: bool           # --pretrained_path is the default folder: it may be absent
+    loop: LoopConfig
+    devices: DeviceConfig
+    cluster: ClusterConfig
+    flag_lines: tuple = ()              # every flag's value, for training_config.txt
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainPlan:
-    """Resolved training settings. Frozen: a cluster worker's deployment, known only once it has joined
-    the cluster, is set with dataclasses.replace."""
-    net: Any                    # the nets_factory network (num_classes after --labels_offset)
-    data_format: str            # 'NHWC' or 'NCHW', the layout the network runs in
-    model_config: dict          # saved as train_dir/model_config.json once the graph is built
-    dataset_dir: str            # folder of the TFRecords and dataset_info.json
-    split_name: str             # the split trained on
-    info: Any                   # datasets.dataset_info.DatasetInfo of dataset_dir
+    """The resolved run. Frozen: a cluster worker's deployment, known only once it has joined the cluster,
+    is set with dataclasses.replace."""
+    config: TrainConfig
+    model: Any                  # model_config.ModelConfig written to train_dir (num_classes after labels_offset)
+    net: Any                    # the network of `model`
+    info: Any                   # datasets.dataset_info.DatasetInfo of the dataset folder
     shards: list                # the split's TFRecord paths
     num_samples: int            # records in the split (samples per epoch)
-    preprocess_fn: Any          # preprocessing_factory training function
-    schedule: Any               # learning_schedules.ScheduleConfig
-    optimizer: Any              # learning_schedules.OptimizerConfig
+    preprocess_fn: Any          # labels_offset, then the training augmentation
     decay_steps: int            # global steps in --num_epochs_per_decay epochs
-    resume_from: Optional[str]  # train_dir checkpoint to resume (chief only), else None
-    pretrained: Optional[str]   # checkpoint to fine-tune from when there is nothing to resume, else None
+    restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
-    ps_hosts: tuple = ()        # cluster: parameter servers (empty: one process)
-    worker_hosts: tuple = ()    # cluster: workers, worker 0 the chief
-    sync_replicas: int = 0      # gradients aggregated per global step with --sync_replicas (0: async)
 
-    @property
-    def in_cluster(self):
-        return bool(self.worker_hosts)
+
+def _need(condition, message):
+    if not condition:
+        raise UserError(message)
+
+
+def prepare_dataset(config, log_fn, poll_secs=1.0):
+    """The default dataset folder gets the demo data (generated and converted) on first use: by the chief only;
+    another cluster worker waits up to --cluster_wait_secs for the chief's dataset_info.json."""
+    data, cluster = config.input, config.cluster
+    if data.demo_image_dir and cluster.is_chief:
+        from datasets import demo_dataset  # needs PIL, only here
+        demo_dataset.ensure_demo_dataset(data.demo_image_dir, data.dataset_dir, log_fn)
+    elif data.demo_image_dir:
+        info_path = os.path.join(data.dataset_dir, ds_info.INFO_FILENAME)
+        deadline = time.time() + cluster.wait_secs
+        while not os.path.isfile(info_path):
+            _need(time.time() < deadline, f'--dataset_dir={data.dataset_dir}: the chief (worker 0) has not made the '
+                                          f'demo data after {cluster.wait_secs:g} s; start worker 0 first')
+            time.sleep(poll_secs)
+    _need(os.path.isdir(data.dataset_dir), f'--dataset_dir={data.dataset_dir}: no such directory')
+
+
+def _dataset_info(dataset_dir, dataset_name):
+    """dataset_info.json, or without it the built-in class list --dataset_name names; with the json,
+    --dataset_name must be the dataset's name or a built-in list equal to its classes."""
+    if not dataset_name:
+        return ds_info.load_dataset_info(dataset_dir)
+    info = ds_info.resolve_dataset_info(dataset_dir, dataset_name)
+    builtin = ds_info.builtin_class_names(dataset_name)
+    _need(dataset_name == info.name or (builtin is not None and info.class_names == ds_info.with_background(builtin)),
+          f'--dataset_name={dataset_name}: {dataset_dir} holds the dataset {info.name!r} ({info.num_classes - 1} '
+          f'classes); the flag only names a built-in class list for a folder without {ds_info.INFO_FILENAME}')
+    return info
+
+
+def _model(config, info, use_gpus):
+    """The ModelConfig training writes: the flags' network on the dataset's classes after labels_offset."""
+    data = config.input
+    _need(data.labels_offset < info.num_classes - 1,
+          f'--labels_offset={data.labels_offset}: must leave at least one class of {info.num_classes - 1}')
+    num_classes = info.num_classes - data.labels_offset
+    _need(data.num_classes is None or data.num_classes == num_classes,
+          f'--num_classes={data.num_classes}: the dataset in {data.dataset_dir} has {num_classes} (background '
+          f'included)')
+    data_format = nets_factory.resolve_data_format(config.devices.data_format, use_gpus)
+    model = dataclasses.replace(config.model, num_classes=num_classes, data_format=data_format,
+                                class_names=('none',) + tuple(info.class_names[1 + data.labels_offset:]))
+    size = model.build_network().default_image_size
+    _need(data.train_image_size in (None, size), f'--train_image_size={data.train_image_size}: {model.model_name} '
+                                                 f'takes {size}x{size} inputs (its anchors are laid out for that size)')
+    return dataclasses.replace(model, image_size=(size, size)).validate()
+
+
+def _restore(config):
+    """RestoreConfig with the chain resolved. Only the chief loads weights (the others receive them through
+    the parameter servers); a checkpoint to resume wins, and --pretrained_path is then not looked at."""
+    if not config.cluster.is_chief:
+        return dataclasses.replace(config.restore, pretrained=None)
+    resume_from = checkpoints.latest_train_checkpoint(config.loop.train_dir)
+    pretrained = None if resume_from else checkpoints.resolve_checkpoint(
+        config.restore.pretrained, '--pretrained_path', missing_ok=config.pretrained_optional)
+    return dataclasses.replace(config.restore, resume_from=resume_from, pretrained=pretrained)
+
+
+def make_plan(config, num_gpus):
+    """The TrainPlan of `config`: reads the dataset's dataset_info.json and shard list, and train_dir's
+    checkpoint state and model_config.json; UserError (one line naming the flag) at the first problem."""
+    data, devices = config.input, config.devices
+    clones.check_clone_settings(data.batch_size, devices.num_clones, num_gpus, devices.clone_on_cpu)
+    use_gpus = num_gpus > 0 and not devices.clone_on_cpu
+    info = _dataset_info(data.dataset_dir, data.dataset_name)
+    shards = ds_info.list_shards(data.dataset_dir, data.split_name)
+    num_samples = info.num_samples.get(data.split_name, 0)
+    _need(num_samples > 0, f'{data.dataset_dir}: {ds_info.INFO_FILENAME} counts no samples for split '
+                           f'{data.split_name!r}')
+    model = _model(config, info, use_gpus)
+    restore = _restore(config)
+    if restore.resume_from:
+        model_config.check_resumable(config.loop.train_dir, model)
+    preprocess_fn = preprocessing_factory.get_preprocessing(data.preprocessing_name or model.model_name, True)
+    # Images behind one global step: one worker's batch, or replicas_to_aggregate batches in sync mode.
+    images_per_step = data.batch_size * max(config.cluster.replicas_per_step(), 1)
+    return TrainPlan(
+        config=config, model=model, net=model.build_network(), info=info, shards=shards, num_samples=num_samples,
+        preprocess_fn=offset_then_preprocess(preprocess_fn, data.labels_offset),
+        decay_steps=learning_schedules.decay_steps_for(num_samples, images_per_step,
+                                                       config.schedule.num_epochs_per_decay),
+        restore=restore, use_gpus=use_gpus,
+        deployment=None if config.cluster.in_cluster else clones.local_deployment(devices.num_clones, use_gpus))

@@ -1,26 +1,30 @@
-"""The training loop's pieces around slim.learning.train: the train op, the step function (logging, NaN
-guard, checkpoints, summaries, stop requests), signal handling, saver, session config and summaries.
+"""The course's training helpers around slim.learning.train: the train op, the summaries, and the step
+function built from small policies (stop, log, checkpoint cadence, summary cadence).
 
-Checkpoints are written only here (every save_interval_secs / save_every_n_steps) and by
-slim.learning.train when the loop stops, never by the supervisor's background thread, so a checkpoint
-is always taken between two steps and only after its weights were checked finite. tf.train.Saver
-writes the data and index files first and then atomically replaces the 'checkpoint' state file, so a
-process killed during a save leaves the state file pointing at the previous complete checkpoint.
+slim.learning.train runs the loop, creates the session (restoring a train_dir checkpoint), and saves the final
+checkpoint when the step function asks to stop. Three of its services are replaced, for reasons:
+- checkpoints: its supervisor saves from a background thread at any moment; CheckpointPolicy saves between two
+  steps, and only weights checked finite. tf.train.Saver writes the data and index files first and then
+  atomically replaces the 'checkpoint' state file, so a process killed during a save leaves the state file
+  pointing at the previous complete checkpoint;
+- summaries: its summary thread would run the summary op, which pulls a batch from the input pipeline, beside
+  the training step; SummaryPolicy adds the summary op to a step's fetches when one is due;
+- the log line: its line has the total loss only; SpeedLog adds the components, the rate and images/s.
 """
 import collections
+import dataclasses
 import math
 import os
-import signal
-import threading
 import time
+from typing import Optional
 
 import tensorflow.compat.v1 as tf
 from absl import logging
 
 from utils import clones
+from utils.checkpoints import CHECKPOINT_BASENAME
 from utils.errors import UserError
 
-CHECKPOINT_BASENAME = 'model.ckpt'   # slim.learning.train's final save uses the same prefix
 LOSS_LOG_NAMES = (('cross_entropy_pos', 'pos'), ('cross_entropy_neg', 'neg'), ('localization', 'loc'),
                   ('regularization', 'reg'))
 
@@ -29,111 +33,38 @@ class TrainingDiverged(UserError):
     """The loss or the weights stopped being finite."""
 
 
-class StopRequest:
-    """The first SIGINT / SIGTERM asks the loop to stop after the step in progress (a checkpoint is
-    saved); the default handlers are then restored, so a second signal ends the process at once.
-
-    Python runs signal handlers in the main thread only between bytecodes, not during a long
-    session.run; `run(fn)` therefore runs the training in a worker thread while the main thread waits,
-    so both signals take effect immediately.
-    """
-
-    def __init__(self):
-        self.signal_name = None
-        self._signals = ()
-        self.lost_cluster = None   # (error, time) once a session.run lost a parameter server
-        self.abandoned = False     # run() returned while fn's thread was still stuck in TensorFlow
-
-    @property
-    def requested(self):
-        return self.signal_name is not None
-
-    def install(self, signals=(signal.SIGINT, signal.SIGTERM)):
-        self._signals = tuple(signals)
-        for signum in self._signals:
-            signal.signal(signum, self._handle)
-        return self
-
-    def report_lost_cluster(self, error):
-        """Called from the training thread: TensorFlow lost a task; its session cannot close cleanly."""
-        if self.lost_cluster is None:
-            self.lost_cluster = (error, time.time())
-
-    def run(self, fn, abandon_after_secs=10.0):
-        """fn() in a worker thread; returns its result or re-raises its exception here. Once the thread
-        reported a lost cluster task, it is given abandon_after_secs to finish (the supervisor's session
-        close can hang on a dead parameter server), then the error is raised here with `abandoned` set."""
-        outcome = {}
-
-        def target():
-            try:
-                outcome['value'] = fn()
-            except BaseException as err:  # handed to the main thread below
-                outcome['error'] = err
-
-        worker = threading.Thread(target=target, name='training', daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.25)
-            if self.lost_cluster and time.time() - self.lost_cluster[1] > abandon_after_secs:
-                self.abandoned = True
-                raise self.lost_cluster[0]
-        if 'error' in outcome:
-            raise outcome['error']
-        return outcome.get('value')
-
-    def _handle(self, signum, frame):
-        del frame
-        self.signal_name = signal.Signals(signum).name
-        for other in self._signals:
-            signal.signal(other, signal.SIG_DFL)
-        logging.warning('%s received: saving a checkpoint after the step in progress, then exiting '
-                        '(send it again to quit at once without saving)', self.signal_name)
-
-
-def make_saver(max_to_keep=5, keep_checkpoint_every_n_hours=1.0, saver_class=tf.train.Saver, **extra):
-    """The checkpoint saver (V2 format, paths in the state file relative to train_dir)."""
-    return saver_class(max_to_keep=max_to_keep, keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
-                       write_version=tf.train.SaverDef.V2, pad_step_number=False, save_relative_paths=True,
-                       **extra)
-
-
-def session_config(gpu_memory_fraction, cpu_devices=1, device_filters=None, operation_timeout_secs=0):
-    """ConfigProto: GPU memory fraction, `cpu_devices` logical CPU devices (one per CPU clone), soft
-    placement (so CPU-only kernels fall back), device filters for distributed workers, and, when
-    operation_timeout_secs > 0, that bound on every blocking call (a cluster worker whose parameter
-    server stops answering without closing its connection gets DeadlineExceededError, not a hang)."""
-    config = tf.ConfigProto(allow_soft_placement=True, log_device_placement=False,
-                            device_count={'CPU': cpu_devices},
-                            gpu_options=tf.GPUOptions(per_process_gpu_memory_fraction=gpu_memory_fraction))
-    if device_filters:
-        config.device_filters.extend(device_filters)
-    if operation_timeout_secs:
-        config.operation_timeout_in_ms = int(operation_timeout_secs * 1000)
-    return config
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Where the loop writes, how often it logs, saves and summarises, and when it stops."""
+    train_dir: str = './ckpt/fine_tuning'
+    log_every_n_steps: int = 10             # 0: never
+    save_summaries_secs: int = 600          # 0: never
+    save_interval_secs: int = 600           # 0: only when training stops
+    save_every_n_steps: int = 0             # 0: off
+    max_number_of_steps: Optional[int] = None
 
 
 TrainOp = collections.namedtuple('TrainOp', [
-    'train_tensor',      # the total loss, evaluated after every update of the step
-    'total_loss',        # what is minimised (clones.optimize_clones)
-    'sync_optimizer',    # the SyncReplicasOptimizer, or None
-    'after_restore_op',  # copies the weights into their moving averages (None without averages)
+    'train_tensor',       # the total loss, evaluated after every update of the step
+    'total_loss',         # what is minimised (clones.optimize_clones)
+    'sync_optimizer',     # the SyncReplicasOptimizer, or None
+    'after_restore_op',   # copies the weights into their moving averages (None without averages)
+    'trained_variables',  # the variables that get a gradient
 ])
 
 
 def make_train_op(clone_list, optimizer, global_step, var_list, model_variables, moving_average_decay=None,
-                  sync_replicas=None):
+                  replicas_to_aggregate=0, num_workers=1):
     """One training step over the clones: the clone-mean loss's gradients (clones.optimize_clones, for
     var_list) applied by `optimizer`, the first clone's batch-norm updates, and, with moving_average_decay,
-    exponential moving averages of model_variables. sync_replicas = (replicas_to_aggregate,
-    total_num_replicas) wraps the optimizer in tf.train.SyncReplicasOptimizer, which then updates the
-    averages itself. Returns a TrainOp."""
+    exponential moving averages of model_variables. replicas_to_aggregate > 0 wraps the optimizer in
+    tf.train.SyncReplicasOptimizer over num_workers workers, which then updates the averages itself."""
     averages = (tf.train.ExponentialMovingAverage(moving_average_decay, global_step)
                 if moving_average_decay else None)
     sync_optimizer = None
-    if sync_replicas:
+    if replicas_to_aggregate:
         optimizer = sync_optimizer = tf.train.SyncReplicasOptimizer(
-            optimizer, replicas_to_aggregate=sync_replicas[0], total_num_replicas=sync_replicas[1],
+            optimizer, replicas_to_aggregate=replicas_to_aggregate, total_num_replicas=num_workers,
             variable_averages=averages, variables_to_average=model_variables if averages else None)
     total_loss, grads_and_vars = clones.optimize_clones(
         clone_list, optimizer, tf.losses.get_regularization_losses(), var_list)
@@ -145,7 +76,7 @@ def make_train_op(clone_list, optimizer, global_step, var_list, model_variables,
     after_restore_op = tf.group(*[averages.average(v).assign(v) for v in model_variables]) if averages else None
     with tf.control_dependencies(update_ops):
         train_tensor = tf.identity(total_loss, name='train_op')
-    return TrainOp(train_tensor, total_loss, sync_optimizer, after_restore_op)
+    return TrainOp(train_tensor, total_loss, sync_optimizer, after_restore_op, [v for _, v in grads_and_vars])
 
 
 def logged_losses(clone_list, total_loss):
@@ -196,118 +127,168 @@ def crossed(step, previous, every):
     return every > 0 and step // every > previous // every
 
 
-class TrainStep:
-    """train_step_fn for slim.learning.train.
+class Cadence:
+    """Due every `every_secs` seconds and/or when the global step crosses a multiple of `every_steps`.
+    The seconds count from construction, or with due_at_first, the first check is due at once."""
 
-    Each call runs one step (the train op, the loss components and the learning rate; the summary op
-    too when save_summaries_secs have passed), then: a non-finite loss raises TrainingDiverged (the
-    loop ends without saving, so the last checkpoint stays the last good one); every log_every_n_steps
-    it logs the losses, sec/step and images/s (images_per_step = this process's batch); it asks to stop
-    at max_number_of_steps, on a stop request, or when the chief raised the cluster's stop flag
-    (slim.learning.train then saves the final checkpoint on the chief, and the chief raises that flag);
-    otherwise the chief saves a checkpoint when one is due. Only the chief (saver given) writes
-    checkpoints and summaries.
-    """
+    def __init__(self, every_secs=0, every_steps=0, clock=time.time, due_at_first=False):
+        self.every_secs, self.every_steps, self.clock = every_secs, every_steps, clock
+        self.last_time = None if due_at_first else clock()
+        self.last_step = None
 
-    def __init__(self, losses, learning_rate, weights_finite, images_per_step, log_every_n_steps,
-                 max_number_of_steps=None, stop_request=None, saver=None, save_path=None,
-                 save_interval_secs=600, save_every_n_steps=0, summary_op=None, save_summaries_secs=600,
-                 cluster_stop=None, clock=time.time):
-        self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
-        self.weights_finite = weights_finite
-        self.images_per_step = images_per_step
-        self.log_every_n_steps = log_every_n_steps
-        self.max_number_of_steps = max_number_of_steps
-        self.stop_request, self.cluster_stop = stop_request, cluster_stop
-        self.saver, self.save_path = saver, save_path
-        self.save_interval_secs, self.save_every_n_steps = save_interval_secs, save_every_n_steps
-        self.summary_op, self.save_summaries_secs = summary_op, save_summaries_secs
-        self.clock = clock
-        self.last_save_time = clock()
-        self.last_summary_time = None  # summaries on the first step, then every save_summaries_secs
-        self.last_saved_step = self.last_logged_step = None
-        self.timed_steps, self.timed_secs = 0, 0.0
-        self.last_loss = None
-        self.loss_history = []  # (global step, total loss) of every step this process ran
-        self.current_step = None
+    def due(self, step=None):
+        by_steps = step is not None and self.last_step is not None and crossed(step, self.last_step,
+                                                                               self.every_steps)
+        by_time = self.every_secs > 0 and (self.last_time is None or self.clock() - self.last_time >= self.every_secs)
+        return by_steps or by_time
 
-    def __call__(self, session, train_op, global_step, train_step_kwargs):
-        if self.current_step is None:
-            self.current_step = self.last_saved_step = self.last_logged_step = int(session.run(global_step))
-        if self._should_stop(session, self.current_step):
-            return self._stop(session, self.current_step)
-        fetches = dict(self.fetches, train_op=train_op)
-        summary_due = self.summary_op is not None and self._due(self.last_summary_time, self.save_summaries_secs)
-        if summary_due:
-            fetches['summary'] = self.summary_op
-        start = self.clock()
-        try:
-            values = session.run(fetches)
-            step = self.current_step = int(session.run(global_step))
-        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
-            if self.stop_request is not None:
-                self.stop_request.report_lost_cluster(err)
-            raise
-        elapsed = self.clock() - start
-        losses = values['losses']
-        if not all(math.isfinite(float(v)) for v in losses.values()):
-            raise TrainingDiverged(self._diverged_message(step, losses))
-        self.last_loss = float(losses['total'])
-        self.loss_history.append((step, self.last_loss))
-        self.timed_steps += 1
-        self.timed_secs += elapsed
-        if summary_due:
-            writer = train_step_kwargs.get('summary_writer')
-            if writer is not None:
-                writer.add_summary(values['summary'], step)
-            self.last_summary_time = self.clock()
-        if crossed(step, self.last_logged_step, self.log_every_n_steps):
-            logging.info(format_losses(step, losses, float(values['learning_rate']),
-                                       self.timed_secs / self.timed_steps, self.images_per_step))
-            self.timed_steps, self.timed_secs, self.last_logged_step = 0, 0.0, step
-        if self._should_stop(session, step):
-            return self._stop(session, step)
-        if self.saver is not None and self._save_due(step):
-            self.save(session, step)
-        return self.last_loss, False
+    def start(self, step):
+        """The first global step this process sees: steps count from it."""
+        self.last_step = step
 
-    def save(self, session, step):
-        """Write a checkpoint at `step` after checking the weights are finite."""
-        self._check_weights(session, step)
-        path = self.saver.save(session, self.save_path, global_step=step)
-        self.last_save_time, self.last_saved_step = self.clock(), step
-        logging.info('Saved checkpoint %s', path)
+    def mark(self, step=None):
+        self.last_time = self.clock()
+        if step is not None:
+            self.last_step = step
 
-    def _should_stop(self, session, step):
+
+class StopPolicy:
+    """Stop at max_number_of_steps, on a StopRequest (Ctrl-C), or when the chief raised the cluster's stop flag
+    (distributed.ClusterStop); any of them may be None."""
+
+    def __init__(self, max_number_of_steps=None, stop_request=None, cluster_stop=None):
+        self.max_number_of_steps, self.stop_request, self.cluster_stop = max_number_of_steps, stop_request, cluster_stop
+
+    def should_stop(self, session, step):
         return ((self.stop_request is not None and self.stop_request.requested)
                 or (self.max_number_of_steps is not None and step >= self.max_number_of_steps)
                 or (self.cluster_stop is not None and self.cluster_stop.requested(session)))
 
-    def _stop(self, session, step):
-        """(last loss, True); the chief first checks the weights it is about to save and tells the cluster."""
-        logging.info('Training stops at global step %d; this process ran %d step(s)', step, len(self.loss_history))
-        if self.saver is not None:
-            self._check_weights(session, step)
-            if self.cluster_stop is not None:
-                self.cluster_stop.announce(session)
-        return self.last_loss, True
+    def report_lost_cluster(self, error):
+        if self.stop_request is not None:
+            self.stop_request.report_lost_cluster(error)
 
-    def _due(self, since, interval_secs):
-        return interval_secs > 0 and (since is None or self.clock() - since >= interval_secs)
 
-    def _save_due(self, step):
-        return step != self.last_saved_step and (crossed(step, self.last_saved_step, self.save_every_n_steps)
-                                                 or self._due(self.last_save_time, self.save_interval_secs))
+class SpeedLog:
+    """Every `every_n_steps` global steps, one format_losses line (sec/step averaged since the last line;
+    images_per_step: this process's batch)."""
 
-    def _check_weights(self, session, step):
+    def __init__(self, every_n_steps, images_per_step):
+        self.cadence = Cadence(every_steps=every_n_steps)
+        self.images_per_step = images_per_step
+        self.timed_steps, self.timed_secs = 0, 0.0
+
+    def record(self, step, elapsed, losses, learning_rate):
+        self.timed_steps += 1
+        self.timed_secs += elapsed
+        if self.cadence.due(step):
+            logging.info(format_losses(step, losses, learning_rate, self.timed_secs / self.timed_steps,
+                                       self.images_per_step))
+            self.timed_steps, self.timed_secs = 0, 0.0
+            self.cadence.mark(step)
+
+
+class CheckpointPolicy:
+    """The chief's checkpoints: every interval_secs and/or every_n_steps, between two steps, weights checked
+    finite first (weights_finite: weights_finite_op, or None)."""
+
+    def __init__(self, saver, train_dir, weights_finite, interval_secs=600, every_n_steps=0, clock=time.time):
+        self.saver, self.weights_finite = saver, weights_finite
+        self.save_path = os.path.join(train_dir, CHECKPOINT_BASENAME)
+        self.cadence = Cadence(interval_secs, every_n_steps, clock)
+
+    def maybe_save(self, session, step):
+        if step != self.cadence.last_step and self.cadence.due(step):
+            self.save(session, step)
+
+    def save(self, session, step):
+        """Write a checkpoint at `step` after checking the weights are finite."""
+        self.check_weights(session, step)
+        path = self.saver.save(session, self.save_path, global_step=step)
+        self.cadence.mark(step)
+        logging.info('Saved checkpoint %s', path)
+
+    def check_weights(self, session, step):
         if self.weights_finite is not None and not session.run(self.weights_finite):
             raise TrainingDiverged(f'step {step}: the weights hold NaN or Inf; training stopped without saving '
                                    f'them, so the last checkpoint is the last good one. Lower --learning_rate '
                                    f'(or add --warmup_steps) and resume')
 
-    def _diverged_message(self, step, losses):
-        where = os.path.dirname(self.save_path) if self.save_path else 'train_dir'
+
+class SummaryPolicy:
+    """The chief's summaries: summary_op on the first step, then every interval_secs (0: never), written with
+    the step's summary_writer (slim.learning.train passes it in train_step_kwargs)."""
+
+    def __init__(self, summary_op, interval_secs=600, clock=time.time):
+        self.summary_op = summary_op
+        self.cadence = Cadence(interval_secs, clock=clock, due_at_first=True)
+
+    def write(self, train_step_kwargs, summary, step):
+        writer = train_step_kwargs.get('summary_writer')
+        if writer is not None:
+            writer.add_summary(summary, step)
+        self.cadence.mark()
+
+
+def check_losses_finite(step, losses, train_dir):
+    """TrainingDiverged when a loss value is NaN or infinite: the loop ends without saving."""
+    if not all(math.isfinite(float(v)) for v in losses.values()):
         parts = ', '.join(f'{name} {float(value):g}' for name, value in sorted(losses.items()))
-        return (f'step {step}: the loss is not finite ({parts}); training stopped without saving, so the '
-                f'last checkpoint in {where} is the last good one. Lower --learning_rate (or add '
-                f'--warmup_steps) and resume')
+        raise TrainingDiverged(f'step {step}: the loss is not finite ({parts}); training stopped without saving, '
+                               f'so the last checkpoint in {train_dir} is the last good one. Lower --learning_rate '
+                               f'(or add --warmup_steps) and resume')
+
+
+class TrainStep:
+    """train_step_fn for slim.learning.train: one step (the train op, the loss components and the learning
+    rate, plus the summary op when one is due), then the NaN guard, the log line, the stop decision (the chief
+    checks its weights and tells the cluster before slim.learning.train saves the final checkpoint) or a due
+    checkpoint. checkpoints and summaries are None on non-chief workers."""
+
+    def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None):
+        self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
+        self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
+        self.loss_history = []  # (global step, total loss) of every step this process ran
+        self.current_step = None
+
+    def __call__(self, session, train_op, global_step, train_step_kwargs):
+        if self.current_step is None:
+            self.current_step = int(session.run(global_step))
+            for policy in (self.speed_log, self.checkpoints):
+                if policy is not None:
+                    policy.cadence.start(self.current_step)
+        if self.stop.should_stop(session, self.current_step):
+            return self._stop(session)
+        fetches = dict(self.fetches, train_op=train_op)
+        summary_due = self.summaries is not None and self.summaries.cadence.due()
+        if summary_due:
+            fetches['summary'] = self.summaries.summary_op
+        start = time.time()
+        try:
+            values = session.run(fetches)
+            step = self.current_step = int(session.run(global_step))
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
+            self.stop.report_lost_cluster(err)
+            raise
+        losses = values['losses']
+        check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
+                            else 'train_dir')
+        self.loss_history.append((step, float(losses['total'])))
+        if summary_due:
+            self.summaries.write(train_step_kwargs, values['summary'], step)
+        self.speed_log.record(step, time.time() - start, losses, float(values['learning_rate']))
+        if self.stop.should_stop(session, step):
+            return self._stop(session)
+        if self.checkpoints is not None:
+            self.checkpoints.maybe_save(session, step)
+        return self.loss_history[-1][1], False
+
+    def _stop(self, session):
+        """(last loss, True); the chief first checks the weights it is about to save and tells the cluster."""
+        logging.info('Training stops at global step %d; this process ran %d step(s)', self.current_step,
+                     len(self.loss_history))
+        if self.checkpoints is not None:
+            self.checkpoints.check_weights(session, self.current_step)
+            if self.stop.cluster_stop is not None:
+                self.stop.cluster_stop.announce(session)
+        return (self.loss_history[-1][1] if self.loss_history else None), True

@@ -1,4 +1,4 @@
-"""Restore chain: finding a checkpoint, exclude scopes, the vgg_16 -> ssd_300_vgg scope mapping, and the
+"""utils/checkpoints.py: finding a checkpoint, exclude scopes, the vgg_16 -> ssd_300_vgg scope mapping, and the
 messages (with their remedies) for checkpoints that do not fit."""
 import os
 
@@ -8,7 +8,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from nets import nets_factory
-from utils import restore
+from utils import checkpoints
 from utils.errors import UserError
 
 DEPTH = 0.125
@@ -53,17 +53,17 @@ def test_fine_tune_other_num_classes_with_excluded_box_heads(ssd_checkpoint_21):
     with tf.Graph().as_default():
         net, variables = _build_ssd(5)
         with pytest.raises(UserError) as raised:
-            restore.plan_pretrained_restore(prefix, variables, net.scope)
+            checkpoints.plan_pretrained_restore(prefix, variables, net.scope)
         message = str(raised.value)
         assert 'shapes differ' in message
         assert 'block10_box/conv_cls/biases [84] in the checkpoint, [20] in the model' in message
         assert message.endswith('--checkpoint_exclude_scopes=' + ','.join(
             f'ssd_300_vgg/block{i}_box/conv_cls' for i in (10, 11, 4, 7, 8, 9)))
         excluded = [f'{scope}/conv_cls' for scope in net.box_head_scopes]
-        plan = restore.plan_pretrained_restore(prefix, variables, net.scope, exclude_scopes=excluded)
+        plan = checkpoints.plan_pretrained_restore(prefix, variables, net.scope, exclude_scopes=excluded)
         assert len(plan.excluded) == 12 and not plan.missing
         assert sorted(plan.var_map) == sorted(n for n in values if '/conv_cls/' not in n)
-        init_fn = restore.make_init_fn(prefix, plan)
+        init_fn = checkpoints.make_init_fn(prefix, plan)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             init_fn(session)
@@ -85,15 +85,15 @@ def test_vgg_16_trunk_mapped_onto_the_ssd_scope(tmp_path):
         values['vgg_16/fc8/weights'] = np.zeros([1, 1, 8, 10], np.float32)  # classifier layers the SSD lacks
         _save(prefix, values)
         with pytest.raises(UserError, match='none of this model.s variables.*scopes: vgg_16.*--checkpoint_model_scope'):
-            restore.plan_pretrained_restore(prefix, variables, net.scope, ignore_missing_vars=True)
+            checkpoints.plan_pretrained_restore(prefix, variables, net.scope, ignore_missing_vars=True)
         with pytest.raises(UserError, match=r'lacks 45 variable\(s\).*--ignore_missing_vars'):
-            restore.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16')
+            checkpoints.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16')
         exclude = ['ssd_300_vgg/conv6', 'ssd_300_vgg/conv7'] + [f'ssd_300_vgg/block{i}' for i in (8, 9, 10, 11)]
         exclude += net.box_head_scopes
-        plan = restore.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16', exclude)
+        plan = checkpoints.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16', exclude)
         assert sorted(plan.var_map) == sorted(n for n in values if '/fc8/' not in n) and len(plan.var_map) == 26
         assert all(plan.var_map[name].op.name == name.replace('vgg_16/', 'ssd_300_vgg/', 1) for name in plan.var_map)
-        init_fn = restore.make_init_fn(prefix, plan)
+        init_fn = checkpoints.make_init_fn(prefix, plan)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             init_fn(session)
@@ -106,17 +106,17 @@ def test_stale_train_dir_names_variables_and_remedy(ssd_checkpoint_21):
     with tf.Graph().as_default():
         _, variables = _build_ssd(5)
         with pytest.raises(UserError) as raised:
-            restore.check_resume_compatible(prefix, variables)
+            checkpoints.check_resume_compatible(prefix, variables)
     message = str(raised.value)
     assert 'ssd_300_vgg/block10_box/conv_cls/biases [84] in the checkpoint, [20] in the model' in message
     assert 'use a new --train_dir, or delete the old checkpoints' in message and '\n' not in message
     with tf.Graph().as_default():
         _, variables = _build_ssd(21)
-        restore.check_resume_compatible(prefix, variables)
+        checkpoints.check_resume_compatible(prefix, variables)
         tf.Variable(0.0, name='ssd_300_vgg/conv1/conv1_1/weights/Adam')
         with pytest.raises(UserError, match=r'another model, dataset or optimizer \(ssd_300_vgg/conv1/conv1_1/'
                                             r'weights/Adam absent from the checkpoint\)'):
-            restore.check_resume_compatible(prefix, tf.global_variables())
+            checkpoints.check_resume_compatible(prefix, tf.global_variables())
 
 
 def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21):
@@ -126,9 +126,11 @@ def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21)
         net, variables = _build_ssd(5)
         with pytest.raises(UserError, match="--checkpoint_exclude_scopes: 'ssd_300_vgg/conv_cls' matches no model "
                                             r"variable \(valid scopes: ssd_300_vgg/block10, ssd_300_vgg/block10_box, "):
-            restore.restore_chain(None, prefix, variables, net.scope, exclude_scopes=['ssd_300_vgg/conv_cls'])
+            checkpoints.restore_chain(checkpoints.RestoreConfig(pretrained=prefix, exclude_scopes=('ssd_300_vgg/conv_cls',)),
+                                      variables, net.scope)
         heads = [f'{scope}/conv_cls' for scope in net.box_head_scopes]
-        init_fn = restore.restore_chain(None, prefix, variables, net.scope, exclude_scopes=heads, log_fn=said.append)
+        init_fn = checkpoints.restore_chain(checkpoints.RestoreConfig(pretrained=prefix, exclude_scopes=tuple(heads)),
+                                            variables, net.scope, log_fn=said.append)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             init_fn(session)
@@ -140,33 +142,33 @@ def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21)
 
 
 def test_format_mismatches_puts_shape_differences_first_and_caps_the_list():
-    mismatch = nets_factory.CheckpointMismatch
+    mismatch = checkpoints.CheckpointMismatch
     items = [mismatch('a/w', [3], None), mismatch('b/w', [2, 2], [2, 5]), mismatch('c/w', [1], None),
              mismatch('d/w', [4], [8]), mismatch('e/w', [1], None)]
-    assert restore.format_mismatches(items) == (
+    assert checkpoints.format_mismatches(items) == (
         'b/w [2, 5] in the checkpoint, [2, 2] in the model; d/w [8] in the checkpoint, [4] in the model; '
         'a/w absent from the checkpoint (and 2 more)')
-    assert restore.format_mismatches(items[:1], limit=1) == 'a/w absent from the checkpoint'
+    assert checkpoints.format_mismatches(items[:1], limit=1) == 'a/w absent from the checkpoint'
 
 
 def test_resolve_pretrained(tmp_path, ssd_checkpoint_21):
     prefix, _ = ssd_checkpoint_21
-    assert restore.resolve_pretrained(os.path.dirname(prefix)) == prefix        # folder with one checkpoint
-    assert restore.resolve_pretrained(prefix + '.index') == prefix              # a file of the checkpoint
-    assert restore.resolve_pretrained(prefix + '.data-00000-of-00001') == prefix
+    assert checkpoints.resolve_checkpoint(os.path.dirname(prefix)) == prefix        # folder with one checkpoint
+    assert checkpoints.resolve_checkpoint(prefix + '.index') == prefix              # a file of the checkpoint
+    assert checkpoints.resolve_checkpoint(prefix + '.data-00000-of-00001') == prefix
     empty = tmp_path / 'pre_trained'
     empty.mkdir()
     (empty / '.gitkeep').write_text('')
-    assert restore.resolve_pretrained(str(empty)) is None                       # empty folder: from scratch
+    assert checkpoints.resolve_checkpoint(str(empty)) is None                       # empty folder: from scratch
     with pytest.raises(UserError, match=r'--pretrained_path=.*nowhere: no such checkpoint or directory'):
-        restore.resolve_pretrained(str(tmp_path / 'nowhere'))
-    assert restore.resolve_pretrained(str(tmp_path / 'nowhere'), missing_ok=True) is None
+        checkpoints.resolve_checkpoint(str(tmp_path / 'nowhere'))
+    assert checkpoints.resolve_checkpoint(str(tmp_path / 'nowhere'), missing_ok=True) is None
     (empty / 'garbage.ckpt').write_text('not a checkpoint')
     with pytest.raises(UserError, match='garbage.ckpt: not a readable TensorFlow checkpoint'):
-        restore.resolve_pretrained(str(empty))
+        checkpoints.resolve_checkpoint(str(empty))
     _save(str(empty / 'second.ckpt'), {'w': np.zeros(2, np.float32)})
     with pytest.raises(UserError, match='holds several checkpoints'):
-        restore.resolve_pretrained(str(empty))
+        checkpoints.resolve_checkpoint(str(empty))
 
 
 def test_resolve_pretrained_follows_the_state_file(tmp_path):
@@ -177,23 +179,23 @@ def test_resolve_pretrained_follows_the_state_file(tmp_path):
             session.run(weight.initializer)
             for step in (1, 2):
                 saver.save(session, str(tmp_path / 'model.ckpt'), global_step=step)
-    assert restore.resolve_pretrained(str(tmp_path)) == str(tmp_path / 'model.ckpt-2')
-    assert restore.latest_train_checkpoint(str(tmp_path)) == str(tmp_path / 'model.ckpt-2')
-    assert restore.latest_train_checkpoint(str(tmp_path / 'absent')) is None
+    assert checkpoints.resolve_checkpoint(str(tmp_path)) == str(tmp_path / 'model.ckpt-2')
+    assert checkpoints.latest_train_checkpoint(str(tmp_path)) == str(tmp_path / 'model.ckpt-2')
+    assert checkpoints.latest_train_checkpoint(str(tmp_path / 'absent')) is None
 
 
 def test_scopes_match_whole_name_components():
-    assert restore.split_scopes(' a/b, c/ ,') == ['a/b', 'c']
-    assert restore.in_scopes('ssd_300_vgg/block1/w', ['ssd_300_vgg/block1'])
-    assert not restore.in_scopes('ssd_300_vgg/block10/w', ['ssd_300_vgg/block1'])
+    assert checkpoints.split_scopes(' a/b, c/ ,') == ['a/b', 'c']
+    assert checkpoints.in_scopes('ssd_300_vgg/block1/w', ['ssd_300_vgg/block1'])
+    assert not checkpoints.in_scopes('ssd_300_vgg/block10/w', ['ssd_300_vgg/block1'])
 
 
 def test_trainable_scopes():
     with tf.Graph().as_default():
         _build_ssd(3)
-        chosen = restore.variables_to_train('ssd_300_vgg/block4_box, ssd_300_vgg/conv7')
+        chosen = checkpoints.variables_to_train('ssd_300_vgg/block4_box, ssd_300_vgg/conv7')
         assert {v.op.name.split('/')[1] for v in chosen} == {'block4_box', 'conv7'}
-        assert len(restore.variables_to_train(None)) == len(tf.trainable_variables())
+        assert len(checkpoints.variables_to_train(None)) == len(tf.trainable_variables())
         with pytest.raises(UserError, match="--trainable_scopes: 'ssd_300_vgg/blok8' matches no trainable variable "
                                             r"\(valid scopes: ssd_300_vgg/block10, .*, ssd_300_vgg/conv7\)"):
-            restore.variables_to_train('ssd_300_vgg/blok8')
+            checkpoints.variables_to_train('ssd_300_vgg/blok8')
