@@ -5,6 +5,8 @@ would otherwise fail the whole tf.data iterator at whatever step first draws it.
 (datasets/tfrecord_pipeline.py) turns every record into exactly one element with a status (first_that_works),
 counts the bad ones in SampleCounters (local variables the training step and evaluation read) and drops
 them; BadSampleMonitor, plain Python, warns on the first one and stops the run when too many are bad.
+A shard that fails while it is read (removed or damaged during a run) still fails the iterator:
+is_input_failure tells that error from others, error_line gives its one useful line.
 """
 import tensorflow.compat.v1 as tf
 
@@ -85,3 +87,18 @@ class BadSampleMonitor:
     def summary(self):
         """'N bad sample(s) skipped of M read', for the periodic log and the end-of-run summary."""
         return f'{self.bad} bad sample(s) skipped of {self.read} read'
+
+
+def is_input_failure(error):
+    """True for a tf.errors.OpError raised by an input pipeline's iterator (not by the model or optimizer)."""
+    op = getattr(error, 'op', None)
+    return op is not None and op.type in ('IteratorGetNext', 'IteratorGetNextSync')
+
+
+def error_line(error):
+    """The line of a tf.errors.OpError that says what went wrong, without the graph-execution preamble, the
+    traceback of where the node was defined and the node annotations."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(('[[', 'Graph execution error', 'Detected at',
+                                                                      'File "', 'Node:'))]
+    return useful[-1] if useful else lines[0]

@@ -1,4 +1,6 @@
 """Samples that cannot be decoded are skipped and counted, not fatal; a damaged shard still fails."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -118,3 +120,26 @@ def test_monitor_warns_once_then_stops_over_the_fraction():
     with pytest.raises(UserError, match=r'^21 of the 2000 samples read could not be decoded, more than 0.01 '
                                         r'of them \(the last: b_train_003.tfrecord record 2: malformed'):
         monitor.update(2000, 21, b'b_train_003.tfrecord record 2: malformed record (Example or box fields)')
+
+
+def test_a_reader_failure_is_recognised_and_summarised_in_one_line(split, tmp_path):
+    paths, _ = split
+    with open(paths[0], 'rb') as source:
+        data = source.read()
+    truncated = tmp_path / 'toy_train_000.tfrecord'
+    truncated.write_bytes(data[:len(data) // 2])
+    with tf.Graph().as_default():
+        with tf.name_scope('inputs'):
+            batch = tf.data.make_one_shot_iterator(tfrecord_pipeline.make_dataset(
+                [str(truncated)], ssd_vgg_preprocessing.preprocess_for_train,
+                tfrecord_pipeline.PipelineConfig(2, out_shape=(32, 32)))).get_next()
+        model_error = tf.debugging.assert_positive(tf.placeholder_with_default(-1.0, []), message='not input')
+        with tf.Session() as session:
+            with pytest.raises(tf.errors.OpError) as failure:
+                for _ in range(10):
+                    session.run([tf.reduce_sum(batch['image'])])
+            with pytest.raises(tf.errors.InvalidArgumentError) as other:
+                session.run(model_error)
+    assert bad_samples.is_input_failure(failure.value) and not bad_samples.is_input_failure(other.value)
+    assert re.fullmatch(r"truncated record at \d+' failed with Read less bytes than requested",
+                        bad_samples.error_line(failure.value))
