@@ -130,3 +130,58 @@ def test_async_cluster_worker_restart_chief_interrupt_and_single_process_resume(
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf'Resuming from .*model.ckpt-{reached} at step {saved_step}', result.stderr)
     assert tf.train.latest_checkpoint(str(train_dir)).endswith(f'model.ckpt-{saved_step + 1}')
+
+
+def test_wait_for_hosts_accepts_a_bracketed_ipv6_address():
+    listener = socket.socket(socket.AF_INET6)
+    listener.bind(('::1', 0))
+    listener.listen()
+    try:
+        distributed.wait_for_hosts([f'[::1]:{listener.getsockname()[1]}'], 0.5, 'parameter server', poll_secs=0.1)
+    finally:
+        listener.close()
+
+
+def test_a_worker_restarted_after_the_chief_stopped_still_sees_the_stop():
+    """Each worker's local init runs ClusterStop.init_op; a restarted non-chief must not clear the chief's flag."""
+    server = tf.train.Server.create_local_server()
+    with tf.Graph().as_default():
+        stop = distributed.ClusterStop(num_workers=2)
+        chief_init = tf.group(tf.local_variables_initializer(), stop.init_op(is_chief=True))
+        worker_init = tf.group(tf.local_variables_initializer(), stop.init_op(is_chief=False))
+        with tf.Session(server.target) as chief:
+            chief.run(chief_init)
+            chief.run(worker_init)                    # worker 1 starts: the flag stays clear
+            assert not stop.requested(chief)
+            stop.announce(chief)                      # the chief stops training
+        with tf.Session(server.target) as restarted_worker:
+            restarted_worker.run(worker_init)
+            assert stop.requested(restarted_worker)
+        with tf.Session(server.target) as new_chief:  # a new run clears it
+            new_chief.run(chief_init)
+            assert not stop.requested(new_chief)
+
+
+def test_chief_unblock_op_feeds_the_sync_optimizers_own_accumulators():
+    """Pins SyncReplicasOptimizer's accumulator naming ('<variable>/grad_accum' on the variable's device), which
+    ClusterStop relies on instead of the optimizer's private _accumulator_list. Checked on TensorFlow 2.21."""
+    with tf.Graph().as_default() as graph:
+        global_step = tf.train.get_or_create_global_step()
+        weights = [tf.Variable(tf.zeros([3, 2]), name='w'), tf.Variable(tf.zeros([2]), name='b')]
+        loss = tf.add_n([tf.reduce_sum(tf.square(w - 1.0)) for w in weights])
+        optimizer = tf.train.SyncReplicasOptimizer(tf.train.GradientDescentOptimizer(0.1), replicas_to_aggregate=2,
+                                                   total_num_replicas=2)
+        optimizer.apply_gradients(optimizer.compute_gradients(loss), global_step=global_step)
+
+        def accumulators():
+            return {op.name: op.get_attr('shared_name') for op in graph.get_operations()
+                    if op.type == 'ResourceConditionalAccumulator'}
+        created_by_optimizer = set(accumulators().values())
+        before = set(accumulators())
+        distributed.ClusterStop(2, optimizer, 2, weights)
+        fed = {name: shared for name, shared in accumulators().items() if name not in before}
+        feeds = [op for op in graph.get_operations() if op.type == 'ResourceAccumulatorApplyGradient'
+                 and op.inputs[0].op.name in fed]
+    assert tf.__version__.startswith('2.21'), f're-check the accumulator naming on TensorFlow {tf.__version__}'
+    assert created_by_optimizer == {b'w:0/grad_accum', b'b:0/grad_accum'}
+    assert set(fed.values()) == created_by_optimizer and len(feeds) == 2 * 2   # replicas x variables

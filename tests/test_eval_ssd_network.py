@@ -1,15 +1,18 @@
 """eval_ssd_network.py end to end on three images: the run completes, the table, JSON and summaries are
 well formed, errors are one line. (AP numerics are tested in test_voc_eval.py.)"""
+import ast
+import dataclasses
 import glob
 import json
+import os
 import shutil
 
 import pytest
+from absl import flags
 import tensorflow.compat.v1 as tf
 
 from tests import inference_fixtures as fixtures
-import dataclasses
-
+from utils.errors import UserError
 from utils.model_config import ModelConfig
 
 # Non-difficult boxes per class in fixtures.EVAL_IMAGES: 'box' only has a difficult one.
@@ -155,3 +158,22 @@ def test_missing_split_is_one_line(setup):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('eval_ssd_network.py: error: ') and "split 'validation'" in last
+
+
+def test_max_num_batches_must_be_positive():
+    import eval_ssd_network   # defines its flags on absl's global FLAGS, which no other test module uses
+    fv = flags.FLAGS
+    fv(['eval_ssd_network.py', '--dataset_dir=d', '--checkpoint_path=c', '--max_num_batches=0'])
+    try:
+        with pytest.raises(UserError, match=r'--max_num_batches=0: must be >= 1'):
+            eval_ssd_network.reader_from_flags(fv)
+    finally:
+        fv.unparse_flags()
+
+
+@pytest.mark.parametrize('script', ['eval_ssd_network.py', 'train_ssd_network.py'])
+def test_usage_example_keeps_its_line_break(script):
+    """A backslash at the end of a docstring line must be escaped, or --help joins the two lines."""
+    with open(os.path.join(fixtures.REPO_ROOT, script)) as source:
+        docstring = ast.get_docstring(ast.parse(source.read()))
+    assert '\\\n' in docstring

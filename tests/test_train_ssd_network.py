@@ -238,3 +238,25 @@ def test_flagfile(tmp_path):
     flagfile.write_text('--batch_size=8\n--optimizer=momentum\n--checkpoint_path=/ckpt/vgg_16.ckpt\n')
     fv = parse_flags([f'--flagfile={flagfile}', '--batch_size=16'])
     assert (fv.batch_size, fv.optimizer, fv.pretrained_path) == (16, 'momentum', '/ckpt/vgg_16.ckpt')
+
+
+def test_labels_offset_is_applied_before_the_augmentation(records, tmp_path):
+    """With --labels_offset=3 only 'can' (record label 4) is trained: the augmented batch, its TensorBoard boxes
+    and the anchor targets hold no box of a dropped class."""
+    plan = check(records, tmp_path, '--labels_offset=3', '--batch_size=8')
+    with tf.Graph().as_default():
+        batch = script.input_batch(plan)
+        with tf.Session() as session:
+            values = session.run(batch)
+    labels = values['gt_labels'][np.arange(values['gt_labels'].shape[1])[None, :] < values['num_boxes'][:, None]]
+    assert labels.size and set(labels.tolist()) == {1}
+
+
+def test_a_cluster_worker_does_not_make_the_demo_data_but_waits_for_the_chief(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo_dataset, 'generate_demo_dataset', lambda *args, **kwargs: pytest.fail('generated'))
+    args = SMALL + ['--ps_hosts=p:1', '--worker_hosts=w:1,w:2', '--job_name=worker', '--task=1', '--cluster_wait_secs=1']
+    with pytest.raises(UserError, match=r'--dataset_dir=./IMAGE/tfrecords: the chief \(worker 0\) has not made the '
+                                        r'demo data after 1 s; start worker 0 first'):
+        plan_from_flags(parse_flags(args))
+    assert not os.path.exists('IMAGE')
