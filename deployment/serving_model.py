@@ -43,7 +43,7 @@ def build_signatures(config, detect_options):
         with tf.name_scope(name):
             network, detections = inference_model.detect_images(
                 next(iter(inputs.values())), config, detect_options, decode=decode,
-                reuse=tf.AUTO_REUSE)
+                reuse=tf.AUTO_REUSE, portable=True)
             outputs = dict(detections)
             outputs['detection_class_names'] = tf.gather(class_names, detections['detection_classes'],
                                                          name='detection_class_names')

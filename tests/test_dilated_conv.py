@@ -78,3 +78,24 @@ def test_native_and_space_to_batch_networks_agree():
     for native_value, s2b_value in zip(*results):
         scale = max(np.abs(s2b_value).max(), 1e-6)
         np.testing.assert_allclose(native_value / scale, s2b_value / scale, atol=2e-5)
+
+
+def test_exported_graph_runs_on_every_kernel_set():
+    """The SavedModel's conv6 is the space_to_batch form (a server without oneDNN cannot run a dilated Conv2D);
+    in-process inference (detect.py, eval) takes the native one."""
+    from deployment import serving_model
+    from utils import inference_model
+    from utils.model_config import ModelConfig
+    config = ModelConfig(num_classes=3, class_names=('none', 'a', 'b'), depth_multiplier=0.125)
+    options = {'score_threshold': 0.01, 'nms_threshold': 0.45, 'top_k': 20, 'keep_top_k': 10}
+
+    def dilated_convs(graph):
+        return [op.name for op in graph.get_operations()
+                if op.type == 'Conv2D' and max(op.get_attr('dilations')) > 1]
+    with tf.Graph().as_default() as graph:
+        serving_model.build_signatures(config, options)
+        assert not dilated_convs(graph)
+        assert any(op.type == 'SpaceToBatchND' for op in graph.get_operations())
+    with tf.Graph().as_default() as graph:
+        inference_model.detect_images(tf.zeros([1, 50, 60, 3], tf.uint8), config, options)
+        assert len(dilated_convs(graph)) == 1

@@ -10,23 +10,25 @@ import tf_slim as slim
 from preprocessing.preprocessing_factory import get_preprocessing
 
 
-def build_detections(images, config, detect_options, reuse=None):
+def build_detections(images, config, detect_options, reuse=None, portable=False):
     """Network forward pass and post-processing on preprocessed images.
 
     images: float32 [B, h, w, 3] NHWC, mean-subtracted, h x w = config.image_size.
     config: a ModelConfig; its data_format is the layout the layers run in (weights are the same in both).
     detect_options: keyword arguments of net.detect (score_threshold, nms_threshold, top_k, keep_top_k).
+    portable: a graph every TensorFlow build runs (conv6's dilation as space_to_batch, for a SavedModel that
+    may be served without oneDNN); otherwise the fastest form this process runs (nets/ssd_layers.py).
     Returns (network, net.detect's dict: detection_boxes [B, K, 4] normalised yxyx, detection_scores,
     detection_classes, num_detections).
     """
     network = config.build_network()
     with slim.arg_scope(network.arg_scope(data_format=config.data_format)):
         logits, localisations, _ = network.build(images, is_training=False, data_format=config.data_format,
-                                                 reuse=reuse)
+                                                 reuse=reuse, native_dilation=False if portable else None)
     return network, network.detect(logits, localisations, **detect_options)
 
 
-def detect_images(images, config, detect_options, decode=False, reuse=None):
+def detect_images(images, config, detect_options, decode=False, reuse=None, portable=False):
     """build_detections on raw images: each is decoded (decode=True), resized to config.image_size and
     mean-subtracted by the model's eval preprocessing.
 
@@ -45,4 +47,4 @@ def detect_images(images, config, detect_options, decode=False, reuse=None):
         return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
     batch = tf.map_fn(one_image, images, dtype=tf.float32, back_prop=False)
     batch.set_shape([None, out_shape[0], out_shape[1], 3])
-    return build_detections(batch, config, detect_options, reuse=reuse)
+    return build_detections(batch, config, detect_options, reuse=reuse, portable=portable)
