@@ -35,6 +35,18 @@ def _ref_iou(a, b):
     return inter / union
 
 
+def _py_faster_rcnn_ap07(rec, prec):
+    """VOC07 11-point AP as published in py-faster-rcnn's voc_eval.py (voc_ap with use_07_metric=True)."""
+    ap = 0.
+    for t in np.arange(0., 1.1, 0.1):
+        if np.sum(rec >= t) == 0:
+            p = 0
+        else:
+            p = np.max(prec[rec >= t])
+        ap = ap + p / 11.
+    return ap
+
+
 def _ref_class_ap(dets, gts, class_id, threshold):
     """(ap07, ap10, npos) for one class, straight from the devkit's loop; None APs when npos == 0."""
     class_dets = sorted([d for d in dets if d[1] == class_id], key=lambda d: -d[2])  # sorted() is stable
@@ -67,10 +79,7 @@ def _ref_class_ap(dets, gts, class_id, threshold):
         tp += flag == 'tp'
         recall.append(tp / npos)
         precision.append(tp / rank)
-    ap07 = 0.0
-    for step in range(11):
-        t = step / 10
-        ap07 += max([p for r, p in zip(recall, precision) if r >= t], default=0.0) / 11
+    ap07 = _py_faster_rcnn_ap07(np.array(recall), np.array(precision))
     # Area: each rise of recall to level r earns (r - previous level) * best precision at recall >= r.
     ap10, previous = 0.0, 0.0
     for level in sorted(set(recall)):
@@ -241,13 +250,46 @@ def test_bad_class_ids_are_rejected():
 
 @pytest.mark.parametrize('recall, precision, ap07, ap10', [
     ([], [], 0.0, 0.0),
-    ([0.3], [1.0], 4 / 11, 0.3),                       # levels 0, .1, .2, .3 reached exactly (3/10 == 0.3)
+    ([0.3], [1.0], 3 / 11, 0.3),                       # 3/10 reaches 0, .1, .2 but not arange's .3
     ([0.5, 1.0], [1.0, 0.5], (6 + 5 * 0.5) / 11, 0.75),
     ([0.2, 0.4, 0.4], [0.5, 0.4, 1.0], 5 / 11, 0.4),   # envelope lifts the first point to 1.0
 ])
 def test_voc_ap_hand_computed(recall, precision, ap07, ap10):
     assert voc_eval.voc_ap(np.array(recall), np.array(precision), use_07_metric=True) == pytest.approx(ap07)
     assert voc_eval.voc_ap(np.array(recall), np.array(precision), use_07_metric=False) == pytest.approx(ap10)
+
+
+# Curves whose recall is exactly 3/10, 6/20, 6/10 or 7/10 at a precision peak: the levels where np.arange(0., 1.1,
+# 0.1) (0.30000000000000004, 0.6000000000000001, 0.7000000000000001) and exact tenths disagree.
+_TENTH_CURVES = {
+    '3/10': (np.array([1, 2, 3, 3, 4]) / 10, np.array([1.0, 1.0, 1.0, 0.75, 0.5])),
+    '6/20': (np.array([2, 4, 6, 6, 8, 20]) / 20, np.array([1.0, 1.0, 1.0, 0.6, 0.5, 0.4])),
+    '7/10 and 6/10': (np.array([6, 7, 7, 10]) / 10, np.array([1.0, 0.9, 0.7, 0.5])),
+}
+
+
+def _exact_tenths_ap07(rec, prec):
+    """The rule this module used before: levels k / 10, which 3/10, 6/10, 7/10 reach."""
+    return sum(np.max(prec[rec >= k / 10], initial=0.0) for k in range(11)) / 11
+
+
+@pytest.mark.parametrize('name', sorted(_TENTH_CURVES))
+def test_voc07_is_py_faster_rcnn_on_recalls_at_tenths(name):
+    recall, precision = _TENTH_CURVES[name]
+    expected = _py_faster_rcnn_ap07(recall, precision)
+    assert voc_eval.voc_ap(recall, precision, use_07_metric=True) == pytest.approx(expected, abs=1e-15)
+    # The old rule gives another AP on these curves (so this test fails with it).
+    assert _exact_tenths_ap07(recall, precision) != pytest.approx(expected, abs=1e-3)
+
+
+def test_voc07_at_recall_three_tenths_from_matching():
+    # Ten ground truths, three found first: recall 3/10 = 0.3 does not reach arange's 0.30000000000000004, so
+    # levels 0, .1, .2 see precision 1 and .3 sees only the later point (4 TP of 8: precision 1/2).
+    gts = [(image, 1, _box(0.5, 0.5), 0) for image in range(10)]
+    dets = [(image, 1, 0.9, _box(0.5, 0.5)) for image in range(3)]
+    dets += [(image, 1, 0.5, _box(0.1, 0.1)) for image in range(4)] + [(3, 1, 0.4, _box(0.5, 0.5))]
+    results = _evaluate(dets, gts)
+    assert results.ap07[1] == pytest.approx((3 * 1 + 0.5 + 0.5) / 11)
 
 
 def test_format_table_lists_classes_and_no_gt():
@@ -267,3 +309,36 @@ def test_results_as_dict_is_json_ready():
     assert summary['per_class']['cat'] == {'class_id': 1, 'num_gt': 1, 'num_detections': 1,
                                            'ap_voc07': 1.0, 'ap_voc2010': 1.0}
     assert summary['per_class']['dog']['ap_voc2010'] is None and summary['per_class']['dog']['num_detections'] == 1
+
+
+def test_matches_give_each_detection_its_outcome_and_box():
+    gts = [(0, 1, _box(0.3, 0.3), 0), (0, 1, _box(0.7, 0.7), 1), (1, 2, _box(0.5, 0.5), 0)]
+    dets = [(0, 1, 0.6, _box(0.3, 0.3)),    # TP of ground truth 0
+            (0, 1, 0.9, _box(0.7, 0.7)),    # takes the difficult box 1: ignored
+            (0, 1, 0.5, _box(0.31, 0.3)),   # duplicate of box 0: FP
+            (1, 2, 0.8, _box(0.1, 0.1)),    # misses box 2: FP
+            (1, 1, 0.7, _box(0.5, 0.5))]    # right place, wrong class: FP
+    detections = voc_eval.Detections(*[np.array(column) for column in zip(*dets)])
+    ground_truth = voc_eval.GroundTruth(*[np.array(column) for column in zip(*gts)])
+    matches = voc_eval.match_detections(detections, ground_truth, NUM_CLASSES)
+    np.testing.assert_array_equal(matches.true_positive, [True, False, False, False, False])
+    np.testing.assert_array_equal(matches.ignored, [False, True, False, False, False])
+    np.testing.assert_array_equal(matches.gt_index, [0, 1, -1, -1, -1])
+    np.testing.assert_array_equal(matches.num_gt, [0, 1, 1, 0])
+
+
+def test_evaluator_returns_what_it_was_given_flat():
+    evaluator = voc_eval.VOCEvaluator(NUM_CLASSES)
+    for _ in range(2):
+        evaluator.add_batch(np.zeros((1, 2, 4)), np.array([[0.9, 0.1]]), np.array([[1, 2]]), [1],
+                            np.zeros((1, 1, 4)), np.array([[3]]), np.array([[1]]), [1])
+    np.testing.assert_array_equal(evaluator.detections().image_ids, [0, 1])
+    np.testing.assert_array_equal(evaluator.detections().classes, [1, 1])
+    np.testing.assert_array_equal(evaluator.ground_truth().classes, [3, 3])
+    np.testing.assert_array_equal(evaluator.ground_truth().difficult, [1, 1])
+
+
+def test_unequal_lengths_are_rejected():
+    with pytest.raises(ValueError, match='detection arrays differ in length'):
+        voc_eval.evaluate(voc_eval.Detections([0, 1], [1], [0.5], np.zeros((1, 4))),
+                          voc_eval.GroundTruth([], [], np.zeros((0, 4)), []), NUM_CLASSES)

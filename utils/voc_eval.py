@@ -1,20 +1,7 @@
 """PASCAL VOC average precision (AP) and mean AP, in plain numpy.
 
-Matching rule (the VOC devkit's, as in its `VOCevaldet.m`): for one class, detections are taken in
-descending score order (ties keep their input order: a stable sort). Each detection is compared with the
-ground truths of its class in its image, difficult ones included, and takes the one of highest IoU
-(the first of equal ones). If that IoU >= `iou_threshold`:
-  - the ground truth is difficult      -> the detection is ignored (neither TP nor FP);
-  - the ground truth is not yet taken  -> TP, and the ground truth is taken;
-  - the ground truth is already taken  -> FP (a duplicate), even if another free box overlaps >= threshold.
-Otherwise the detection is FP. Recall is TP / (number of non-difficult ground truths).
-
-Because every detection's best ground truth does not depend on which boxes are already taken, the greedy
-assignment reduces to "the first detection, in score order, that picks a ground truth is its TP": that is
-computed for a whole class at once with `np.unique(..., return_index=True)` (no per-detection loop).
-
-Boxes are normalised floats (ymin, xmin, ymax, xmax), so IoU uses continuous areas
-(ymax - ymin) * (xmax - xmin) without the devkit's +1 pixel convention.
+Detections are matched to the ground truth by the VOC devkit's rule (utils/voc_matching.py): each is a TP,
+a FP or ignored (it took a difficult box). Recall is TP / (number of non-difficult ground truths).
 
 Two AP rules (see `voc_ap`): VOC2007's 11-point interpolation and VOC2010+'s area under the monotone
 precision envelope. Classes with no non-difficult ground truth get AP NaN and are left out of the mean;
@@ -24,17 +11,19 @@ import dataclasses
 
 import numpy as np
 
-from nets import box_coder
+from utils.voc_matching import Detections, GroundTruth, Matches, match_detections
 
-# Detections x padded ground truths compared at once; bounds memory of the IoU matrix (~16 MB of float64).
-_MAX_PAIRS_PER_CHUNK = 2_000_000
+# The recall levels of published VOC07 numbers, py-faster-rcnn's voc_eval.py (used by SSD-Tensorflow, ssd.pytorch):
+# the doubles arange yields, of which 0.3, 0.6 and 0.7 lie one ulp above the recalls 3/10, 6/10, 7/10, so those
+# recalls do not reach them; exact tenths (k / 10) would give other APs.
+_VOC07_RECALL_LEVELS = np.arange(0., 1.1, 0.1)
 
 
 def voc_ap(recall, precision, use_07_metric):
     """Average precision from a precision/recall curve (points in descending score order).
 
-    use_07_metric=True (VOC2007): AP = 1/11 * sum_{t in 0, 0.1, ..., 1} max(precision[recall >= t]),
-      with max of an empty set = 0.
+    use_07_metric=True (VOC2007): AP = 1/11 * sum_{t in np.arange(0., 1.1, 0.1)} max(precision[recall >= t]),
+      with max of an empty set = 0 (the published rule: see _VOC07_RECALL_LEVELS).
     use_07_metric=False (VOC2010+): with recall padded by 0 and 1 and precision by 0 and 0, the envelope
       p_env(i) = max_{j >= i} precision(j); AP = sum_i (recall[i+1] - recall[i]) * p_env(i+1).
     recall, precision: 1-D arrays of equal length (may be empty -> AP 0).
@@ -45,10 +34,8 @@ def voc_ap(recall, precision, use_07_metric):
         raise ValueError('recall and precision must be 1-D arrays of equal length, got shapes %s and %s'
                          % (recall.shape, precision.shape))
     if use_07_metric:
-        # i / 10 is the correctly rounded double, equal to a recall such as 3/10 or 6/20 (arange(0, 1.1, 0.1) is not).
-        thresholds = np.arange(11) / 10.0
-        # best[k] = max precision among points with recall >= thresholds[k].
-        reached = recall[None, :] >= thresholds[:, None]
+        # best[k] = max precision among points with recall >= _VOC07_RECALL_LEVELS[k].
+        reached = recall[None, :] >= _VOC07_RECALL_LEVELS[:, None]
         best = np.where(reached, precision[None, :], 0.0).max(axis=1, initial=0.0)
         return float(best.sum() / 11.0)
     padded_recall = np.concatenate(([0.0], recall, [1.0]))
@@ -63,6 +50,7 @@ class VOCResults:
     ap07, ap10: AP by the VOC2007 and VOC2010+ rules, NaN where the class has no non-difficult ground truth.
     num_gt: non-difficult ground truths per class; num_detections: detections per class.
     map07, map10: mean of ap07 / ap10 over classes 1.. with num_gt > 0 (NaN when there are none).
+    matches: each detection's outcome (for curves and pictures).
     """
     ap07: np.ndarray
     ap10: np.ndarray
@@ -70,6 +58,7 @@ class VOCResults:
     num_detections: np.ndarray
     map07: float
     map10: float
+    matches: Matches = None
 
     @property
     def has_gt(self):
@@ -79,134 +68,61 @@ class VOCResults:
         return mask
 
 
-def _best_ground_truth(det_images, det_boxes, gt_images, gt_boxes, num_images):
-    """For each detection, the index of its highest-IoU ground truth in the same image and that IoU.
+def precision_recall(scores, true_positive, num_gt):
+    """Recall and precision after each detection of one class in descending score order (ties in input order).
 
-    det_images [D] and gt_images [G]: dense image indices < num_images; gt arrays of one class.
-    Returns (best_index [D] int64, -1 when the image has no ground truth; best_iou [D] float64, -1 then).
-    Ground truths are grouped per image (stable, so ties go to the first in input order) and padded to the
-    largest group, so one [D, Gmax] IoU matrix per chunk replaces a Python loop over detections.
+    scores, true_positive [n]: the class's detections that are not ignored; num_gt: its non-difficult ground
+    truths (when 0, recall is meaningless and reported as 0). Returns (recall [n], precision [n]).
     """
-    num_dets = len(det_images)
-    best_index = np.full(num_dets, -1, dtype=np.int64)
-    best_iou = np.full(num_dets, -1.0)
-    if num_dets == 0 or len(gt_images) == 0:
-        return best_index, best_iou
-    order = np.argsort(gt_images, kind='stable')
-    counts = np.bincount(gt_images, minlength=num_images)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    max_per_image = int(counts.max())
-    slots = np.arange(max_per_image)
-    chunk = max(1, _MAX_PAIRS_PER_CHUNK // max_per_image)
-    for begin in range(0, num_dets, chunk):
-        images = det_images[begin:begin + chunk]
-        valid = slots[None, :] < counts[images][:, None]                      # [d, Gmax]
-        sorted_pos = np.where(valid, starts[images][:, None] + slots[None, :], 0)
-        candidates = order[sorted_pos]                                          # indices into gt arrays
-        ious = np.where(valid, box_coder.broadcast_iou_np(det_boxes[begin:begin + chunk, None, :],
-                                                          gt_boxes[candidates]), -1.0)
-        column = np.argmax(ious, axis=1)
-        rows = np.arange(len(images))
-        has_gt = valid[:, 0]
-        best_index[begin:begin + chunk] = np.where(has_gt, candidates[rows, column], -1)
-        best_iou[begin:begin + chunk] = np.where(has_gt, ious[rows, column], -1.0)
-    return best_index, best_iou
+    hits = np.asarray(true_positive, dtype=bool)[np.argsort(-np.asarray(scores), kind='stable')]
+    tp_cumulative = np.cumsum(hits)
+    precision = tp_cumulative / np.arange(1, len(hits) + 1)
+    return tp_cumulative / max(num_gt, 1), precision
 
 
-def _class_precision_recall(det_images, det_scores, det_boxes, gt_images, gt_boxes, gt_difficult,
-                            num_images, iou_threshold):
-    """Precision and recall curves of one class, over its non-ignored detections in score order.
+def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
+    """VOC AP per class by both rules for a whole data set (voc_matching's Detections, GroundTruth) -> VOCResults.
 
-    Returns (recall [n], precision [n], num_gt), n = detections not ignored, num_gt = non-difficult ground
-    truths (when it is 0 recall is meaningless and the caller reports the class as having no ground truth).
+    num_classes: classes including background (VOC: 21). iou_threshold: TP when IoU >= it (VOC: 0.5).
     """
-    order = np.argsort(-det_scores, kind='stable')
-    best_index, best_iou = _best_ground_truth(det_images[order], det_boxes[order], gt_images, gt_boxes,
-                                              num_images)
-    matched = best_iou >= iou_threshold
-    target = np.where(matched, best_index, -1)
-    ignored = np.zeros(len(target), dtype=bool)
-    ignored[matched] = gt_difficult[target[matched]] != 0
-    # The first detection (in score order) to pick a ground truth gets it; later ones are duplicates.
-    first_pick = np.zeros(len(target), dtype=bool)
-    picked = np.flatnonzero(matched)
-    _, first_of_each = np.unique(target[picked], return_index=True)
-    first_pick[picked[first_of_each]] = True
-    true_positive = (first_pick & ~ignored)[~ignored]
-    tp_cumulative = np.cumsum(true_positive)
-    ranks = np.arange(1, len(true_positive) + 1)
-    num_gt = int(np.sum(gt_difficult == 0))
-    precision = tp_cumulative / np.maximum(ranks, 1)
-    recall = tp_cumulative / max(num_gt, 1)
-    return recall, precision, num_gt
+    matches = match_detections(detections, ground_truth, num_classes, iou_threshold)
+    classes = np.asarray(detections.classes, dtype=np.int64).reshape(-1)
+    scores = np.asarray(detections.scores, dtype=np.float64).reshape(-1)
+    ap07 = np.full(num_classes, np.nan)
+    ap10 = np.full(num_classes, np.nan)
+    for class_id in np.flatnonzero(matches.num_gt):
+        counted = (classes == class_id) & ~matches.ignored
+        recall, precision = precision_recall(scores[counted], matches.true_positive[counted], matches.num_gt[class_id])
+        ap07[class_id] = voc_ap(recall, precision, use_07_metric=True)
+        ap10[class_id] = voc_ap(recall, precision, use_07_metric=False)
+    has_gt = matches.num_gt[1:] > 0
+    map07 = float(np.mean(ap07[1:][has_gt])) if has_gt.any() else float('nan')
+    map10 = float(np.mean(ap10[1:][has_gt])) if has_gt.any() else float('nan')
+    return VOCResults(ap07=ap07, ap10=ap10, num_gt=matches.num_gt,
+                      num_detections=np.bincount(classes, minlength=num_classes).astype(np.int64),
+                      map07=map07, map10=map10, matches=matches)
 
 
 def evaluate_detections(det_image_ids, det_classes, det_scores, det_boxes,
                         gt_image_ids, gt_classes, gt_boxes, gt_difficult,
                         num_classes, iou_threshold=0.5):
-    """VOC AP per class by both rules for a whole data set (matching rule: see the module docstring).
-
-    det_image_ids [D], gt_image_ids [G]: image identifiers (any comparable values: ints or strings).
-    det_classes [D], gt_classes [G]: class ids in 1..num_classes-1 (0 = background is not allowed).
-    det_scores [D] float; det_boxes [D, 4], gt_boxes [G, 4]: normalised yxyx floats.
-    gt_difficult [G]: nonzero for difficult ground truths (ignored: neither TP, FP nor counted in recall).
-    num_classes: classes including background (VOC: 21). iou_threshold: TP when IoU >= it (VOC: 0.5).
-    Returns a VOCResults.
-    """
-    det_classes = np.asarray(det_classes, dtype=np.int64).reshape(-1)
-    det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
-    det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
-    gt_classes = np.asarray(gt_classes, dtype=np.int64).reshape(-1)
-    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    gt_difficult = np.asarray(gt_difficult, dtype=np.int64).reshape(-1)
-    det_image_ids = np.asarray(det_image_ids).reshape(-1)
-    gt_image_ids = np.asarray(gt_image_ids).reshape(-1)
-    if not len(det_image_ids) == len(det_classes) == len(det_scores) == len(det_boxes):
-        raise ValueError('detection arrays differ in length: image ids %d, classes %d, scores %d, boxes %d'
-                         % (len(det_image_ids), len(det_classes), len(det_scores), len(det_boxes)))
-    if not len(gt_image_ids) == len(gt_classes) == len(gt_boxes) == len(gt_difficult):
-        raise ValueError('ground-truth arrays differ in length: image ids %d, classes %d, boxes %d, difficult %d'
-                         % (len(gt_image_ids), len(gt_classes), len(gt_boxes), len(gt_difficult)))
-    for name, classes in (('detection', det_classes), ('ground-truth', gt_classes)):
-        if classes.size and (classes.min() < 1 or classes.max() >= num_classes):
-            raise ValueError('%s classes must lie in 1..%d, got %d..%d'
-                             % (name, num_classes - 1, classes.min(), classes.max()))
-    all_ids = np.concatenate((det_image_ids, gt_image_ids)) if len(gt_image_ids) else det_image_ids
-    _, dense_ids = np.unique(all_ids, return_inverse=True)
-    det_images, gt_images = dense_ids[:len(det_image_ids)], dense_ids[len(det_image_ids):]
-    num_images = int(dense_ids.max()) + 1 if dense_ids.size else 0
-
-    ap07 = np.full(num_classes, np.nan)
-    ap10 = np.full(num_classes, np.nan)
-    num_gt = np.zeros(num_classes, dtype=np.int64)
-    num_detections = np.bincount(det_classes, minlength=num_classes).astype(np.int64)
-    for class_id in range(1, num_classes):
-        in_det = det_classes == class_id
-        in_gt = gt_classes == class_id
-        recall, precision, num_gt[class_id] = _class_precision_recall(
-            det_images[in_det], det_scores[in_det], det_boxes[in_det], gt_images[in_gt], gt_boxes[in_gt],
-            gt_difficult[in_gt], num_images, iou_threshold)
-        if num_gt[class_id] > 0:
-            ap07[class_id] = voc_ap(recall, precision, use_07_metric=True)
-            ap10[class_id] = voc_ap(recall, precision, use_07_metric=False)
-    counted = num_gt[1:] > 0
-    map07 = float(np.mean(ap07[1:][counted])) if counted.any() else float('nan')
-    map10 = float(np.mean(ap10[1:][counted])) if counted.any() else float('nan')
-    return VOCResults(ap07=ap07, ap10=ap10, num_gt=num_gt, num_detections=num_detections, map07=map07, map10=map10)
+    """`evaluate` on the fields of Detections and GroundTruth passed one by one (the layout of bench/)."""
+    return evaluate(Detections(det_image_ids, det_classes, det_scores, det_boxes),
+                    GroundTruth(gt_image_ids, gt_classes, gt_boxes, gt_difficult), num_classes, iou_threshold)
 
 
 class VOCEvaluator:
     """Accumulates batches of detections and ground truths (as produced by net.detect and make_dataset).
 
-    Images get consecutive ids in the order they are added; `compute()` runs `evaluate_detections`.
+    Images get consecutive ids 0, 1, ... in the order they are added; `compute()` runs `evaluate`.
     """
 
     def __init__(self, num_classes, iou_threshold=0.5):
         self.num_classes = num_classes
         self.iou_threshold = iou_threshold
         self.num_images = 0
-        self._detections = []      # tuples (image_ids, classes, scores, boxes)
-        self._ground_truths = []   # tuples (image_ids, classes, boxes, difficult)
+        self._detections = []      # Detections of each batch
+        self._ground_truths = []   # GroundTruth of each batch
 
     def add_batch(self, detection_boxes, detection_scores, detection_classes, num_detections,
                   gt_boxes, gt_labels, gt_difficult, num_boxes):
@@ -222,22 +138,34 @@ class VOCEvaluator:
         image_ids = self.num_images + np.arange(batch)
         det_valid = np.arange(np.shape(detection_scores)[1])[None, :] < num_detections[:, None]
         gt_valid = np.arange(np.shape(gt_labels)[1])[None, :] < num_boxes[:, None]
-        self._detections.append((
+        self._detections.append(Detections(
             np.broadcast_to(image_ids[:, None], det_valid.shape)[det_valid],
             np.asarray(detection_classes)[det_valid], np.asarray(detection_scores)[det_valid],
             np.asarray(detection_boxes)[det_valid]))
-        self._ground_truths.append((
+        self._ground_truths.append(GroundTruth(
             np.broadcast_to(image_ids[:, None], gt_valid.shape)[gt_valid],
             np.asarray(gt_labels)[gt_valid], np.asarray(gt_boxes)[gt_valid], np.asarray(gt_difficult)[gt_valid]))
         self.num_images += batch
+
+    def detections(self):
+        """Detections of every image added so far (image ids 0..num_images-1)."""
+        return Detections(*_concatenated(self._detections))
+
+    def ground_truth(self):
+        """GroundTruth of every image added so far."""
+        return GroundTruth(*_concatenated(self._ground_truths))
 
     def compute(self):
         """VOCResults over everything added so far."""
         if not self._detections:
             raise ValueError('VOCEvaluator.compute() called before any add_batch()')
-        dets = [np.concatenate(parts) for parts in zip(*self._detections)]
-        gts = [np.concatenate(parts) for parts in zip(*self._ground_truths)]
-        return evaluate_detections(*dets, *gts, num_classes=self.num_classes, iou_threshold=self.iou_threshold)
+        return evaluate(self.detections(), self.ground_truth(), self.num_classes, self.iou_threshold)
+
+
+def _concatenated(batches):
+    """Field-wise concatenation of dataclass instances -> list of arrays."""
+    fields = [field.name for field in dataclasses.fields(batches[0])]
+    return [np.concatenate([getattr(batch, name) for batch in batches]) for name in fields]
 
 
 def _class_names(num_classes, class_names):
