@@ -1,0 +1,188 @@
+"""This project and torchvision's ssd300_vgg16 side by side: training and end-to-end inference speed.
+
+    python -m bench.train_throughput [--rounds 3] [--torch_python /tmp/tv/bin/python] [--baseline_dir DIR]
+
+Each measurement runs in its own process, alternated with the others round by round, so that the 2
+shared cores' load falls on every program alike; the table gives the median of the rounds and each
+process's peak RSS.
+- ours, training: train_ssd_network.py itself (the real step: input pipeline, clones, loss, Adam update,
+  summaries) on the demo records, from scratch, --log_every_n_steps=1; images/s from the logged
+  sec/step of the steps after the first `--warmup_steps`.
+- ours, inference: image tensor in, detections out (resize, network, decoding, per-class NMS), batch 1
+  and --batch_size, from the SavedModel deployment/export_serving_model.py writes of that training's
+  checkpoint (signature serving_uint8, as TF Serving runs it) and from detect.py's in-process model.
+- torchvision (when --torch_python imports torchvision; not a project dependency): ssd300_vgg16(weights=None,
+  weights_backbone=None, num_classes=21), 2 threads; training: SGD on random boxes; inference: eval mode,
+  its own transform and NMS.
+- --baseline_dir: a checkout of another revision (e.g. `git worktree add /tmp/base <commit>`), whose
+  train_ssd_network.py is timed in the same rounds.
+GFLOP/s count 2 FLOPs per multiply-add of every convolution (bench/network.py's analytic count from the
+graph's shapes: 64.8 GFLOP forward, 194 GFLOP forward+backward per SSD300 image at depth 1.0); the
+matmul peak is measured in this run (bench/network.py), before and after. torchvision is only timed at
+depth 1.0, the only width it has.
+"""
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = os.path.join(ROOT, 'bench', 'throughput_child.py')
+
+flags.DEFINE_integer('rounds', 3, 'Rounds of alternated measurements (the table shows medians).')
+flags.DEFINE_integer('batch_size', 8, 'Training batch, and the larger inference batch.')
+flags.DEFINE_float('depth_multiplier', 1.0, 'Width of our network (torchvision has only 1.0).')
+flags.DEFINE_integer('train_steps', 8, 'Training steps per measurement, warm-up included.')
+flags.DEFINE_integer('warmup_steps', 3, 'Steps not timed at the start of each training run.')
+flags.DEFINE_integer('inference_iterations', 5, 'Timed inference runs per batch size (after one warm-up).')
+flags.DEFINE_string('torch_python', sys.executable, 'Python with torch + torchvision (skipped if absent).')
+flags.DEFINE_string('baseline_dir', None, 'Checkout of another revision to time in the same rounds.')
+flags.DEFINE_string('work_dir', None, 'Where demo records, checkpoints and exports go (default: a temp dir).')
+flags.DEFINE_bool('inference', True, 'Also time inference (needs the trained checkpoint at depth_multiplier).')
+FLAGS = flags.FLAGS
+
+_STEP_LINE = re.compile(r'step (\d+):.*?([\d.]+) sec/step')
+
+
+def run_child(args, python=sys.executable, cwd=ROOT):
+    """Runs a measuring child; returns (its 'RESULT {json}' line as a dict, peak RSS in GiB, output)."""
+    process = subprocess.Popen([python] + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=dict(os.environ, PYTHONPATH=cwd))
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    rss_gib = usage.ru_maxrss / 2 ** 20   # ru_maxrss is in KiB on Linux
+    results = [json.loads(line[7:]) for line in output.splitlines() if line.startswith('RESULT ')]
+    if os.waitstatus_to_exitcode(status) != 0 and not results:
+        raise RuntimeError(f'{" ".join(args[:2])} failed:\n{output[-3000:]}')
+    return (results[-1] if results else {}), rss_gib, output
+
+
+def time_training(repo_dir, dataset_dir, work_dir):
+    """(images/s of our real training step, peak RSS GiB, train_dir) from train_ssd_network.py's per-step
+    log, training from scratch into a new folder of work_dir."""
+    train_dir = tempfile.mkdtemp(prefix='train-', dir=work_dir)
+    args = ['train_ssd_network.py', f'--dataset_dir={dataset_dir}', f'--train_dir={train_dir}',
+            f'--pretrained_path={tempfile.mkdtemp()}', f'--depth_multiplier={FLAGS.depth_multiplier}',
+            f'--batch_size={FLAGS.batch_size}', f'--max_number_of_steps={FLAGS.train_steps}',
+            '--log_every_n_steps=1', '--save_interval_secs=0', '--save_summaries_secs=0',
+            '--opt_epsilon=1e-8']
+    _, rss, output = run_child(args, cwd=repo_dir)
+    seconds = [float(m.group(2)) for m in map(_STEP_LINE.search, output.splitlines())
+               if m and int(m.group(1)) > FLAGS.warmup_steps]
+    if not seconds:
+        raise RuntimeError(f'no step times in the training log:\n{output[-3000:]}')
+    return FLAGS.batch_size / statistics.median(seconds), rss, train_dir
+
+
+def ensure_demo_records(work_dir):
+    """The demo dataset's records in work_dir/records (generated and converted once)."""
+    records = os.path.join(work_dir, 'records')
+    run_child(['-c', 'import sys; from datasets import demo_dataset; '
+                     'demo_dataset.ensure_demo_dataset(sys.argv[1], sys.argv[2])',
+               os.path.join(work_dir, 'images'), records])
+    return records
+
+
+def export_saved_model(checkpoint_dir, work_dir):
+    output_dir = tempfile.mkdtemp(prefix='export-', dir=work_dir)
+    run_child(['deployment/export_serving_model.py', f'--checkpoint_path={checkpoint_dir}',
+               f'--output_dir={output_dir}', '--model_version=1'])
+    return os.path.join(output_dir, '1')
+
+
+def _median_row(samples):
+    """{key: median over rounds} of a list of dicts with numeric values."""
+    return {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+
+
+def measure(work_dir, with_torch):
+    """{program: {measure: value}} medians over the rounds, plus 'peak' (matmul GFLOP/s)."""
+    dataset_dir = ensure_demo_records(work_dir)
+    samples, saved_model, checkpoint_dir = {}, None, None
+
+    def add(program, **values):
+        samples.setdefault(program, []).append(values)
+    peaks = [run_child([CHILD, 'matmul'])[0]['gflops']]
+    gflop = run_child([CHILD, 'flops', str(FLAGS.depth_multiplier)])[0]
+    for _ in range(FLAGS.rounds):
+        rate, rss, train_dir = time_training(ROOT, dataset_dir, work_dir)
+        if checkpoint_dir:
+            shutil.rmtree(train_dir)
+        checkpoint_dir = checkpoint_dir or train_dir   # the first run's checkpoint is exported
+        add('ours_train', images_per_s=rate, rss_gib=rss)
+        if FLAGS.baseline_dir:
+            rate, rss, baseline_train_dir = time_training(FLAGS.baseline_dir, dataset_dir, work_dir)
+            shutil.rmtree(baseline_train_dir)
+            add('baseline_train', images_per_s=rate, rss_gib=rss)
+        if with_torch:
+            result, rss = run_child([CHILD, 'torch_train', str(FLAGS.batch_size), str(FLAGS.train_steps),
+                                     str(FLAGS.warmup_steps)], python=FLAGS.torch_python)[:2]
+            add('torch_train', images_per_s=result['images_per_s'], rss_gib=rss)
+        if not FLAGS.inference:
+            continue
+        saved_model = saved_model or export_saved_model(checkpoint_dir, work_dir)
+        for batch in (1, FLAGS.batch_size):
+            common = [str(batch), str(FLAGS.inference_iterations)]
+            for program, args, python in (
+                    ('ours_saved_model', [CHILD, 'saved_model', saved_model] + common, sys.executable),
+                    ('ours_detect', [CHILD, 'detect_model', checkpoint_dir] + common, sys.executable),
+                    ('torch_infer', [CHILD, 'torch_infer'] + common, FLAGS.torch_python)):
+                if program.startswith('torch') and not with_torch:
+                    continue
+                result, rss = run_child(args, python=python)[:2]
+                add(f'{program}_b{batch}', images_per_s=result['images_per_s'], rss_gib=rss)
+    peaks.append(run_child([CHILD, 'matmul'])[0]['gflops'])
+    table = {program: _median_row(rows) for program, rows in samples.items()}
+    table['peak'] = {'before': peaks[0], 'after': peaks[1], 'gflops': max(peaks)}
+    table['gflop_per_image'] = gflop
+    return table
+
+
+def print_table(table):
+    peak = table['peak']['gflops']
+    gflop_per_image = table['gflop_per_image']
+    print(f'SSD300-VGG16 depth {FLAGS.depth_multiplier:g}, 21 classes; {os.cpu_count()} CPU cores; medians of '
+          f'{FLAGS.rounds} alternated rounds; matmul peak {peak:.1f} GFLOP/s (before {table["peak"]["before"]:.1f}, '
+          f'after {table["peak"]["after"]:.1f})')
+    print('| measure | program | images/s | GFLOP/s | fraction of peak | peak RSS GiB | x torchvision | x baseline |')
+    print('|---|---|---|---|---|---|---|---|')
+    # (measure, GFLOP per image, programs, torchvision's row, the baseline's row)
+    rows = [(f'training, batch {FLAGS.batch_size}', gflop_per_image['train'],
+             ('ours_train', 'baseline_train', 'torch_train'), 'torch_train', 'baseline_train')]
+    rows += [(f'inference end to end, batch {b}', gflop_per_image['forward'],
+              (f'ours_saved_model_b{b}', f'ours_detect_b{b}', f'torch_infer_b{b}'), f'torch_infer_b{b}', None)
+             for b in (1, FLAGS.batch_size)]
+    for title, gflop, keys, torch_key, baseline_key in rows:
+        reference = {'torch': table.get(torch_key, {}).get('images_per_s'),
+                     'baseline': table.get(baseline_key, {}).get('images_per_s')}
+        for key in keys:
+            if key not in table:
+                continue
+            rate, rss = table[key]['images_per_s'], table[key]['rss_gib']
+            ratios = [f'{rate / reference[name]:.2f}' if reference[name] and not key.startswith(name) else ''
+                      for name in ('torch', 'baseline')]
+            print(f'| {title} | {key} | {rate:.3f} | {rate * gflop:.1f} | {rate * gflop / peak:.2f} | {rss:.2f} | '
+                  + ' | '.join(ratios) + ' |')
+
+
+def torch_available():
+    return subprocess.run([FLAGS.torch_python, '-c', 'import torchvision'], capture_output=True).returncode == 0
+
+
+def main(_):
+    with_torch = FLAGS.depth_multiplier == 1.0 and torch_available()
+    if not with_torch:
+        print(f'torchvision not timed (it imports in {FLAGS.torch_python}: {torch_available()}; '
+              f'it has depth 1.0 only)')
+    work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix='ssd-throughput-')
+    print_table(measure(work_dir, with_torch))
+
+
+if __name__ == '__main__':
+    app.run(main)
