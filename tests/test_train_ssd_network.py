@@ -179,7 +179,9 @@ def test_loss_falls_by_half_on_demo_images(records, tmp_path):
     assert tf.train.latest_checkpoint(str(train_dir)).endswith('model.ckpt-40')
     config = json.loads((train_dir / 'model_config.json').read_text())
     assert config['depth_multiplier'] == 0.125 and config['labels_offset'] == 0
-    assert 'anchors in all: 8732' in (train_dir / 'training_config.txt').read_text()
+    report = (train_dir / 'training_config.txt').read_text()
+    assert 'anchors in all: 8732' in report
+    assert 'kernels: oneDNN (TF_ENABLE_ONEDNN_OPTS=1), layout NHWC, conv6 as one dilated convolution' in report
 
 
 def test_fine_tune_from_a_21_class_checkpoint_excluding_the_class_heads(records, tmp_path, caplog):

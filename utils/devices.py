@@ -1,6 +1,11 @@
 """The devices a script runs on: GPU count and the one tf.Session configuration every script uses (so thread
 and memory settings change in one place)."""
+import os
+
 import tensorflow.compat.v1 as tf
+from tensorflow.python.util import _pywrap_util_port
+
+from nets import ssd_layers
 
 
 def visible_gpu_count():
@@ -20,3 +25,14 @@ def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None,
     if operation_timeout_secs:
         config.operation_timeout_in_ms = int(operation_timeout_secs * 1000)
     return config
+
+
+def kernel_description(data_format):
+    """One line for the start-up report: which kernels run the network, its layout, and conv6's form."""
+    if _pywrap_util_port.IsMklEnabled():
+        library = 'oneDNN (TF_ENABLE_ONEDNN_OPTS=1)'
+    else:
+        library = f'TensorFlow\'s own (oneDNN off: TF_ENABLE_ONEDNN_OPTS={os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")})'
+    conv6 = ('one dilated convolution' if ssd_layers.native_dilation_available()
+             else 'space_to_batch (these kernels take no dilation)')
+    return f'kernels: {library}, layout {data_format}, conv6 as {conv6}; {os.cpu_count()} CPU cores'

@@ -1,10 +1,11 @@
 """The start-up report printed before the first training step (and saved as train_dir/training_config.txt).
 
-Pure formatting: every function takes values and returns lines of text.
+Formatting: every function takes values and returns lines of text (the kernel line asks utils.devices).
 """
 import os
 
 from nets.ssd_params import num_anchors_per_cell
+from utils import devices
 from utils import learning_schedules as schedules
 from utils.file_io import write_text_atomically
 
@@ -71,7 +72,8 @@ def training_report(plan):
     return format_report([
         ('SSD network', ssd_lines(plan.net, plan.model.data_format)),
         ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info)),
-        ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)),
+        ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
+         + [devices.kernel_description(plan.model.data_format)]),
         ('Optimisation', [f'schedule {schedules.describe_schedule(config.schedule, plan.decay_steps)}', optimiser,
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
                           f'{config.loop.max_number_of_steps or "unlimited"}']),
