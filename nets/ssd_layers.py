@@ -1,6 +1,6 @@
 """Layers shared by SSD300 and SSD512: VGG-16 trunk, extra blocks, L2 normalisation, box heads.
 
-Variable names follow SSD-Tensorflow's published checkpoints (see ../shared/reference/checkpoints.md),
+Variable names follow SSD-Tensorflow's published checkpoints (see tests/data/published_checkpoints.md),
 e.g. <scope>/conv4/conv4_3/weights, <scope>/block8/conv3x3/biases, <scope>/block4_box/conv_cls/weights,
 <scope>/block4_box/L2Normalization/gamma. Layers run in `data_format` (NHWC or NCHW); the box heads
 hand back NHWC-ordered, flattened outputs so the anchor order is the same either way.
