@@ -7,8 +7,11 @@ and traces one training step (--trace_step, after warm-up) with TensorFlow's FUL
 Prints the step's wall time, the time of each op type (oneDNN kernels show as _Mkl*, everything else
 runs TensorFlow's own kernels), the time waiting for the input pipeline (IteratorGetNext), and per
 convolution layer: forward, input-gradient and weight-gradient time and GFLOP/s (2 FLOPs per
-multiply-add from the graph's static shapes). Op times overlap when ops run in parallel, so the shares
-are of the summed op time. --trace_json also writes the trace for chrome://tracing.
+multiply-add from the graph's static shapes). Op times overlap when ops run in parallel (TensorFlow runs
+independent ops, e.g. a layer's input and weight gradients, at the same time on the shared cores), so a
+single op's GFLOP/s understates what the cores deliver; the step's own figure is all its convolution
+FLOPs over its wall time. Shares are of the summed op time. --trace_json also writes the trace for
+chrome://tracing.
 """
 import collections
 import re
@@ -118,17 +121,23 @@ def print_breakdown(tracer):
         conv = _conv_of(tracer.graph, name)
         if conv is not None:
             kind = _CONV_KINDS[conv.type]
-            entry = layers[layer_name(conv.name)].setdefault(kind, [0.0, conv_flops(conv), op_type])
+            entry = layers[layer_name(conv.name)].setdefault(kind, [0.0, 0, set()])
             entry[0] += seconds
+            entry[1] += conv_flops(conv)   # summed over the clones
+            entry[2].add(op_type)
+    step_flop = sum(entry[1] for kinds in layers.values() for entry in kinds.values())
+    print(f'\nconvolutions: {step_flop / 1e9:.1f} GFLOP in the step, {step_flop / tracer.wall_s / 1e9:.1f} GFLOP/s '
+          f'over its wall time')
     print('\n| conv layer | forward s | GFLOP/s | input grad s | GFLOP/s | weight grad s | GFLOP/s | kernels |')
     print('|---|---|---|---|---|---|---|---|')
     for layer, kinds in sorted(layers.items(), key=lambda item: -sum(v[0] for v in item[1].values())):
         cells, kernels = [], set()
         for kind in ('forward', 'input grad', 'weight grad'):
-            seconds, flop, kernel = kinds.get(kind, (0.0, 0, ''))
+            seconds, flop, op_types = kinds.get(kind, (0.0, 0, set()))
             cells.append(f'{seconds:.3f} | {flop / seconds / 1e9:.0f}' if seconds else '- | -')
-            kernels.add(kernel)
-        print(f'| {layer} | ' + ' | '.join(cells) + f' | {", ".join(sorted(k for k in kernels if k))} |')
+            kernels |= op_types
+        shown = 'oneDNN' if all(k.startswith('_Mkl') for k in kernels) else ', '.join(sorted(kernels))
+        print(f'| {layer} | ' + ' | '.join(cells) + f' | {shown} |')
 
 
 def main(flag_values):
