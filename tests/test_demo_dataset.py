@@ -1,13 +1,17 @@
 """Synthetic "commodity" dataset: determinism, classes, image/XML consistency, atomic generation."""
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import dataset_info, demo_dataset
+from datasets import dataset_info, demo_dataset, demo_drawing
 from utils.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _read(path):
@@ -56,13 +60,13 @@ def test_xml_matches_images_and_boxes_are_sane(demo):
             assert 1 <= x0 < x1 <= width and 1 <= y0 < y1 <= height  # VOC 1-based pixel indices
             assert obj.findtext('difficult') in ('0', '1') and obj.findtext('truncated') in ('0', '1')
             sides.append(min(x1 - x0, y1 - y0) + 1)
-    assert names <= set(demo_dataset.CLASS_NAMES) and len(names) >= 4
+    assert names <= set(demo_drawing.CLASS_NAMES) and len(names) >= 4
     assert np.mean(np.array(sides) >= 26) > 0.8  # most objects large enough to learn
 
 
 def test_object_pixels_differ_from_background():
     rng = np.random.default_rng([0, 7])
-    image, objects = demo_dataset.render_image(rng, (320, 320))
+    image, objects = demo_drawing.render_image(rng, (320, 320))
     assert image.shape[0] == image.shape[1] == 320 and objects
     for obj in objects:
         box = image[obj['ymin'] - 1:obj['ymax'], obj['xmin'] - 1:obj['xmax']].astype(float)
@@ -102,3 +106,20 @@ def test_ensure_demo_dataset_generates_converts_then_reuses(tmp_path):
     os.remove(records / 'dataset_info.json')
     demo_dataset.ensure_demo_dataset(str(image_dir), str(records), messages.append)
     assert 'converting' in messages[0] and not any('generating' in m for m in messages)
+
+
+def _run_script(*args):
+    return subprocess.run([sys.executable, '-m', 'datasets.demo_dataset', *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_script_writes_then_refuses_with_one_error_line(tmp_path):
+    target = tmp_path / 'shop'
+    done = _run_script(f'--output_dir={target}', '--num_train=2', '--num_test=1', '--seed=1')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f'wrote 2 train + 1 test images to {target}'
+    assert len(os.listdir(target / 'Annotations')) == 3 + 1   # the images + the generator's marker
+    refused = _run_script(f'--output_dir={target}', '--num_train=2', '--num_test=1')
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f'demo_dataset.py: error: {target}: already holds Annotations/*.xml; not overwriting']
