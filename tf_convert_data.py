@@ -15,13 +15,13 @@ Exit status 1 when a flag or the folder is unusable, or when no image at all cou
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from utils import script_setup  # first: sets TensorFlow's environment before it loads
 
 import tensorflow.compat.v1 as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from datasets import dataset_info  # noqa: E402
-from datasets.voc_to_tfrecords import convert_voc_dataset  # noqa: E402
+from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 flags.DEFINE_string('dataset_dir', None, 'VOC folder: Annotations/, JPEGImages/, optional ImageSets/Main/.')
@@ -80,35 +80,25 @@ def _class_names(labels_file, dataset_name):
     return dataset_info.builtin_class_names(dataset_name)
 
 
-def main(argv):
+def main(flag_values):
     tf.logging.set_verbosity(tf.logging.ERROR)  # the converter's own messages are the summary
-    tf.disable_v2_behavior()
-    if len(argv) > 1:
-        raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-    if not FLAGS.dataset_dir:
+    if not flag_values.dataset_dir:
         raise UserError('--dataset_dir is required (the folder holding Annotations/ and JPEGImages/)')
-    dataset_name = FLAGS.dataset_name
-    split_name = FLAGS.split_name if FLAGS['split_name'].present else None
-    if FLAGS.output_name:
-        dataset_name, output_split = _names_from_output_name(FLAGS.output_name)
+    dataset_name = flag_values.dataset_name
+    split_name = flag_values.split_name if flag_values['split_name'].present else None
+    if flag_values.output_name:
+        dataset_name, output_split = _names_from_output_name(flag_values.output_name)
         split_name = output_split or split_name
-    class_names = _class_names(FLAGS.labels_file, FLAGS.dataset_name)
-    output_dir = FLAGS.output_dir or os.path.join(FLAGS.dataset_dir, 'tfrecords')
-    print(f'Converting {FLAGS.dataset_dir} -> {output_dir} (dataset {dataset_name})')
-    convert_voc_dataset(FLAGS.dataset_dir, output_dir, dataset_name=dataset_name, split_name=split_name,
-                        validation_fraction=FLAGS.validation_fraction,
-                        samples_per_file=FLAGS.samples_per_file, class_names=class_names,
-                        seed=FLAGS.seed, log_fn=print, progress_fn=ProgressBar(sys.stderr))
-
-
-def run(argv):
-    """app.run entry: a UserError becomes one line on stderr and exit status 1."""
-    try:
-        main(argv)
-    except UserError as err:
-        print(f'error: {err}', file=sys.stderr)
-        sys.exit(1)
+    options = ConversionOptions(dataset_name=dataset_name, split_name=split_name,
+                                validation_fraction=flag_values.validation_fraction,
+                                samples_per_file=flag_values.samples_per_file,
+                                class_names=_class_names(flag_values.labels_file, flag_values.dataset_name),
+                                seed=flag_values.seed)
+    output_dir = flag_values.output_dir or os.path.join(flag_values.dataset_dir, 'tfrecords')
+    print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name})')
+    convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
+                        progress_fn=ProgressBar(sys.stderr))
 
 
 if __name__ == '__main__':
-    app.run(run)
+    script_setup.run_main(main, FLAGS)

@@ -115,7 +115,7 @@ def ensure_demo_dataset(image_dir, tfrecord_dir, log_fn=print, seed=0, num_train
     if os.path.isfile(os.path.join(tfrecord_dir, ds_info.INFO_FILENAME)):
         return tfrecord_dir
     # Imported here: the converter pulls in TensorFlow, which generating images does not need.
-    from datasets.voc_to_tfrecords import convert_voc_dataset
+    from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset
     if not has_annotations(image_dir):
         log_fn(f'{image_dir} holds no annotated images: generating the demo "commodity" dataset there '
                f'(seed {seed}, {num_train} train + {num_test} test images, classes {", ".join(CLASS_NAMES)})')
@@ -123,8 +123,8 @@ def ensure_demo_dataset(image_dir, tfrecord_dir, log_fn=print, seed=0, num_train
     log_fn(f'{tfrecord_dir} has no {ds_info.INFO_FILENAME}: converting {image_dir} to TFRecords')
     labels_path = os.path.join(image_dir, 'labels.txt')
     class_names = ds_info.read_labels_file(labels_path) if os.path.isfile(labels_path) else None
-    convert_voc_dataset(image_dir, tfrecord_dir, dataset_name='commodity', class_names=class_names,
-                        log_fn=log_fn)
+    options = ConversionOptions(dataset_name='commodity', class_names=class_names)
+    convert_voc_dataset(image_dir, tfrecord_dir, options, log_fn=log_fn)
     return tfrecord_dir
 
 

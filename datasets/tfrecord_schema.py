@@ -1,6 +1,6 @@
 """Feature keys of one record (a tf.train.Example): SSD-Tensorflow's, so its records and ours load alike.
 
-The writer (datasets/voc_to_tfrecords.py) and the reader (datasets/tfrecord_pipeline.py) both import
+The writer (datasets/tfrecord_writer.py) and the reader (datasets/tfrecord_pipeline.py) both import
 these names. Per image: HEIGHT, WIDTH, CHANNELS (int64), SHAPE (int64 x3: height, width, 3), FORMAT
 (bytes 'JPEG' | 'PNG'), ENCODED (the image file's bytes). Per object, one value each: BOX_KEYS (float,
 normalised by the image size), LABEL (int64, 1..K), LABEL_TEXT (bytes), DIFFICULT, TRUNCATED (int64 0/1).

@@ -1,37 +1,38 @@
 """Pascal VOC folder (Annotations/*.xml, JPEGImages/*, optional ImageSets/Main/<split>.txt) -> TFRecords.
 
-Records carry SSD-Tensorflow's feature keys (datasets/tfrecord_schema.py), so its records and ours
-load alike. Box coordinates are VOC pixel values divided by the real image size, exactly as
-SSD-Tensorflow did: y / height, x / width with no 1-based offset (VOC's xmin = 1 is the first pixel,
-so left/top edges sit at most 1 px right/below the true edge, immaterial at IoU 0.5). Reading each
-sample (XML, image bytes and their RGB conversion, box clipping) is datasets/voc_reader.py's part;
-image/format says which encoding is stored ('JPEG' or 'PNG').
+Which image goes into which split is datasets/voc_splits.py's part; reading each sample (XML, image bytes
+and their RGB conversion, box clipping) datasets/voc_reader.py's; records and shards
+datasets/tfrecord_writer.py's (SSD-Tensorflow's feature keys and box normalisation). This module runs a
+conversion: it names each sample's problems and keeps dataset_info.json right.
 
 Bad input never stops the run: each sample left out, repaired or converted is an Issue, listed in the
-summary (20 per kind) and in full in conversion_report.txt beside the shards. Shards are written to
-'<name>.partial' and renamed when complete. A conversion of every split replaces the dataset; one of a
-single split (SSD-Tensorflow's way: train, then test, into one folder) merges into the dataset_info.json
-there. While writing, dataset_info.json lists only complete splits (the kept ones, or none), and the
-splits it lists are the only ones list_shards reads.
+summary (20 per kind) and in full in conversion_report.txt beside the shards. A conversion of every split
+replaces the dataset; one of a single split (SSD-Tensorflow's way: train, then test, into one folder)
+merges into the dataset_info.json there. While writing, dataset_info.json lists only complete splits (the
+kept ones, or none), and the splits it lists are the only ones list_shards reads.
 """
 import dataclasses
 import os
-import random
-import re
-
-import tensorflow.compat.v1 as tf
 
 from datasets import dataset_info as ds_info
-from datasets import tfrecord_schema as keys
+from datasets.tfrecord_writer import ShardWriter, count_boxes, make_example, remove_stale_shards
 from datasets.voc_reader import SampleError, find_image, load_image, parse_voc_xml, repair_boxes
+from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_stems, plan_splits
 from utils.errors import UserError
 
-ANNOTATIONS_DIR = 'Annotations'
-IMAGES_DIR = 'JPEGImages'
-SPLITS_DIR = os.path.join('ImageSets', 'Main')
-PARTIAL_SUFFIX = '.partial'
 REPORT_FILENAME = 'conversion_report.txt'
 ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'kept', 'converted')
+
+
+@dataclasses.dataclass
+class ConversionOptions:
+    """What a conversion makes of a VOC folder (tf_convert_data.py's flags, as values)."""
+    dataset_name: str = 'commodity'   # the shards' prefix and dataset_info.json's name
+    split_name: str = None            # None: every split, replacing the dataset; a name: that split, merged
+    validation_fraction: float = 0.0  # without split lists: this fraction of the images goes into 'test'
+    samples_per_file: int = 200       # records per shard
+    class_names: list = None          # label order (label 1 first); None: sorted names in all annotations
+    seed: int = 0                     # of the validation split
 
 
 @dataclasses.dataclass
@@ -54,133 +55,20 @@ class ConversionResult:
         return sum(issue.kind == kind for issue in self.issues)
 
 
-def _feature(kind, values):
-    """tf.train.Feature of kind 'int64' | 'float' | 'bytes' holding the list values."""
-    list_type = {'int64': tf.train.Int64List, 'float': tf.train.FloatList, 'bytes': tf.train.BytesList}[kind]
-    return tf.train.Feature(**{f'{kind}_list': list_type(value=values)})
+@dataclasses.dataclass
+class _Annotations:
+    """A VOC folder's annotations as read for one conversion."""
+    dataset_dir: str
+    splits: dict           # split -> annotation stems
+    parsed: dict           # stem -> VocAnnotation, for the stems whose XML parses
+    issues: list           # Issues so far: the XML files that do not parse
 
 
-def make_example(encoded, image_format, height, width, objects, class_index):
-    """tf.train.Example with SSD-Tensorflow's keys; boxes normalised: x / width, y / height."""
-    def column(attribute, scale):
-        return _feature('float', [getattr(obj, attribute) / scale for obj in objects])
-
-    def per_object(kind, value_of):
-        return _feature(kind, [value_of(obj) for obj in objects])
-    return tf.train.Example(features=tf.train.Features(feature={
-        keys.HEIGHT: _feature('int64', [height]), keys.WIDTH: _feature('int64', [width]),
-        keys.CHANNELS: _feature('int64', [3]), keys.SHAPE: _feature('int64', [height, width, 3]),
-        keys.FORMAT: _feature('bytes', [image_format.encode()]),
-        keys.ENCODED: _feature('bytes', [encoded]),
-        **{key: column(coordinate, height if coordinate[0] == 'y' else width)
-           for coordinate, key in keys.BOX_KEYS.items()},
-        keys.LABEL: per_object('int64', lambda obj: class_index[obj.name]),
-        keys.LABEL_TEXT: per_object('bytes', lambda obj: obj.name.encode('utf-8')),
-        keys.DIFFICULT: per_object('int64', lambda obj: obj.difficult),
-        keys.TRUNCATED: per_object('int64', lambda obj: obj.truncated),
-    }))
-
-
-class ShardWriter:
-    """Writes records into <name>_<split>_<NNN>.tfrecord shards of samples_per_file records each.
-
-    Each shard is written as '<shard>.partial' and os.replace'd onto its name once closed, so no
-    '*.tfrecord' ever holds a half-written shard; on an exception the partial file is deleted."""
-
-    def __init__(self, output_dir, dataset_name, split_name, samples_per_file):
-        self._prefix = os.path.join(output_dir, f'{dataset_name}_{split_name}_')
-        self._samples_per_file = samples_per_file
-        self._writer, self._count, self.paths = None, 0, []
-
-    def write(self, serialized):
-        if self._writer is None:
-            self.paths.append(f'{self._prefix}{len(self.paths):03d}.tfrecord')
-            self._writer = tf.io.TFRecordWriter(self.paths[-1] + PARTIAL_SUFFIX)
-        self._writer.write(serialized)
-        self._count += 1
-        if self._count == self._samples_per_file:
-            self._finish_shard()
-
-    def _finish_shard(self):
-        self._writer.close()
-        os.replace(self.paths[-1] + PARTIAL_SUFFIX, self.paths[-1])
-        self._writer, self._count = None, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if self._writer is None:
-            return
-        if exc_type is None:
-            self._finish_shard()
-            return
-        self._writer.close()
-        os.remove(self.paths.pop() + PARTIAL_SUFFIX)
-
-
-def _remove_stale_shards(output_dir, dataset_name, split_name, keep):
-    """Delete this dataset's older shards of split_name (and leftover .partial files) not in keep."""
-    pattern = re.compile(rf'{re.escape(dataset_name)}_{re.escape(split_name)}_\d+\.tfrecord'
-                         rf'({re.escape(PARTIAL_SUFFIX)})?')
-    for name in os.listdir(output_dir):
-        path = os.path.join(output_dir, name)
-        if pattern.fullmatch(name) and path not in keep:
-            os.remove(path)
-
-
-def _annotation_stems(annotations_dir):
-    """Sorted file stems of annotations_dir/*.xml."""
-    return sorted(name[:-4] for name in os.listdir(annotations_dir) if name.lower().endswith('.xml'))
-
-
-def _split_lists(splits_dir):
-    """split -> ids from ImageSets/Main/<split>.txt (first word per line); VOC's per-class
-    '<class>_<split>.txt' lists are skipped."""
-    if not os.path.isdir(splits_dir):
-        return {}
-    stems = [name[:-4] for name in sorted(os.listdir(splits_dir)) if name.endswith('.txt')]
-    lists = {}
-    for stem in stems:
-        if any(stem.endswith('_' + other) for other in stems if other != stem):
-            continue
-        with open(os.path.join(splits_dir, stem + '.txt'), encoding='utf-8', errors='replace') as source:
-            lists[stem] = [line.split()[0] for line in source if line.split()]
-    return lists
-
-
-def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0):
-    """split -> annotation stems. With ImageSets/Main lists: every list (or only split_name).
-    Without: all Annotations/*.xml as split_name (default 'train'); validation_fraction > 0 moves
-    round(fraction * n) of them, chosen by a random.Random(seed) sample, into 'test'."""
-    annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
-    if not os.path.isdir(annotations_dir):
-        raise UserError(f'{dataset_dir}: no {ANNOTATIONS_DIR}/ folder (expected Pascal VOC layout: '
-                        f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg)')
-    if not 0.0 <= validation_fraction < 1.0:
-        raise UserError(f'--validation_fraction={validation_fraction}: must be in [0, 1)')
-    lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR))
-    if lists:
-        if validation_fraction > 0:
-            raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR)}: split lists exist '
-                            f'({", ".join(lists)}); --validation_fraction applies only without them')
-        if split_name is None:
-            return lists
-        if split_name not in lists:
-            raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR, split_name + ".txt")}: not found '
-                            f'(lists there: {", ".join(lists)})')
-        return {split_name: lists[split_name]}
-    stems = _annotation_stems(annotations_dir)
-    if not stems:
-        raise UserError(f'{annotations_dir}: no .xml annotation files')
-    split_name = split_name or 'train'
-    if validation_fraction == 0:
-        return {split_name: stems}
-    if split_name == 'test':
-        raise UserError("--split_name=test clashes with --validation_fraction, which writes 'test'")
-    num_test = min(max(round(validation_fraction * len(stems)), 1), len(stems) - 1)
-    test = set(random.Random(seed).sample(stems, num_test))
-    return {split_name: [s for s in stems if s not in test], 'test': sorted(test)}
+def _read_annotations(dataset_dir, options):
+    splits = plan_splits(dataset_dir, options.split_name, options.validation_fraction, options.seed)
+    issues = []
+    parsed = _parse_all(dataset_dir, splits, issues)
+    return _Annotations(dataset_dir, splits, parsed, issues)
 
 
 def _parse_all(dataset_dir, splits, issues):
@@ -200,7 +88,7 @@ def _class_names_in_annotations(dataset_dir, parsed):
     converted one at a time get the same label ids. parsed: stem -> annotation already read."""
     names = {obj.name for annotation in parsed.values() for obj in annotation.objects}
     annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
-    for stem in _annotation_stems(annotations_dir):
+    for stem in annotation_stems(annotations_dir):
         if stem not in parsed:
             try:
                 annotation = parse_voc_xml(os.path.join(annotations_dir, stem + '.xml'))
@@ -233,26 +121,55 @@ def _build_sample(dataset_dir, stem, annotation, class_index):
     return example.SerializeToString(), objects, notes
 
 
-def _write_split(dataset_dir, output_dir, dataset_name, split, stems, parsed, class_index,
-                 samples_per_file, issues, boxes_per_class, on_image_done):
-    """Write one split's shards; -> (shard paths, records written). Appends to issues, boxes_per_class."""
-    written = 0
-    with ShardWriter(output_dir, dataset_name, split, samples_per_file) as writer:
-        for stem in stems:
-            relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
-            try:
-                if stem in parsed:  # else already reported by _parse_all
-                    serialized, objects, notes = _build_sample(dataset_dir, stem, parsed[stem], class_index)
-                    writer.write(serialized)
-                    written += 1
-                    for obj in objects:
-                        boxes_per_class[obj.name] += 1
-                    issues += [Issue(kind, relative, reason) for kind, reason in notes]
-            except SampleError as err:
-                issues.append(Issue('excluded', relative, str(err)))
-            on_image_done()
-    _remove_stale_shards(output_dir, dataset_name, split, set(writer.paths))
-    return writer.paths, written
+def _label_names(dataset_dir, parsed, class_names):
+    """(class names in label order, 'none' first; where they come from, for error messages)."""
+    if class_names is not None:
+        return ds_info.with_background(class_names), 'the class list given'
+    class_names = _class_names_in_annotations(dataset_dir, parsed)
+    if parsed and not class_names:
+        raise UserError(f'{dataset_dir}: the annotations name no object class; pass --labels_file')
+    return ds_info.with_background(class_names), f'the names in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}'
+
+
+class _SplitWriter:
+    """Writes the splits of one conversion into shards, tallying issues, boxes per class and progress
+    over all of them; progress_fn(done, total), when given, is called after each image."""
+
+    def __init__(self, annotations, output_dir, options, all_names, boxes_per_class, progress_fn):
+        self._annotations, self._output_dir, self._options = annotations, output_dir, options
+        self._class_index = {name: label for label, name in enumerate(all_names)}
+        self.boxes_per_class, self._progress_fn = boxes_per_class, progress_fn
+        self._done, self._total = 0, sum(map(len, annotations.splits.values()))
+
+    def write(self, split):
+        """Write one split's shards; -> (shard paths, records written)."""
+        written, source = 0, self._annotations
+        with ShardWriter(self._output_dir, self._options.dataset_name, split,
+                         self._options.samples_per_file) as writer:
+            for stem in source.splits[split]:
+                if stem in source.parsed:  # else already reported by _parse_all
+                    written += self._write_sample(writer, stem)
+                self._done += 1
+                if self._progress_fn:
+                    self._progress_fn(self._done, self._total)
+        remove_stale_shards(self._output_dir, self._options.dataset_name, split, set(writer.paths))
+        return writer.paths, written
+
+    def _write_sample(self, writer, stem):
+        """1 when the sample was written, 0 when it is left out (an 'excluded' issue)."""
+        relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
+        source = self._annotations
+        try:
+            serialized, objects, notes = _build_sample(source.dataset_dir, stem, source.parsed[stem],
+                                                       self._class_index)
+        except SampleError as err:
+            source.issues.append(Issue('excluded', relative, str(err)))
+            return 0
+        writer.write(serialized)
+        for obj in objects:
+            self.boxes_per_class[obj.name] += 1
+        source.issues.extend(Issue(kind, relative, reason) for kind, reason in notes)
+        return 1
 
 
 def format_summary(result, output_dir, max_lines_per_kind=20):
@@ -269,21 +186,6 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
             lines.append(f'  ... and {len(issues) - max_lines_per_kind} more {kind}; all are listed in '
                          f'{os.path.join(output_dir, REPORT_FILENAME)}')
     return lines
-
-
-def _count_boxes(paths, class_names):
-    """class name -> boxes in the records of the shards paths, by label id (class_names[0] = 'none')."""
-    counts = dict.fromkeys(class_names[1:], 0)
-    for path in paths:
-        try:
-            for record in tf.io.tf_record_iterator(path):
-                for label in tf.train.Example.FromString(record).features.feature[keys.LABEL].int64_list.value:
-                    if not 0 < label < len(class_names):
-                        raise UserError(f'{path}: label {label} outside 1..{len(class_names) - 1}')
-                    counts[class_names[label]] += 1
-        except tf.errors.DataLossError as err:
-            raise UserError(f'{path}: corrupt TFRecord shard ({err.message})') from None
-    return counts
 
 
 def _previous_info(output_dir, dataset_name, merging, log_fn):
@@ -317,7 +219,7 @@ def _kept_splits(output_dir, previous, rewritten, log_fn):
         except UserError:
             log_fn(f'Dropping split {split!r} from {ds_info.INFO_FILENAME}: its shards are gone')
             continue
-        for name, number in _count_boxes(paths, previous.class_names).items():
+        for name, number in count_boxes(paths, previous.class_names).items():
             boxes[name] += number
         num_samples[split] = count
     if num_samples:
@@ -325,72 +227,74 @@ def _kept_splits(output_dir, previous, rewritten, log_fn):
     return num_samples, boxes
 
 
-def convert_voc_dataset(dataset_dir, output_dir, dataset_name='commodity', split_name=None,
-                        validation_fraction=0.0, samples_per_file=200, class_names=None, seed=0,
-                        log_fn=print, progress_fn=None):
-    """Convert a VOC folder into shards + dataset_info.json in output_dir; log a summary.
+def _start_output(output_dir, options, all_names, class_source, rewritten, log_fn):
+    """Make output_dir ready for writing the splits rewritten; -> (its previous DatasetInfo or None,
+    kept split -> samples, class name -> boxes in the kept splits).
 
-    split_name None converts every split (each ImageSets/Main list, or all images as 'train' plus the
-    validation 'test') and replaces the dataset: shards of the splits its old dataset_info.json listed
-    and this run does not write are removed. A split_name converts that split (plus 'test' with
-    validation_fraction) and merges it into output_dir's dataset_info.json of the same dataset_name:
-    the other splits' sample counts are kept, their boxes counted in their shards, and the class
-    names must be the same. class_names: object classes in label order (label 1 first), or None for
-    the sorted set of names in every Annotations/*.xml. progress_fn(done, total), when given, is
-    called after each image. Returns a ConversionResult (info: the whole dataset; shards: this run's).
-    Raises UserError for an unusable folder or flag, for class names differing from the dataset's,
-    and (after logging the summary) when no sample at all could be written."""
-    if samples_per_file < 1:
-        raise UserError(f'--samples_per_file={samples_per_file}: must be at least 1')
-    splits = plan_splits(dataset_dir, split_name, validation_fraction, seed)
-    issues = []
-    parsed = _parse_all(dataset_dir, splits, issues)
-    class_source = 'the class list given'
-    if class_names is None:
-        class_names = _class_names_in_annotations(dataset_dir, parsed)
-        class_source = f'the names in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}'
-        if parsed and not class_names:
-            raise UserError(f'{dataset_dir}: the annotations name no object class; pass --labels_file')
-    all_names = ds_info.with_background(class_names)
-    class_index = {name: label for label, name in enumerate(all_names)}
+    When merging (options.split_name given) into a dataset of the same name, its classes must be
+    all_names and its other splits are kept; dataset_info.json then lists only those until the end."""
     os.makedirs(output_dir, exist_ok=True)
     info_path = os.path.join(output_dir, ds_info.INFO_FILENAME)
-    previous = _previous_info(output_dir, dataset_name, split_name is not None, log_fn)
-    num_samples, boxes_per_class = {}, dict.fromkeys(class_names, 0)
-    if split_name is not None and previous:
+    merging = options.split_name is not None
+    previous = _previous_info(output_dir, options.dataset_name, merging, log_fn)
+    num_samples, boxes_per_class = {}, dict.fromkeys(all_names[1:], 0)
+    if merging and previous:
         if previous.class_names != all_names:
             raise UserError(f'{info_path}: its classes ({", ".join(previous.class_names[1:])}) differ from '
-                            f'this run\'s ({", ".join(class_names)}: {class_source}), so label ids would not '
+                            f'this run\'s ({", ".join(all_names[1:])}: {class_source}), so label ids would not '
                             f'match; pass the same --labels_file for every split, or delete {info_path}')
-        num_samples, boxes_per_class = _kept_splits(output_dir, previous, set(splits), log_fn)
+        num_samples, boxes_per_class = _kept_splits(output_dir, previous, rewritten, log_fn)
     if num_samples:  # while writing, the json lists only the complete, kept splits
-        ds_info.write_dataset_info(output_dir, ds_info.DatasetInfo(dataset_name, all_names, num_samples,
+        ds_info.write_dataset_info(output_dir, ds_info.DatasetInfo(options.dataset_name, all_names, num_samples,
                                                                    boxes_per_class))
     elif os.path.exists(info_path):
         os.remove(info_path)
-    total, done = sum(map(len, splits.values())), [0]
+    return previous, num_samples, boxes_per_class
 
-    def on_image_done():
-        done[0] += 1
-        if progress_fn:
-            progress_fn(done[0], total)
-    shards = {}
-    for split, stems in splits.items():
-        shards[split], num_samples[split] = _write_split(
-            dataset_dir, output_dir, dataset_name, split, stems, parsed, class_index, samples_per_file,
-            issues, boxes_per_class, on_image_done)
-    info = ds_info.DatasetInfo(dataset_name, all_names, num_samples, boxes_per_class)
-    result = ConversionResult(info, shards, issues)
+
+def _finish(result, dataset_dir, output_dir, replaced, log_fn):
+    """Report, then publish result.info. replaced: the DatasetInfo a full conversion replaces (its
+    splits not rewritten lose their shards), or None."""
+    issues = result.issues
     with open(os.path.join(output_dir, REPORT_FILENAME), 'w') as report:
         report.write('\n'.join(format_summary(result, output_dir, max_lines_per_kind=len(issues))) + '\n')
     for line in format_summary(result, output_dir):
         log_fn(line)
-    if not sum(num_samples[split] for split in shards):
+    if not sum(result.info.num_samples[split] for split in result.shards):
         raise UserError(f'{dataset_dir}: no usable sample was written ({result.count("excluded")} excluded, '
                         f'see the summary above)')
-    if split_name is None and previous:
-        for split in sorted(set(previous.num_samples) - set(shards)):
-            _remove_stale_shards(output_dir, dataset_name, split, keep=())
+    if replaced:
+        for split in sorted(set(replaced.num_samples) - set(result.shards)):
+            remove_stale_shards(output_dir, result.info.name, split, keep=())
             log_fn(f'Removed the shards of split {split!r}, which this conversion no longer writes')
-    ds_info.write_dataset_info(output_dir, info)
+    ds_info.write_dataset_info(output_dir, result.info)
+
+
+def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, progress_fn=None):
+    """Convert a VOC folder into shards + dataset_info.json in output_dir as options (a ConversionOptions,
+    None: its defaults) say; log a summary.
+
+    options.split_name None converts every split (each ImageSets/Main list, or all images as 'train'
+    plus the validation 'test') and replaces the dataset: shards of the splits its old dataset_info.json
+    listed and this run does not write are removed. A split_name converts that split (plus 'test' with
+    validation_fraction) and merges it into output_dir's dataset_info.json of the same dataset_name:
+    the other splits' sample counts are kept, their boxes counted in their shards, and the class
+    names must be the same. progress_fn(done, total), when given, is called after each image.
+    Returns a ConversionResult (info: the whole dataset; shards: this run's). Raises UserError for an
+    unusable folder or option, for class names differing from the dataset's, and (after logging the
+    summary) when no sample at all could be written."""
+    options = options or ConversionOptions()
+    if options.samples_per_file < 1:
+        raise UserError(f'--samples_per_file={options.samples_per_file}: must be at least 1')
+    annotations = _read_annotations(dataset_dir, options)
+    all_names, class_source = _label_names(dataset_dir, annotations.parsed, options.class_names)
+    previous, num_samples, boxes_per_class = _start_output(output_dir, options, all_names, class_source,
+                                                           set(annotations.splits), log_fn)
+    writer = _SplitWriter(annotations, output_dir, options, all_names, boxes_per_class, progress_fn)
+    shards = {}
+    for split in annotations.splits:
+        shards[split], num_samples[split] = writer.write(split)
+    info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
+    result = ConversionResult(info, shards, annotations.issues)
+    _finish(result, dataset_dir, output_dir, previous if options.split_name is None else None, log_fn)
     return result

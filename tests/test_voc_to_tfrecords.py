@@ -14,8 +14,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from datasets import dataset_info, voc_to_tfrecords
-from datasets.voc_to_tfrecords import convert_voc_dataset, plan_splits
+from datasets import dataset_info, tfrecord_writer, voc_to_tfrecords
+from datasets.voc_splits import plan_splits
+from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset
 from utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +74,7 @@ def write_sample(root, stem, objects, image=None, size=None, filename=None, xml=
 def convert(root, **kwargs):
     """convert_voc_dataset into root/out with the summary captured; -> (result, summary text)."""
     lines = []
-    result = convert_voc_dataset(str(root), str(root / 'out'), log_fn=lines.append, **kwargs)
+    result = convert_voc_dataset(str(root), str(root / 'out'), ConversionOptions(**kwargs), log_fn=lines.append)
     return result, '\n'.join(lines)
 
 
@@ -194,7 +195,8 @@ def test_converted_images_are_rgb(bad_inputs):
 def test_summary_caps_lines_and_full_report_is_written(tmp_path):
     for index in range(4):
         write_sample(tmp_path, f'empty_{index}', [], image=jpeg_bytes(30, 20), size=(30, 20))
-    result = convert_voc_dataset(str(tmp_path), str(tmp_path / 'out'), class_names=['can'], log_fn=lambda _: None)
+    result = convert_voc_dataset(str(tmp_path), str(tmp_path / 'out'), ConversionOptions(class_names=['can']),
+                                 log_fn=lambda _: None)
     summary = voc_to_tfrecords.format_summary(result, 'OUT', max_lines_per_kind=2)
     assert sum('kept: ' in line for line in summary) == 2 and '... and 2 more kept' in summary[-1]
     report = (tmp_path / 'out' / voc_to_tfrecords.REPORT_FILENAME).read_text()
@@ -260,13 +262,14 @@ def test_splits_converted_one_at_a_time_are_merged(tmp_path):
     _folder(train, {'t0': ['can', 'bottle'], 't1': ['can'], 't2': ['bottle']})
     _folder(test, {'v0': ['can'], 'v1': ['can', 'can']})
     logs = []
-    convert_voc_dataset(str(train), out, split_name='train', log_fn=logs.append)
+    convert_voc_dataset(str(train), out, ConversionOptions(split_name='train'), log_fn=logs.append)
     with pytest.raises(UserError) as raised:                  # test's annotations name only 'can'
-        convert_voc_dataset(str(test), out, split_name='test', log_fn=logs.append)
+        convert_voc_dataset(str(test), out, ConversionOptions(split_name='test'), log_fn=logs.append)
     assert str(raised.value).startswith(os.path.join(out, 'dataset_info.json') + ': its classes (bottle, can)')
     assert f'this run\'s (can: the names in {test / "Annotations"})' in str(raised.value)
     assert '--labels_file' in str(raised.value) and not glob.glob(os.path.join(out, '*_test_*'))
-    convert_voc_dataset(str(test), out, split_name='test', class_names=['bottle', 'can'], log_fn=logs.append)
+    convert_voc_dataset(str(test), out, ConversionOptions(split_name='test', class_names=['bottle', 'can']),
+                        log_fn=logs.append)
     info = dataset_info.load_dataset_info(out)
     assert info.num_samples == {'train': 3, 'test': 2}
     assert info.boxes_per_class == {'bottle': 2, 'can': 2 + 3}
@@ -274,7 +277,7 @@ def test_splits_converted_one_at_a_time_are_merged(tmp_path):
     assert [list(r['image/object/bbox/label']) for r in read_records(dataset_info.list_shards(out, 'test'))] == \
         [[2], [2, 2]]                                         # 'can' is label 2 in both splits
     _folder(train, {'t3': ['bottle', 'bottle']})              # reconverting train keeps test
-    convert_voc_dataset(str(train), out, split_name='train', log_fn=logs.append)
+    convert_voc_dataset(str(train), out, ConversionOptions(split_name='train'), log_fn=logs.append)
     info = dataset_info.load_dataset_info(out)
     assert info.num_samples == {'test': 2, 'train': 4} and info.boxes_per_class == {'bottle': 4, 'can': 5}
     assert 'Keeping test 2 from dataset_info.json' in logs
@@ -368,7 +371,7 @@ def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
 
 
 def test_shard_is_invisible_until_complete(tmp_path):
-    with voc_to_tfrecords.ShardWriter(str(tmp_path), 'demo', 'train', samples_per_file=10) as writer:
+    with tfrecord_writer.ShardWriter(str(tmp_path), 'demo', 'train', samples_per_file=10) as writer:
         writer.write(b'record')
         assert glob.glob(str(tmp_path / '*.tfrecord')) == []
     assert writer.paths == [str(tmp_path / 'demo_train_000.tfrecord')] and os.listdir(tmp_path) == ['demo_train_000.tfrecord']
@@ -396,4 +399,12 @@ def test_script_exit_codes(tmp_path):
     failed = _run_script(f'--dataset_dir={bad}', f'--output_dir={bad / "out"}')
     assert failed.returncode == 1
     assert 'excluded: Annotations/only.xml: image not found' in failed.stdout
-    assert failed.stderr.strip().splitlines()[-1].startswith('error: ') and 'no usable sample' in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith('tf_convert_data.py: error: ')
+    assert 'no usable sample' in failed.stderr
+
+
+def test_script_error_line_names_the_program():
+    missing = _run_script()
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == ('tf_convert_data.py: error: --dataset_dir is required '
+                                                       '(the folder holding Annotations/ and JPEGImages/)')

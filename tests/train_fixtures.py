@@ -11,7 +11,7 @@ from absl import flags
 
 import train_ssd_network
 from datasets import dataset_info, demo_dataset
-from datasets.voc_to_tfrecords import convert_voc_dataset
+from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset
 from utils import devices, startup_report, train_plan
 from utils.stop_request import StopRequest
 
@@ -23,8 +23,8 @@ def make_tiny_dataset(root, num_train=8, num_test=2):
     """Demo images (small) converted to TFRecords in root/records; returns that folder."""
     images, records = os.path.join(root, 'images'), os.path.join(root, 'records')
     demo_dataset.generate_demo_dataset(images, seed=0, num_train=num_train, num_test=num_test, image_size=(96, 128))
-    convert_voc_dataset(images, records, dataset_name='demo',
-                        class_names=dataset_info.read_labels_file(os.path.join(images, 'labels.txt')),
+    class_names = dataset_info.read_labels_file(os.path.join(images, 'labels.txt'))
+    convert_voc_dataset(images, records, ConversionOptions(dataset_name='demo', class_names=class_names),
                         log_fn=lambda *_: None)
     return records
 

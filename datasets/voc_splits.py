@@ -1,0 +1,64 @@
+"""Which images of a Pascal VOC folder go into which split: ImageSets/Main/<split>.txt lists, or, without
+them, every Annotations/*.xml in one split plus an optional seeded validation 'test' split."""
+import os
+import random
+
+from utils.errors import UserError
+
+ANNOTATIONS_DIR = 'Annotations'
+IMAGES_DIR = 'JPEGImages'
+SPLITS_DIR = os.path.join('ImageSets', 'Main')
+
+
+def annotation_stems(annotations_dir):
+    """Sorted file stems of annotations_dir/*.xml."""
+    return sorted(name[:-4] for name in os.listdir(annotations_dir) if name.lower().endswith('.xml'))
+
+
+def _split_lists(splits_dir):
+    """split -> ids from ImageSets/Main/<split>.txt (first word per line); VOC's per-class
+    '<class>_<split>.txt' lists are skipped."""
+    if not os.path.isdir(splits_dir):
+        return {}
+    stems = [name[:-4] for name in sorted(os.listdir(splits_dir)) if name.endswith('.txt')]
+    lists = {}
+    for stem in stems:
+        if any(stem.endswith('_' + other) for other in stems if other != stem):
+            continue
+        with open(os.path.join(splits_dir, stem + '.txt'), encoding='utf-8', errors='replace') as source:
+            lists[stem] = [line.split()[0] for line in source if line.split()]
+    return lists
+
+
+def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0):
+    """split -> annotation stems. With ImageSets/Main lists: every list (or only split_name).
+    Without: all Annotations/*.xml as split_name (default 'train'); validation_fraction > 0 moves
+    round(fraction * n) of them, chosen by a random.Random(seed) sample, into 'test'."""
+    annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
+    if not os.path.isdir(annotations_dir):
+        raise UserError(f'{dataset_dir}: no {ANNOTATIONS_DIR}/ folder (expected Pascal VOC layout: '
+                        f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg)')
+    if not 0.0 <= validation_fraction < 1.0:
+        raise UserError(f'--validation_fraction={validation_fraction}: must be in [0, 1)')
+    lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR))
+    if lists:
+        if validation_fraction > 0:
+            raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR)}: split lists exist '
+                            f'({", ".join(lists)}); --validation_fraction applies only without them')
+        if split_name is None:
+            return lists
+        if split_name not in lists:
+            raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR, split_name + ".txt")}: not found '
+                            f'(lists there: {", ".join(lists)})')
+        return {split_name: lists[split_name]}
+    stems = annotation_stems(annotations_dir)
+    if not stems:
+        raise UserError(f'{annotations_dir}: no .xml annotation files')
+    split_name = split_name or 'train'
+    if validation_fraction == 0:
+        return {split_name: stems}
+    if split_name == 'test':
+        raise UserError("--split_name=test clashes with --validation_fraction, which writes 'test'")
+    num_test = min(max(round(validation_fraction * len(stems)), 1), len(stems) - 1)
+    test = set(random.Random(seed).sample(stems, num_test))
+    return {split_name: [s for s in stems if s not in test], 'test': sorted(test)}
