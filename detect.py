@@ -120,13 +120,20 @@ def main(fv):
         with tf.Session(config=devices.session_config()) as session:
             checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix, variables_map,
                                               config.settings())
-            written = set()
+            written, unreadable = set(), []
             for path in image_paths:
-                picture, image_format, count = detect_and_draw(session, image_input, detections, path, config,
-                                                               fv.score_threshold)
+                try:
+                    picture, image_format, count = detect_and_draw(session, image_input, detections, path, config,
+                                                                   fv.score_threshold)
+                except UserError as err:   # an unreadable file among many: say so and go on with the others
+                    print(f'{err}; skipped', file=sys.stderr)
+                    unreadable.append(err)
+                    continue
                 destination, save_format = output_path(fv.output_dir, path, image_format, written)
                 picture.save(destination, format=save_format)
                 print('%s: %d detections -> %s' % (path, count, destination), file=sys.stderr)
+            if len(unreadable) == len(image_paths):   # nothing drawn: the run failed
+                raise unreadable[-1]
 
 
 if __name__ == '__main__':

@@ -20,9 +20,10 @@ import time
 
 from utils import script_setup  # first: sets TensorFlow's log level before it loads
 from absl import flags
+import numpy as np
 import tensorflow.compat.v1 as tf
 
-from datasets import dataset_info, tfrecord_pipeline
+from datasets import bad_samples, dataset_info, record_check, tfrecord_pipeline
 from datasets.label_offset import offset_then_preprocess
 from preprocessing import preprocessing_factory
 from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
@@ -39,6 +40,8 @@ flags.DEFINE_integer('batch_size', 8, 'Images per batch.')
 flags.DEFINE_integer('num_readers', 2, 'Shards read in parallel.')
 flags.DEFINE_integer('num_preprocessing_threads', 2, 'Parallel decode / resize calls.')
 flags.DEFINE_integer('max_num_batches', None, 'Stop after this many batches (default: the whole split).')
+flags.DEFINE_bool('check_records', True, 'Read every shard of the split once before evaluating (framing, CRCs, '
+                  'record count against dataset_info.json); a damaged one stops the run naming it.')
 # Outputs.
 flags.DEFINE_string('eval_dir', None, 'Directory for TensorBoard summaries.')
 flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, checkpoint and step here.')
@@ -100,7 +103,8 @@ def build_eval_graph(config, reader, detect_options, num_summary_images):
     batch = iterator.get_next()
     network, detections = inference_model.build_detections(batch['image'], config, detect_options)
     fetches = dict(detections)
-    fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes')})
+    fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes', 'image_ok',
+                                                'bad_record')})
     if not num_summary_images:
         return EvalGraph(network, iterator.initializer, fetches, None)
     pictures = visualization.draw_boxes_graph(
@@ -111,12 +115,14 @@ def build_eval_graph(config, reader, detect_options, num_summary_images):
 
 
 def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
-    """One pass over the split of `graph` (an EvalGraph) -> (VOCResults, number of images, serialized image
-    summary). The image summary (when there is one) is computed with the first batch only.
+    """One pass over the split of `graph` (an EvalGraph) -> (VOCResults, number of images decoded, serialized
+    image summary, descriptions of the records skipped because they could not be decoded). The image summary
+    (when there is one) is computed with the first batch only. A skipped record gets no detections, so its
+    ground truth, when its annotations could be read, counts as missed.
     """
     session.run(graph.iterator_init)
     evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
-    summary, num_batches = None, 0
+    summary, num_batches, skipped = None, 0, []
     while max_num_batches is None or num_batches < max_num_batches:
         try:
             values = session.run({'batch': graph.fetches, 'summary': graph.image_summary}
@@ -125,13 +131,15 @@ def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
             break
         summary = values.get('summary', summary)
         batch = values['batch']
+        ok = batch['image_ok']
+        skipped.extend(name.decode('utf-8', 'replace') for name in batch['bad_record'][~ok])
         evaluator.add_batch(batch['detection_boxes'], batch['detection_scores'], batch['detection_classes'],
-                            batch['num_detections'], batch['gt_boxes'], batch['gt_labels'], batch['gt_difficult'],
-                            batch['num_boxes'])
+                            np.where(ok, batch['num_detections'], 0), batch['gt_boxes'], batch['gt_labels'],
+                            batch['gt_difficult'], batch['num_boxes'])
         num_batches += 1
     if evaluator.num_images == 0:
         raise UserError('the split holds no images')
-    return evaluator.compute(), evaluator.num_images, summary
+    return evaluator.compute(), evaluator.num_images - len(skipped), summary, skipped
 
 
 def scalar_summary(results, class_names):
@@ -183,7 +191,7 @@ def new_checkpoints(checkpoint_path, interval_secs, timeout_secs):
 
 
 Outcome = collections.namedtuple('Outcome', ['prefix', 'step', 'results', 'num_images', 'elapsed',
-                                             'images_summary'])
+                                             'images_summary', 'skipped'])
 
 
 def report(outcome, class_names, writer, results_json, run_facts):
@@ -193,6 +201,9 @@ def report(outcome, class_names, writer, results_json, run_facts):
         outcome.prefix, outcome.step, outcome.num_images, outcome.elapsed,
         outcome.num_images / max(outcome.elapsed, 1e-9)))
     print(voc_eval.format_results_table(outcome.results, class_names), flush=True)
+    if outcome.skipped:
+        print(f'{len(outcome.skipped)} test image(s) skipped: they cannot be decoded (the last: '
+              f'{outcome.skipped[-1]}); their ground truth, where it could be read, counts as missed', flush=True)
     if writer is not None:
         writer.add_summary(scalar_summary(outcome.results, class_names), outcome.step or 0)
         if outcome.images_summary is not None:
@@ -201,7 +212,7 @@ def report(outcome, class_names, writer, results_json, run_facts):
     if results_json:
         payload = voc_eval.results_as_dict(outcome.results, class_names)
         payload.update(checkpoint_path=outcome.prefix, global_step=outcome.step, num_images=outcome.num_images,
-                       **run_facts)
+                       num_skipped=len(outcome.skipped), **run_facts)
         write_json_atomically(results_json, payload)
 
 
@@ -216,13 +227,13 @@ def evaluate_one(session, graph, prefix, config, fv):
     """Runs the split with the weights of `prefix` restored (graph's saver) -> Outcome."""
     start = time.time()
     try:
-        results, num_images, images_summary = run_split(session, graph, config.num_classes, fv.matching_threshold,
-                                                        fv.max_num_batches)
+        results, num_images, images_summary, skipped = run_split(
+            session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches)
     except tf.errors.OpError as err:
         raise UserError(f'--dataset_dir={fv.dataset_dir}: reading split {fv.dataset_split_name!r} failed: '
-                        f'{err.message.splitlines()[0]}') from None
+                        f'{bad_samples.error_line(err)}') from None
     return Outcome(prefix, checkpoints.checkpoint_global_step(prefix), results, num_images, time.time() - start,
-                   images_summary)
+                   images_summary, skipped)
 
 
 def main(fv):
@@ -233,6 +244,9 @@ def main(fv):
     """
     reader = reader_from_flags(fv)
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
+    # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
+    if fv.check_records:
+        print(record_check.check_split(fv.dataset_dir, fv.dataset_split_name), file=sys.stderr)
     prefixes = checkpoints_to_evaluate(fv)
     first = next(prefixes, None)
     if first is None:

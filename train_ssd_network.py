@@ -16,7 +16,7 @@ from absl import flags, logging
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from datasets import tfrecord_pipeline
+from datasets import bad_samples, record_check, tfrecord_pipeline
 from nets import nets_factory
 from preprocessing import ssd_vgg_preprocessing
 from utils import checkpoints, clones, devices, distributed, startup_report, train_plan, train_tools
@@ -80,6 +80,10 @@ def define_flags(fv=flags.FLAGS):
     d_int('num_classes', None, 'Classes with background; must match dataset_info.json when given.')
     d_str('dataset_split_name', 'train', 'Split to train on.')
     d_str('dataset_dir', DEFAULT_DATASET_DIR, 'Folder of TFRecords and dataset_info.json.')
+    d_bool('check_records', True, 'Read every shard of the split once before training (framing, CRCs, record '
+           'count against dataset_info.json); a damaged one stops the run naming it.')
+    d_float('max_bad_sample_fraction', 0.01, 'Samples that cannot be decoded are skipped and counted; more than '
+            'this fraction of those read (of at least one epoch) stops the run.')
     d_int('labels_offset', 0, 'Subtracted from record labels (boxes falling to 0 or below are dropped).')
     d_str('model_name', 'ssd_300_vgg', 'One of ' + ', '.join(nets_factory.MODEL_NAMES) + '.')
     d_str('preprocessing_name', None, 'Preprocessing; default: the model name.')
@@ -125,6 +129,8 @@ def _check_ranges(fv):
         _need(fv[name].value >= 1, f'--{name}={fv[name].value}: must be >= 1')
     for name in ('log_every_n_steps', 'save_summaries_secs', 'save_interval_secs', 'save_every_n_steps'):
         _need(fv[name].value >= 0, f'--{name}={fv[name].value}: must be >= 0')
+    _need(0 <= fv.max_bad_sample_fraction < 1,
+          f'--max_bad_sample_fraction={fv.max_bad_sample_fraction}: must be in [0, 1)')
     _need(fv.max_number_of_steps is None or fv.max_number_of_steps > 0,
           f'--max_number_of_steps={fv.max_number_of_steps}: must be > 0')
 
@@ -161,7 +167,7 @@ def config_from_flags(fv):
             fv.dataset_dir, DEMO_IMAGE_DIR if _same_path(fv.dataset_dir, DEFAULT_DATASET_DIR) else None,
             fv.dataset_name, fv.dataset_split_name, fv.num_classes, fv.labels_offset, fv.batch_size,
             fv.num_readers, fv.num_preprocessing_threads, fv.preprocessing_name, fv.train_image_size,
-            fv.match_threshold, fv.ignore_difficult),
+            fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction),
         schedule=schedules.schedule_from_values(_values(fv, schedules.ScheduleConfig)), optimizer=optimizer,
         moving_average_decay=fv.moving_average_decay, trainable_scopes=fv.trainable_scopes,
         restore=checkpoints.RestoreConfig(
@@ -204,16 +210,18 @@ def build_train_op(plan, clone_list, global_step):
     return learning_rate, train_op
 
 
-def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop):
-    """The TrainStep: stop policy, log line, and on the chief the checkpoint and summary cadence."""
+def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_counts):
+    """The TrainStep: stop policy, log line, bad-sample check, and on the chief the checkpoint and summary
+    cadence."""
     loop, is_chief = plan.config.loop, plan.deployment.is_chief
     checkpoint_policy = train_tools.CheckpointPolicy(
         saver, loop.train_dir, train_tools.weights_finite_op(tf.trainable_variables()), loop.save_interval_secs,
         loop.save_every_n_steps) if is_chief else None
     summaries = train_tools.SummaryPolicy(summary_op, loop.save_summaries_secs) if is_chief else None
+    samples = bad_samples.BadSampleMonitor(plan.config.input.max_bad_sample_fraction, plan.num_samples, sample_counts)
     return train_tools.TrainStep(losses, learning_rate, stop,
                                  train_tools.SpeedLog(loop.log_every_n_steps, plan.config.input.batch_size),
-                                 checkpoint_policy, summaries)
+                                 checkpoint_policy, summaries, samples)
 
 
 def train(plan, stop_request):
@@ -244,7 +252,8 @@ def train(plan, stop_request):
         saver = checkpoints.make_saver(saver_class=distributed.ChiefSaver, cluster_stop=cluster_stop) \
             if cluster_stop else checkpoints.make_saver()
         step_fn = make_step_fn(plan, losses, learning_rate, summary_op, saver,
-                               train_tools.StopPolicy(config.loop.max_number_of_steps, stop_request, cluster_stop))
+                               train_tools.StopPolicy(config.loop.max_number_of_steps, stop_request, cluster_stop),
+                               bad_samples.BadSampleMonitor.batch_fetches(batch))
         # slim.learning.train: the session, initialisation or restore, the loop, the final checkpoint.
         run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_stop, stop_request)
     return step_fn
@@ -301,6 +310,9 @@ def main(fv):
         train_plan.prepare_dataset(config, logging.info)
         # The plan: dataset contents, network, devices and clones, where the weights come from.
         plan = train_plan.make_plan(config, devices.visible_gpu_count())
+        # Every record read once: a damaged or short shard stops the run here, naming it.
+        if config.input.check_records:
+            logging.info('%s', record_check.check_split(config.input.dataset_dir, config.input.split_name))
         # A cluster worker joins the cluster and gets its devices.
         server, plan = join_cluster(plan) if config.cluster.in_cluster else (None, plan)
         logging.info('Start-up report\n%s', startup_report.training_report(plan))

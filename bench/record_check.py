@@ -37,7 +37,8 @@ def write_split(directory, num_records, seed=0):
         with tf.io.TFRecordWriter(os.path.join(directory, f'bench_train_{shard:03d}.tfrecord')) as writer:
             for _ in range(min(PER_SHARD, num_records - shard * PER_SHARD)):
                 start, size = int(rng.integers(0, 200_000)), int(rng.integers(30_000, 170_000))
-                feature = {'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[pool[start:start + size]]))}
+                payload = tf.train.BytesList(value=[pool[start:start + size]])
+                feature = {'image/encoded': tf.train.Feature(bytes_list=payload)}
                 writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     dataset_info.write_dataset_info(directory, dataset_info.DatasetInfo(
         name='bench', class_names=['none', 'thing'], num_samples={'train': num_records}))

@@ -2,15 +2,16 @@
 
 A record whose image does not decode, whose Example is malformed or whose box fields differ in length
 would otherwise fail the whole tf.data iterator at whatever step first draws it. The pipeline
-(datasets/tfrecord_pipeline.py) turns every record into exactly one element with a status (first_that_works),
-counts the bad ones in SampleCounters (local variables the training step and evaluation read) and drops
-them; BadSampleMonitor, plain Python, warns on the first one and stops the run when too many are bad.
+(datasets/tfrecord_pipeline.py) turns every record into exactly one element with a status (first_that_works).
+Training drops the bad ones, each good sample carrying how many were dropped before it (drop_bad), so the
+step that consumes a batch knows exactly how many it passed over; BadSampleMonitor, plain Python, adds them
+up, warns on the first one and stops the run when too many are bad. Evaluation keeps every record, flagged
+(flag_bad), so that it can report them and count the ground truth of those whose annotations were read.
 A shard that fails while it is read (removed or damaged during a run) still fails the iterator:
 is_input_failure tells that error from others, error_line gives its one useful line.
 """
 import tensorflow.compat.v1 as tf
-
-from utils.errors import UserError
+from absl import logging
 
 OK, BAD_IMAGE, BAD_RECORD = 0, 1, 2
 REASONS = ('', 'the image does not decode', 'malformed record (Example or box fields)')
@@ -27,66 +28,81 @@ def first_that_works(value, attempts):
     return tried.take(1)
 
 
-def _local_variable(name, initial_value):
-    # Resource variables: tf.data functions can only capture those. Local: never saved in checkpoints.
-    return tf.Variable(initial_value, name=name, trainable=False, use_resource=True,
-                       collections=[tf.GraphKeys.LOCAL_VARIABLES])
+def describe(example):
+    """'<shard> record <index>: <reason>' of an element of first_that_works' stream (a string tensor)."""
+    return tf.strings.join([example['shard'], ' record ', tf.strings.as_string(example['index']), ': ',
+                            tf.gather(tf.constant(REASONS), example['status'])])
 
 
-class SampleCounters:
-    """Records read and bad records, and a description of the last bad one ('<shard> record <i>: <reason>').
+def drop_bad(examples):
+    """Training: the good elements only, each with 'skipped_before' (int64: bad records dropped since the
+    previous good one) and 'bad_record' (the last of them described, or ''). Summed over the samples a step
+    consumed, these count exactly the bad records the run has passed over, whatever is read ahead."""
+    def count(state, example):
+        pending, last = state
+        is_bad = tf.not_equal(example['status'], OK)
+        state = (tf.where(is_bad, pending + 1, tf.zeros_like(pending)),
+                 tf.where(is_bad, describe(example), tf.constant('')))
+        return state, dict(example, skipped_before=pending, bad_record=last)
+    counted = examples.scan((tf.constant(0, tf.int64), tf.constant('')), count)
+    return counted.filter(lambda example: tf.equal(example['status'], OK))
 
-    Create it in the graph of the pipeline; a dataset that counts into it captures these variables, so read
-    it with an initializable iterator, after running `initializer` (also in tf.local_variables_initializer)."""
 
-    def __init__(self, name='input_samples'):
-        with tf.name_scope(name):
-            self.read = _local_variable('read', tf.constant(0, tf.int64))
-            self.bad = _local_variable('bad', tf.constant(0, tf.int64))
-            self.last_bad = _local_variable('last_bad', tf.constant(''))
-        self.initializer = tf.group(self.read.initializer, self.bad.initializer, self.last_bad.initializer)
-        self.values = {'read': self.read.read_value(), 'bad': self.bad.read_value(),
-                       'last_bad': self.last_bad.read_value()}
-
-    def count(self, status, shard, index):
-        """Ops counting one record of `status` (from `shard`, record `index`); returns status after them."""
-        is_bad = tf.not_equal(status, OK)
-
-        def note_bad():
-            where = tf.strings.join([shard, ' record ', tf.strings.as_string(index), ': ',
-                                     tf.gather(tf.constant(REASONS), status)])
-            return tf.group(self.bad.assign_add(1), self.last_bad.assign(where))
-        updates = [self.read.assign_add(1), tf.cond(is_bad, note_bad, tf.no_op)]
-        with tf.control_dependencies(updates):
-            return tf.identity(status)
+def flag_bad(example):
+    """Evaluation keeps every record: 'skipped_before' 0, 'bad_record' this record's description if it is bad."""
+    return dict(example, skipped_before=tf.constant(0, tf.int64),
+                bad_record=tf.where(tf.equal(example['status'], OK), tf.constant(''), describe(example)))
 
 
 class BadSampleMonitor:
-    """Reads the counters' values as the run goes: one warning for the first bad sample, and UserError once
-    more than max_fraction of the samples are bad. The fraction is taken over at least split_size samples,
-    so one bad record early in the first epoch does not stop a run; a bad record is counted each epoch."""
+    """Adds up the bad samples as the run goes: one warning for the first bad sample, and a stop once more
+    than max_fraction of the samples are bad. The fraction is taken over at least split_size samples, so one
+    bad record early in the first epoch does not stop a run; a bad record is counted each epoch.
+    fetches: batch_fetches(batch), which the training step fetches with each step for check()."""
 
-    def __init__(self, max_fraction, split_size):
+    def __init__(self, max_fraction, split_size, fetches=None):
         self.max_fraction, self.split_size = max_fraction, max(int(split_size), 1)
+        self.fetches = fetches
         self.read = self.bad = 0
         self.last_bad = ''
 
+    @staticmethod
+    def batch_fetches(batch):
+        """What check() needs of a training batch (fetched with the step that consumes it)."""
+        return {'skipped_before': batch['skipped_before'], 'bad_record': batch['bad_record']}
+
     def update(self, read, bad, last_bad):
-        """New counter values -> the warning to log (the first bad sample), else None; UserError over the limit."""
+        """New counter values -> the warning to log (the first bad sample), else None."""
         first = self.bad == 0 and bad > 0
         self.read, self.bad = int(read), int(bad)
         self.last_bad = last_bad.decode('utf-8', 'replace') if isinstance(last_bad, bytes) else str(last_bad)
-        if self.bad > self.max_fraction * max(self.read, self.split_size):
-            raise UserError(f'{self.bad} of the {self.read} samples read could not be decoded, more than '
-                            f'{self.max_fraction:g} of them (the last: {self.last_bad}); repair or rebuild the '
-                            f'records (README section 2) rather than train on what is left')
-        if first:
-            return f'skipping a sample that cannot be decoded ({self.last_bad}); bad samples are counted'
-        return None
+        return f'skipping a sample that cannot be decoded ({self.last_bad}); bad samples are counted' if first else None
+
+    def over_limit(self):
+        """The one-line error when more than max_fraction of the samples are bad, else None."""
+        if self.bad <= self.max_fraction * max(self.read, self.split_size):
+            return None
+        return (f'{self.bad} of the {self.read} samples read could not be decoded, more than {self.max_fraction:g} '
+                f'of them (the last: {self.last_bad}); repair or rebuild the records (README section 2) rather than '
+                f'train on what is left')
+
+    def check(self, values):
+        """update() with the batch_fetches values of the step's batch, logging its warning; returns over_limit()."""
+        skipped = int(values['skipped_before'].sum())
+        described = [name for name in values['bad_record'] if name]
+        warning = self.update(self.read + len(values['skipped_before']) + skipped, self.bad + skipped,
+                              described[-1] if described else self.last_bad)
+        if warning:
+            logging.warning(warning)
+        return self.over_limit()
 
     def summary(self):
-        """'N bad sample(s) skipped of M read', for the periodic log and the end-of-run summary."""
+        """'N bad sample(s) skipped of M read', for the end-of-run summary."""
         return f'{self.bad} bad sample(s) skipped of {self.read} read'
+
+    def note(self):
+        """summary() once a sample was bad, else '': for the periodic log line."""
+        return self.summary() if self.bad else ''
 
 
 def is_input_failure(error):
@@ -102,3 +118,9 @@ def error_line(error):
     useful = [line for line in lines if line and not line.startswith(('[[', 'Graph execution error', 'Detected at',
                                                                       'File "', 'Node:'))]
     return useful[-1] if useful else lines[0]
+
+
+def input_failure_message(error, step):
+    """The one line for an input-pipeline failure (is_input_failure) at the last completed global step."""
+    return (f'step {step}: reading the training records failed ({error_line(error)}); the record check at '
+            f'start-up names a damaged shard')

@@ -56,6 +56,10 @@ class SplitCheck:
     num_bytes: int
     seconds: float
 
+    def __str__(self):
+        return (f'Records checked: {self.num_shards} shard(s), {self.num_records} records, '
+                f'{self.num_bytes / 1e6:.1f} MB in {self.seconds:.1f} s')
+
 
 def locate_fault(path, index):
     """'truncated at record N' or 'CRC mismatch at record N' for record `index` (0-based), the first one
@@ -74,7 +78,8 @@ def locate_fault(path, index):
     if masked_crc32c(header[:8]) != length_crc:
         return f'CRC mismatch at record {index} (its length field)'
     if offset + _HEADER.size + length + _FOOTER_SIZE > size:
-        return f'truncated at record {index} ({size - offset} of its {_HEADER.size + length + _FOOTER_SIZE} bytes present)'
+        needed = _HEADER.size + length + _FOOTER_SIZE
+        return f'truncated at record {index} ({size - offset} of its {needed} bytes present)'
     return f'CRC mismatch at record {index}'
 
 

@@ -27,10 +27,11 @@ _FEATURES = {
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """How make_dataset reads and batches. Training (is_training) shuffles shards and records, repeats
-    forever and drops a last partial batch; evaluation reads the split once in order, keeps the last
-    partial batch, and keeps records whose image does not decode (blank image, 'image_ok' False) so that
-    their ground truth still counts. deterministic=True keeps every stage ordered and seeds everything
-    (seed defaults to 0), so two datasets built alike yield identical batches."""
+    forever, drops the records that cannot be decoded and a last partial batch; evaluation reads the split
+    once in order, keeps the last partial batch, and keeps every record: one that cannot be decoded comes
+    with a blank image, 'image_ok' False and, when they could be read, its boxes. deterministic=True keeps
+    every stage ordered and seeds everything (seed defaults to 0), so two datasets built alike yield identical
+    batches."""
     batch_size: int
     out_shape: tuple = (300, 300)
     is_training: bool = True
@@ -122,6 +123,8 @@ def _prepare_fn(preprocess_fn, out_shape, encode_fn, seeded):
             'num_boxes': tf.shape(labels)[0],
             'original_shape': example['shape'],
             'image_ok': tf.equal(example['status'], bad_samples.OK),
+            'skipped_before': example['skipped_before'],
+            'bad_record': example['bad_record'],
         }
         if encode_fn is not None:
             features.update(encode_fn(labels, boxes, difficult))
@@ -143,18 +146,19 @@ def _records(filenames, config, ordered):
                             deterministic=ordered)
 
 
-def make_dataset(filenames, preprocess_fn, config, encode_fn=None, counters=None):
+def make_dataset(filenames, preprocess_fn, config, encode_fn=None):
     """A tf.data.Dataset of batched dicts (config: a PipelineConfig).
 
     'image' [B, h, w, 3] float32; 'gt_boxes' [B, Mmax, 4], 'gt_labels' [B, Mmax], 'gt_difficult' [B, Mmax]
     (zero-padded to the batch's largest box count Mmax); 'num_boxes' [B] int32; 'original_shape' [B, 3] int64;
-    'image_ok' [B] bool (False only in evaluation, for a kept record whose image did not decode); plus
-    encode_fn's outputs, whatever keys it returns (e.g. 'target_labels' [B, N], 'target_loc' [B, N, 4]).
+    'image_ok' [B] bool (False only in evaluation, for a record that could not be decoded); 'skipped_before'
+    [B] int64 (training: records that could not be decoded, dropped just before this sample) and 'bad_record'
+    [B] string (their last, or in evaluation this record, as '<shard> record <index>: <reason>'; else '');
+    plus encode_fn's outputs, whatever keys it returns (e.g. 'target_labels' [B, N], 'target_loc' [B, N, 4]).
 
     preprocess_fn(image, labels, boxes, difficult, out_shape[, seed]): see preprocessing_factory; when a seed
     is given and is_training, each record gets the stateless seed [seed, record position]. encode_fn(labels,
-    boxes, difficult) -> dict of fixed-shape tensors, or None. counters: a bad_samples.SampleCounters that
-    counts records read and bad ones (then read the dataset with an initializable iterator), or None.
+    boxes, difficult) -> dict of fixed-shape tensors, or None.
     """
     filenames = list(filenames)
     if not filenames:
@@ -171,14 +175,8 @@ def make_dataset(filenames, preprocess_fn, config, encode_fn=None, counters=None
             record, seed=tf.stack([tf.constant(seed, tf.int64), position])))
     examples = records.interleave(_decoded_or_flagged, cycle_length=config.num_parallel_calls,
                                   num_parallel_calls=config.num_parallel_calls, deterministic=ordered)
-    # Evaluation keeps a record whose annotations were read, so its ground truth counts as missed.
-    kept = (bad_samples.OK,) if config.is_training else (bad_samples.OK, bad_samples.BAD_IMAGE)
-
-    def keep(example):
-        status = example['status'] if counters is None else counters.count(
-            example['status'], example['shard'], example['index'])
-        return tf.reduce_any(tf.equal(status, kept))
-    dataset = examples.filter(keep).map(_prepare_fn(preprocess_fn, tuple(config.out_shape), encode_fn, seeded),
-                                        num_parallel_calls=config.num_parallel_calls, deterministic=ordered)
+    examples = bad_samples.drop_bad(examples) if config.is_training else examples.map(bad_samples.flag_bad)
+    dataset = examples.map(_prepare_fn(preprocess_fn, tuple(config.out_shape), encode_fn, seeded),
+                           num_parallel_calls=config.num_parallel_calls, deterministic=ordered)
     dataset = dataset.padded_batch(config.batch_size, drop_remainder=config.is_training)
     return dataset.prefetch(tf.data.experimental.AUTOTUNE)

@@ -8,7 +8,6 @@ import tensorflow.compat.v1 as tf
 from datasets import bad_samples, tfrecord_pipeline
 from preprocessing import ssd_vgg_preprocessing
 from tests.test_tfrecord_pipeline import make_example, sample
-from utils.errors import UserError
 
 NUM_GOOD = 9
 BAD_IMAGE_LABEL = 901
@@ -51,52 +50,58 @@ def split(tmp_path_factory):
 
 
 def read_all(paths, config, max_batches=None):
-    """(batches, counter values) after reading the dataset (to its end, or max_batches batches)."""
+    """The batches of the dataset (to its end, or max_batches of them)."""
+    preprocess = ssd_vgg_preprocessing.preprocess_for_train if config.is_training else \
+        ssd_vgg_preprocessing.preprocess_for_eval
     with tf.Graph().as_default():
-        counters = bad_samples.SampleCounters()
-        dataset = tfrecord_pipeline.make_dataset(paths, ssd_vgg_preprocessing.preprocess_for_eval
-                                                 if not config.is_training else
-                                                 ssd_vgg_preprocessing.preprocess_for_train, config, counters=counters)
-        iterator = tf.data.make_initializable_iterator(dataset)
-        batch = iterator.get_next()
+        batch = tf.data.make_one_shot_iterator(tfrecord_pipeline.make_dataset(paths, preprocess, config)).get_next()
         batches = []
         with tf.Session() as session:
-            session.run([counters.initializer, iterator.initializer])
             try:
                 while max_batches is None or len(batches) < max_batches:
                     batches.append(session.run(batch))
             except tf.errors.OutOfRangeError:
                 pass
-            return batches, session.run(counters.values)
+    return batches
 
 
-def test_eval_counts_every_bad_record_and_keeps_the_annotations_of_an_undecodable_image(split):
+def column(batches, key):
+    return np.concatenate([b[key] for b in batches])
+
+
+def test_eval_keeps_every_record_flagged_with_the_annotations_that_could_be_read(split):
     paths, good_labels = split
-    batches, counts = read_all(paths, tfrecord_pipeline.PipelineConfig(4, out_shape=(32, 32), is_training=False,
-                                                                      num_readers=1))
-    assert counts['read'] == NUM_GOOD + 3 and counts['bad'] == 3
-    assert counts['last_bad'].decode() == f'{paths[1]} record 3: malformed record (Example or box fields)'
-    ok = np.concatenate([b['image_ok'] for b in batches])
-    assert len(ok) == NUM_GOOD + 1 and ok.sum() == NUM_GOOD           # the malformed ones are left out
-    kept_bad = [(b['gt_labels'][i, :b['num_boxes'][i]]) for b in batches for i in range(len(b['image_ok']))
-                if not b['image_ok'][i]]
-    assert [list(labels) for labels in kept_bad] == [[BAD_IMAGE_LABEL]]  # counts as missed ground truth
-    seen = {int(label) for b in batches for i in range(len(b['image_ok'])) if b['image_ok'][i]
-            for label in b['gt_labels'][i, :b['num_boxes'][i]]}
-    assert seen == good_labels
+    batches = read_all(paths, tfrecord_pipeline.PipelineConfig(4, out_shape=(32, 32), is_training=False,
+                                                               num_readers=1))
+    ok, bad_records = column(batches, 'image_ok'), column(batches, 'bad_record')
+    assert len(ok) == NUM_GOOD + 3 and ok.sum() == NUM_GOOD and not column(batches, 'skipped_before').any()
+    assert [name.decode() for name in bad_records[~ok]] == [
+        f'{paths[0]} record 3: the image does not decode',
+        f'{paths[1]} record 0: malformed record (Example or box fields)',
+        f'{paths[1]} record 3: malformed record (Example or box fields)']
+    assert not bad_records[ok].any()
+    labels = [list(b['gt_labels'][i, :b['num_boxes'][i]]) for b in batches for i in range(len(b['image_ok']))]
+    assert [labels[i] for i in np.flatnonzero(~ok)] == [[BAD_IMAGE_LABEL], [], []]   # missed GT of the first
+    assert {int(label) for i in np.flatnonzero(ok) for label in labels[i]} == good_labels
 
 
-def test_training_skips_bad_records_every_epoch(split):
+def test_training_drops_bad_records_and_counts_those_it_passed_over(split):
     paths, good_labels = split
     config = tfrecord_pipeline.PipelineConfig(3, out_shape=(32, 32), num_readers=2, num_parallel_calls=2,
-                                              shuffle_buffer=4, seed=1)
-    batches, counts = read_all(paths, config, max_batches=9)             # 27 samples: 3 epochs of the 9
+                                              shuffle_buffer=4, deterministic=True)
+    batches = read_all(paths, config, max_batches=9)             # 27 samples: 3 epochs of the 9 good ones
     assert all(b['image_ok'].all() for b in batches)
     seen = {int(label) for b in batches for i in range(3) for label in b['gt_labels'][i, :b['num_boxes'][i]]}
     assert seen <= good_labels
-    epochs = -(-counts['read'] // (NUM_GOOD + 3))
-    assert counts['read'] >= 27 and 3 * (epochs - 1) <= counts['bad'] <= 3 * epochs
-    assert counts['bad'] * (NUM_GOOD + 3) == pytest.approx(3 * counts['read'], abs=3 * (NUM_GOOD + 3))
+    monitor = bad_samples.BadSampleMonitor(max_fraction=0.5, split_size=NUM_GOOD + 3)
+    for batch in batches:
+        assert monitor.check({key: batch[key] for key in ('skipped_before', 'bad_record')}) is None
+    assert 6 <= monitor.bad <= 9 and monitor.read == 27 + monitor.bad    # trailing bad ones of epoch 3 not yet
+    described = {name.decode() for name in column(batches, 'bad_record') if name}
+    assert described <= {f'{paths[0]} record 3: the image does not decode',
+                         f'{paths[1]} record 0: malformed record (Example or box fields)',
+                         f'{paths[1]} record 3: malformed record (Example or box fields)'} and described
+    assert column(batches, 'skipped_before').sum() == monitor.bad
 
 
 def test_a_damaged_shard_still_fails_the_reader(split, tmp_path):
@@ -111,15 +116,18 @@ def test_a_damaged_shard_still_fails_the_reader(split, tmp_path):
 
 def test_monitor_warns_once_then_stops_over_the_fraction():
     monitor = bad_samples.BadSampleMonitor(max_fraction=0.01, split_size=1000)
-    assert monitor.update(50, 0, b'') is None
+    assert monitor.update(50, 0, b'') is None and monitor.note() == ''
     warning = monitor.update(60, 1, b'a_train_000.tfrecord record 7: the image does not decode')
-    assert 'a_train_000.tfrecord record 7' in warning
-    assert monitor.update(900, 10, b'x') is None                        # 10 of at least the split's 1000
-    assert monitor.summary() == '10 bad sample(s) skipped of 900 read'
-    assert monitor.update(2000, 20, b'x') is None
-    with pytest.raises(UserError, match=r'^21 of the 2000 samples read could not be decoded, more than 0.01 '
-                                        r'of them \(the last: b_train_003.tfrecord record 2: malformed'):
-        monitor.update(2000, 21, b'b_train_003.tfrecord record 2: malformed record (Example or box fields)')
+    assert 'a_train_000.tfrecord record 7' in warning and monitor.over_limit() is None
+    assert monitor.update(900, 10, b'x') is None and monitor.over_limit() is None   # 10 of at least the split's 1000
+    assert monitor.summary() == monitor.note() == '10 bad sample(s) skipped of 900 read'
+    assert monitor.update(2000, 20, b'x') is None and monitor.over_limit() is None
+    # A batch of 4 after 2 more bad records: 22 of 2006.
+    problem = monitor.check({'skipped_before': np.array([0, 2, 0, 0]), 'bad_record': np.array(
+        [b'', b'b_train_003.tfrecord record 2: malformed record (Example or box fields)', b'', b''], object)})
+    assert (monitor.read, monitor.bad) == (2006, 22)
+    assert problem.startswith('22 of the 2006 samples read could not be decoded, more than 0.01 of them (the last: '
+                              'b_train_003.tfrecord record 2: malformed record')
 
 
 def test_a_reader_failure_is_recognised_and_summarised_in_one_line(split, tmp_path):

@@ -35,6 +35,8 @@ class InputConfig:
     train_image_size: Optional[int] = None
     match_threshold: float = 0.5           # anchor targets (box_coder)
     ignore_difficult: bool = True
+    check_records: bool = True             # read every shard once before training (datasets/record_check)
+    max_bad_sample_fraction: float = 0.01  # undecodable samples allowed (datasets/bad_samples)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Optional
 import tensorflow.compat.v1 as tf
 from absl import logging
 
+from datasets import bad_samples
 from utils import clones
 from utils.checkpoints import CHECKPOINT_BASENAME
 from utils.errors import UserError
@@ -178,12 +179,13 @@ class SpeedLog:
         self.images_per_step = images_per_step
         self.timed_steps, self.timed_secs = 0, 0.0
 
-    def record(self, step, elapsed, losses, learning_rate):
+    def record(self, step, elapsed, losses, learning_rate, note=''):
+        """note: appended to the line after ' | ' when not empty (the bad samples skipped so far)."""
         self.timed_steps += 1
         self.timed_secs += elapsed
         if self.cadence.due(step):
-            logging.info(format_losses(step, losses, learning_rate, self.timed_secs / self.timed_steps,
-                                       self.images_per_step))
+            line = format_losses(step, losses, learning_rate, self.timed_secs / self.timed_steps, self.images_per_step)
+            logging.info(f'{line} | {note}' if note else line)
             self.timed_steps, self.timed_secs = 0, 0.0
             self.cadence.mark(step)
 
@@ -243,11 +245,16 @@ class TrainStep:
     """train_step_fn for slim.learning.train: one step (the train op, the loss components and the learning
     rate, plus the summary op when one is due), then the NaN guard, the log line, the stop decision (the chief
     checks its weights and tells the cluster before slim.learning.train saves the final checkpoint) or a due
-    checkpoint. checkpoints and summaries are None on non-chief workers."""
+    checkpoint. checkpoints and summaries are None on non-chief workers. samples (a BadSampleMonitor, or None)
+    adds up the undecodable records each batch passed over. When reading the records fails, or too many samples
+    are bad, the chief saves a checkpoint at the last completed step before the UserError."""
 
-    def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None):
+    def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None, samples=None):
         self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
         self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
+        self.samples = samples
+        if samples is not None:
+            self.fetches['samples'] = samples.fetches
         self.loss_history = []  # (global step, total loss) of every step this process ran
         self.current_step = None
 
@@ -270,13 +277,20 @@ class TrainStep:
         except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
             self.stop.report_lost_cluster(err)
             raise
+        except tf.errors.OpError as err:
+            if bad_samples.is_input_failure(err):   # a shard removed or damaged while training
+                self._save_and_fail(session, bad_samples.input_failure_message(err, self.current_step))
+            raise
         losses = values['losses']
         check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
                             else 'train_dir')
         self.loss_history.append((step, float(losses['total'])))
+        if self.samples is not None and (problem := self.samples.check(values['samples'])):
+            self._save_and_fail(session, problem)
         if summary_due:
             self.summaries.write(train_step_kwargs, values['summary'], step)
-        self.speed_log.record(step, time.time() - start, losses, float(values['learning_rate']))
+        self.speed_log.record(step, time.time() - start, losses, float(values['learning_rate']),
+                              self.samples.note() if self.samples is not None else '')
         if self.stop.should_stop(session, step):
             return self._stop(session)
         if self.checkpoints is not None:
@@ -285,10 +299,18 @@ class TrainStep:
 
     def _stop(self, session):
         """(last loss, True); the chief first checks the weights it is about to save and tells the cluster."""
-        logging.info('Training stops at global step %d; this process ran %d step(s)', self.current_step,
-                     len(self.loss_history))
+        logging.info('Training stops at global step %d; this process ran %d step(s)%s', self.current_step,
+                     len(self.loss_history), f'; {self.samples.summary()}' if self.samples is not None else '')
         if self.checkpoints is not None:
             self.checkpoints.check_weights(session, self.current_step)
             if self.stop.cluster_stop is not None:
                 self.stop.cluster_stop.announce(session)
         return (self.loss_history[-1][1] if self.loss_history else None), True
+
+    def _save_and_fail(self, session, message):
+        """UserError(message), after the chief saved a checkpoint at the last completed step (weights checked
+        finite first), so that the same command resumes from there once the data is fixed."""
+        if self.checkpoints is not None:
+            self.checkpoints.save(session, self.current_step)
+            message += f'; checkpoint saved at step {self.current_step}: run the same command to resume'
+        raise UserError(message)
