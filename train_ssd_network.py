@@ -282,7 +282,6 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
 
 
 def _setup_logging():
-    tf.get_logger().propagate = False  # TF's logger prints itself; absl's root handler would repeat each line
     logging.set_verbosity(logging.INFO)
     # Noise from tf-slim's supervisor closing its summary writer twice.
     warnings.filterwarnings('ignore', message='Attempting to use a closed FileWriter')

@@ -143,7 +143,8 @@ def ssd_arg_scope(weight_decay, data_format):
     """
     with slim.arg_scope([slim.conv2d],
                         activation_fn=tf.nn.relu,
-                        weights_regularizer=slim.l2_regularizer(weight_decay),
+                        # None, not l2_regularizer(0), which logs 'Scale of 0 disables regularizer'
+                        weights_regularizer=slim.l2_regularizer(weight_decay) if weight_decay else None,
                         weights_initializer=slim.xavier_initializer(),
                         biases_initializer=tf.zeros_initializer()):
         with slim.arg_scope([slim.conv2d, slim.max_pool2d], padding='SAME', data_format=data_format) as scope:

@@ -107,6 +107,16 @@ def make_tfrecords(dataset_dir, name='tiny', split='test'):
         name=name, class_names=CLASS_NAMES, num_samples={split: len(EVAL_IMAGES)}))
 
 
+# What TensorFlow and TF-Slim print that a user cannot act on; no script's output may hold it by default.
+TENSORFLOW_NOISE = ('All log messages before absl::InitializeLog', 'oneDNN custom operations are on',
+                    'cpu_feature_guard', 'Scale of 0 disables regularizer', 'Instructions for updating')
+
+
+def assert_no_tensorflow_noise(output):
+    found = [line for line in output.splitlines() if any(noise in line for noise in TENSORFLOW_NOISE)]
+    assert not found, found
+
+
 def _script_command(args, env_extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO_ROOT, **(env_extra or {}))
     return [sys.executable] + list(args), {'cwd': REPO_ROOT, 'env': env, 'text': True}

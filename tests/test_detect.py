@@ -28,7 +28,11 @@ def detected(tmp_path_factory):
                                   '--output_dir=%s' % (root / 'out'), '--score_threshold=%g' % SCORE_THRESHOLD])
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    return {'root': root, 'prefix': prefix, 'png': png, 'lines': lines}
+    return {'root': root, 'prefix': prefix, 'png': png, 'lines': lines, 'output': result.stdout + result.stderr}
+
+
+def test_output_holds_no_tensorflow_noise(detected):
+    fixtures.assert_no_tensorflow_noise(detected['output'])
 
 
 def test_pictures_are_written_with_original_sizes(detected):

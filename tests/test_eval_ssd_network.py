@@ -72,6 +72,11 @@ def test_results_json_is_well_formed(setup, evaluated):
     assert results['num_classes_with_gt'] == 2
 
 
+def test_output_holds_no_tensorflow_noise(evaluated):
+    fixtures.assert_no_tensorflow_noise(evaluated.stdout + evaluated.stderr)
+    assert evaluated.stderr.count('Restoring parameters from') == 1
+
+
 def test_table_is_printed(evaluated):
     lines = evaluated.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:4] == ['class', '#GT', 'AP07', 'AP10'])

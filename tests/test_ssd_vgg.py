@@ -1,4 +1,6 @@
 """SSD300 / SSD512 graphs at a small depth multiplier: shapes, gradients, layouts, NCHW == NHWC."""
+import logging
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -122,3 +124,12 @@ def test_bad_inputs_raise_user_errors():
         net = nets_factory.get_network('ssd_300_vgg', 21, SMALL)
         with pytest.raises(UserError, match='300x300'):
             net.build(tf.placeholder(tf.float32, [1, 320, 320, 3]))
+
+
+def test_no_weight_decay_builds_without_a_regularizer_or_its_log_line(caplog):
+    caplog.set_level(logging.INFO, logger='tensorflow')
+    with tf.Graph().as_default():
+        with slim.arg_scope(ssd_layers.ssd_arg_scope(0.0, 'NHWC')):
+            slim.conv2d(tf.zeros([1, 8, 8, 3]), 4, [3, 3])
+        assert not tf.losses.get_regularization_losses()
+    assert not [record for record in caplog.records if 'Scale of 0' in record.getMessage()]

@@ -11,6 +11,7 @@ import time
 import pytest
 import tensorflow.compat.v1 as tf
 
+from tests.inference_fixtures import assert_no_tensorflow_noise
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset
 
 STEP_LINE = re.compile(r'\] step (\d+): loss ')
@@ -49,6 +50,7 @@ def test_run_interrupt_and_resume(workspace):
     log = run(workspace, '--max_number_of_steps=3')
     assert 'anchors in all: 8732' in log and 'samples per split: test 2, train 8' in log
     assert 'Starting from scratch' in log
+    assert_no_tensorflow_noise(log)
     assert [int(s) for s in STEP_LINE.findall(log)] == [1, 2, 3]
     assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-3')
     assert {'losses/total', 'losses/cross_entropy_pos', 'losses/cross_entropy_neg', 'losses/localization',

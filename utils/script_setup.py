@@ -1,16 +1,64 @@
 """The one skeleton of every command-line tool (training, evaluation, detection, export, conversion, demo data).
 
 Every script imports this module before TensorFlow: importing sets TensorFlow's C++ log level and oneDNN
-switch (read when TensorFlow loads) unless the environment already sets them. run_main then parses the flags and turns the failures a user can fix into one line and an exit status.
+switch (read when TensorFlow loads) unless the environment already sets them, then loads TensorFlow without
+its start-up notices. run_main then parses the flags and turns the failures a user can fix into one line and
+an exit status.
 """
+import logging
 import os
+import re
 import sys
+import tempfile
 import warnings
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 # tf-slim's layers call a deprecated Keras API on every build: noise for users, nothing they can act on.
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
+
+# What TensorFlow's C++ libraries print while they load, whatever TF_CPP_MIN_LOG_LEVEL says: absl's
+# "before InitializeLog" warning, then the oneDNN and CPU-feature notices (once per library that logs).
+_START_UP_NOISE = re.compile(r'^WARNING: All log messages before absl::InitializeLog\(\) is called'
+                             r'|^[IW]\d{4} [\d:. ]+\d+ (port|cpu_feature_guard)\.cc:\d+\] ')
+
+
+def _show_tensorflow_notices():
+    """True when the user asked for TensorFlow's info or warnings: TF_CPP_MIN_LOG_LEVEL=0 or 1."""
+    return os.environ['TF_CPP_MIN_LOG_LEVEL'].strip() in ('0', '1')
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with stderr (fd 2, where C++ writes) held in a file, then pass on every line of
+    it but the start-up notices, so a real error while loading still shows."""
+    if 'tensorflow' in sys.modules or _show_tensorflow_notices():
+        return
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(real_stderr, 2)
+            os.close(real_stderr)
+            held.seek(0)
+            for line in held.read().decode(errors='replace').splitlines(keepends=True):
+                if not _START_UP_NOISE.search(line):
+                    sys.stderr.write(line)
+
+
+class _NoDeprecationNotices(logging.Filter):
+    """Drops TensorFlow's 'X is deprecated ... Instructions for updating' notices (raised by TF-Slim and
+    the v1 API inside this code, not by anything a user does)."""
+
+    def filter(self, record):
+        return 'Instructions for updating' not in record.getMessage()
+
+
+_import_tensorflow_quietly()
+if not _show_tensorflow_notices():
+    logging.getLogger('tensorflow').addFilter(_NoDeprecationNotices())
 
 from absl import app  # noqa: E402
 
@@ -38,7 +86,8 @@ def run_main(main_fn, flag_values, required_flags=(), graph_mode=True):
 
     Positional arguments, a missing flag of `required_flags` or a UserError raised by main_fn print one
     print_error line and exit 1; Ctrl-C prints '<script>: stopped' and exits 130. graph_mode: TensorFlow's
-    v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs.
+    v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs. TensorFlow's
+    start-up and deprecation notices are left out unless TF_CPP_MIN_LOG_LEVEL is 0 or 1.
     """
     def main(argv):
         try:
@@ -57,8 +106,7 @@ def run_main(main_fn, flag_values, required_flags=(), graph_mode=True):
 
     if graph_mode:
         import tensorflow.compat.v1 as tf
-        quiet = tf.get_logger().level
-        tf.get_logger().setLevel('ERROR')   # the v1 API's deprecation notices are not for users
         tf.disable_v2_behavior()
-        tf.get_logger().setLevel(quiet)
+    # TensorFlow's logger has its own handler; passed on to absl's root handler too, each line would repeat.
+    logging.getLogger('tensorflow').propagate = False
     app.run(main)
