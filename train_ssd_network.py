@@ -3,8 +3,12 @@
     python train_ssd_network.py --pretrained_path=./ckpt/pre_trained --train_dir=./ckpt/fine_tuning \\
         --dataset_dir=./IMAGE/tfrecords
 
-With no flags it trains on the demo data (generated and converted into ./IMAGE on first use). Ctrl-C
-saves a checkpoint and exits; the same command resumes. See README.md for the workflow.
+With no flags it trains on your records in ./IMAGE/tfrecords (README sections 1-2 make them). The demo:
+
+    python train_ssd_network.py --flagfile=configs/demo_cpu.flags
+
+trains on the demo data in ./demo (generated and converted on first use) into ./ckpt/demo. Ctrl-C saves a
+checkpoint and exits; the same command resumes. See README.md for the workflow.
 """
 import dataclasses
 import functools
@@ -26,7 +30,8 @@ from utils.model_config import ModelConfig
 from utils.stop_request import StopRequest
 
 DEFAULT_DATASET_DIR = './IMAGE/tfrecords'
-DEMO_IMAGE_DIR = 'IMAGE'
+DEMO_IMAGE_DIR = 'demo'                      # configs/demo_cpu.flags trains on DEMO_DATASET_DIR
+DEMO_DATASET_DIR = './demo/tfrecords'
 DEFAULT_PRETRAINED_PATH = './ckpt/pre_trained'
 
 
@@ -92,7 +97,7 @@ def define_flags(fv=flags.FLAGS):
     d_int('max_number_of_steps', None, 'Stop at this global step (default: never).')
     # Fine-tuning.
     d_str('pretrained_path', DEFAULT_PRETRAINED_PATH, 'Checkpoint (prefix or folder) to start from when '
-          'train_dir has none; an empty folder means from scratch.')
+          'train_dir has none; an empty folder or an empty value means from scratch.')
     flags.DEFINE_alias('checkpoint_path', 'pretrained_path', flag_values=fv)
     d_str('checkpoint_model_scope', None, 'Model scope inside the checkpoint (e.g. vgg_16).')
     d_str('checkpoint_exclude_scopes', None, 'Comma-separated scopes not restored from it.')
@@ -164,7 +169,7 @@ def config_from_flags(fv):
     return train_plan.TrainConfig(
         model=model, loss=clones.LossConfig(fv.weight_decay, fv.negative_ratio, fv.loss_alpha, fv.label_smoothing),
         input=train_plan.InputConfig(
-            fv.dataset_dir, DEMO_IMAGE_DIR if _same_path(fv.dataset_dir, DEFAULT_DATASET_DIR) else None,
+            fv.dataset_dir, DEMO_IMAGE_DIR if _same_path(fv.dataset_dir, DEMO_DATASET_DIR) else None,
             fv.dataset_name, fv.dataset_split_name, fv.num_classes, fv.labels_offset, fv.batch_size,
             fv.num_readers, fv.num_preprocessing_threads, fv.preprocessing_name, fv.train_image_size,
             fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction),
@@ -329,6 +334,8 @@ def main(fv):
         latest = checkpoints.latest_train_checkpoint(config.loop.train_dir) if plan.deployment.is_chief else None
         logging.info('Stopped by %s at step %s%s; run the same command to resume', stop_request.signal_name,
                      step_fn.current_step, f', checkpoint {latest}' if latest else '')
+    if plan.deployment.is_chief:
+        logging.info('Evaluate the checkpoints: %s\nDraw their detections: %s', *train_plan.next_commands(config))
     return 0
 
 

@@ -3,7 +3,7 @@
 Image i is drawn from numpy's default_rng([seed, i]), so a seed fixes every file. Writes
 Annotations/*.xml (labelImg style), JPEGImages/*.jpg, ImageSets/Main/train.txt and test.txt, labels.txt.
 
-Run: python -m datasets.demo_dataset --output_dir=IMAGE
+Run: python -m datasets.demo_dataset --output_dir=demo   (training's configs/demo_cpu.flags does it on first use)
 """
 import os
 import shutil
@@ -85,7 +85,8 @@ def generate_demo_dataset(output_dir, seed=0, num_train=300, num_test=100, image
     an interrupted run never leaves a dataset that looks complete. UserError when output_dir
     already holds annotations or foreign files in the folders it would write."""
     if has_annotations(output_dir):
-        raise UserError(f'{output_dir}: already holds Annotations/*.xml; not overwriting')
+        raise UserError(f'{output_dir}: already holds Annotations/*.xml; not overwriting them: generate the demo '
+                        f'data into another folder (--output_dir=demo) or move those files away')
     os.makedirs(output_dir, exist_ok=True)
     for name in os.listdir(output_dir):
         if name.startswith('.demo-partial-'):
@@ -138,7 +139,7 @@ if __name__ == '__main__':
 
     from utils import script_setup
     # Defined only when run as a script: importing this module must not add flags to other tools.
-    flags.DEFINE_string('output_dir', 'IMAGE', 'Folder to write the VOC layout into.')
+    flags.DEFINE_string('output_dir', 'demo', 'Folder to write the VOC layout into (one without annotations).')
     flags.DEFINE_integer('seed', 0, 'Seed of every image and annotation.')
     flags.DEFINE_integer('num_train', 300, 'Images in the train split.')
     flags.DEFINE_integer('num_test', 100, 'Images in the test split.')

@@ -122,4 +122,5 @@ def test_script_writes_then_refuses_with_one_error_line(tmp_path):
     refused = _run_script(f'--output_dir={target}', '--num_train=2', '--num_test=1')
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
-        f'demo_dataset.py: error: {target}: already holds Annotations/*.xml; not overwriting']
+        f'demo_dataset.py: error: {target}: already holds Annotations/*.xml; not overwriting them: generate the '
+        'demo data into another folder (--output_dir=demo) or move those files away']

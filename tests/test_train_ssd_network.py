@@ -1,9 +1,10 @@
-"""train_ssd_network.py in-process: flag checks before any graph, the demo-data default, learning on demo
+"""train_ssd_network.py in-process: flag checks before any graph, the demo data and the Quick start, learning on demo
 images, fine-tuning from a checkpoint with excluded scopes, refused runs that leave train_dir alone, and
 the NaN stop. Plus one subprocess run to show the script prints a bad flag as one line."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from datasets import dataset_info, demo_dataset
 from nets import nets_factory
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
 from tests.train_fixtures import train_in_process as run_steps
-from utils import train_tools
+from utils import train_plan, train_tools
 from utils.errors import UserError
 
 
@@ -136,17 +137,62 @@ def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
         check(records, tmp_path)
 
 
-def test_default_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def _small_demo(monkeypatch):
     small = demo_dataset.generate_demo_dataset
     monkeypatch.setattr(demo_dataset, 'generate_demo_dataset',
                         lambda out, seed=0, **_: small(out, seed, num_train=4, num_test=2, image_size=(96, 128)))
+
+
+def test_demo_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _small_demo(monkeypatch)
     said = []
-    plan = plan_from_flags(parse_flags(SMALL), log_fn=said.append)
-    assert plan.config.input.dataset_dir == './IMAGE/tfrecords' and plan.num_samples == 4
-    assert said[0].startswith('IMAGE holds no annotated images: generating the demo "commodity" dataset there')
-    assert said[1] == './IMAGE/tfrecords has no dataset_info.json: converting IMAGE to TFRecords'
-    assert dataset_info.load_dataset_info('IMAGE/tfrecords').num_classes == 5
+    plan = plan_from_flags(parse_flags(SMALL + ['--dataset_dir=./demo/tfrecords']), log_fn=said.append)
+    assert plan.config.input.dataset_dir == './demo/tfrecords' and plan.num_samples == 4
+    assert said[0].startswith('demo holds no annotated images: generating the demo "commodity" dataset there')
+    assert said[1] == './demo/tfrecords has no dataset_info.json: converting demo to TFRecords'
+    assert dataset_info.load_dataset_info('demo/tfrecords').num_classes == 5
+
+
+def test_default_dataset_dir_is_the_users_and_says_what_to_do_when_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo_dataset, 'generate_demo_dataset', lambda *args, **kwargs: pytest.fail('generated'))
+    with pytest.raises(UserError, match=r'^--dataset_dir=./IMAGE/tfrecords: no such directory; convert your labelled '
+                                        r'images into it first \(README section 2\), or try the demo: python '
+                                        r'train_ssd_network.py --flagfile=configs/demo_cpu.flags$'):
+        plan_from_flags(parse_flags(SMALL))
+    assert os.listdir(tmp_path) == []
+
+
+def _tree(folder):
+    return sorted(os.path.relpath(os.path.join(root, name), folder)
+                  for root, dirs, files in os.walk(folder) for name in dirs + files)
+
+
+def test_quick_start_leaves_the_users_folders_alone_and_the_default_run_then_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _small_demo(monkeypatch)
+    shutil.copytree(os.path.join(ROOT, 'configs'), 'configs')
+    for folder in ('IMAGE', 'ckpt/fine_tuning', 'ckpt/pre_trained'):
+        os.makedirs(folder)
+    (tmp_path / 'IMAGE' / 'README.md').write_text('your images go here')
+    (tmp_path / 'ckpt' / 'pre_trained' / 'vgg_16.ckpt.index').write_text('not for the demo network')
+    before = {folder: _tree(folder) for folder in ('IMAGE', 'ckpt/fine_tuning', 'ckpt/pre_trained')}
+    quick_start = ['--flagfile=configs/demo_cpu.flags', '--max_number_of_steps=2', '--num_readers=1',
+                   '--num_preprocessing_threads=2', '--save_interval_secs=0', '--log_every_n_steps=0']
+    assert run_steps(quick_start).current_step == 2
+    assert {folder: _tree(folder) for folder in before} == before
+    assert tf.train.latest_checkpoint('ckpt/demo').endswith('model.ckpt-2') and os.path.isdir('demo/JPEGImages')
+    os.remove('ckpt/pre_trained/vgg_16.ckpt.index')  # a real one would be fine-tuned from (not at SMALL's width)
+    make_tiny_dataset(str(tmp_path / 'user'))                     # the user's own records, README section 2
+    shutil.copytree(tmp_path / 'user' / 'records', 'IMAGE/tfrecords')
+    default_run = SMALL + ['--max_number_of_steps=1', '--save_interval_secs=0', '--log_every_n_steps=0']
+    assert run_steps(default_run).current_step == 1
+    assert tf.train.latest_checkpoint('ckpt/fine_tuning').endswith('model.ckpt-1')
+    evaluate, draw = train_plan.next_commands(plan_from_flags(parse_flags(quick_start)).config)
+    assert evaluate == 'python eval_ssd_network.py --dataset_dir=./demo/tfrecords --checkpoint_path=./ckpt/demo'
+    assert draw == ('python detect.py --checkpoint_path=./ckpt/demo --images=demo/JPEGImages/000300.jpg '
+                    '--output_dir=out')
 
 
 def train_in_process(records, tmp_path, *args):
@@ -257,8 +303,9 @@ def test_labels_offset_is_applied_before_the_augmentation(records, tmp_path):
 def test_a_cluster_worker_does_not_make_the_demo_data_but_waits_for_the_chief(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(demo_dataset, 'generate_demo_dataset', lambda *args, **kwargs: pytest.fail('generated'))
-    args = SMALL + ['--ps_hosts=p:1', '--worker_hosts=w:1,w:2', '--job_name=worker', '--task=1', '--cluster_wait_secs=1']
-    with pytest.raises(UserError, match=r'--dataset_dir=./IMAGE/tfrecords: the chief \(worker 0\) has not made the '
+    args = SMALL + ['--dataset_dir=./demo/tfrecords', '--ps_hosts=p:1', '--worker_hosts=w:1,w:2', '--job_name=worker',
+                    '--task=1', '--cluster_wait_secs=1']
+    with pytest.raises(UserError, match=r'--dataset_dir=./demo/tfrecords: the chief \(worker 0\) has not made the '
                                         r'demo data after 1 s; start worker 0 first'):
         plan_from_flags(parse_flags(args))
-    assert not os.path.exists('IMAGE')
+    assert not os.path.exists('demo')

@@ -23,7 +23,7 @@ from utils.train_tools import LoopConfig
 class InputConfig:
     """The records to train on and how batches are made from them."""
     dataset_dir: str
-    demo_image_dir: Optional[str] = None   # dataset_dir is the default one: make the demo data here first
+    demo_image_dir: Optional[str] = None   # dataset_dir is the demo's: make the demo data here first
     dataset_name: Optional[str] = None     # built-in class list for a folder without dataset_info.json
     split_name: str = 'train'
     num_classes: Optional[int] = None      # must match the dataset when given
@@ -88,8 +88,9 @@ def _need(condition, message):
 
 
 def prepare_dataset(config, log_fn, poll_secs=1.0):
-    """The default dataset folder gets the demo data (generated and converted) on first use: by the chief only;
-    another cluster worker waits up to --cluster_wait_secs for the chief's dataset_info.json."""
+    """The demo's dataset folder gets the demo data (generated and converted) on first use: by the chief only;
+    another cluster worker waits up to --cluster_wait_secs for the chief's dataset_info.json. Any other
+    dataset_dir must exist: it is the user's, never written here."""
     data, cluster = config.input, config.cluster
     if data.demo_image_dir and cluster.is_chief:
         from datasets import demo_dataset  # needs PIL, only here
@@ -101,7 +102,19 @@ def prepare_dataset(config, log_fn, poll_secs=1.0):
             _need(time.time() < deadline, f'--dataset_dir={data.dataset_dir}: the chief (worker 0) has not made the '
                                           f'demo data after {cluster.wait_secs:g} s; start worker 0 first')
             time.sleep(poll_secs)
-    _need(os.path.isdir(data.dataset_dir), f'--dataset_dir={data.dataset_dir}: no such directory')
+    _need(os.path.isdir(data.dataset_dir), f'--dataset_dir={data.dataset_dir}: no such directory; convert your '
+                                           f'labelled images into it first (README section 2), or try the demo: '
+                                           f'python train_ssd_network.py --flagfile=configs/demo_cpu.flags')
+
+
+def next_commands(config):
+    """(evaluate, draw detections): the commands that use this run's checkpoints, printed at its end."""
+    train_dir, data = config.loop.train_dir, config.input
+    # 000300 is the first image of the demo's test split (300 train images come first).
+    images = (os.path.join(data.demo_image_dir, 'JPEGImages', '000300.jpg') if data.demo_image_dir
+              else '<your images, e.g. IMAGE/JPEGImages/*.jpg>')
+    return (f'python eval_ssd_network.py --dataset_dir={data.dataset_dir} --checkpoint_path={train_dir}',
+            f'python detect.py --checkpoint_path={train_dir} --images={images} --output_dir=out')
 
 
 def _dataset_info(dataset_dir, dataset_name):
@@ -141,7 +154,7 @@ def _restore(config):
     if not config.cluster.is_chief:
         return dataclasses.replace(config.restore, pretrained=None)
     resume_from = checkpoints.latest_train_checkpoint(config.loop.train_dir)
-    pretrained = None if resume_from else checkpoints.resolve_checkpoint(
+    pretrained = None if resume_from or not config.restore.pretrained else checkpoints.resolve_checkpoint(
         config.restore.pretrained, '--pretrained_path', missing_ok=config.pretrained_optional)
     return dataclasses.replace(config.restore, resume_from=resume_from, pretrained=pretrained)
 
