@@ -4,14 +4,14 @@
         --checkpoint_path=ckpt/fine_tuning --eval_dir=ckpt/eval [--results_json=ckpt/eval/results.json]
 
 Restores the newest checkpoint of a directory (or the given one), runs the split once, decodes and NMSes
-with the network's post-processing, prints a table, writes TensorBoard summaries (mAP, per-class AP,
-images with true boxes in green and predicted ones in red) to --eval_dir and, when asked, --results_json.
+with the network's post-processing, prints the VOC table and COCO's figures (pycocotools' COCOeval), writes
+TensorBoard summaries (mAP, per-class AP, COCO figures, per-class PR curves, images with true boxes in green
+and predicted ones in red) to --eval_dir and, when asked, --results_json and PNG plots in --plot_dir.
 --wait_for_checkpoints evaluates each new checkpoint that training writes, until stopped (Ctrl-C) or
 --wait_timeout_secs pass without one. The model configuration is read from model_config.json beside the
 (first) checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it. The dataset's
 classes must be the model's, after the labels_offset training applied (the ground truth gets it too).
 """
-import collections
 import dataclasses
 import itertools
 import os
@@ -27,8 +27,8 @@ from datasets import bad_samples, dataset_info, record_check, tfrecord_pipeline
 from datasets.label_offset import offset_then_preprocess
 from preprocessing import preprocessing_factory
 from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
-from utils import checkpoints, devices, inference_flags, inference_model, visualization, voc_eval
-from utils.file_io import write_json_atomically
+from utils import checkpoints, coco_eval, devices, eval_report, inference_flags, inference_model, visualization, \
+    voc_eval
 from utils.errors import UserError
 
 # Data.
@@ -44,17 +44,22 @@ flags.DEFINE_bool('check_records', True, 'Read every shard of the split once bef
                   'record count against dataset_info.json); a damaged one stops the run naming it.')
 # Outputs.
 flags.DEFINE_string('eval_dir', None, 'Directory for TensorBoard summaries.')
-flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, checkpoint and step here.')
+flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, the COCO figures, checkpoint and step here.')
 flags.DEFINE_bool('wait_for_checkpoints', False, 'Evaluate every new checkpoint until stopped.')
 flags.DEFINE_integer('eval_interval_secs', 60, 'Minimum seconds between two evaluations when waiting.')
 flags.DEFINE_integer('wait_timeout_secs', None, 'Stop waiting after this many seconds without a new '
                      'checkpoint (default: wait until stopped).')
 flags.DEFINE_integer('num_summary_images', 4, 'Images with boxes written to TensorBoard per evaluation (0: none).')
+flags.DEFINE_string('plot_dir', None, 'Write PNG files here: pr_<class>.png (precision/recall curve of each class '
+                    'with ground truth) and detections.png (the first test images: green true positives, red false '
+                    'positives scoring >= 0.5, grey missed ground truth). With --wait_for_checkpoints each '
+                    'evaluation overwrites them.')
 inference_flags.define_model_flags()
 inference_flags.define_postprocess_flags()
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
 
-_SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images
+_SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images and detections.png
+_NUM_PLOT_IMAGES = 8             # test images in detections.png
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +73,25 @@ class SplitReader:
     max_num_batches: int = None   # None: the whole split
 
 
-EvalGraph = collections.namedtuple('EvalGraph', [
-    'network',         # the SSDNet
-    'iterator_init',   # (re)starts the one pass over the split
-    'fetches',         # per-batch tensors: detections and ground truth
-    'image_summary',   # image summary op, or None
-])
+@dataclasses.dataclass(frozen=True)
+class EvalGraph:
+    """The evaluation graph's handles."""
+    network: object              # the SSDNet
+    iterator_init: tf.Operation  # (re)starts the one pass over the split
+    fetches: dict                # per-batch tensors: detections, ground truth, original_shape
+    image_summary: tf.Tensor = None   # image summary op, or None
+    plot_images: tf.Tensor = None     # the batch's network inputs as uint8 [B, h, w, 3], or None
+    num_plot_images: int = 0          # how many of the first images run_split keeps
+
+
+@dataclasses.dataclass
+class SplitRun:
+    """What one pass over the split gathered; image ids are the reading order 0..N-1."""
+    evaluator: voc_eval.VOCEvaluator   # detections and ground truth of every image
+    image_sizes: np.ndarray            # [N, 2] (height, width) as decoded; 1 x 1 for an image that did not decode
+    images_summary: bytes = None       # serialized image summary of the first batch, or None
+    skipped: list = dataclasses.field(default_factory=list)   # records that could not be decoded
+    images: list = dataclasses.field(default_factory=list)    # uint8 [h, w, 3] of the first images
 
 
 def reader_from_flags(fv):
@@ -87,11 +105,12 @@ def reader_from_flags(fv):
                        fv.num_preprocessing_threads, fv.max_num_batches)
 
 
-def build_eval_graph(config, reader, detect_options, num_summary_images):
+def build_eval_graph(config, reader, detect_options, num_summary_images, num_plot_images=0):
     """Input pipeline (one pass, last batch kept) + network + detections, in the default graph: an EvalGraph.
 
     The ground truth is relabelled as training did (label - labels_offset, boxes falling to 0 or below
-    dropped) before the model's eval preprocessing. No image summary when num_summary_images is 0.
+    dropped) before the model's eval preprocessing. No image summary when num_summary_images is 0, no
+    plot_images when num_plot_images is 0.
     """
     preprocess = offset_then_preprocess(preprocessing_factory.get_preprocessing(config.model_name, is_training=False),
                                         config.labels_offset)
@@ -104,55 +123,55 @@ def build_eval_graph(config, reader, detect_options, num_summary_images):
     network, detections = inference_model.build_detections(batch['image'], config, detect_options)
     fetches = dict(detections)
     fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes', 'image_ok',
-                                                'bad_record')})
-    if not num_summary_images:
-        return EvalGraph(network, iterator.initializer, fetches, None)
-    pictures = visualization.draw_boxes_graph(
-        batch['image'] + tf.constant(VGG_MEAN_RGB), detections['detection_boxes'],
-        detections['detection_scores'], batch['gt_boxes'], batch['num_boxes'], _SUMMARY_SCORE_THRESHOLD)
-    image_summary = tf.summary.image('detections', pictures, max_outputs=num_summary_images)
-    return EvalGraph(network, iterator.initializer, fetches, image_summary)
+                                                'bad_record', 'original_shape')})
+    pixels = batch['image'] + tf.constant(VGG_MEAN_RGB)   # the network's input as the picture it shows
+    plot_images = tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8) if num_plot_images else None
+    image_summary = None
+    if num_summary_images:
+        pictures = visualization.draw_boxes_graph(
+            pixels, detections['detection_boxes'], detections['detection_scores'], batch['gt_boxes'],
+            batch['num_boxes'], _SUMMARY_SCORE_THRESHOLD)
+        image_summary = tf.summary.image('detections', pictures, max_outputs=num_summary_images)
+    return EvalGraph(network, iterator.initializer, fetches, image_summary, plot_images, num_plot_images)
+
+
+def _batch_fetches(graph, first_batch, images_wanted):
+    """What to run for one batch: the fetches, plus the image summary (first batch) and the plot images (while
+    fewer than wanted are kept)."""
+    fetches = {'batch': graph.fetches}
+    if first_batch and graph.image_summary is not None:
+        fetches['summary'] = graph.image_summary
+    if images_wanted > 0:
+        fetches['images'] = graph.plot_images
+    return fetches
 
 
 def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
-    """One pass over the split of `graph` (an EvalGraph) -> (VOCResults, number of images decoded, serialized
-    image summary, descriptions of the records skipped because they could not be decoded). The image summary
-    (when there is one) is computed with the first batch only. A skipped record gets no detections, so its
-    ground truth, when its annotations could be read, counts as missed.
+    """One pass over the split of `graph` (an EvalGraph) -> SplitRun. The image summary (when there is one) is
+    computed with the first batch only. A skipped record gets no detections, so its ground truth, when its
+    annotations could be read, counts as missed.
     """
     session.run(graph.iterator_init)
     evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
-    summary, num_batches, skipped = None, 0, []
+    summary, num_batches, skipped, sizes, images = None, 0, [], [], []
     while max_num_batches is None or num_batches < max_num_batches:
         try:
-            values = session.run({'batch': graph.fetches, 'summary': graph.image_summary}
-                                 if num_batches == 0 and graph.image_summary is not None else {'batch': graph.fetches})
+            values = session.run(_batch_fetches(graph, num_batches == 0, graph.num_plot_images - len(images)))
         except tf.errors.OutOfRangeError:
             break
         summary = values.get('summary', summary)
+        images.extend(values.get('images', [])[:graph.num_plot_images - len(images)])
         batch = values['batch']
         ok = batch['image_ok']
         skipped.extend(name.decode('utf-8', 'replace') for name in batch['bad_record'][~ok])
+        sizes.append(batch['original_shape'][:, :2])
         evaluator.add_batch(batch['detection_boxes'], batch['detection_scores'], batch['detection_classes'],
                             np.where(ok, batch['num_detections'], 0), batch['gt_boxes'], batch['gt_labels'],
                             batch['gt_difficult'], batch['num_boxes'])
         num_batches += 1
     if evaluator.num_images == 0:
         raise UserError('the split holds no images')
-    return evaluator.compute(), evaluator.num_images - len(skipped), summary, skipped
-
-
-def scalar_summary(results, class_names):
-    """tf.Summary with mAP (both rules) and the AP of every class that has ground truth."""
-    values = [tf.Summary.Value(tag='mAP/VOC07', simple_value=results.map07),
-              tf.Summary.Value(tag='mAP/VOC2010', simple_value=results.map10)]
-    for class_id in range(1, len(results.num_gt)):
-        if results.has_gt[class_id]:
-            values.append(tf.Summary.Value(tag='AP_VOC07/' + class_names[class_id],
-                                           simple_value=results.ap07[class_id]))
-            values.append(tf.Summary.Value(tag='AP_VOC2010/' + class_names[class_id],
-                                           simple_value=results.ap10[class_id]))
-    return tf.Summary(value=values)
+    return SplitRun(evaluator, np.concatenate(sizes), summary, skipped, images)
 
 
 def model_class_names(config, info, dataset_dir):
@@ -190,30 +209,16 @@ def new_checkpoints(checkpoint_path, interval_secs, timeout_secs):
             print('%s: deleted before its evaluation (training keeps only the newest); skipped' % prefix)
 
 
-Outcome = collections.namedtuple('Outcome', ['prefix', 'step', 'results', 'num_images', 'elapsed',
-                                             'images_summary', 'skipped'])
-
-
-def report(outcome, class_names, writer, results_json, run_facts):
-    """Prints the table; writes the summaries (when writer) and results_json (when set) with the run_facts
-    (dataset, split, IoU threshold) added."""
-    print('%s (step %s): %d images in %.1f s (%.1f images/s)' % (
-        outcome.prefix, outcome.step, outcome.num_images, outcome.elapsed,
-        outcome.num_images / max(outcome.elapsed, 1e-9)))
-    print(voc_eval.format_results_table(outcome.results, class_names), flush=True)
-    if outcome.skipped:
-        print(f'{len(outcome.skipped)} test image(s) skipped: they cannot be decoded (the last: '
-              f'{outcome.skipped[-1]}); their ground truth, where it could be read, counts as missed', flush=True)
+def report(outcome, class_names, writer, results_json, plot_dir, run_facts):
+    """Prints the tables; writes the summaries (when writer), results_json with the run_facts (dataset, split,
+    IoU threshold) added, and the plot_dir PNGs, each when set."""
+    eval_report.print_tables(outcome, class_names)
     if writer is not None:
-        writer.add_summary(scalar_summary(outcome.results, class_names), outcome.step or 0)
-        if outcome.images_summary is not None:
-            writer.add_summary(outcome.images_summary, outcome.step or 0)
-        writer.flush()
+        eval_report.write_summaries(writer, outcome, class_names)
     if results_json:
-        payload = voc_eval.results_as_dict(outcome.results, class_names)
-        payload.update(checkpoint_path=outcome.prefix, global_step=outcome.step, num_images=outcome.num_images,
-                       num_skipped=len(outcome.skipped), **run_facts)
-        write_json_atomically(results_json, payload)
+        eval_report.write_results_json(results_json, outcome, class_names, run_facts)
+    if plot_dir:
+        eval_report.write_plots(plot_dir, outcome, class_names, _SUMMARY_SCORE_THRESHOLD)
 
 
 def checkpoints_to_evaluate(fv):
@@ -224,16 +229,19 @@ def checkpoints_to_evaluate(fv):
 
 
 def evaluate_one(session, graph, prefix, config, fv):
-    """Runs the split with the weights of `prefix` restored (graph's saver) -> Outcome."""
+    """Runs the split with the weights of `prefix` restored (graph's saver), VOC and COCO metrics -> Outcome."""
     start = time.time()
     try:
-        results, num_images, images_summary, skipped = run_split(
-            session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches)
+        run = run_split(session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches)
     except tf.errors.OpError as err:
         raise UserError(f'--dataset_dir={fv.dataset_dir}: reading split {fv.dataset_split_name!r} failed: '
                         f'{bad_samples.error_line(err)}') from None
-    return Outcome(prefix, checkpoints.checkpoint_global_step(prefix), results, num_images, time.time() - start,
-                   images_summary, skipped)
+    results = run.evaluator.compute()
+    detections, ground_truth = run.evaluator.detections(), run.evaluator.ground_truth()
+    coco = coco_eval.evaluate(detections, ground_truth, run.image_sizes, config.num_classes)
+    return eval_report.Outcome(
+        prefix, checkpoints.checkpoint_global_step(prefix), results, coco, (detections, ground_truth, results.matches),
+        run.evaluator.num_images - len(run.skipped), time.time() - start, run.images_summary, run.skipped, run.images)
 
 
 def main(fv):
@@ -256,7 +264,8 @@ def main(fv):
     class_names = model_class_names(config, info, fv.dataset_dir)
     run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold)
     with tf.Graph().as_default():
-        graph = build_eval_graph(config, reader, inference_flags.postprocess_options(fv), fv.num_summary_images)
+        graph = build_eval_graph(config, reader, inference_flags.postprocess_options(fv), fv.num_summary_images,
+                                 _NUM_PLOT_IMAGES if fv.plot_dir else 0)
         # Which weights the first checkpoint holds (moving averages or not) sets the saver for all.
         variables_map = inference_flags.weights_to_restore(fv, first, graph.network)
         saver = tf.train.Saver(var_list=variables_map)
@@ -265,7 +274,7 @@ def main(fv):
             for prefix in itertools.chain([first], prefixes):
                 checkpoints.restore_for_inference(session, saver, prefix, variables_map, config.settings())
                 report(evaluate_one(session, graph, prefix, config, fv), class_names, writer, fv.results_json,
-                       run_facts)
+                       fv.plot_dir, run_facts)
 
 
 if __name__ == '__main__':

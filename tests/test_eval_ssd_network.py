@@ -9,9 +9,11 @@ import shutil
 
 import pytest
 from absl import flags
+from PIL import Image
 import tensorflow.compat.v1 as tf
 
 from tests import inference_fixtures as fixtures
+from utils import eval_plots
 from utils.errors import UserError
 from utils.model_config import ModelConfig
 
@@ -51,7 +53,8 @@ def _copy_checkpoint(source_dir, target_dir):
 @pytest.fixture(scope='module')
 def evaluated(setup):
     root = setup['root']
-    result = _eval(setup, '--eval_dir=%s' % (root / 'eval'), '--results_json=%s' % (root / 'eval' / 'results.json'))
+    result = _eval(setup, '--eval_dir=%s' % (root / 'eval'), '--results_json=%s' % (root / 'eval' / 'results.json'),
+                   '--plot_dir=%s' % (root / 'plots'))
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
@@ -72,6 +75,34 @@ def test_results_json_is_well_formed(setup, evaluated):
     assert results['num_classes_with_gt'] == 2
 
 
+def test_results_json_holds_the_coco_figures(setup, evaluated):
+    coco = json.loads((setup['root'] / 'eval' / 'results.json').read_text())['coco']
+    assert set(coco) == {'ap', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large', 'ar100'}
+    for name in ('ap', 'ap50', 'ap75', 'ar100'):
+        assert 0.0 <= coco[name] <= 1.0
+    assert coco['ap50'] >= coco['ap75']
+    # Areas are in the images' own pixels (all boxes under 96^2): at the network's 300 x 300 some would be large.
+    assert coco['ap_large'] is None
+
+
+def test_coco_table_is_printed_under_the_voc_table(evaluated):
+    lines = evaluated.stdout.splitlines()
+    mean_row = next(i for i, line in enumerate(lines) if line.startswith('mAP '))
+    assert lines[mean_row + 1].split()[:4] == ['COCO', 'AP@[.5:.95]', 'AP50', 'AP75']
+    assert len(lines[mean_row + 2].split()) == 7
+
+
+def test_plot_dir_holds_pr_curves_of_classes_with_ground_truth_and_the_detection_grid(setup, evaluated):
+    plots = setup['root'] / 'plots'
+    assert sorted(path.name for path in plots.iterdir()) == ['detections.png', 'pr_bottle.png', 'pr_can.png']
+    with Image.open(plots / 'pr_can.png') as curve:
+        assert curve.size == (480, 400)
+    with Image.open(plots / 'detections.png') as grid:   # the three test images in one row of 300 x 300 cells
+        assert grid.size == (3 * 300, 300)
+        colours = {colour for _, colour in grid.convert('RGB').getcolors(maxcolors=1 << 20)}
+    assert eval_plots.MISSED_COLOUR in colours and (eval_plots.TP_COLOUR in colours or eval_plots.FP_COLOUR in colours)
+
+
 def test_output_holds_no_tensorflow_noise(evaluated):
     fixtures.assert_no_tensorflow_noise(evaluated.stdout + evaluated.stderr)
     assert evaluated.stderr.count('Restoring parameters from') == 1
@@ -86,7 +117,7 @@ def test_table_is_printed(evaluated):
     assert '3 images' in evaluated.stdout
 
 
-def test_summaries_hold_map_per_class_ap_and_images(setup, evaluated):
+def test_summaries_hold_map_per_class_ap_coco_pr_curves_and_images(setup, evaluated):
     events = glob.glob(str(setup['root'] / 'eval' / 'events.out.tfevents.*'))
     assert len(events) == 1
     tags, steps = set(), set()
@@ -94,8 +125,9 @@ def test_summaries_hold_map_per_class_ap_and_images(setup, evaluated):
         for value in event.summary.value:
             tags.add(value.tag)
             steps.add(event.step)
-    assert {'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/bottle', 'AP_VOC2010/can'} <= tags
-    assert 'AP_VOC07/box' not in tags
+    assert {'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/bottle', 'AP_VOC2010/can', 'COCO/ap', 'COCO/ar100'} <= tags
+    assert {'PR/bottle/pr_curves', 'PR/can/pr_curves'} <= tags
+    assert 'AP_VOC07/box' not in tags and 'PR/box/pr_curves' not in tags
     assert any(tag.startswith('detections/image') for tag in tags)
     assert steps == {fixtures.GLOBAL_STEP}
 
