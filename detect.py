@@ -14,7 +14,10 @@ import json
 import os
 import sys
 
-from utils import script_setup  # first: sets TensorFlow's log level before it loads
+# The weights are restored once and never change: oneDNN may keep each filter's reordered copy instead of
+# reordering it on every image (1.3x images/s at batch 1 on a 2-core CPU). Read when TensorFlow loads.
+os.environ.setdefault('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '1')
+from utils import script_setup  # noqa: E402  first: sets TensorFlow's log level before it loads
 from absl import flags
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
