@@ -8,7 +8,13 @@ original: {"image", "class", "class_id", "score", "box": {"xmin", "ymin", "xmax"
 x = x_normalised * width and y = y_normalised * height. Detections scoring below --score_threshold are
 neither drawn nor printed. The model configuration is read from model_config.json beside the checkpoint;
 --model_name, --num_classes, --depth_multiplier, --anchor_set override it.
+
+    python detect.py --model=model.tflite --images=a.jpg --output_dir=out/
+
+runs a TFLite model of deployment/export_tflite.py instead (tf.lite.Interpreter), with the post-processing
+baked into it at export; the class names come from the model's .labels.txt.
 """
+import contextlib
 import glob
 import json
 import os
@@ -23,11 +29,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
-from utils import checkpoints, devices, inference_flags, inference_model, visualization
+from preprocessing.ssd_vgg_preprocessing import resize_for_eval
+from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
 
 flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
+flags.DEFINE_string('model', None, 'A .tflite model (deployment/export_tflite.py) to run instead of '
+                    '--checkpoint_path; its own post-processing applies, so only --score_threshold is used.')
 inference_flags.define_postprocess_flags('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
 inference_flags.define_model_flags()
 
@@ -98,46 +107,72 @@ def build_graph(config, detect_options):
     return image, network, {key: value[0] for key, value in detections.items()}
 
 
-def detect_and_draw(session, image_input, detections, path, config, score_threshold):
-    """Detections of one image file: printed as JSON lines; returns (the picture with them drawn, its format)."""
+def detect_and_draw(detect_fn, path, class_names, score_threshold):
+    """Detections of one image file (detect_fn: uint8 [H, W, 3] -> that image's detections): printed as JSON
+    lines; returns (the picture with them drawn, its format, how many)."""
     image, image_format = read_image(path)
-    values = session.run(detections, {image_input: np.asarray(image)})
+    values = detect_fn(np.asarray(image))
     keep = confident_indices(values, score_threshold)
-    records = detection_records(path, values, keep, config.class_names, image.height, image.width)
+    records = detection_records(path, values, keep, class_names, image.height, image.width)
     for record in records:
         print(json.dumps(record), flush=True)
     picture = visualization.draw_detections(image, values['detection_boxes'][keep], values['detection_classes'][keep],
-                                            values['detection_scores'][keep], config.class_names)
+                                            values['detection_scores'][keep], class_names)
     return picture, image_format, len(records)
 
 
-def main(fv):
-    """Restores the checkpoint once, then detects, prints and draws image by image."""
+@contextlib.contextmanager
+def checkpoint_detector(fv):
+    """(detect_fn, class names) of --checkpoint_path, restored once."""
     prefix = checkpoints.require_checkpoint(fv.checkpoint_path)
     config = inference_flags.model_config(fv, prefix, inference_flags.run_data_format(fv))
-    image_paths = expand_image_patterns(fv.images)
-    os.makedirs(fv.output_dir, exist_ok=True)
     with tf.Graph().as_default():
         image_input, network, detections = build_graph(config, inference_flags.postprocess_options(fv, 'score_threshold'))
         variables_map = inference_flags.weights_to_restore(fv, prefix, network)
         with tf.Session(config=devices.session_config()) as session:
             checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix, variables_map,
                                               config.settings())
-            written, unreadable = set(), []
-            for path in image_paths:
-                try:
-                    picture, image_format, count = detect_and_draw(session, image_input, detections, path, config,
-                                                                   fv.score_threshold)
-                except UserError as err:   # an unreadable file among many: say so and go on with the others
-                    print(f'{err}; skipped', file=sys.stderr)
-                    unreadable.append(err)
-                    continue
-                destination, save_format = output_path(fv.output_dir, path, image_format, written)
-                picture.save(destination, format=save_format)
-                print('%s: %d detections -> %s' % (path, count, destination), file=sys.stderr)
-            if len(unreadable) == len(image_paths):   # nothing drawn: the run failed
-                raise unreadable[-1]
+            yield (lambda pixels: session.run(detections, {image_input: pixels})), config.class_names
+
+
+@contextlib.contextmanager
+def tflite_model_detector(model_path):
+    """(detect_fn, class names) of a TFLite model; images are resized here as evaluation resizes them."""
+    if not os.path.isfile(model_path):
+        raise UserError(f'--model={model_path}: no such file')
+    detector = tflite_detector.TFLiteDetector(model_path)
+    class_names = tflite_detector.read_class_names(model_path)
+    with tf.Graph().as_default():
+        image = tf.placeholder(tf.uint8, [None, None, 3])
+        network_input = resize_for_eval(image, detector.image_size)[None]
+        with tf.Session(config=devices.session_config()) as session:
+            def detect_fn(pixels):
+                values = detector.detect(session.run(network_input, {image: pixels}))
+                return {key: value[0] for key, value in values.items()}
+            yield detect_fn, class_names
+
+
+def main(fv):
+    """Loads the model once (checkpoint or TFLite), then detects, prints and draws image by image."""
+    if bool(fv.checkpoint_path) == bool(fv.model):
+        raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
+    with (tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv)) as (detect_fn, class_names):
+        image_paths = expand_image_patterns(fv.images)
+        os.makedirs(fv.output_dir, exist_ok=True)
+        written, unreadable = set(), []
+        for path in image_paths:
+            try:
+                picture, image_format, count = detect_and_draw(detect_fn, path, class_names, fv.score_threshold)
+            except UserError as err:   # an unreadable file among many: say so and go on with the others
+                print(f'{err}; skipped', file=sys.stderr)
+                unreadable.append(err)
+                continue
+            destination, save_format = output_path(fv.output_dir, path, image_format, written)
+            picture.save(destination, format=save_format)
+            print('%s: %d detections -> %s' % (path, count, destination), file=sys.stderr)
+        if len(unreadable) == len(image_paths):   # nothing drawn: the run failed
+            raise unreadable[-1]
 
 
 if __name__ == '__main__':
-    script_setup.run_main(main, flags.FLAGS, required_flags=('checkpoint_path', 'images', 'output_dir'))
+    script_setup.run_main(main, flags.FLAGS, required_flags=('images', 'output_dir'))

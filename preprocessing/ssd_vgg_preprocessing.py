@@ -251,11 +251,17 @@ def preprocess_for_train(image, labels, boxes, difficult, out_shape=(300, 300), 
             tf.boolean_mask(difficult, keep))
 
 
+def resize_for_eval(image, out_shape=(300, 300)):
+    """Evaluation's resize: image uint8 [H, W, 3] -> float32 pixels [h, w, 3], bilinear with half-pixel centres
+    (also what the TFLite model's caller feeds it, deployment/tflite_model.py)."""
+    return tf.compat.v2.image.resize(image, out_shape, method='bilinear')
+
+
 def preprocess_for_eval(image, labels, boxes, difficult, out_shape=(300, 300)):
     """Evaluation: bilinear resize (half-pixel centres) to out_shape, minus VGG_MEAN_RGB.
 
     image uint8 [H, W, 3] -> float32 [h, w, 3]; labels, boxes (normalised, so unchanged), difficult as given.
     """
-    resized = tf.compat.v2.image.resize(image, out_shape, method='bilinear')
+    resized = resize_for_eval(image, out_shape)
     return (resized - tf.constant(VGG_MEAN_RGB), tf.convert_to_tensor(labels), tf.convert_to_tensor(boxes),
             tf.convert_to_tensor(difficult))

@@ -12,12 +12,21 @@ from utils.errors import UserError
 
 def write_text_atomically(path, text):
     """Write `text` to `path` atomically; the file's mode follows the umask like a plain open()."""
+    _write_atomically(path, text, 'w')
+
+
+def write_bytes_atomically(path, data):
+    """write_text_atomically for bytes (a model file)."""
+    _write_atomically(path, data, 'wb')
+
+
+def _write_atomically(path, content, mode):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '-', suffix='.tmp', dir=directory)
     try:
-        with os.fdopen(handle, 'w') as out:
-            out.write(text)
+        with os.fdopen(handle, mode) as out:
+            out.write(content)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temp_path, 0o666 & ~umask)  # mkstemp makes files private; these are not secret

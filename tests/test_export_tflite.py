@@ -1,0 +1,199 @@
+"""deployment/export_tflite.py: the model runs in the standard TFLite runtime with TFLite_Detection_PostProcess
+(no Flex op), the op decodes as nets/box_coder.py, the float model detects what the checkpoint detects, int8
+keeps a trained model's mAP. Conversions run in subprocesses: the converter needs eager execution, these
+tests run in graph mode (conftest)."""
+import json
+import os
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from datasets import dataset_info, tfrecord_pipeline
+from deployment import tflite_model
+from nets import box_coder
+from nets.ssd_params import PRIOR_SCALING
+from preprocessing.ssd_vgg_preprocessing import resize_for_eval
+from tests import inference_fixtures as fixtures
+from utils import tflite_detector, voc_eval
+from utils.model_config import ModelConfig
+
+IMAGE_SIDE = 300   # the network's input size: resize_for_eval leaves these images as they are
+
+
+def _export(checkpoint_path, output_file, *extra):
+    result = fixtures.run_script(['deployment/export_tflite.py', f'--checkpoint_path={checkpoint_path}',
+                                  f'--output_file={output_file}'] + list(extra), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tflite')
+    prefix = fixtures.make_checkpoint(str(root / 'train'))
+    fixtures.make_tfrecords(str(root / 'data'))
+    result = _export(root / 'train', root / 'model.tflite')
+    return {'root': root, 'prefix': prefix, 'model': str(root / 'model.tflite'), 'result': result}
+
+
+def _op_names(model_path):
+    return {op['op_name'] for op in tf.lite.Interpreter(model_path=model_path)._get_ops_details()}
+
+
+def test_model_holds_the_postprocess_op_with_the_checkpoint_s_settings_and_no_flex_op(exported):
+    assert 'TFLite model written to %s' % exported['model'] in exported['result'].stdout
+    fixtures.assert_no_tensorflow_noise(exported['result'].stdout + exported['result'].stderr)
+    names = _op_names(exported['model'])
+    assert tflite_model.POSTPROCESS_OP in names and not any(name.startswith('Flex') for name in names)
+    with open(exported['model'], 'rb') as model:
+        attributes = tflite_model.attributes_of(model.read())
+    assert attributes == pytest.approx({
+        'max_detections': 200, 'detections_per_class': 200, 'max_classes_per_detection': 1, 'use_regular_nms': 1,
+        'nms_score_threshold': 0.01, 'nms_iou_threshold': 0.45, 'num_classes': 3,
+        'y_scale': 10.0, 'x_scale': 10.0, 'h_scale': 5.0, 'w_scale': 5.0})
+    assert tflite_detector.read_class_names(exported['model']) == fixtures.CLASS_NAMES
+
+
+def test_float_model_detects_what_the_checkpoint_detects(exported):
+    """Boxes and scores within 1e-3, same classes, all keep_top_k=200 of them. The in-process model's per-class
+    top-k before NMS is set to every anchor, as TFLite_Detection_PostProcess has none."""
+    config = ModelConfig.load(exported['prefix'])
+    images = [fixtures.make_image(IMAGE_SIDE, IMAGE_SIDE, seed) for seed in range(3)]
+    options = dict(score_threshold=0.01, nms_threshold=0.45, top_k=len(config.build_network().anchors),
+                   keep_top_k=200)
+    expected = fixtures.reference_detections(exported['prefix'], [fixtures.encode(image, 'PNG') for image in images],
+                                             config, options)
+    detector = tflite_detector.TFLiteDetector(exported['model'])
+    for image, reference in zip(images, expected):
+        found = detector.detect(image[None].astype(np.float32))
+        count = int(found['num_detections'][0])
+        assert count == len(reference['scores']) == 200
+        fixtures.assert_same_detections(reference, found['detection_boxes'][0, :count],
+                                        found['detection_scores'][0, :count], found['detection_classes'][0, :count],
+                                        atol=1e-3)
+
+
+_POSTPROCESS_ONLY = textwrap.dedent('''\
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    from deployment import tflite_model
+    from nets.ssd_params import PRIOR_SCALING
+    anchors = np.load(sys.argv[1])
+    attributes = tflite_model.postprocess_attributes(2, PRIOR_SCALING, dict(
+        score_threshold=0.0, nms_threshold=1.0, keep_top_k=len(anchors)))   # IoU > 1 never: nothing suppressed
+    postprocess = tflite_model.postprocess_function(attributes)
+    module = tf.Module()
+    module.detect = tf.function(
+        lambda box_encodings, class_scores: dict(zip(tflite_model.OUTPUT_NAMES, postprocess(
+            box_encodings, class_scores, tf.constant(anchors)))),
+        input_signature=[tf.TensorSpec([1, len(anchors), 4], tf.float32, name='box_encodings'),
+                         tf.TensorSpec([1, len(anchors), 2], tf.float32, name='class_scores')])
+    with open(sys.argv[2], 'wb') as out:
+        out.write(tflite_model.convert(module))
+    ''')
+
+
+def test_postprocess_op_decodes_boxes_as_box_coder(tmp_path):
+    """TFLite_Detection_PostProcess with y/x/h/w_scale = 1 / prior_scaling and anchors (cy, cx, h, w) gives
+    box_coder.decode's boxes."""
+    rng = np.random.default_rng(0)
+    num_anchors = 40
+    anchors = np.concatenate([rng.uniform(0.2, 0.8, (num_anchors, 2)), rng.uniform(0.05, 0.4, (num_anchors, 2))],
+                             axis=1).astype(np.float32)
+    encodings = rng.normal(0, 1, (1, num_anchors, 4)).astype(np.float32)
+    scores = np.linspace(0.9, 0.1, num_anchors, dtype=np.float32)     # detection i is anchor i
+    np.save(tmp_path / 'anchors.npy', anchors)
+    result = fixtures.run_script(['-c', _POSTPROCESS_ONLY, str(tmp_path / 'anchors.npy'), str(tmp_path / 'pp.tflite')])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tf.lite.Interpreter(model_path=str(tmp_path / 'pp.tflite')).get_signature_runner()
+    found = run(box_encodings=encodings, class_scores=np.stack([1 - scores, scores], axis=-1)[None])
+    with tf.Graph().as_default(), tf.Session() as session:
+        expected = session.run(box_coder.decode(encodings, anchors, PRIOR_SCALING))
+    assert int(found['num_detections'][0]) == num_anchors
+    np.testing.assert_allclose(found['detection_scores'][0], scores, rtol=1e-6)
+    np.testing.assert_allclose(found['detection_boxes'][0], expected[0], atol=1e-5)
+
+
+def test_float16_and_int8_models_run_and_are_smaller(exported):
+    root = exported['root']
+    _export(root / 'train', root / 'half.tflite', '--quantize=float16')
+    int8 = _export(root / 'train', root / 'int8.tflite', '--quantize=int8', f'--dataset_dir={root / "data"}',
+                   '--calibration_split=test')
+    fixtures.assert_no_tensorflow_noise(int8.stdout + int8.stderr)
+    size = os.path.getsize(exported['model'])
+    assert os.path.getsize(root / 'half.tflite') < 0.6 * size and os.path.getsize(root / 'int8.tflite') < 0.4 * size
+    for name in ('half.tflite', 'int8.tflite'):
+        assert tflite_model.POSTPROCESS_OP in _op_names(str(root / name))
+        found = tflite_detector.TFLiteDetector(str(root / name)).detect(
+            fixtures.make_image(IMAGE_SIDE, IMAGE_SIDE, 0)[None].astype(np.float32))
+        assert found['num_detections'][0] > 0 and set(found['detection_classes'][0]) <= {0, 1, 2, 3}
+
+
+def test_detect_runs_the_tflite_model_as_it_runs_the_checkpoint(exported, tmp_path):
+    image = tmp_path / 'shelf.png'
+    image.write_bytes(fixtures.encode(fixtures.make_image(240, 320, 5), 'PNG'))
+    lines = {}
+    for source in (f'--model={exported["model"]}', f'--checkpoint_path={exported["prefix"]}'):
+        result = fixtures.run_script(['detect.py', source, f'--images={image}', f'--output_dir={tmp_path / "out"}'])
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines[source.split('=')[0]] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines['--model']) == len(lines['--checkpoint_path']) > 0
+    top_tflite, top_checkpoint = lines['--model'][0], lines['--checkpoint_path'][0]
+    assert top_tflite['class'] == top_checkpoint['class']
+    assert top_tflite['score'] == pytest.approx(top_checkpoint['score'], abs=1e-3)
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--quantize=int8'], '--quantize=int8 needs --dataset_dir'),
+    (['--select_top_k=100'], '--select_top_k: TFLite_Detection_PostProcess has no per-class top-k'),
+    (['--data_format=NCHW'], '--data_format=NCHW: TFLite models are NHWC'),
+])
+def test_flags_the_model_cannot_honour_are_one_line(exported, tmp_path, extra, message):
+    result = fixtures.run_script(['deployment/export_tflite.py', f'--checkpoint_path={exported["prefix"]}',
+                                  f'--output_file={tmp_path / "m.tflite"}'] + extra)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f'export_tflite.py: error: {message}')
+    assert not os.path.exists(tmp_path / 'm.tflite')
+
+
+def _tflite_map07(model_path, dataset_dir, split='test'):
+    """VOC07 mAP of a TFLite model on a split, images resized as evaluation resizes them."""
+    detector = tflite_detector.TFLiteDetector(model_path)
+    info = dataset_info.resolve_dataset_info(dataset_dir, None)
+    evaluator = voc_eval.VOCEvaluator(info.num_classes)
+    with tf.Graph().as_default():
+        def resize_only(image, labels, boxes, difficult, out_shape):
+            return resize_for_eval(image, out_shape), labels, boxes, difficult
+        batch = tf.data.make_one_shot_iterator(tfrecord_pipeline.make_dataset(
+            dataset_info.list_shards(dataset_dir, split), resize_only, tfrecord_pipeline.PipelineConfig(
+                1, out_shape=detector.image_size, is_training=False))).get_next()
+        with tf.Session() as session:
+            while True:
+                try:
+                    values = session.run(batch)
+                except tf.errors.OutOfRangeError:
+                    break
+                found = detector.detect(values['image'])
+                evaluator.add_batch(found['detection_boxes'], found['detection_scores'], found['detection_classes'],
+                                    found['num_detections'], values['gt_boxes'], values['gt_labels'],
+                                    values['gt_difficult'], values['num_boxes'])
+    return evaluator.compute().map07
+
+
+TRAINED_CHECKPOINT = os.environ.get('SSD_TRAINED_CHECKPOINT', os.path.join(fixtures.REPO_ROOT, 'ckpt', 'demo'))
+TRAINED_DATASET = os.environ.get('SSD_TRAINED_DATASET', os.path.join(fixtures.REPO_ROOT, 'demo', 'tfrecords'))
+
+
+@pytest.mark.skipif(not (tf.train.latest_checkpoint(TRAINED_CHECKPOINT) and os.path.isdir(TRAINED_DATASET)),
+                    reason='needs a trained checkpoint: the Quick start writes ckpt/demo and demo/tfrecords (or set '
+                           'SSD_TRAINED_CHECKPOINT and SSD_TRAINED_DATASET)')
+def test_int8_model_keeps_the_float_model_s_map_on_the_demo_test_split(tmp_path):
+    _export(TRAINED_CHECKPOINT, tmp_path / 'float.tflite')
+    _export(TRAINED_CHECKPOINT, tmp_path / 'int8.tflite', '--quantize=int8', f'--dataset_dir={TRAINED_DATASET}')
+    float_map = _tflite_map07(str(tmp_path / 'float.tflite'), TRAINED_DATASET)
+    int8_map = _tflite_map07(str(tmp_path / 'int8.tflite'), TRAINED_DATASET)
+    assert float_map > 0.3, 'the checkpoint does not look trained (mAP %.3f)' % float_map
+    assert abs(int8_map - float_map) <= 0.02, (float_map, int8_map)

@@ -1,0 +1,58 @@
+"""Running a TFLite detector model (deployment/export_tflite.py) with the standard TFLite runtime.
+
+TFLiteDetector.detect returns what net.detect returns for a batch of one image, so detect.py and the tests treat
+both alike: boxes clipped to [0, 1], classes 1..C-1 (the op's are 0-based without the background), rows past
+num_detections zeroed. The class names, one per line from the background on, are in the text file beside the
+model (labels_path).
+"""
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf2
+
+from utils.errors import UserError
+
+# tf.lite.Interpreter warns that it moves to the ai_edge_litert package; it still runs these models unchanged.
+warnings.filterwarnings('ignore', message=r'\s*Warning: tf.lite.Interpreter is deprecated')
+
+
+def labels_path(model_path):
+    """The class names file of a model: model.tflite -> model.labels.txt."""
+    return os.path.splitext(model_path)[0] + '.labels.txt'
+
+
+def read_class_names(model_path):
+    """The class names saved beside the model (index 0 = background); UserError when the file is missing."""
+    path = labels_path(model_path)
+    try:
+        with open(path, encoding='utf-8') as source:
+            return [line.rstrip('\n') for line in source if line.strip()]
+    except OSError as err:
+        raise UserError(f'{path}: cannot read the class names of {model_path} ({err.strerror}); export_tflite.py '
+                        f'writes it beside the model') from None
+
+
+class TFLiteDetector:
+    """A .tflite detector model loaded in tf.lite.Interpreter (XNNPACK for the float ops)."""
+
+    def __init__(self, model_path, num_threads=None):
+        try:
+            interpreter = tf2.lite.Interpreter(model_path=model_path, num_threads=num_threads)
+        except (ValueError, RuntimeError) as err:
+            reason = ' '.join(str(err).split())   # the runtime's message spans lines
+            raise UserError(f'{model_path}: not a TFLite model this runtime can load ({reason})') from None
+        self._run = interpreter.get_signature_runner()
+        self.image_size = tuple(int(side) for side in self._run.get_input_details()['images']['shape'][1:3])
+
+    def detect(self, images):
+        """images: float32 [1, h, w, 3] pixels resized by resize_for_eval -> dict of numpy arrays like
+        net.detect's: detection_boxes [1, K, 4], detection_scores [1, K], detection_classes [1, K] int64,
+        num_detections [1] int32."""
+        outputs = self._run(images=np.asarray(images, np.float32))
+        count = int(outputs['num_detections'][0])
+        valid = np.arange(outputs['detection_scores'].shape[1])[None, :] < count
+        return {'detection_boxes': np.where(valid[..., None], np.clip(outputs['detection_boxes'], 0., 1.), 0.),
+                'detection_scores': np.where(valid, outputs['detection_scores'], 0.),
+                'detection_classes': np.where(valid, outputs['detection_classes'].astype(np.int64) + 1, 0),
+                'num_detections': np.array([count], np.int32)}
