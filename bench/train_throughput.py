@@ -44,7 +44,10 @@ flags.DEFINE_integer('inference_iterations', 5, 'Timed inference runs per batch 
 flags.DEFINE_string('torch_python', sys.executable, 'Python with torch + torchvision (skipped if absent).')
 flags.DEFINE_string('baseline_dir', None, 'Checkout of another revision to time in the same rounds.')
 flags.DEFINE_string('work_dir', None, 'Where demo records, checkpoints and exports go (default: a temp dir).')
-flags.DEFINE_bool('inference', True, 'Also time inference (needs the trained checkpoint at depth_multiplier).')
+flags.DEFINE_bool('inference', True, 'Also time inference (of the first training run\'s checkpoint).')
+flags.DEFINE_bool('training', True, 'Time training (--notraining: inference only, of --checkpoint_dir).')
+flags.DEFINE_string('checkpoint_dir', None, 'A train_dir of this project to time inference with, instead of a '
+                    'checkpoint trained here (its depth multiplier must be --depth_multiplier).')
 FLAGS = flags.FLAGS
 
 _STEP_LINE = re.compile(r'step (\d+):.*?([\d.]+) sec/step')
@@ -104,44 +107,55 @@ def _median_row(samples):
 def measure(work_dir, with_torch):
     """{program: {measure: value}} medians over the rounds, plus 'peak' (matmul GFLOP/s)."""
     dataset_dir = ensure_demo_records(work_dir)
-    samples, saved_model, checkpoint_dir = {}, None, None
+    samples, saved_model, checkpoint_dir = {}, None, FLAGS.checkpoint_dir
 
     def add(program, **values):
         samples.setdefault(program, []).append(values)
     peaks = [run_child([CHILD, 'matmul'])[0]['gflops']]
     gflop = run_child([CHILD, 'flops', str(FLAGS.depth_multiplier)])[0]
     for _ in range(FLAGS.rounds):
-        rate, rss, train_dir = time_training(ROOT, dataset_dir, work_dir)
-        if checkpoint_dir:
-            shutil.rmtree(train_dir)
-        checkpoint_dir = checkpoint_dir or train_dir   # the first run's checkpoint is exported
-        add('ours_train', images_per_s=rate, rss_gib=rss)
-        if FLAGS.baseline_dir:
-            rate, rss, baseline_train_dir = time_training(FLAGS.baseline_dir, dataset_dir, work_dir)
-            shutil.rmtree(baseline_train_dir)
-            add('baseline_train', images_per_s=rate, rss_gib=rss)
-        if with_torch:
-            result, rss = run_child([CHILD, 'torch_train', str(FLAGS.batch_size), str(FLAGS.train_steps),
-                                     str(FLAGS.warmup_steps)], python=FLAGS.torch_python)[:2]
-            add('torch_train', images_per_s=result['images_per_s'], rss_gib=rss)
+        if FLAGS.training:
+            train_dir = time_training_round(dataset_dir, work_dir, with_torch, add)
+            if checkpoint_dir:
+                shutil.rmtree(train_dir)
+            checkpoint_dir = checkpoint_dir or train_dir   # the first run's checkpoint is the one exported
         if not FLAGS.inference:
             continue
         saved_model = saved_model or export_saved_model(checkpoint_dir, work_dir)
-        for batch in (1, FLAGS.batch_size):
-            common = [str(batch), str(FLAGS.inference_iterations)]
-            for program, args, python in (
-                    ('ours_saved_model', [CHILD, 'saved_model', saved_model] + common, sys.executable),
-                    ('ours_detect', [CHILD, 'detect_model', checkpoint_dir] + common, sys.executable),
-                    ('torch_infer', [CHILD, 'torch_infer'] + common, FLAGS.torch_python)):
-                if program.startswith('torch') and not with_torch:
-                    continue
-                result, rss = run_child(args, python=python)[:2]
-                add(f'{program}_b{batch}', images_per_s=result['images_per_s'], rss_gib=rss)
+        time_inference_round(saved_model, checkpoint_dir, with_torch, add)
     peaks.append(run_child([CHILD, 'matmul'])[0]['gflops'])
     table = {program: _median_row(rows) for program, rows in samples.items()}
     table['peak'] = {'before': peaks[0], 'after': peaks[1], 'gflops': max(peaks)}
     table['gflop_per_image'] = gflop
     return table
+
+
+def time_training_round(dataset_dir, work_dir, with_torch, add):
+    """One round of training measurements; returns our run's train_dir."""
+    rate, rss, train_dir = time_training(ROOT, dataset_dir, work_dir)
+    add('ours_train', images_per_s=rate, rss_gib=rss)
+    if FLAGS.baseline_dir:
+        rate, rss, baseline_train_dir = time_training(FLAGS.baseline_dir, dataset_dir, work_dir)
+        shutil.rmtree(baseline_train_dir)
+        add('baseline_train', images_per_s=rate, rss_gib=rss)
+    if with_torch:
+        result, rss = run_child([CHILD, 'torch_train', str(FLAGS.batch_size), str(FLAGS.train_steps),
+                                 str(FLAGS.warmup_steps)], python=FLAGS.torch_python)[:2]
+        add('torch_train', images_per_s=result['images_per_s'], rss_gib=rss)
+    return train_dir
+
+
+def time_inference_round(saved_model, checkpoint_dir, with_torch, add):
+    for batch in (1, FLAGS.batch_size):
+        common = [str(batch), str(FLAGS.inference_iterations)]
+        for program, args, python in (
+                ('ours_saved_model', [CHILD, 'saved_model', saved_model] + common, sys.executable),
+                ('ours_detect', [CHILD, 'detect_model', checkpoint_dir] + common, sys.executable),
+                ('torch_infer', [CHILD, 'torch_infer'] + common, FLAGS.torch_python)):
+            if program.startswith('torch') and not with_torch:
+                continue
+            result, rss = run_child(args, python=python)[:2]
+            add(f'{program}_b{batch}', images_per_s=result['images_per_s'], rss_gib=rss)
 
 
 def print_table(table):
@@ -176,6 +190,8 @@ def torch_available():
 
 
 def main(_):
+    if not FLAGS.training and FLAGS.inference and not FLAGS.checkpoint_dir:
+        raise app.UsageError('--notraining times inference only: pass --checkpoint_dir')
     with_torch = FLAGS.depth_multiplier == 1.0 and torch_available()
     if not with_torch:
         print(f'torchvision not timed (it imports in {FLAGS.torch_python}: {torch_available()}; '

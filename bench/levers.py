@@ -1,0 +1,97 @@
+"""One speed lever at a time: the SSD training step (network, loss, weight decay, Adam) with and without it.
+
+    python -m bench.levers --lever=conv6 [--depth_multiplier=1.0 --batch_size=8 --rounds=4 --steps=1]
+
+Every variant is built in this process and timed in alternation, round by round, so that the load on the
+shared cores falls on each alike; the table gives each variant's median seconds per step.
+Levers (variants in the order timed):
+- conv6:   conv6 as one dilated Conv2D (native) / as TensorFlow's space_to_batch form
+- layout:  NHWC / NCHW (oneDNN runs both on this CPU build)
+- threads: tf.Session intra-op,inter-op threads 0,0 (TensorFlow's default: one per core) / 1,2 / 2,1 / 1,1
+- xla:     no XLA / XLA auto-clustering (global_jit_level ON_1; run with
+           TF_XLA_FLAGS=--tf_xla_cpu_global_jit so that it applies on the CPU)
+Inputs are random images and labels (1% positives); the step is the gradients of the SSD loss plus weight
+decay applied by Adam.
+"""
+import statistics
+import time
+
+from absl import flags
+
+from utils import script_setup
+
+flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'threads', 'xla'], 'Which lever to time.')
+flags.DEFINE_float('depth_multiplier', 1.0, 'Network width.')
+flags.DEFINE_integer('batch_size', 8, 'Images per step.')
+flags.DEFINE_integer('rounds', 4, 'Alternated rounds (the table shows medians).')
+flags.DEFINE_integer('steps', 1, 'Steps per variant and round.')
+FLAGS = flags.FLAGS
+
+NUM_CLASSES = 21
+
+
+def variants(lever):
+    """[(name, build options, session options)] of a lever."""
+    if lever == 'conv6':
+        return [('conv6 native', {'native_dilation': True}, {}),
+                ('conv6 space_to_batch', {'native_dilation': False}, {})]
+    if lever == 'layout':
+        return [('NHWC', {'data_format': 'NHWC'}, {}), ('NCHW', {'data_format': 'NCHW'}, {})]
+    if lever == 'threads':
+        return [(f'intra {intra}, inter {inter}', {}, {'intra_op_parallelism_threads': intra,
+                                                        'inter_op_parallelism_threads': inter})
+                for intra, inter in ((0, 0), (1, 2), (2, 1), (1, 1))]
+    return [('no XLA', {}, {}), ('XLA ON_1', {}, {'jit': True})]
+
+
+def training_session(tf, build_options, session_options):
+    """(session, train op) of one SSD training step on constant random inputs."""
+    import numpy as np
+    import tf_slim as slim
+    from nets import nets_factory
+    rng = np.random.RandomState(0)
+    batch, depth = FLAGS.batch_size, FLAGS.depth_multiplier
+    data_format = build_options.get('data_format', 'NHWC')
+    graph = tf.Graph()
+    with graph.as_default():
+        net = nets_factory.get_network('ssd_300_vgg', NUM_CLASSES, depth)
+        images = tf.constant(rng.normal(0, 50, [batch, 300, 300, 3]).astype(np.float32))
+        with slim.arg_scope(net.arg_scope(data_format=data_format)):
+            logits, localisations, _ = net.build(images, data_format=data_format,
+                                                 native_dilation=build_options.get('native_dilation'))
+        num_anchors = len(net.anchors)
+        labels = rng.randint(1, NUM_CLASSES, [batch, num_anchors]) * (rng.rand(batch, num_anchors) < 0.01)
+        losses = net.losses(logits, localisations, tf.constant(labels), tf.zeros_like(localisations))
+        total = losses['total'] + tf.add_n(tf.losses.get_regularization_losses())
+        train_op = tf.train.AdamOptimizer(1e-4).minimize(total, global_step=tf.train.get_or_create_global_step())
+        config = tf.ConfigProto(**{k: v for k, v in session_options.items() if k != 'jit'})
+        if session_options.get('jit'):
+            config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+        session = tf.Session(graph=graph, config=config)
+        session.run(tf.global_variables_initializer())
+        session.run(train_op)   # warm-up: kernels, primitives, XLA compilation
+    return session, train_op
+
+
+def main(_):
+    import tensorflow.compat.v1 as tf
+    timed = [(name, *training_session(tf, build, session)) for name, build, session in variants(FLAGS.lever)]
+    seconds = {name: [] for name, _, _ in timed}
+    for _ in range(FLAGS.rounds):
+        for name, session, train_op in timed:
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                session.run(train_op)
+            seconds[name].append((time.perf_counter() - start) / FLAGS.steps)
+    first = statistics.median(seconds[timed[0][0]])
+    print(f'lever {FLAGS.lever}: SSD300 depth {FLAGS.depth_multiplier:g}, batch {FLAGS.batch_size}, '
+          f'{FLAGS.rounds} alternated rounds of {FLAGS.steps} step(s)')
+    print('| variant | median s / step | images/s | speed vs first | rounds (s / step) |\n|---|---|---|---|---|')
+    for name, _, _ in timed:
+        median = statistics.median(seconds[name])
+        print(f'| {name} | {median:.3f} | {FLAGS.batch_size / median:.2f} | {first / median:.2f} | '
+              + ' '.join(f'{s:.3f}' for s in seconds[name]) + ' |')
+
+
+if __name__ == '__main__':
+    script_setup.run_main(main, FLAGS)
