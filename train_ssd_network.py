@@ -173,7 +173,8 @@ def config_from_flags(fv):
             fv.dataset_name, fv.dataset_split_name, fv.num_classes, fv.labels_offset, fv.batch_size,
             fv.num_readers, fv.num_preprocessing_threads, fv.preprocessing_name, fv.train_image_size,
             fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction),
-        schedule=schedules.schedule_from_values(_values(fv, schedules.ScheduleConfig)), optimizer=optimizer,
+        schedule=schedules.schedule_from_values(_values(fv, schedules.ScheduleConfig)),
+        num_epochs_per_decay_given=bool(fv['num_epochs_per_decay'].present), optimizer=optimizer,
         moving_average_decay=fv.moving_average_decay, trainable_scopes=fv.trainable_scopes,
         restore=checkpoints.RestoreConfig(
             pretrained=fv.pretrained_path, checkpoint_model_scope=fv.checkpoint_model_scope,

@@ -127,9 +127,26 @@ def test_other_optimizers_move_the_weight_downhill(name, kind):
     assert one_step(config, 0.1, 2.0, steps=3) < 1.0
 
 
+@pytest.mark.parametrize('kind, max_steps, epochs_given, expected', [
+    ('cosine', 3000, False, (3000, '= --max_number_of_steps')),      # falls over the whole run
+    ('polynomial', 3000, False, (3000, '= --max_number_of_steps')),
+    ('cosine', 3000, True, (75, '--num_epochs_per_decay=2')),         # the user's length wins
+    ('cosine', None, False, (75, '--num_epochs_per_decay=2')),        # no run length known
+    ('exponential', 3000, False, (75, '--num_epochs_per_decay=2')),   # a period, not a run length
+])
+def test_decay_length_ends_cosine_and_polynomial_with_the_run(kind, max_steps, epochs_given, expected):
+    config = ls.ScheduleConfig(kind)
+    assert ls.decay_length(config, 150, 4, max_steps, epochs_given) == expected    # int(150 / 4 * 2) = 75
+
+
 def test_descriptions_name_the_used_values():
     assert ls.describe_optimizer(ls.OptimizerConfig('momentum', momentum=0.8)) == 'momentum, momentum=0.8'
     text = ls.describe_schedule(ls.ScheduleConfig('piecewise', learning_rate=1.0, learning_rate_decay_factor=0.1,
                                                   learning_rate_boundaries=(5,)), 1)
     assert text == 'piecewise: 1 until step 5, 0.1 after'
+    cosine = ls.ScheduleConfig('cosine', learning_rate=0.002, end_learning_rate=1e-5, warmup_steps=50)
+    assert ls.describe_schedule(cosine, 3000, '= --max_number_of_steps') == (
+        'cosine: 0.002 -> 1e-05 over 3000 steps (= --max_number_of_steps), linear warm-up over the first 50 steps')
+    assert ls.describe_schedule(ls.ScheduleConfig(), 150, '--num_epochs_per_decay=2') == (
+        'exponential: 0.001 x 0.94 every 150 steps (--num_epochs_per_decay=2) (staircase)')
     assert np.isclose(ls.piecewise_values(ls.ScheduleConfig(learning_rate_values=(0.3, 0.2))), (0.3, 0.2)).all()

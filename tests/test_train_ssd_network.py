@@ -19,7 +19,8 @@ from datasets import dataset_info, demo_dataset
 from nets import nets_factory
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
 from tests.train_fixtures import train_in_process as run_steps
-from utils import train_plan, train_tools
+from utils import learning_schedules as ls
+from utils import startup_report, train_plan, train_tools
 from utils.errors import UserError
 
 
@@ -279,6 +280,24 @@ def test_script_prints_a_bad_flag_as_one_line_before_building_anything(records, 
         'momentum, rmsprop, sgd')
     assert 'Traceback' not in result.stderr and 'Start-up report' not in result.stderr
     assert not os.listdir(tmp_path) and time.time() - start < 60
+
+
+def test_the_demo_cosine_ends_at_max_number_of_steps_unless_num_epochs_per_decay_is_given(records, tmp_path):
+    demo = script.config_from_flags(parse_flags([f'--flagfile={ROOT}/configs/demo_cpu.flags']))
+    assert not demo.num_epochs_per_decay_given and demo.loop.max_number_of_steps == 3000
+    # The demo's schedule as it was with --num_epochs_per_decay=40: 40 epochs of 300 images at batch 4.
+    assert ls.decay_length(demo.schedule, 300, 4, 3000, False) == (ls.decay_steps_for(300, 4, 40),
+                                                                   '= --max_number_of_steps')
+    cosine = ['--learning_rate_decay_type=cosine', '--max_number_of_steps=30']
+    plan = check(records, tmp_path, *cosine)
+    assert (plan.decay_steps, plan.decay_source) == (30, '= --max_number_of_steps')
+    report = startup_report.training_report(plan)
+    assert 'schedule cosine: 0.001 -> 0.0001 over 30 steps (= --max_number_of_steps)' in report
+    given = check(records, tmp_path, *cosine, '--num_epochs_per_decay=5')     # int(8 samples / 4 x 5 epochs)
+    assert (given.decay_steps, given.decay_source) == (10, '--num_epochs_per_decay=5')
+    in_file = tmp_path / 'schedule.flags'
+    in_file.write_text('--num_epochs_per_decay=2\n')                          # a flag file's value is the user's too
+    assert check(records, tmp_path, *cosine, f'--flagfile={in_file}').decay_steps == 4
 
 
 def test_flagfile(tmp_path):

@@ -11,6 +11,8 @@ import tensorflow.compat.v1 as tf
 from utils.errors import UserError
 
 DECAY_TYPES = ('exponential', 'fixed', 'polynomial', 'piecewise', 'cosine')
+# Schedules that fall to an end rate: without an explicit num_epochs_per_decay they fall over the whole run.
+RUN_LENGTH_DECAY_TYPES = ('polynomial', 'cosine')
 OPTIMIZER_NAMES = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'rmsprop', 'sgd')
 
 
@@ -28,7 +30,8 @@ class ScheduleConfig:
     learning_rate_decay_factor: float = _field(0.94, 'Decay factor (exponential; piecewise default values).')
     num_epochs_per_decay: float = _field(2.0, 'Epochs per decay period (exponential, polynomial, cosine; for '
                                               'polynomial and cosine, the epochs over which the rate falls to the '
-                                              'end rate, then stays there).')
+                                              'end rate, then stays there; when not given, they fall over '
+                                              '--max_number_of_steps if that is given).')
     learning_rate_boundaries: tuple = _field((80000, 100000), 'Piecewise: steps where the rate changes.')
     learning_rate_values: tuple = _field((), 'Piecewise: the rates (one more than the boundaries); default '
                                              'learning_rate * learning_rate_decay_factor^i.')
@@ -56,6 +59,17 @@ class OptimizerConfig:
 def decay_steps_for(num_samples, images_per_step, num_epochs_per_decay):
     """Steps between decays: int(num_samples / images_per_step * num_epochs_per_decay), at least 1."""
     return max(1, int(num_samples / images_per_step * num_epochs_per_decay))
+
+
+def decay_length(config, num_samples, images_per_step, max_number_of_steps=None, epochs_given=True):
+    """(decay steps D, where D comes from, for the start-up report). polynomial and cosine fall over the whole
+    run, D = max_number_of_steps, when it is given and num_epochs_per_decay was not (epochs_given False), so
+    that changing the run's length keeps the rate ending at its last step; otherwise
+    D = decay_steps_for(num_samples, images_per_step, num_epochs_per_decay)."""
+    if max_number_of_steps and not epochs_given and config.learning_rate_decay_type in RUN_LENGTH_DECAY_TYPES:
+        return max_number_of_steps, '= --max_number_of_steps'
+    return (decay_steps_for(num_samples, images_per_step, config.num_epochs_per_decay),
+            f'--num_epochs_per_decay={config.num_epochs_per_decay:g}')
 
 
 def piecewise_values(config):
@@ -148,19 +162,19 @@ def learning_rate_tensor(config, global_step, decay_steps):
         return tf.identity(rate, name='value')
 
 
-def describe_schedule(config, decay_steps):
-    """One line for the start-up report."""
+def describe_schedule(config, decay_steps, decay_source=None):
+    """One line for the start-up report; decay_source (decay_length's) says where decay_steps comes from."""
     kind = config.learning_rate_decay_type
+    steps = f'{decay_steps} steps' + (f' ({decay_source})' if decay_source else '')
     text = {
         'exponential': f'exponential: {config.learning_rate:g} x {config.learning_rate_decay_factor:g} '
-                       f'every {decay_steps} steps (staircase)',
+                       f'every {steps} (staircase)',
         'fixed': f'fixed: {config.learning_rate:g}',
-        'polynomial': f'polynomial: {config.learning_rate:g} -> {config.end_learning_rate:g} '
-                      f'linearly over {decay_steps} steps',
+        'polynomial': f'polynomial: {config.learning_rate:g} -> {config.end_learning_rate:g} linearly over {steps}',
         'piecewise': 'piecewise: ' + ', '.join(
             f'{v:g}' + (f' until step {b}' if b is not None else ' after')
             for v, b in zip(piecewise_values(config), list(config.learning_rate_boundaries) + [None])),
-        'cosine': f'cosine: {config.learning_rate:g} -> {config.end_learning_rate:g} over {decay_steps} steps',
+        'cosine': f'cosine: {config.learning_rate:g} -> {config.end_learning_rate:g} over {steps}',
     }.get(kind, kind)
     if config.warmup_steps:
         text += f', linear warm-up over the first {config.warmup_steps} steps'

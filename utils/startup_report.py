@@ -69,12 +69,13 @@ def training_report(plan):
     optimiser = (f'optimizer {schedules.describe_optimizer(config.optimizer)}, weight decay '
                  f'{config.loss.weight_decay:g}' + (f', moving average decay {config.moving_average_decay:g}'
                                                     if config.moving_average_decay else ''))
+    schedule = schedules.describe_schedule(config.schedule, plan.decay_steps, plan.decay_source)
     return format_report([
         ('SSD network', ssd_lines(plan.net, plan.model.data_format)),
         ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info)),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format)]),
-        ('Optimisation', [f'schedule {schedules.describe_schedule(config.schedule, plan.decay_steps)}', optimiser,
+        ('Optimisation', [f'schedule {schedule}', optimiser,
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
                           f'{config.loop.max_number_of_steps or "unlimited"}']),
         ('Weights', weights_lines(deployment.is_chief, plan.restore.resume_from, plan.restore.pretrained,

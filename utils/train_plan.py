@@ -54,6 +54,7 @@ class TrainConfig:
     input: InputConfig
     loss: clones.LossConfig
     schedule: learning_schedules.ScheduleConfig
+    num_epochs_per_decay_given: bool    # set by the user (else cosine/polynomial fall over max_number_of_steps)
     optimizer: learning_schedules.OptimizerConfig
     moving_average_decay: Optional[float]
     trainable_scopes: Optional[str]
@@ -76,7 +77,8 @@ class TrainPlan:
     shards: list                # the split's TFRecord paths
     num_samples: int            # records in the split (samples per epoch)
     preprocess_fn: Any          # labels_offset, then the training augmentation
-    decay_steps: int            # global steps in --num_epochs_per_decay epochs
+    decay_steps: int            # global steps of one decay period (learning_schedules.decay_length)
+    decay_source: str           # where decay_steps comes from, for the start-up report
     restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
@@ -177,10 +179,12 @@ def make_plan(config, num_gpus):
     preprocess_fn = preprocessing_factory.get_preprocessing(data.preprocessing_name or model.model_name, True)
     # Images behind one global step: one worker's batch, or replicas_to_aggregate batches in sync mode.
     images_per_step = data.batch_size * max(config.cluster.replicas_per_step(), 1)
+    decay_steps, decay_source = learning_schedules.decay_length(
+        config.schedule, num_samples, images_per_step, config.loop.max_number_of_steps,
+        config.num_epochs_per_decay_given)
     return TrainPlan(
         config=config, model=model, net=model.build_network(), info=info, shards=shards, num_samples=num_samples,
         preprocess_fn=offset_then_preprocess(preprocess_fn, data.labels_offset),
-        decay_steps=learning_schedules.decay_steps_for(num_samples, images_per_step,
-                                                       config.schedule.num_epochs_per_decay),
+        decay_steps=decay_steps, decay_source=decay_source,
         restore=restore, use_gpus=use_gpus,
         deployment=None if config.cluster.in_cluster else clones.local_deployment(devices.num_clones, use_gpus))
