@@ -1,4 +1,4 @@
-"""Times utils/voc_eval.evaluate_detections on a VOC07-test-sized problem.
+"""Times utils/voc_eval.evaluate on a VOC07-test-sized problem.
 
 5000 images x 200 detections (1,000,000 detections, 21 classes), about 2.5 ground truths per image
 (VOC07 test: 12,032 objects in 4,952 images), 10 % difficult. Detections are noisy copies of ground
@@ -18,7 +18,7 @@ from utils import voc_eval  # noqa: E402
 
 
 def make_problem(num_images, dets_per_image, num_classes=21, seed=0):
-    """Random flat detection / ground-truth arrays in the layout evaluate_detections takes."""
+    """Random (voc_eval.Detections, voc_eval.GroundTruth) of flat arrays."""
     rng = np.random.default_rng(seed)
     gt_per_image = rng.integers(1, 5, num_images)
     gt_images = np.repeat(np.arange(num_images), gt_per_image)
@@ -38,8 +38,8 @@ def make_problem(num_images, dets_per_image, num_classes=21, seed=0):
     det_classes = np.where(rng.uniform(size=len(det_images)) < 0.7, gt_classes[source],
                            rng.integers(1, num_classes, len(det_images)))
     det_scores = rng.uniform(size=len(det_images)).astype(np.float32)
-    return (det_images, det_classes, det_scores, det_boxes.astype(np.float32),
-            gt_images, gt_classes, gt_boxes.astype(np.float32), gt_difficult)
+    return (voc_eval.Detections(det_images, det_classes, det_scores, det_boxes.astype(np.float32)),
+            voc_eval.GroundTruth(gt_images, gt_classes, gt_boxes.astype(np.float32), gt_difficult))
 
 
 def main():
@@ -49,13 +49,15 @@ def main():
     parser.add_argument('--repeats', type=int, default=3)
     args = parser.parse_args()
     problem = make_problem(args.images, args.detections)
-    print('%d images, %d detections, %d ground truths' % (args.images, len(problem[0]), len(problem[4])))
+    detections, ground_truth = problem
+    print('%d images, %d detections, %d ground truths' % (args.images, len(detections.image_ids),
+                                                          len(ground_truth.image_ids)))
     timings = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        results = voc_eval.evaluate_detections(*problem, num_classes=21)
+        results = voc_eval.evaluate(detections, ground_truth, num_classes=21)
         timings.append(time.perf_counter() - start)
-    print('evaluate_detections: best %.2f s, mean %.2f s over %d runs; mAP07 %.4f mAP10 %.4f'
+    print('evaluate: best %.2f s, mean %.2f s over %d runs; mAP07 %.4f mAP10 %.4f'
           % (min(timings), float(np.mean(timings)), args.repeats, results.map07, results.map10))
 
 

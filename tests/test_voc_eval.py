@@ -18,9 +18,8 @@ def _evaluate(dets, gts, num_classes=NUM_CLASSES, iou_threshold=0.5):
     """dets: list of (image, class, score, box); gts: list of (image, class, box, difficult)."""
     det_cols = list(zip(*dets)) if dets else [[], [], [], np.zeros((0, 4))]
     gt_cols = list(zip(*gts)) if gts else [[], [], np.zeros((0, 4)), []]
-    return voc_eval.evaluate_detections(det_cols[0], det_cols[1], det_cols[2], det_cols[3],
-                                        gt_cols[0], gt_cols[1], gt_cols[2], gt_cols[3],
-                                        num_classes=num_classes, iou_threshold=iou_threshold)
+    return voc_eval.evaluate(voc_eval.Detections(*det_cols), voc_eval.GroundTruth(*gt_cols), num_classes,
+                             iou_threshold)
 
 
 # ---------------------------------------------------------------- brute-force reference (plain Python loops)

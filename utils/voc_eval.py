@@ -103,14 +103,6 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
                       map07=map07, map10=map10, matches=matches)
 
 
-def evaluate_detections(det_image_ids, det_classes, det_scores, det_boxes,
-                        gt_image_ids, gt_classes, gt_boxes, gt_difficult,
-                        num_classes, iou_threshold=0.5):
-    """`evaluate` on the fields of Detections and GroundTruth passed one by one (the layout of bench/)."""
-    return evaluate(Detections(det_image_ids, det_classes, det_scores, det_boxes),
-                    GroundTruth(gt_image_ids, gt_classes, gt_boxes, gt_difficult), num_classes, iou_threshold)
-
-
 class VOCEvaluator:
     """Accumulates batches of detections and ground truths (as produced by net.detect and make_dataset).
 
