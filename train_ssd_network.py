@@ -23,7 +23,7 @@ import tf_slim as slim
 from datasets import bad_samples, record_check, tfrecord_pipeline
 from nets import nets_factory
 from preprocessing import ssd_vgg_preprocessing
-from utils import checkpoints, clones, devices, distributed, startup_report, train_plan, train_tools
+from utils import checkpoints, clones, devices, distributed, startup_report, step_policies, train_plan, train_tools
 from utils import learning_schedules as schedules
 from utils.errors import UserError
 from utils.model_config import ModelConfig
@@ -220,14 +220,13 @@ def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_co
     """The TrainStep: stop policy, log line, bad-sample check, and on the chief the checkpoint and summary
     cadence."""
     loop, is_chief = plan.config.loop, plan.deployment.is_chief
-    checkpoint_policy = train_tools.CheckpointPolicy(
+    checkpoint_policy = step_policies.CheckpointPolicy(
         saver, loop.train_dir, train_tools.weights_finite_op(tf.trainable_variables()), loop.save_interval_secs,
         loop.save_every_n_steps) if is_chief else None
-    summaries = train_tools.SummaryPolicy(summary_op, loop.save_summaries_secs) if is_chief else None
+    summaries = step_policies.SummaryPolicy(summary_op, loop.save_summaries_secs) if is_chief else None
     samples = bad_samples.BadSampleMonitor(plan.config.input.max_bad_sample_fraction, plan.num_samples, sample_counts)
-    return train_tools.TrainStep(losses, learning_rate, stop,
-                                 train_tools.SpeedLog(loop.log_every_n_steps, plan.config.input.batch_size),
-                                 checkpoint_policy, summaries, samples)
+    speed_log = step_policies.SpeedLog(loop.log_every_n_steps, plan.config.input.batch_size, loop.max_number_of_steps)
+    return train_tools.TrainStep(losses, learning_rate, stop, speed_log, checkpoint_policy, summaries, samples)
 
 
 def train(plan, stop_request):
@@ -258,7 +257,7 @@ def train(plan, stop_request):
         saver = checkpoints.make_saver(saver_class=distributed.ChiefSaver, cluster_stop=cluster_stop) \
             if cluster_stop else checkpoints.make_saver()
         step_fn = make_step_fn(plan, losses, learning_rate, summary_op, saver,
-                               train_tools.StopPolicy(config.loop.max_number_of_steps, stop_request, cluster_stop),
+                               step_policies.StopPolicy(config.loop.max_number_of_steps, stop_request, cluster_stop),
                                bad_samples.BadSampleMonitor.batch_fetches(batch))
         # slim.learning.train: the session, initialisation or restore, the loop, the final checkpoint.
         run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_stop, stop_request)
@@ -331,12 +330,9 @@ def main(fv):
             script_setup.exit_now(1)
         return 1
     del server
-    if stop_request.requested:
-        latest = checkpoints.latest_train_checkpoint(config.loop.train_dir) if plan.deployment.is_chief else None
-        logging.info('Stopped by %s at step %s%s; run the same command to resume', stop_request.signal_name,
-                     step_fn.current_step, f', checkpoint {latest}' if latest else '')
-    if plan.deployment.is_chief:
-        logging.info('Evaluate the checkpoints: %s\nDraw their detections: %s', *train_plan.next_commands(config))
+    latest = checkpoints.latest_train_checkpoint(config.loop.train_dir) if plan.deployment.is_chief else None
+    logging.info('%s', train_plan.run_summary(config, step_fn.speed_log.totals(), step_fn.current_step, latest,
+                                              stop_request.signal_name if stop_request.requested else None))
     return 0
 
 

@@ -20,7 +20,7 @@ from nets import nets_factory
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
 from tests.train_fixtures import train_in_process as run_steps
 from utils import learning_schedules as ls
-from utils import startup_report, train_plan, train_tools
+from utils import startup_report, step_policies, train_plan
 from utils.errors import UserError
 
 
@@ -258,7 +258,7 @@ def test_fine_tune_from_a_21_class_checkpoint_excluding_the_class_heads(records,
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
-    with pytest.raises(train_tools.TrainingDiverged, match=r'step (\d+): the loss is not finite') as raised:
+    with pytest.raises(step_policies.TrainingDiverged, match=r'step (\d+): the loss is not finite') as raised:
         train_in_process(records, tmp_path, '--optimizer=sgd', '--learning_rate=1e12', '--save_every_n_steps=1',
                          '--learning_rate_decay_type=fixed', '--max_number_of_steps=50', '--weight_decay=0')
     failed_step = int(re.search(r'step (\d+)', str(raised.value)).group(1))

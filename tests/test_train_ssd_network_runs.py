@@ -52,6 +52,14 @@ def test_run_interrupt_and_resume(workspace):
     assert 'Starting from scratch' in log
     assert_no_tensorflow_noise(log)
     assert [int(s) for s in STEP_LINE.findall(log)] == [1, 2, 3]
+    assert re.findall(r'\] step \d+: .* images/s \| (\d+)% of 3, about \d+ s left', log) == ['33', '67', '100']
+    assert log.count('Expected duration of this run: about ') == 1
+    # The end-of-run summary: the steps, the checkpoint, and the next commands once.
+    records, _, _ = workspace
+    assert re.search(r'Training done at step 3, checkpoint .*model.ckpt-3\. This process ran 3 step\(s\), from global '
+                     r'step 0 to 3, in \d+ s \([0-9.]+ images/s\); final loss [0-9.]+ \(pos ', log)
+    evaluate = f'Evaluate it: python eval_ssd_network.py --dataset_dir={records} --checkpoint_path={train_dir}'
+    assert log.count(evaluate) == 1
     assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-3')
     assert {'losses/total', 'losses/cross_entropy_pos', 'losses/cross_entropy_neg', 'losses/localization',
             'losses/regularization', 'learning_rate', 'inputs_with_boxes/image/0'} <= summary_tags(train_dir)

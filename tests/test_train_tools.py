@@ -1,5 +1,5 @@
-"""The training step (NaN guard, stop requests, checkpoint cadence, logging), signal handling, and
-checkpoints that survive a kill -9 during a save."""
+"""The training step (NaN guard, stop requests, checkpoint cadence, logging) over a tiny graph, signal handling,
+and checkpoints that survive a kill -9 during a save. The policies alone: tests/test_step_policies.py."""
 import logging as py_logging
 import os
 import signal
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from utils import checkpoints, devices, train_tools
+from utils import checkpoints, devices, step_policies, train_tools
+from utils.step_policies import TrainingDiverged
 from utils.stop_request import StopRequest
-from utils.train_tools import TrainingDiverged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,11 +53,11 @@ class TinyTraining:
             self.clock = FakeClock()
             self.step_fn = train_tools.TrainStep(
                 {'total': loss, 'localization': loss * 0.0}, tf.constant(0.1),
-                train_tools.StopPolicy(max_number_of_steps, stop_request),
-                train_tools.SpeedLog(every_n_steps=2, images_per_step=4),
-                train_tools.CheckpointPolicy(self.saver, str(tmp_path), train_tools.weights_finite_op([self.weights]),
-                                             save_interval_secs, save_every_n_steps, clock=self.clock),
-                train_tools.SummaryPolicy(tf.summary.scalar('loss', loss), save_summaries_secs, clock=self.clock))
+                step_policies.StopPolicy(max_number_of_steps, stop_request),
+                step_policies.SpeedLog(every_n_steps=2, images_per_step=4),
+                step_policies.CheckpointPolicy(self.saver, str(tmp_path), train_tools.weights_finite_op([self.weights]),
+                                               save_interval_secs, save_every_n_steps, clock=self.clock),
+                step_policies.SummaryPolicy(tf.summary.scalar('loss', loss), save_summaries_secs, clock=self.clock))
             self.session = tf.Session()
             self.session.run(tf.global_variables_initializer())
         self.writer = FakeWriter()
@@ -128,13 +128,6 @@ def test_logs_losses_speed_and_throughput(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step ')]
     assert len(lines) == 1 and lines[0].startswith('step 2: loss 3.2000 (loc 0.0000) lr 0.1 | ')
     assert lines[0].endswith(' images/s') and 'sec/step' in lines[0]
-
-
-def test_format_losses():
-    line = train_tools.format_losses(40, {'total': 5.0, 'cross_entropy_pos': 1.0, 'cross_entropy_neg': 2.0,
-                                          'localization': 1.5, 'regularization': 0.5}, 0.001, 0.5, 32)
-    assert line == ('step 40: loss 5.0000 (pos 1.0000 neg 2.0000 loc 1.5000 reg 0.5000) lr 0.001 | '
-                    '0.500 sec/step, 64.0 images/s')
 
 
 def test_first_signal_sets_the_flag_and_restores_default_handlers():

@@ -119,6 +119,18 @@ def next_commands(config):
             f'python detect.py --checkpoint_path={train_dir} --images={images} --output_dir=out')
 
 
+def run_summary(config, totals, final_step, checkpoint=None, stopped_by=None):
+    """The paragraph that ends a run: how it ended and its checkpoint (None on a non-chief worker, which then
+    gets no commands), this process's totals (step_policies.SpeedLog.totals), and the next_commands."""
+    where = f', checkpoint {checkpoint}' if checkpoint else ''
+    head = (f'Stopped by {stopped_by} at step {final_step}{where}; run the same command to resume.' if stopped_by
+            else f'Training done at step {final_step}{where}.')
+    if not checkpoint:
+        return f'{head} {totals}'
+    evaluate, draw = next_commands(config)
+    return f'{head} {totals}\nEvaluate it: {evaluate}\nDraw its detections: {draw}'
+
+
 def _dataset_info(dataset_dir, dataset_name):
     """dataset_info.json, or without it the built-in class list --dataset_name names; with the json,
     --dataset_name must be the dataset's name or a built-in list equal to its classes."""

@@ -1,19 +1,12 @@
 """The course's training helpers around slim.learning.train: the train op, the summaries, and the step
-function built from small policies (stop, log, checkpoint cadence, summary cadence).
+function (TrainStep) built from the small policies of utils/step_policies.py (stop, log, NaN guard,
+checkpoint and summary cadences).
 
 slim.learning.train runs the loop, creates the session (restoring a train_dir checkpoint), and saves the final
-checkpoint when the step function asks to stop. Three of its services are replaced, for reasons:
-- checkpoints: its supervisor saves from a background thread at any moment; CheckpointPolicy saves between two
-  steps, and only weights checked finite. tf.train.Saver writes the data and index files first and then
-  atomically replaces the 'checkpoint' state file, so a process killed during a save leaves the state file
-  pointing at the previous complete checkpoint;
-- summaries: its summary thread would run the summary op, which pulls a batch from the input pipeline, beside
-  the training step; SummaryPolicy adds the summary op to a step's fetches when one is due;
-- the log line: its line has the total loss only; SpeedLog adds the components, the rate and images/s.
+checkpoint when the step function asks to stop.
 """
 import collections
 import dataclasses
-import math
 import os
 import time
 from typing import Optional
@@ -23,15 +16,8 @@ from absl import logging
 
 from datasets import bad_samples
 from utils import clones
-from utils.checkpoints import CHECKPOINT_BASENAME
 from utils.errors import UserError
-
-LOSS_LOG_NAMES = (('cross_entropy_pos', 'pos'), ('cross_entropy_neg', 'neg'), ('localization', 'loc'),
-                  ('regularization', 'reg'))
-
-
-class TrainingDiverged(UserError):
-    """The loss or the weights stopped being finite."""
+from utils.step_policies import check_losses_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,133 +98,6 @@ def training_summaries(losses, learning_rate, extra=()):
     summaries = [tf.summary.scalar('losses/' + name, value) for name, value in sorted(losses.items())]
     summaries.append(tf.summary.scalar('learning_rate', learning_rate))
     return tf.summary.merge(summaries + list(extra), name='summary_op')
-
-
-def format_losses(step, losses, learning_rate, sec_per_step, images_per_step):
-    """'step 40: loss 5.2130 (pos 1.1 neg 2.0 loc 1.9 reg 0.2) lr 0.001 | 0.52 sec/step, 15.4 images/s'."""
-    parts = ' '.join(f'{short} {losses[name]:.4f}' for name, short in LOSS_LOG_NAMES if name in losses)
-    rate = images_per_step / sec_per_step if sec_per_step > 0 else float('inf')
-    return (f'step {step}: loss {losses["total"]:.4f} ({parts}) lr {learning_rate:.6g} | '
-            f'{sec_per_step:.3f} sec/step, {rate:.1f} images/s')
-
-
-def crossed(step, previous, every):
-    """True when a multiple of `every` lies in (previous, step]: the cadence survives steps skipped
-    because other workers advanced the global step."""
-    return every > 0 and step // every > previous // every
-
-
-class Cadence:
-    """Due every `every_secs` seconds and/or when the global step crosses a multiple of `every_steps`.
-    The seconds count from construction, or with due_at_first, the first check is due at once."""
-
-    def __init__(self, every_secs=0, every_steps=0, clock=time.time, due_at_first=False):
-        self.every_secs, self.every_steps, self.clock = every_secs, every_steps, clock
-        self.last_time = None if due_at_first else clock()
-        self.last_step = None
-
-    def due(self, step=None):
-        by_steps = step is not None and self.last_step is not None and crossed(step, self.last_step,
-                                                                               self.every_steps)
-        by_time = self.every_secs > 0 and (self.last_time is None or self.clock() - self.last_time >= self.every_secs)
-        return by_steps or by_time
-
-    def start(self, step):
-        """The first global step this process sees: steps count from it."""
-        self.last_step = step
-
-    def mark(self, step=None):
-        self.last_time = self.clock()
-        if step is not None:
-            self.last_step = step
-
-
-class StopPolicy:
-    """Stop at max_number_of_steps, on a StopRequest (Ctrl-C), or when the chief raised the cluster's stop flag
-    (distributed.ClusterStop); any of them may be None."""
-
-    def __init__(self, max_number_of_steps=None, stop_request=None, cluster_stop=None):
-        self.max_number_of_steps, self.stop_request, self.cluster_stop = max_number_of_steps, stop_request, cluster_stop
-
-    def should_stop(self, session, step):
-        return ((self.stop_request is not None and self.stop_request.requested)
-                or (self.max_number_of_steps is not None and step >= self.max_number_of_steps)
-                or (self.cluster_stop is not None and self.cluster_stop.requested(session)))
-
-    def report_lost_cluster(self, error):
-        if self.stop_request is not None:
-            self.stop_request.report_lost_cluster(error)
-
-
-class SpeedLog:
-    """Every `every_n_steps` global steps, one format_losses line (sec/step averaged since the last line;
-    images_per_step: this process's batch)."""
-
-    def __init__(self, every_n_steps, images_per_step):
-        self.cadence = Cadence(every_steps=every_n_steps)
-        self.images_per_step = images_per_step
-        self.timed_steps, self.timed_secs = 0, 0.0
-
-    def record(self, step, elapsed, losses, learning_rate, note=''):
-        """note: appended to the line after ' | ' when not empty (the bad samples skipped so far)."""
-        self.timed_steps += 1
-        self.timed_secs += elapsed
-        if self.cadence.due(step):
-            line = format_losses(step, losses, learning_rate, self.timed_secs / self.timed_steps, self.images_per_step)
-            logging.info(f'{line} | {note}' if note else line)
-            self.timed_steps, self.timed_secs = 0, 0.0
-            self.cadence.mark(step)
-
-
-class CheckpointPolicy:
-    """The chief's checkpoints: every interval_secs and/or every_n_steps, between two steps, weights checked
-    finite first (weights_finite: weights_finite_op, or None)."""
-
-    def __init__(self, saver, train_dir, weights_finite, interval_secs=600, every_n_steps=0, clock=time.time):
-        self.saver, self.weights_finite = saver, weights_finite
-        self.save_path = os.path.join(train_dir, CHECKPOINT_BASENAME)
-        self.cadence = Cadence(interval_secs, every_n_steps, clock)
-
-    def maybe_save(self, session, step):
-        if step != self.cadence.last_step and self.cadence.due(step):
-            self.save(session, step)
-
-    def save(self, session, step):
-        """Write a checkpoint at `step` after checking the weights are finite."""
-        self.check_weights(session, step)
-        path = self.saver.save(session, self.save_path, global_step=step)
-        self.cadence.mark(step)
-        logging.info('Saved checkpoint %s', path)
-
-    def check_weights(self, session, step):
-        if self.weights_finite is not None and not session.run(self.weights_finite):
-            raise TrainingDiverged(f'step {step}: the weights hold NaN or Inf; training stopped without saving '
-                                   f'them, so the last checkpoint is the last good one. Lower --learning_rate '
-                                   f'(or add --warmup_steps) and resume')
-
-
-class SummaryPolicy:
-    """The chief's summaries: summary_op on the first step, then every interval_secs (0: never), written with
-    the step's summary_writer (slim.learning.train passes it in train_step_kwargs)."""
-
-    def __init__(self, summary_op, interval_secs=600, clock=time.time):
-        self.summary_op = summary_op
-        self.cadence = Cadence(interval_secs, clock=clock, due_at_first=True)
-
-    def write(self, train_step_kwargs, summary, step):
-        writer = train_step_kwargs.get('summary_writer')
-        if writer is not None:
-            writer.add_summary(summary, step)
-        self.cadence.mark()
-
-
-def check_losses_finite(step, losses, train_dir):
-    """TrainingDiverged when a loss value is NaN or infinite: the loop ends without saving."""
-    if not all(math.isfinite(float(v)) for v in losses.values()):
-        parts = ', '.join(f'{name} {float(value):g}' for name, value in sorted(losses.items()))
-        raise TrainingDiverged(f'step {step}: the loss is not finite ({parts}); training stopped without saving, '
-                               f'so the last checkpoint in {train_dir} is the last good one. Lower --learning_rate '
-                               f'(or add --warmup_steps) and resume')
 
 
 class TrainStep:

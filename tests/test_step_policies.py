@@ -1,0 +1,106 @@
+"""The step policies alone, on a fake clock: the log line with its progress and time left, the expected
+duration, the run's totals, and the end-of-run summary."""
+import logging as py_logging
+import time
+
+import pytest
+
+from utils import step_policies, train_plan
+from utils.step_policies import SpeedLog
+
+LOSSES = {'total': 5.0, 'cross_entropy_pos': 1.0, 'cross_entropy_neg': 2.0, 'localization': 1.5,
+          'regularization': 0.5}
+
+
+class FakeClock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def logged(caplog):
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_format_losses():
+    line = step_policies.format_losses(40, LOSSES, 0.001, 0.5, 32)
+    assert line == ('step 40: loss 5.0000 (pos 1.0000 neg 2.0000 loc 1.5000 reg 0.5000) lr 0.001 | '
+                    '0.500 sec/step, 64.0 images/s')
+
+
+@pytest.mark.parametrize('secs, text', [(40, '40 s'), (89.4, '89 s'), (90, '2 min'), (720, '12 min'),
+                                        (5399, '90 min'), (5400, '1.5 h'), (9000, '2.5 h')])
+def test_format_duration(secs, text):
+    assert step_policies.format_duration(secs) == text
+
+
+def test_format_progress():
+    assert step_policies.format_progress(1050, 3000, 0.4) == '35% of 3000, about 13 min left'   # 1950 x 0.4 s
+    assert step_policies.format_progress(3000, 3000, 0.4) == '100% of 3000, about 0 s left'
+
+
+def test_log_lines_give_progress_and_time_left_from_the_recent_rate(caplog):
+    caplog.set_level(py_logging.INFO, logger='absl')
+    clock = FakeClock()
+    log = SpeedLog(every_n_steps=2, images_per_step=4, max_number_of_steps=10, clock=clock)
+    log.cadence.start(0)                           # as TrainStep does with the global step it finds
+    log.record(1, 5.0, LOSSES, 0.1)                # the first step (5 s of start-up) ends at t = 1000
+    clock.now += 2
+    log.record(2, 0.5, LOSSES, 0.1)                # 2 s since step 1: the rate, not the first step's 5 s
+    step_2, duration = logged(caplog)
+    assert step_2.startswith('step 2: loss 5.0000 ') and step_2.endswith(
+        '| 2.750 sec/step, 1.5 images/s | 20% of 10, about 16 s left')            # 8 steps x 2 s
+    assert duration.startswith('Expected duration of this run: about 23 s (10 steps from step 0, at 2.000 s a step '
+                               'from now on), ending about ')                     # 7 s so far + 16 s
+    assert duration.endswith(time.strftime('%H:%M', time.localtime(995 + 23)))
+    for step in (3, 4):
+        clock.now += 1
+        log.record(step, 0.5, LOSSES, 0.1, note='1 bad sample(s) skipped')
+    assert logged(caplog)[2:] == [step_policies.format_losses(4, LOSSES, 0.1, 0.5, 4)
+                                  + ' | 40% of 10, about 6 s left | 1 bad sample(s) skipped']   # 1 s a step now
+    assert log.totals() == ('This process ran 4 step(s), from global step 0 to 4, in 9 s (1.8 images/s); final loss '
+                            '5.0000 (pos 1.0000 neg 2.0000 loc 1.5000 reg 0.5000) lr 0.1.')   # 16 images / 9 s
+
+
+def test_without_a_step_limit_the_line_has_no_progress(caplog):
+    caplog.set_level(py_logging.INFO, logger='absl')
+    log = SpeedLog(every_n_steps=1, images_per_step=4, clock=FakeClock())
+    log.cadence.start(7)
+    log.record(8, 0.5, LOSSES, 0.1)
+    assert logged(caplog) == [step_policies.format_losses(8, LOSSES, 0.1, 0.5, 4)]
+    assert log.totals().startswith('This process ran 1 step(s), from global step 7 to 8, ')
+
+
+def test_the_first_line_of_a_process_without_a_window_uses_its_sec_per_step(caplog):
+    caplog.set_level(py_logging.INFO, logger='absl')
+    log = SpeedLog(every_n_steps=1, images_per_step=4, max_number_of_steps=100, clock=FakeClock())
+    log.cadence.start(50)
+    log.record(51, 3.0, LOSSES, 0.1)
+    assert logged(caplog)[0].endswith('| 51% of 100, about 2 min left')           # 49 steps x 3 s
+    assert 'about 2 min (50 steps from step 50, at 3.000 s a step from now on)' in logged(caplog)[1]
+
+
+def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
+    config = _config('./ckpt/fine_tuning', './IMAGE/tfrecords')
+    totals = 'This process ran 3 step(s), from global step 0 to 3, in 9 s (1.3 images/s); final loss 1.0 () lr 0.1.'
+    text = train_plan.run_summary(config, totals, 3, 'ckpt/fine_tuning/model.ckpt-3')
+    assert text.splitlines() == [
+        f'Training done at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3. {totals}',
+        'Evaluate it: python eval_ssd_network.py --dataset_dir=./IMAGE/tfrecords --checkpoint_path=./ckpt/fine_tuning',
+        'Draw its detections: python detect.py --checkpoint_path=./ckpt/fine_tuning --images=<your images, e.g. '
+        'IMAGE/JPEGImages/*.jpg> --output_dir=out']
+    stopped = train_plan.run_summary(config, totals, 3, 'ckpt/fine_tuning/model.ckpt-3', 'SIGINT')
+    assert stopped.startswith('Stopped by SIGINT at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3; run the same '
+                              f'command to resume. {totals}\nEvaluate it: ')
+    assert train_plan.run_summary(config, totals, 5, None) == f'Training done at step 5. {totals}'   # not the chief
+
+
+def _config(train_dir, dataset_dir):
+    """A TrainConfig with the fields run_summary reads (the others are not looked at)."""
+    from utils.train_tools import LoopConfig
+    return train_plan.TrainConfig(
+        model=None, input=train_plan.InputConfig(dataset_dir), loss=None, schedule=None,
+        num_epochs_per_decay_given=False, optimizer=None, moving_average_decay=None, trainable_scopes=None,
+        restore=None, pretrained_optional=True, loop=LoopConfig(train_dir), devices=None, cluster=None)

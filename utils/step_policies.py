@@ -1,0 +1,225 @@
+"""The small policies train_tools.TrainStep is built from: when to stop, the log line (losses, speed, progress
+and time left), the NaN guard, and the chief's checkpoint and summary cadences.
+
+They replace three services of slim.learning.train, for reasons:
+- checkpoints: its supervisor saves from a background thread at any moment; CheckpointPolicy saves between two
+  steps, and only weights checked finite. tf.train.Saver writes the data and index files first and then
+  atomically replaces the 'checkpoint' state file, so a process killed during a save leaves the state file
+  pointing at the previous complete checkpoint;
+- summaries: its summary thread would run the summary op, which pulls a batch from the input pipeline, beside
+  the training step; SummaryPolicy adds the summary op to a step's fetches when one is due;
+- the log line: its line has the total loss only; SpeedLog adds the components, the rate, images/s and, when
+  the run has a step limit, how far along it is and the time left.
+"""
+import math
+import os
+import time
+
+from absl import logging
+
+from utils.checkpoints import CHECKPOINT_BASENAME
+from utils.errors import UserError
+
+LOSS_LOG_NAMES = (('cross_entropy_pos', 'pos'), ('cross_entropy_neg', 'neg'), ('localization', 'loc'),
+                  ('regularization', 'reg'))
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights stopped being finite."""
+
+
+def format_loss_values(losses, learning_rate):
+    """'loss 5.2130 (pos 1.1000 neg 2.0000 loc 1.9000 reg 0.2000) lr 0.001'."""
+    parts = ' '.join(f'{short} {losses[name]:.4f}' for name, short in LOSS_LOG_NAMES if name in losses)
+    return f'loss {losses["total"]:.4f} ({parts}) lr {learning_rate:.6g}'
+
+
+def format_losses(step, losses, learning_rate, sec_per_step, images_per_step):
+    """'step 40: loss 5.2130 (pos 1.1 neg 2.0 loc 1.9 reg 0.2) lr 0.001 | 0.52 sec/step, 15.4 images/s'."""
+    rate = images_per_step / sec_per_step if sec_per_step > 0 else float('inf')
+    return (f'step {step}: {format_loss_values(losses, learning_rate)} | '
+            f'{sec_per_step:.3f} sec/step, {rate:.1f} images/s')
+
+
+def format_duration(secs):
+    """'40 s' under 90 s, '12 min' under 90 min, else '2.5 h'."""
+    if secs < 90:
+        return f'{secs:.0f} s'
+    if secs < 90 * 60:
+        return f'{secs / 60:.0f} min'
+    return f'{secs / 3600:.1f} h'
+
+
+def format_progress(step, max_number_of_steps, secs_per_global_step):
+    """'35% of 3000, about 12 min left': the time left at the given rate (wall seconds per global step)."""
+    left = max(0, max_number_of_steps - step) * secs_per_global_step
+    return f'{100 * step / max_number_of_steps:.0f}% of {max_number_of_steps}, about {format_duration(left)} left'
+
+
+def crossed(step, previous, every):
+    """True when a multiple of `every` lies in (previous, step]: the cadence survives steps skipped
+    because other workers advanced the global step."""
+    return every > 0 and step // every > previous // every
+
+
+class Cadence:
+    """Due every `every_secs` seconds and/or when the global step crosses a multiple of `every_steps`.
+    The seconds count from construction, or with due_at_first, the first check is due at once."""
+
+    def __init__(self, every_secs=0, every_steps=0, clock=time.time, due_at_first=False):
+        self.every_secs, self.every_steps, self.clock = every_secs, every_steps, clock
+        self.last_time = None if due_at_first else clock()
+        self.last_step = None
+
+    def due(self, step=None):
+        by_steps = step is not None and self.last_step is not None and crossed(step, self.last_step,
+                                                                               self.every_steps)
+        by_time = self.every_secs > 0 and (self.last_time is None or self.clock() - self.last_time >= self.every_secs)
+        return by_steps or by_time
+
+    def start(self, step):
+        """The first global step this process sees: steps count from it."""
+        self.last_step = step
+
+    def mark(self, step=None):
+        self.last_time = self.clock()
+        if step is not None:
+            self.last_step = step
+
+
+class StopPolicy:
+    """Stop at max_number_of_steps, on a StopRequest (Ctrl-C), or when the chief raised the cluster's stop flag
+    (distributed.ClusterStop); any of them may be None."""
+
+    def __init__(self, max_number_of_steps=None, stop_request=None, cluster_stop=None):
+        self.max_number_of_steps, self.stop_request, self.cluster_stop = max_number_of_steps, stop_request, cluster_stop
+
+    def should_stop(self, session, step):
+        return ((self.stop_request is not None and self.stop_request.requested)
+                or (self.max_number_of_steps is not None and step >= self.max_number_of_steps)
+                or (self.cluster_stop is not None and self.cluster_stop.requested(session)))
+
+    def report_lost_cluster(self, error):
+        if self.stop_request is not None:
+            self.stop_request.report_lost_cluster(error)
+
+
+class SpeedLog:
+    """Every `every_n_steps` global steps, one format_losses line (sec/step: this process's session.run time
+    averaged since the last line; images_per_step: this process's batch). With max_number_of_steps, the line
+    ends with format_progress at the recent rate: global steps per wall second since the previous line (since
+    the end of the first step, whose start-up cost would skew it, for the first line), which counts other
+    workers' steps and the time spent saving; the first such line is followed by the expected duration.
+    It also keeps the run's totals for the end-of-run summary."""
+
+    def __init__(self, every_n_steps, images_per_step, max_number_of_steps=None, clock=time.time):
+        self.cadence = Cadence(every_steps=every_n_steps)
+        self.images_per_step, self.max_number_of_steps, self.clock = images_per_step, max_number_of_steps, clock
+        self.timed_steps, self.timed_secs = 0, 0.0
+        self.window = None               # (global step, time) where the rate's window starts
+        self.start_time, self.start_step = None, None  # when this process's first step started, and from which
+        self.steps_run, self.last = 0, None  # steps this process ran; the last one's (step, losses, rate)
+        self.duration_said = False
+
+    def record(self, step, elapsed, losses, learning_rate, note=''):
+        """note: appended to the line after ' | ' when not empty (the bad samples skipped so far)."""
+        now = self.clock()
+        if self.start_time is None:
+            self.start_time = now - elapsed
+            # TrainStep starts the cadence at the global step it found; else this step was the first.
+            self.start_step = self.cadence.last_step if self.cadence.last_step is not None else step - 1
+        self.steps_run += 1
+        self.last = (step, losses, learning_rate)
+        self.timed_steps += 1
+        self.timed_secs += elapsed
+        if self.cadence.due(step):
+            sec_per_step = self.timed_secs / self.timed_steps
+            parts = [format_losses(step, losses, learning_rate, sec_per_step, self.images_per_step)]
+            if self.max_number_of_steps:
+                secs_per_global_step = self._secs_per_global_step(step, now, sec_per_step)
+                parts.append(format_progress(step, self.max_number_of_steps, secs_per_global_step))
+            logging.info(' | '.join(parts + ([note] if note else [])))
+            if self.max_number_of_steps and not self.duration_said:
+                logging.info('%s', self.expected_duration(step, now, secs_per_global_step))
+                self.duration_said = True
+            self.timed_steps, self.timed_secs = 0, 0.0
+            self.cadence.mark(step)
+            self.window = (step, now)
+        elif self.window is None:
+            self.window = (step, now)
+
+    def _secs_per_global_step(self, step, now, sec_per_step):
+        """Wall seconds per global step since the window's start; this process's sec/step before it has one."""
+        if self.window is not None and step > self.window[0] and now > self.window[1]:
+            return (now - self.window[1]) / (step - self.window[0])
+        return sec_per_step
+
+    def expected_duration(self, step, now, secs_per_global_step):
+        """'Expected duration of this run: about 21 min (3000 steps from step 0, at 0.421 s a step from now on),
+        ending about 14:52': the time so far plus the steps left at the recent rate."""
+        total = (now - self.start_time) + max(0, self.max_number_of_steps - step) * secs_per_global_step
+        end = time.strftime('%H:%M', time.localtime(self.start_time + total))
+        steps = self.max_number_of_steps - self.start_step
+        return (f'Expected duration of this run: about {format_duration(total)} ({steps} steps from step '
+                f'{self.start_step}, at {secs_per_global_step:.3f} s a step from now on), ending about {end}')
+
+    def totals(self):
+        """One sentence for the end-of-run summary: steps run, wall time, images/s, the final losses."""
+        if not self.steps_run:
+            return 'This process ran no step.'
+        wall = max(self.clock() - self.start_time, 1e-9)
+        step, losses, learning_rate = self.last
+        return (f'This process ran {self.steps_run} step(s), from global step {self.start_step} to {step}, in '
+                f'{format_duration(wall)} ({self.steps_run * self.images_per_step / wall:.1f} images/s); final '
+                f'{format_loss_values(losses, learning_rate)}.')
+
+
+class CheckpointPolicy:
+    """The chief's checkpoints: every interval_secs and/or every_n_steps, between two steps, weights checked
+    finite first (weights_finite: train_tools.weights_finite_op, or None)."""
+
+    def __init__(self, saver, train_dir, weights_finite, interval_secs=600, every_n_steps=0, clock=time.time):
+        self.saver, self.weights_finite = saver, weights_finite
+        self.save_path = os.path.join(train_dir, CHECKPOINT_BASENAME)
+        self.cadence = Cadence(interval_secs, every_n_steps, clock)
+
+    def maybe_save(self, session, step):
+        if step != self.cadence.last_step and self.cadence.due(step):
+            self.save(session, step)
+
+    def save(self, session, step):
+        """Write a checkpoint at `step` after checking the weights are finite."""
+        self.check_weights(session, step)
+        path = self.saver.save(session, self.save_path, global_step=step)
+        self.cadence.mark(step)
+        logging.info('Saved checkpoint %s', path)
+
+    def check_weights(self, session, step):
+        if self.weights_finite is not None and not session.run(self.weights_finite):
+            raise TrainingDiverged(f'step {step}: the weights hold NaN or Inf; training stopped without saving '
+                                   f'them, so the last checkpoint is the last good one. Lower --learning_rate '
+                                   f'(or add --warmup_steps) and resume')
+
+
+class SummaryPolicy:
+    """The chief's summaries: summary_op on the first step, then every interval_secs (0: never), written with
+    the step's summary_writer (slim.learning.train passes it in train_step_kwargs)."""
+
+    def __init__(self, summary_op, interval_secs=600, clock=time.time):
+        self.summary_op = summary_op
+        self.cadence = Cadence(interval_secs, clock=clock, due_at_first=True)
+
+    def write(self, train_step_kwargs, summary, step):
+        writer = train_step_kwargs.get('summary_writer')
+        if writer is not None:
+            writer.add_summary(summary, step)
+        self.cadence.mark()
+
+
+def check_losses_finite(step, losses, train_dir):
+    """TrainingDiverged when a loss value is NaN or infinite: the loop ends without saving."""
+    if not all(math.isfinite(float(v)) for v in losses.values()):
+        parts = ', '.join(f'{name} {float(value):g}' for name, value in sorted(losses.items()))
+        raise TrainingDiverged(f'step {step}: the loss is not finite ({parts}); training stopped without saving, '
+                               f'so the last checkpoint in {train_dir} is the last good one. Lower --learning_rate '
+                               f'(or add --warmup_steps) and resume')
