@@ -12,7 +12,9 @@ The post-processing is marked the TF Object Detection API's way: an empty tf.fun
 the class scores (softmax, background included) and the anchors (cy, cx, h, w); the converter replaces the
 call with the op. The op decodes as nets/box_coder.decode does when y_scale, x_scale, h_scale, w_scale are
 1 / prior_scaling, and runs per-class NMS (use_regular_nms) like nets/postprocess.detect, except that it has no
-per-class top-k before NMS (select_top_k): every anchor above the score threshold is a candidate.
+per-class top-k before NMS (select_top_k): every anchor above the score threshold is a candidate. The converter
+passes on only the attributes it knows, not detections_per_class (the kernel then keeps 100 per class), so
+convert() writes it into the op's options afterwards, equal to max_detections as net.detect has it.
 """
 import contextlib
 import logging
