@@ -146,6 +146,17 @@ def test_detect_runs_the_tflite_model_as_it_runs_the_checkpoint(exported, tmp_pa
     assert top_tflite['score'] == pytest.approx(top_checkpoint['score'], abs=1e-3)
 
 
+@pytest.mark.parametrize('sources, message', [
+    (['--model=missing.tflite'], '--model=missing.tflite: no such file'),
+    (['--model=missing.tflite', '--checkpoint_path=ckpt'], 'give one of --checkpoint_path'),
+    ([], 'give one of --checkpoint_path'),
+])
+def test_detect_model_errors_are_one_line(tmp_path, sources, message):
+    result = fixtures.run_script(['detect.py', f'--images={tmp_path / "none.png"}', f'--output_dir={tmp_path}'] + sources)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f'detect.py: error: {message}')
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--quantize=int8'], '--quantize=int8 needs --dataset_dir'),
     (['--select_top_k=100'], '--select_top_k: TFLite_Detection_PostProcess has no per-class top-k'),
