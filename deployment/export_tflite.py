@@ -11,6 +11,7 @@ deployment/tflite_model.py. --quantize=int8 calibrates on images of the --calibr
 --num_classes, --depth_multiplier, --anchor_set override it.
 """
 import os
+import re
 import sys
 
 if not __package__:  # run by path (python deployment/export_tflite.py): the packages are one folder up
@@ -34,6 +35,9 @@ flags.DEFINE_integer('num_calibration_images', 100, 'Images that calibrate --qua
 # Post-processing baked into the model (TFLite_Detection_PostProcess's attributes).
 inference_flags.define_postprocess_flags()
 inference_flags.define_model_flags('NHWC', 'Layout of the exported model: TFLite runs NHWC only.')
+
+# The line the quantizer's C++ code prints for every int8 conversion: nothing a user acts on.
+_CONVERTER_NOISE = re.compile(r'^fully_quantize: \d+, inference_type: ')
 
 
 def check_flags(fv):
@@ -67,10 +71,11 @@ def main(fv):
     network = config.build_network()
     attributes = tflite_model.postprocess_attributes(config.num_classes, network.params.prior_scaling,
                                                      inference_flags.postprocess_options(fv))
+    images = calibration_images(fv, config.image_size) if fv.quantize == 'int8' else None   # bad records: stop now
     graph_def = tflite_model.frozen_network(prefix, config, inference_flags.use_moving_averages(fv))
     module = tflite_model.DetectorModule(graph_def, network.anchors, attributes, config.image_size)
-    images = calibration_images(fv, config.image_size) if fv.quantize == 'int8' else None
-    model = tflite_model.convert(module, fv.quantize, images)
+    with script_setup.stderr_without(_CONVERTER_NOISE):
+        model = tflite_model.convert(module, fv.quantize, images)
     write_bytes_atomically(fv.output_file, model)
     write_text_atomically(tflite_detector.labels_path(fv.output_file), '\n'.join(config.class_names) + '\n')
     print('TFLite model written to %s (%.1f MB, %s); class names in %s' % (

@@ -123,6 +123,7 @@ def test_float16_and_int8_models_run_and_are_smaller(exported):
     int8 = _export(root / 'train', root / 'int8.tflite', '--quantize=int8', f'--dataset_dir={root / "data"}',
                    '--calibration_split=test')
     fixtures.assert_no_tensorflow_noise(int8.stdout + int8.stderr)
+    assert 'fully_quantize' not in int8.stderr     # the quantizer's C++ status line
     size = os.path.getsize(exported['model'])
     assert os.path.getsize(root / 'half.tflite') < 0.6 * size and os.path.getsize(root / 'int8.tflite') < 0.4 * size
     for name in ('half.tflite', 'int8.tflite'):

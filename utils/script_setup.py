@@ -5,6 +5,7 @@ switch (read when TensorFlow loads) unless the environment already sets them, th
 its start-up notices. run_main then parses the flags and turns the failures a user can fix into one line and
 an exit status.
 """
+import contextlib
 import logging
 import os
 import re
@@ -28,24 +29,36 @@ def _show_tensorflow_notices():
     return os.environ['TF_CPP_MIN_LOG_LEVEL'].strip() in ('0', '1')
 
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with stderr (fd 2, where C++ writes) held in a file, then pass on every line of
-    it but the start-up notices, so a real error while loading still shows."""
-    if 'tensorflow' in sys.modules or _show_tensorflow_notices():
+@contextlib.contextmanager
+def stderr_without(noise):
+    """Holds stderr (fd 2, where C++ writes) in a file while the block runs, then passes on every line of it
+    but those the compiled regex `noise` finds, so a real error still shows. Nothing is dropped when the user
+    asked for TensorFlow's notices (TF_CPP_MIN_LOG_LEVEL=0 or 1)."""
+    if _show_tensorflow_notices():
+        yield
         return
     sys.stderr.flush()
     real_stderr = os.dup(2)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
+            sys.stderr.flush()
             os.dup2(real_stderr, 2)
             os.close(real_stderr)
             held.seek(0)
             for line in held.read().decode(errors='replace').splitlines(keepends=True):
-                if not _START_UP_NOISE.search(line):
+                if not noise.search(line):
                     sys.stderr.write(line)
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow without its start-up notices (stderr_without)."""
+    if 'tensorflow' in sys.modules:
+        return
+    with stderr_without(_START_UP_NOISE):
+        import tensorflow  # noqa: F401
 
 
 class _NoDeprecationNotices(logging.Filter):
