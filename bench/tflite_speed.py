@@ -69,8 +69,8 @@ def main(fv):
         export('export_tflite.py', f'--checkpoint_path={fv.checkpoint_path}', f'--quantize={quantize}',
                f'--output_file={os.path.join(fv.work_dir, name)}', f'--dataset_dir={fv.dataset_dir}')
     first = tflite_detector.TFLiteDetector(os.path.join(fv.work_dir, 'float32.tflite'))
-    images = tflite_model.calibration_images(dataset_info.list_shards(fv.dataset_dir, 'test'), first.image_size,
-                                             fv.num_images)
+    images = tflite_model.record_inputs(dataset_info.list_shards(fv.dataset_dir, 'test'), first.image_size,
+                                        fv.num_images)
     serving = tf.saved_model.load(os.path.join(saved_dir, '1')).signatures['serving_uint8']
     rows = [('SavedModel (TF %s)' % tf.__version__, size_mb(os.path.join(saved_dir, '1')), images_per_second(
         lambda image: serving(images=tf.constant(np.round(image).astype(np.uint8))), images, fv.warmup))]

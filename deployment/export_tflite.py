@@ -55,8 +55,8 @@ def check_flags(fv):
 
 def calibration_images(fv, image_size):
     """The int8 calibration inputs; UserError when the split has no image that decodes."""
-    images = tflite_model.calibration_images(dataset_info.list_shards(fv.dataset_dir, fv.calibration_split),
-                                             image_size, fv.num_calibration_images)
+    images = tflite_model.record_inputs(dataset_info.list_shards(fv.dataset_dir, fv.calibration_split),
+                                        image_size, fv.num_calibration_images)
     if not images:
         raise UserError(f'--dataset_dir={fv.dataset_dir}: split {fv.calibration_split!r} holds no image that '
                         f'decodes, nothing to calibrate on')

@@ -165,9 +165,9 @@ def _info_logs_off():
         absl_logging.set_verbosity(levels[1])
 
 
-def calibration_images(shards, image_size, count):
-    """float32 [1, h, w, 3] network inputs of the first `count` images of the record files `shards` that decode
-    (resize_for_eval), for int8 calibration; needs eager execution."""
+def record_inputs(shards, image_size, count):
+    """The model's inputs (float32 [1, h, w, 3], resize_for_eval) of the first `count` images of the record files
+    `shards` that decode: int8 calibration data; needs eager execution."""
     dataset = tf2.data.TFRecordDataset(list(shards))
     dataset = dataset.map(lambda record: tfrecord_pipeline.parse_example(record)['image']).ignore_errors()
     dataset = dataset.take(count).map(lambda image: resize_for_eval(image, tuple(image_size))[None])
