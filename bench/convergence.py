@@ -51,7 +51,8 @@ flags.DEFINE_float('learning_rate', 2e-3, 'Peak learning rate (after the warm-up
 flags.DEFINE_float('end_learning_rate', 1e-5, 'Rate at the end of the budget (cosine / polynomial).')
 flags.DEFINE_string('learning_rate_decay_type', 'cosine',
                     'cosine or polynomial: fitted to the budget; other types take --train_flags.')
-flags.DEFINE_float('opt_epsilon', 1e-8, 'Adam / RMSProp epsilon (the training script defaults to 1.0).')
+flags.DEFINE_float('opt_epsilon', 1e-8, 'Adam / RMSProp epsilon (the training script\'s default too; '
+                   'SSD-Tensorflow\'s was 1.0).')
 flags.DEFINE_integer('warmup_steps', 50, 'Linear warm-up steps.')
 flags.DEFINE_float('weight_decay', 5e-4, 'L2 weight decay.')
 flags.DEFINE_float('expected_sec_per_step', None,

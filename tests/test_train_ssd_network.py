@@ -41,6 +41,10 @@ def test_defaults_are_the_course_settings():
         32, 0.0005, 'adam', 0.001, 0.0001, 'ssd_300_vgg', './ckpt/fine_tuning', './ckpt/pre_trained',
         './IMAGE/tfrecords')
     assert parse_flags(['--checkpoint_path=/x/ssd_300_vgg.ckpt']).pretrained_path == '/x/ssd_300_vgg.ckpt'
+    # Adam's epsilon is 1e-8, not SSD-Tensorflow's 1.0 (bench/RESULTS.md); --opt_epsilon=1.0 restores it.
+    assert ls.describe_optimizer(script.config_from_flags(fv).optimizer) == (
+        'adam, adam_beta1=0.9, adam_beta2=0.999, opt_epsilon=1e-08')
+    assert script.config_from_flags(parse_flags(['--opt_epsilon=1.0'])).optimizer.opt_epsilon == 1.0
 
 
 def test_valid_flags_resolve_the_plan(records, tmp_path):

@@ -40,13 +40,15 @@ class ScheduleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Optimizer name and hyper-parameters, with SSD-Tensorflow's defaults (opt_epsilon 1.0 included)."""
+    """Optimizer name and hyper-parameters, with SSD-Tensorflow's defaults except opt_epsilon: 1e-8 (its 1.0,
+    from TF-Slim's RMSProp recipe, held Adam back on the demo data: bench/RESULTS.md)."""
     optimizer: str = _field('adam', 'One of ' + ', '.join(OPTIMIZER_NAMES) + '.')
     adadelta_rho: float = 0.95
     adagrad_initial_accumulator_value: float = 0.1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
-    opt_epsilon: float = 1.0
+    opt_epsilon: float = _field(1e-8, 'Epsilon of adam, rmsprop and adadelta (SSD-Tensorflow\'s default, 1.0, made '
+                                      'Adam learn far slower; --opt_epsilon=1.0 restores it).')
     ftrl_learning_rate_power: float = -0.5
     ftrl_initial_accumulator_value: float = 0.1
     ftrl_l1: float = 0.0
