@@ -152,11 +152,12 @@ def test_too_many_bad_samples_stop_the_run_with_a_checkpoint(records, tmp_path):
     spoil_image(os.path.join(records, TRAIN_SHARD))       # 1 of 8 is more than the default 1%
     train_dir = str(tmp_path / 'train')
     line = error_line(run(train_command(records, train_dir, '--max_number_of_steps=20')), 'train_ssd_network.py')
-    found = re.fullmatch(rf'1 of the \d+ samples read could not be decoded, more than 0.01 of them \(the last: '
+    # The one bad record counts once per epoch read: the read-ahead decides whether the stop comes after 1 or 2.
+    found = re.fullmatch(rf'[12] of the \d+ samples read could not be decoded, more than 0.01 of them \(the last: '
                          rf'{re.escape(os.path.join(records, TRAIN_SHARD))} record {BAD_INDEX}: the image does not '
                          rf'decode\); repair or rebuild the records \(README section 2\) rather than train on what is '
                          rf'left; checkpoint saved at step (\d+): run the same command to resume', line)
-    assert found and int(found.group(1)) <= 3
+    assert found and int(found.group(1)) <= 3, line
     assert tf.train.latest_checkpoint(train_dir).endswith(f'model.ckpt-{found.group(1)}')
 
 
