@@ -3,7 +3,8 @@
 Image i is drawn from numpy's default_rng([seed, i]), so a seed fixes every file. Writes
 Annotations/*.xml (labelImg style), JPEGImages/*.jpg, ImageSets/Main/train.txt and test.txt, labels.txt.
 
-Run: python -m datasets.demo_dataset --output_dir=demo   (training's configs/demo_cpu.flags does it on first use)
+Run: python -m datasets.demo_dataset --output_dir=demo   (training's configs/demo_cpu.flags does it on first use);
+--style=small_objects makes the crowded small-object variant (demo_drawing.STYLES).
 """
 import os
 import shutil
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from datasets import dataset_info as ds_info
-from datasets.demo_drawing import CLASS_NAMES, render_image
+from datasets.demo_drawing import CLASS_NAMES, STYLES, render_image
 from utils.errors import UserError
 
 GENERATED_DIRS = ('ImageSets', 'JPEGImages', 'Annotations')  # moved in this order: Annotations last
@@ -42,14 +43,14 @@ def annotation_xml(filename, height, width, objects):
     return ET.tostring(root, encoding='unicode') + '\n'
 
 
-def _write_files(root, seed, num_train, num_test, image_size):
+def _write_files(root, seed, num_train, num_test, style):
     for sub in (os.path.join('ImageSets', 'Main'), 'JPEGImages', 'Annotations'):
         os.makedirs(os.path.join(root, sub))
     for sub in GENERATED_DIRS:
         open(os.path.join(root, sub, MARKER), 'w').close()
     ids = [f'{i:06d}' for i in range(num_train + num_test)]
     for i, image_id in enumerate(ids):
-        image, objects = render_image(np.random.default_rng([seed, i]), image_size)
+        image, objects = render_image(np.random.default_rng([seed, i]), style)
         Image.fromarray(image).save(os.path.join(root, 'JPEGImages', image_id + '.jpg'), quality=90)
         with open(os.path.join(root, 'Annotations', image_id + '.xml'), 'w') as out:
             out.write(annotation_xml(image_id + '.jpg', image.shape[0], image.shape[1], objects))
@@ -78,8 +79,9 @@ def _check_target_free(path):
                                 'the demo data')
 
 
-def generate_demo_dataset(output_dir, seed=0, num_train=300, num_test=100, image_size=(320, 480)):
-    """Write the demo dataset into output_dir (VOC layout); image sides uniform in image_size px.
+def generate_demo_dataset(output_dir, seed=0, num_train=300, num_test=100, style=STYLES['demo']):
+    """Write the demo dataset into output_dir (VOC layout), its images composed as `style` (a
+    demo_drawing.DemoStyle) says.
 
     Files are made in a hidden temp folder inside output_dir, then moved in, Annotations last, so
     an interrupted run never leaves a dataset that looks complete. UserError when output_dir
@@ -96,7 +98,7 @@ def generate_demo_dataset(output_dir, seed=0, num_train=300, num_test=100, image
         _check_target_free(os.path.join(output_dir, name))
     temp_root = tempfile.mkdtemp(prefix='.demo-partial-', dir=output_dir)
     try:
-        _write_files(temp_root, seed, num_train, num_test, image_size)
+        _write_files(temp_root, seed, num_train, num_test, style)
         for name in targets:
             target = os.path.join(output_dir, name)
             if os.path.isdir(target):
@@ -130,8 +132,10 @@ def ensure_demo_dataset(image_dir, tfrecord_dir, log_fn=print, seed=0, num_train
 
 
 def main(flag_values):
-    generate_demo_dataset(flag_values.output_dir, flag_values.seed, flag_values.num_train, flag_values.num_test)
-    print(f'wrote {flag_values.num_train} train + {flag_values.num_test} test images to {flag_values.output_dir}')
+    generate_demo_dataset(flag_values.output_dir, flag_values.seed, flag_values.num_train, flag_values.num_test,
+                          STYLES[flag_values.style])
+    print(f'wrote {flag_values.num_train} train + {flag_values.num_test} test images ({flag_values.style}) to '
+          f'{flag_values.output_dir}')
 
 
 if __name__ == '__main__':
@@ -143,4 +147,6 @@ if __name__ == '__main__':
     flags.DEFINE_integer('seed', 0, 'Seed of every image and annotation.')
     flags.DEFINE_integer('num_train', 300, 'Images in the train split.')
     flags.DEFINE_integer('num_test', 100, 'Images in the test split.')
+    flags.DEFINE_enum('style', 'demo', list(STYLES), 'demo: the Quick start\'s images; small_objects: crowded '
+                      '300 x 300 images of objects 8-18 px on their shorter side.')
     script_setup.run_main(main, flags.FLAGS, graph_mode=False)

@@ -7,6 +7,8 @@ Four classes that differ in shape, not only colour: 'bottle' (tall, neck and cap
 box is the visible extent, VOC's rule); objects cut by the border are 'truncated'; tiny or heavily
 occluded ones are 'difficult'. Every random choice comes from the numpy Generator passed in.
 """
+import dataclasses
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -16,6 +18,24 @@ MIN_SIDE = 30          # px, shorter side of a normal object
 TINY_SIDE = (12, 20)   # px, shorter side of an occasional tiny (difficult) object
 MIN_VISIBLE = 0.45     # occluders may hide at most 55% of an earlier object
 DIFFICULT_VISIBLE = 0.6
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoStyle:
+    """How the images of a demo dataset are composed."""
+    image_size: tuple = (320, 480)                          # px, each side uniform in this range
+    object_counts: tuple = (1, 2, 3, 4, 5, 6)               # objects tried per image ...
+    count_weights: tuple = (0.1, 0.2, 0.25, 0.2, 0.15, 0.1)  # ... with these odds (None: equal)
+    short_side: tuple = (MIN_SIDE, None)   # px, log-uniform; None: 0.42 of the image's shorter side
+    tiny_fraction: float = 0.05            # objects drawn with a TINY_SIDE shorter side instead
+    difficult_below: float = TINY_SIDE[1] + 2   # px: a visible shorter side below it is 'difficult'
+
+
+# The Quick start's data, and a crowded variant whose objects are 8-18 px on their shorter side in 300 x 300
+# images (the anchor-fit bench: SSD300's built-in anchors match few of them).
+STYLES = {'demo': DemoStyle(),
+          'small_objects': DemoStyle(image_size=(300, 300), object_counts=tuple(range(15, 31)), count_weights=None,
+                                     short_side=(8, 18), tiny_fraction=0.0, difficult_below=0)}
 
 
 def _colour(rng, low=40, high=230):
@@ -172,18 +192,18 @@ def _place(rng, canvas, owner, paint, alpha, areas, allow_truncation):
     return int(np.sum(covered) < np.sum(alpha > 0.5))
 
 
-def render_image(rng, image_size=(320, 480)):
+def render_image(rng, style=STYLES['demo']):
     """(uint8 image [H, W, 3], objects: list of dicts name, xmin, ymin, xmax, ymax (VOC 1-based
-    pixels of the visible extent), difficult, truncated)."""
-    height, width = (int(rng.integers(image_size[0], image_size[1] + 1)) for _ in range(2))
+    pixels of the visible extent), difficult, truncated) of a DemoStyle."""
+    height, width = (int(rng.integers(style.image_size[0], style.image_size[1] + 1)) for _ in range(2))
     canvas = _background(rng, height, width)
     owner = np.full((height, width), -1, np.int32)
     placed, areas = [], []
-    for _ in range(int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.1, 0.2, 0.25, 0.2, 0.15, 0.1]))):
+    low, high = style.short_side[0], style.short_side[1] or 0.42 * min(height, width)
+    for _ in range(int(rng.choice(style.object_counts, p=style.count_weights))):
         name = CLASS_NAMES[rng.integers(len(CLASS_NAMES))]
-        tiny = rng.uniform() < 0.05
-        short_side = (rng.uniform(*TINY_SIDE) if tiny
-                      else np.exp(rng.uniform(np.log(MIN_SIDE), np.log(0.42 * min(height, width)))))
+        tiny = rng.uniform() < style.tiny_fraction
+        short_side = rng.uniform(*TINY_SIDE) if tiny else np.exp(rng.uniform(np.log(low), np.log(high)))
         paint, alpha = _draw_object(rng, name, short_side, 0.9 * height)
         for _attempt in range(10):
             truncated = _place(rng, canvas, owner, paint, alpha, areas, rng.uniform() < 0.15)
@@ -198,6 +218,6 @@ def render_image(rng, image_size=(320, 480)):
         occluded = np.sum(visible) < DIFFICULT_VISIBLE * areas[index]
         objects.append(dict(name=name, xmin=int(cols[0]) + 1, ymin=int(rows[0]) + 1, xmax=int(cols[-1]) + 1,
                             ymax=int(rows[-1]) + 1, truncated=truncated,
-                            difficult=int(short_side < TINY_SIDE[1] + 2 or occluded)))
+                            difficult=int(short_side < style.difficult_below or occluded)))
     image = np.clip(canvas * rng.uniform(0.85, 1.1) + rng.uniform(-15, 15), 0, 255)
     return image.astype(np.uint8), objects

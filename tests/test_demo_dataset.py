@@ -1,4 +1,5 @@
 """Synthetic "commodity" dataset: determinism, classes, image/XML consistency, atomic generation."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def test_xml_matches_images_and_boxes_are_sane(demo):
 
 def test_object_pixels_differ_from_background():
     rng = np.random.default_rng([0, 7])
-    image, objects = demo_drawing.render_image(rng, (320, 320))
+    style = dataclasses.replace(demo_drawing.STYLES['demo'], image_size=(320, 320))
+    image, objects = demo_drawing.render_image(rng, style)
     assert image.shape[0] == image.shape[1] == 320 and objects
     for obj in objects:
         box = image[obj['ymin'] - 1:obj['ymax'], obj['xmin'] - 1:obj['xmax']].astype(float)
@@ -117,7 +119,7 @@ def test_script_writes_then_refuses_with_one_error_line(tmp_path):
     target = tmp_path / 'shop'
     done = _run_script(f'--output_dir={target}', '--num_train=2', '--num_test=1', '--seed=1')
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f'wrote 2 train + 1 test images to {target}'
+    assert done.stdout.strip() == f'wrote 2 train + 1 test images (demo) to {target}'
     assert len(os.listdir(target / 'Annotations')) == 3 + 1   # the images + the generator's marker
     refused = _run_script(f'--output_dir={target}', '--num_train=2', '--num_test=1')
     assert refused.returncode == 1
