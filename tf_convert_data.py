@@ -10,6 +10,8 @@ there, so splits may be converted one at a time, e.g. from VOC's separate train 
 SSD-Tensorflow's spellings work too: --output_name=voc_2007_train means dataset 'voc_2007', split
 'train'; --dataset_name=pascalvoc (or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC class
 list.
+The summary ends with the anchor fit of each SSD model on the training split's boxes (the best possible
+recall of its built-in anchors, the box sizes, and what would help when few boxes can be matched).
 Exit status 1 when a flag or the folder is unusable, or when no image at all could be written.
 """
 import os
@@ -20,8 +22,9 @@ from utils import script_setup  # first: sets TensorFlow's environment before it
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from datasets import dataset_info  # noqa: E402
+from datasets import dataset_info, split_boxes  # noqa: E402
 from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset  # noqa: E402
+from utils import anchor_report  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 flags.DEFINE_string('dataset_dir', None, 'VOC folder: Annotations/, JPEGImages/, optional ImageSets/Main/.')
@@ -96,8 +99,21 @@ def main(flag_values):
                                 seed=flag_values.seed)
     output_dir = flag_values.output_dir or os.path.join(flag_values.dataset_dir, 'tfrecords')
     print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name})')
-    convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
-                        progress_fn=ProgressBar(sys.stderr))
+    result = convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
+                                 progress_fn=ProgressBar(sys.stderr))
+    for line in _anchor_fit_lines(result):
+        print(line)
+
+
+def _anchor_fit_lines(result):
+    """The anchor fit of each SSD model on the boxes of the training split this run wrote ('train', else
+    'trainval', else its first split)."""
+    written = [split for split in result.shards if result.shards[split]]
+    if not written:
+        return []
+    split = next((name for name in ('train', 'trainval') if name in written), written[0])
+    boxes, records = split_boxes.split_boxes(result.shards[split], result.info.num_samples[split])
+    return anchor_report.models_fit_lines(boxes, f'split {split!r} ({records} records)')
 
 
 if __name__ == '__main__':

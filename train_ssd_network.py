@@ -60,6 +60,9 @@ def define_flags(fv=flags.FLAGS):
            '--noignore_difficult trains on them as positives.')
     d_float('depth_multiplier', 1.0, 'Channel multiplier of every layer (< 1 for small, fast models).')
     d_str('anchor_set', 'ssd_tensorflow', 'Anchor sizes: ' + ' or '.join(nets_factory.ANCHOR_SETS) + '.')
+    d_str('anchor_sizes', None, 'Per-layer anchor sizes in pixels of the network input, one more than its feature '
+          'layers (SSD300: 7, e.g. 21,45,99,153,207,261,315), replacing --anchor_set\'s; or auto: fitted to the '
+          'training boxes (best possible recall, see the start-up report\'s anchor fit).')
     d_str('data_format', None, 'NHWC or NCHW; default NCHW on GPU, NHWC on CPU.')
     # General.
     d_str('train_dir', './ckpt/fine_tuning', 'Where checkpoints, event logs and model_config.json go.')
@@ -158,16 +161,29 @@ def _cluster(fv):
                                      fv.replicas_to_aggregate, fv.cluster_wait_secs)
 
 
+def _anchor_sizes(value):
+    """--anchor_sizes -> (the sizes given, or (); whether to fit them to the training boxes)."""
+    if not value:
+        return (), False
+    if value.strip().lower() == 'auto':
+        return (), True
+    try:
+        return tuple(float(size) for size in value.split(',')), False
+    except ValueError:
+        raise UserError(f'--anchor_sizes={value}: give auto or comma-separated sizes in pixels') from None
+
+
 def config_from_flags(fv):
     """The TrainConfig of the flags: every check that needs only their values (nothing is read from disk);
     UserError (one line naming the flag) at the first problem."""
     _check_ranges(fv)
+    anchor_sizes, fit_anchor_sizes = _anchor_sizes(fv.anchor_sizes)
     model = ModelConfig(model_name=fv.model_name, depth_multiplier=fv.depth_multiplier, anchor_set=fv.anchor_set,
-                        labels_offset=fv.labels_offset).validate_network()
+                        anchor_sizes=anchor_sizes, labels_offset=fv.labels_offset).validate_network()
     optimizer = schedules.OptimizerConfig(**_values(fv, schedules.OptimizerConfig))
     schedules.check_optimizer(optimizer)
     return train_plan.TrainConfig(
-        model=model, loss=clones.LossConfig(fv.weight_decay, fv.negative_ratio, fv.loss_alpha, fv.label_smoothing),
+        model=model, fit_anchor_sizes=fit_anchor_sizes, loss=clones.LossConfig(fv.weight_decay, fv.negative_ratio, fv.loss_alpha, fv.label_smoothing),
         input=train_plan.InputConfig(
             fv.dataset_dir, DEMO_IMAGE_DIR if _same_path(fv.dataset_dir, DEMO_DATASET_DIR) else None,
             fv.dataset_name, fv.dataset_split_name, fv.num_classes, fv.labels_offset, fv.batch_size,
@@ -317,6 +333,8 @@ def main(fv):
         # Every record read once: a damaged or short shard stops the run here, naming it.
         if config.input.check_records:
             logging.info('%s', record_check.check_split(config.input.dataset_dir, config.input.split_name))
+        # The anchors against the training boxes: their fit for the report, and --anchor_sizes=auto's sizes.
+        plan = train_plan.fit_anchors(plan)
         # A cluster worker joins the cluster and gets its devices.
         server, plan = join_cluster(plan) if config.cluster.in_cluster else (None, plan)
         logging.info('Start-up report\n%s', startup_report.training_report(plan))

@@ -1,5 +1,5 @@
 """Writing and counting TFRecord shards: tf.train.Example with SSD-Tensorflow's feature keys
-(datasets/tfrecord_schema.py), shards that appear only when complete, box counts read back.
+(datasets/tfrecord_schema.py), shards that appear only when complete (reading them back: datasets/split_boxes.py).
 
 Box coordinates are VOC pixel values divided by the real image size, exactly as SSD-Tensorflow did:
 y / height, x / width with no 1-based offset (VOC's xmin = 1 is the first pixel, so left/top edges sit
@@ -11,7 +11,6 @@ import re
 import tensorflow.compat.v1 as tf
 
 from datasets import tfrecord_schema as keys
-from utils.errors import UserError
 
 PARTIAL_SUFFIX = '.partial'
 
@@ -90,17 +89,3 @@ def remove_stale_shards(output_dir, dataset_name, split_name, keep):
         if pattern.fullmatch(name) and path not in keep:
             os.remove(path)
 
-
-def count_boxes(paths, class_names):
-    """class name -> boxes in the records of the shards paths, by label id (class_names[0] = 'none')."""
-    counts = dict.fromkeys(class_names[1:], 0)
-    for path in paths:
-        try:
-            for record in tf.io.tf_record_iterator(path):
-                for label in tf.train.Example.FromString(record).features.feature[keys.LABEL].int64_list.value:
-                    if not 0 < label < len(class_names):
-                        raise UserError(f'{path}: label {label} outside 1..{len(class_names) - 1}')
-                    counts[class_names[label]] += 1
-        except tf.errors.DataLossError as err:
-            raise UserError(f'{path}: corrupt TFRecord shard ({err.message})') from None
-    return counts

@@ -15,7 +15,8 @@ import dataclasses
 import os
 
 from datasets import dataset_info as ds_info
-from datasets.tfrecord_writer import ShardWriter, count_boxes, make_example, remove_stale_shards
+from datasets.split_boxes import count_boxes
+from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
 from datasets.voc_reader import SampleError, find_image, load_image, parse_voc_xml, repair_boxes
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_stems, plan_splits
 from utils.errors import UserError

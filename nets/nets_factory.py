@@ -10,12 +10,22 @@ _NETWORKS = {'ssd_300_vgg': ssd_vgg_300.SSDNet, 'ssd_512_vgg': ssd_vgg_512.SSDNe
 DATA_FORMATS = ('NHWC', 'NCHW')
 
 
-def get_network(model_name, num_classes, depth_multiplier=1.0, anchor_set='ssd_tensorflow'):
-    """An SSDNet for `model_name` (one of MODEL_NAMES); UserError for an unknown name or bad value."""
+def _network_class(model_name):
     if model_name not in _NETWORKS:
         raise UserError('model_name %r is unknown: choose one of %s' % (model_name, ', '.join(MODEL_NAMES)))
-    return _NETWORKS[model_name](num_classes=num_classes, depth_multiplier=depth_multiplier,
-                                 anchor_set=anchor_set)
+    return _NETWORKS[model_name]
+
+
+def get_network(model_name, num_classes, depth_multiplier=1.0, anchor_set='ssd_tensorflow', anchor_sizes=None):
+    """An SSDNet for `model_name` (one of MODEL_NAMES); anchor_sizes (s_0..s_L, pixels), when given, replace
+    anchor_set's sizes. UserError for an unknown name or bad value."""
+    return _network_class(model_name)(num_classes=num_classes, depth_multiplier=depth_multiplier,
+                                      anchor_set=anchor_set, anchor_sizes=anchor_sizes)
+
+
+def num_anchor_sizes(model_name):
+    """Values in a per-layer anchor size list of `model_name`: its feature layers + 1."""
+    return _network_class(model_name).num_anchor_sizes()
 
 
 def default_data_format(use_gpus=None):

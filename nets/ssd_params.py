@@ -29,6 +29,17 @@ def anchor_size_pairs(sizes):
     return tuple((float(a), float(b)) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
+def anchor_sizes_problem(sizes, count):
+    """Why (s_0..s_L) cannot be a network's per-layer anchor sizes (count of them, in pixels), or None."""
+    if len(sizes) != count:
+        return f'takes {count} sizes (one more than its {count - 1} feature layers), got {len(sizes)}'
+    if not all(0 < s < float('inf') for s in sizes):
+        return 'sizes must be positive numbers of pixels'
+    if any(b < a for a, b in zip(sizes[:-1], sizes[1:])):
+        return 'sizes must not decrease from one feature layer to the next'
+    return None
+
+
 def num_anchors_per_cell(params):
     """A per feature layer = 2 squares + one anchor per ratio."""
     return [2 + len(ratios) for ratios in params.anchor_ratios]

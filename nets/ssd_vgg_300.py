@@ -16,7 +16,7 @@ import tf_slim as slim
 
 from nets import anchors as anchors_lib
 from nets import box_coder, postprocess, ssd_layers, ssd_losses
-from nets.ssd_params import (ANCHOR_SETS, PRIOR_SCALING, SSDParams, anchor_size_pairs,
+from nets.ssd_params import (ANCHOR_SETS, PRIOR_SCALING, SSDParams, anchor_size_pairs, anchor_sizes_problem,
                              num_anchors_per_cell, scaled_channels)
 from utils.errors import UserError
 
@@ -58,8 +58,9 @@ class SSDNet:
     """SSD300-VGG16: layers, anchors, targets, losses and detections of one configuration.
 
     Attributes: params (SSDParams), anchors (numpy [N, 4] float32, cy cx h w, normalised),
-    anchors_per_layer, num_classes, depth_multiplier, anchor_set, scope, default_image_size,
-    box_head_scopes (the variable scopes that depend on num_classes / anchors).
+    anchors_per_layer, num_classes, depth_multiplier, anchor_set, anchor_sizes (the per-layer sizes
+    s_0..s_L in pixels: anchor_set's, or those given), scope, default_image_size, box_head_scopes (the
+    variable scopes that depend on num_classes / anchors).
     """
     scope = 'ssd_300_vgg'
     default_image_size = 300
@@ -67,9 +68,12 @@ class SSDNet:
     anchor_size_sets = ANCHOR_SIZES
     make_params = staticmethod(default_params)
 
-    def __init__(self, num_classes=21, depth_multiplier=1.0, anchor_set='ssd_tensorflow'):
+    def __init__(self, num_classes=21, depth_multiplier=1.0, anchor_set='ssd_tensorflow', anchor_sizes=None):
         if anchor_set not in self.anchor_size_sets:
             raise UserError('anchor_set %r is unknown: choose one of %s' % (anchor_set, ', '.join(ANCHOR_SETS)))
+        problem = anchor_sizes_problem(anchor_sizes, self.num_anchor_sizes()) if anchor_sizes else None
+        if problem:
+            raise UserError(f'anchor_sizes {list(anchor_sizes)}: {problem}')
         if not depth_multiplier > 0:
             raise UserError('depth_multiplier must be > 0, got %r' % (depth_multiplier,))
         if int(num_classes) < 2:
@@ -78,9 +82,16 @@ class SSDNet:
         self.num_classes = int(num_classes)
         self.depth_multiplier = float(depth_multiplier)
         self.anchor_set = anchor_set
-        self.params = self.make_params(self.num_classes, anchor_set)
+        self.anchor_sizes = tuple(float(s) for s in anchor_sizes) if anchor_sizes else self.anchor_size_sets[anchor_set]
+        self.params = self.make_params(self.num_classes, anchor_set)._replace(
+            anchor_sizes=anchor_size_pairs(self.anchor_sizes))
         self.anchors_per_layer = anchors_lib.ssd_anchors_per_layer(self.params)
         self.anchors = np.concatenate(self.anchors_per_layer, axis=0)
+
+    @classmethod
+    def num_anchor_sizes(cls):
+        """Sizes a list of per-layer anchor sizes holds: one more than the feature layers."""
+        return len(cls.make_params().feat_layers) + 1
 
     @property
     def box_head_scopes(self):

@@ -19,6 +19,7 @@ Training follows the Caffe SSD recipe, arranged for speed:
   5. photometric distortion on the small output (cheaper than on the source, same per-pixel recipe).
 Boxes, labels and difficult flags are gathered with one keep mask, so they stay aligned.
 """
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from nets import box_coder
@@ -84,6 +85,21 @@ def sample_crop_candidates(uniforms):
     ymin = uniforms[..., 2] * (1. - height)
     xmin = uniforms[..., 3] * (1. - width)
     return tf.stack([ymin, xmin, ymin + height, xmin + width], axis=-1)
+
+
+def sample_box_zooms(rng, count):
+    """[count, 2] factors (zoom_y, zoom_x) by which steps 1-2 scale a box's height and width at the output
+    size, sampled in numpy (numpy Generator rng) for the anchor fit (nets/anchor_fit.py): expand r as
+    sample_expand_canvas, and a crop as sample_crop_candidates, or the whole canvas once in as many times as
+    there are samplers (Caffe picks among those that succeed; all do for most images). A box of height h
+    becomes h / (r * crop height)."""
+    ratio = np.where(rng.uniform(size=count) < EXPAND_PROB, rng.uniform(1., EXPAND_MAX_RATIO, count), 1.)
+    scale = rng.uniform(*CROP_SCALE_RANGE, count)
+    aspect = rng.uniform(np.maximum(CROP_ASPECT_RANGE[0], scale ** 2), np.minimum(CROP_ASPECT_RANGE[1], scale ** -2))
+    whole_canvas = rng.uniform(size=count) < 1. / (len(CROP_MIN_IOUS) + 1)
+    crop_h = np.where(whole_canvas, 1., np.minimum(scale / np.sqrt(aspect), 1.))
+    crop_w = np.where(whole_canvas, 1., np.minimum(scale * np.sqrt(aspect), 1.))
+    return np.stack([1. / (ratio * crop_h), 1. / (ratio * crop_w)], axis=1)
 
 
 def canvas_to_image(crops, canvas):

@@ -22,7 +22,7 @@ def test_round_trip_from_dir_and_from_checkpoint_prefix(tmp_path):
     assert ModelConfig.load(str(tmp_path)) == expected
     assert ModelConfig.load(str(tmp_path / 'model.ckpt-120')) == expected
     assert ModelConfig.load(str(tmp_path / mc.CONFIG_FILENAME)) == expected
-    assert json.loads((tmp_path / mc.CONFIG_FILENAME).read_text()) == dict(PAYLOAD, labels_offset=1)
+    assert json.loads((tmp_path / mc.CONFIG_FILENAME).read_text()) == dict(PAYLOAD, labels_offset=1, anchor_sizes=[])
     assert sorted(os.listdir(tmp_path)) == [mc.CONFIG_FILENAME]   # no temp file left behind
     assert os.stat(tmp_path / mc.CONFIG_FILENAME).st_mode & 0o044  # readable by others, like checkpoints
 

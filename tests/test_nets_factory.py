@@ -62,17 +62,20 @@ def published_checkpoint(tmp_path_factory):
     return path, write_checkpoint(path, published_ssd300_shapes(), seed=0)
 
 
-def build_full_size(num_classes):
-    net = nets_factory.get_network('ssd_300_vgg', num_classes)
+def build_full_size(num_classes, anchor_sizes=None):
+    net = nets_factory.get_network('ssd_300_vgg', num_classes, anchor_sizes=anchor_sizes)
     with slim.arg_scope(net.arg_scope()):
         net.build(tf.placeholder(tf.float32, [1, 300, 300, 3]), is_training=False)
     return net, tf.global_variables()
 
 
-def test_published_checkpoint_restores_every_variable(published_checkpoint):
+# --anchor_sizes (e.g. fitted by auto) keeps the anchors per cell, so every published variable still fits.
+@pytest.mark.parametrize('anchor_sizes', [None, (12.6, 20.6, 21.1, 21.1, 207., 261., 315.)], ids=['built_in', 'given'])
+def test_published_checkpoint_restores_every_variable(published_checkpoint, anchor_sizes):
     path, values = published_checkpoint
     with tf.Graph().as_default():
-        _, variables = build_full_size(21)
+        net, variables = build_full_size(21, anchor_sizes)
+        assert net.params.anchor_sizes[0] == ((anchor_sizes or (21., 45.))[0], (anchor_sizes or (21., 45.))[1])
         variables_map = checkpoints.checkpoint_variable_map(variables, 'ssd_300_vgg')
         assert {name: v.shape.as_list() for name, v in variables_map.items()} == published_ssd300_shapes()
         assert checkpoints.find_mismatches(str(path), variables_map) == []

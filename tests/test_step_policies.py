@@ -101,6 +101,6 @@ def _config(train_dir, dataset_dir):
     """A TrainConfig with the fields run_summary reads (the others are not looked at)."""
     from utils.train_tools import LoopConfig
     return train_plan.TrainConfig(
-        model=None, input=train_plan.InputConfig(dataset_dir), loss=None, schedule=None,
+        model=None, fit_anchor_sizes=False, input=train_plan.InputConfig(dataset_dir), loss=None, schedule=None,
         num_epochs_per_decay_given=False, optimizer=None, moving_average_decay=None, trainable_scopes=None,
         restore=None, pretrained_optional=True, loop=LoopConfig(train_dir), devices=None, cluster=None)

@@ -1,6 +1,7 @@
 """train_ssd_network.py in-process: flag checks before any graph, the demo data and the Quick start, learning on demo
 images, fine-tuning from a checkpoint with excluded scopes, refused runs that leave train_dir alone, and
 the NaN stop. Plus one subprocess run to show the script prints a bad flag as one line."""
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 import train_ssd_network as script
-from datasets import dataset_info, demo_dataset
+from datasets import dataset_info, demo_dataset, demo_drawing
 from nets import nets_factory
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
 from tests.train_fixtures import train_in_process as run_steps
@@ -145,7 +146,8 @@ def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
 def _small_demo(monkeypatch):
     small = demo_dataset.generate_demo_dataset
     monkeypatch.setattr(demo_dataset, 'generate_demo_dataset',
-                        lambda out, seed=0, **_: small(out, seed, num_train=4, num_test=2, image_size=(96, 128)))
+                        lambda out, seed=0, **_: small(out, seed, num_train=4, num_test=2, style=dataclasses.replace(
+                            demo_drawing.STYLES['demo'], image_size=(96, 128))))
 
 
 def test_demo_dataset_dir_makes_the_demo_data(tmp_path, monkeypatch):

@@ -291,7 +291,9 @@ def test_merge_refuses_an_unreadable_info_or_shard_and_drops_a_split_without_sha
     (out / 'commodity_test_000.tfrecord').write_bytes(b'not a record')
     with pytest.raises(UserError, match='commodity_test_000.tfrecord: corrupt TFRecord shard'):
         convert(tmp_path, split_name='train')
-    label_5 = {'image/object/bbox/label': tf.train.Feature(int64_list=tf.train.Int64List(value=[5]))}
+    label_5 = {'image/object/bbox/label': tf.train.Feature(int64_list=tf.train.Int64List(value=[5])),
+               **{f'image/object/bbox/{c}': tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
+                  for c, v in (('ymin', 0.1), ('xmin', 0.1), ('ymax', 0.5), ('xmax', 0.5))}}
     with tf.io.TFRecordWriter(str(out / 'commodity_test_000.tfrecord')) as writer:   # 'can' is the only class
         writer.write(tf.train.Example(features=tf.train.Features(feature=label_5)).SerializeToString())
     with pytest.raises(UserError, match=r'commodity_test_000.tfrecord: label 5 outside 1\.\.1'):
@@ -395,6 +397,9 @@ def test_script_exit_codes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert 'excluded: Annotations/b.xml: malformed XML' in done.stdout and '1/2 images' in done.stderr
     assert os.listdir(good / 'out') and (good / 'out' / 'shop_val_000.tfrecord').exists()
+    # The summary ends with each model's anchor fit on the split's one box (120 px at 300 x 300).
+    fit = done.stdout.split('ssd_300_vgg, built-in anchors:')[1]
+    assert "anchor fit on 1 boxes of split 'val' (1 records)" in fit and 'ssd_512_vgg, built-in anchors:' in fit
     write_sample(bad, 'only', [('can', 1, 1, 9, 9, '')], size=(20, 20))   # its image is missing
     failed = _run_script(f'--dataset_dir={bad}', f'--output_dir={bad / "out"}')
     assert failed.returncode == 1

@@ -1,5 +1,6 @@
 """Shared by the training tests: a tiny converted demo dataset, flag parsing for train_ssd_network, and
 loopback clusters of training processes."""
+import dataclasses
 import os
 import re
 import socket
@@ -10,7 +11,7 @@ import time
 from absl import flags
 
 import train_ssd_network
-from datasets import dataset_info, demo_dataset
+from datasets import dataset_info, demo_dataset, demo_drawing
 from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset
 from utils import devices, startup_report, train_plan
 from utils.stop_request import StopRequest
@@ -22,7 +23,8 @@ SMALL = ['--depth_multiplier=0.125', '--batch_size=4', '--num_readers=1', '--num
 def make_tiny_dataset(root, num_train=8, num_test=2):
     """Demo images (small) converted to TFRecords in root/records; returns that folder."""
     images, records = os.path.join(root, 'images'), os.path.join(root, 'records')
-    demo_dataset.generate_demo_dataset(images, seed=0, num_train=num_train, num_test=num_test, image_size=(96, 128))
+    style = dataclasses.replace(demo_drawing.STYLES['demo'], image_size=(96, 128))
+    demo_dataset.generate_demo_dataset(images, seed=0, num_train=num_train, num_test=num_test, style=style)
     class_names = dataset_info.read_labels_file(os.path.join(images, 'labels.txt'))
     convert_voc_dataset(images, records, ConversionOptions(dataset_name='demo', class_names=class_names),
                         log_fn=lambda *_: None)
@@ -38,10 +40,10 @@ def parse_flags(args):
 
 
 def plan_from_flags(fv, log_fn=lambda *_: None):
-    """The steps main runs before the graph: flags -> TrainConfig, the dataset, the TrainPlan."""
+    """The steps main runs before the graph: flags -> TrainConfig, the dataset, the TrainPlan, the anchor fit."""
     config = train_ssd_network.config_from_flags(fv)
     train_plan.prepare_dataset(config, log_fn)
-    return train_plan.make_plan(config, devices.visible_gpu_count())
+    return train_plan.fit_anchors(train_plan.make_plan(config, devices.visible_gpu_count()))
 
 
 def train_in_process(args):

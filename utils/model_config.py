@@ -5,13 +5,15 @@ the trained network without repeating the training flags.
 JSON keys: model_name, num_classes (background included), class_names (index 0 = 'none'), depth_multiplier,
 anchor_set, image_size ([height, width], pixels), data_format ('NHWC' / 'NCHW', the layout training used),
 labels_offset (subtracted from the record labels, see datasets/label_offset.py; 0 when absent, as in files
-written before it was recorded).
+written before it was recorded), anchor_sizes (the per-layer anchor sizes s_0..s_L in pixels when they are not
+anchor_set's, e.g. fitted by --anchor_sizes=auto; [] or absent: anchor_set's).
 """
 import dataclasses
 import os
 
 from datasets.dataset_info import VOC_CLASSES, with_background
 from nets import nets_factory
+from nets.ssd_params import anchor_sizes_problem
 from utils.errors import UserError
 from utils.file_io import read_json_object, write_json_atomically
 
@@ -19,7 +21,8 @@ CONFIG_FILENAME = 'model_config.json'
 REQUIRED_KEYS = ('model_name', 'num_classes', 'class_names', 'depth_multiplier', 'anchor_set',
                  'image_size', 'data_format')
 # Keys that change variable shapes or anchors: a checkpoint only fits a network that agrees on them.
-ARCHITECTURE_KEYS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'image_size')
+# anchor_sizes keeps every shape, but a checkpoint's box heads were trained for its anchors.
+ARCHITECTURE_KEYS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'anchor_sizes', 'image_size')
 # Keys the inference tools' flags (--model_name, ...) may override.
 OVERRIDABLE_KEYS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set')
 
@@ -35,6 +38,7 @@ class ModelConfig:
     image_size: tuple = (300, 300)        # (height, width) of the network input, pixels
     data_format: str = 'NHWC'             # layout the layers ran in during training
     labels_offset: int = 0                # model label = record label - labels_offset
+    anchor_sizes: tuple = ()              # per-layer sizes s_0..s_L, pixels; (): anchor_set's
     names_from_file: bool = dataclasses.field(default=False, compare=False)  # class_names were saved ones
 
     def _need(self, condition, where, key, problem):
@@ -52,6 +56,9 @@ class ModelConfig:
         need(self.anchor_set in nets_factory.ANCHOR_SETS, 'anchor_set',
              f'use {" or ".join(nets_factory.ANCHOR_SETS)}')
         need(self.depth_multiplier > 0, 'depth_multiplier', 'must be > 0')
+        problem = self.anchor_sizes and anchor_sizes_problem(self.anchor_sizes,
+                                                             nets_factory.num_anchor_sizes(self.model_name))
+        need(not problem, 'anchor_sizes', f'{self.model_name} {problem}')
         need(self.labels_offset >= 0, 'labels_offset', 'must be >= 0')
         return self
 
@@ -69,7 +76,8 @@ class ModelConfig:
 
     def build_network(self):
         """The nets_factory SSDNet of this configuration."""
-        return nets_factory.get_network(self.model_name, self.num_classes, self.depth_multiplier, self.anchor_set)
+        return nets_factory.get_network(self.model_name, self.num_classes, self.depth_multiplier, self.anchor_set,
+                                        self.anchor_sizes or None)
 
     def settings(self):
         """'model_name=..., num_classes=..., depth_multiplier=..., anchor_set=...' for messages."""
@@ -79,7 +87,7 @@ class ModelConfig:
         return {'model_name': self.model_name, 'num_classes': self.num_classes, 'class_names': list(self.class_names),
                 'depth_multiplier': self.depth_multiplier, 'anchor_set': self.anchor_set,
                 'image_size': [int(v) for v in self.image_size], 'data_format': self.data_format,
-                'labels_offset': self.labels_offset}
+                'labels_offset': self.labels_offset, 'anchor_sizes': list(self.anchor_sizes)}
 
     @classmethod
     def from_json(cls, payload, path):
@@ -89,9 +97,13 @@ class ModelConfig:
             raise UserError(f'{path}: missing {", ".join(missing)}')
         if not isinstance(payload['class_names'], list):
             raise UserError(f'{path}: class_names must list num_classes names (background first)')
+        anchor_sizes = payload.get('anchor_sizes', [])
+        if not (isinstance(anchor_sizes, list) and all(isinstance(v, (int, float)) for v in anchor_sizes)):
+            raise UserError(f'{path}: anchor_sizes must be a list of numbers (pixels)')
         values = {key: payload[key] for key in REQUIRED_KEYS}
         values.update(class_names=tuple(payload['class_names']), image_size=tuple(payload['image_size']),
-                      labels_offset=payload.get('labels_offset', 0), names_from_file=True)
+                      labels_offset=payload.get('labels_offset', 0), anchor_sizes=tuple(map(float, anchor_sizes)),
+                      names_from_file=True)
         return cls(**values).validate(where=f'{path}: ')
 
     def save(self, train_dir):
@@ -107,8 +119,10 @@ class ModelConfig:
 
     def architecture_differences(self, other):
         """['key: self's -> other's', ...] for the architecture keys on which the two disagree."""
-        return [f'{key}: {list(getattr(self, key)) if key == "image_size" else getattr(self, key)} -> '
-                f'{list(getattr(other, key)) if key == "image_size" else getattr(other, key)}'
+        def shown(config, key):
+            value = getattr(config, key)
+            return list(value) if isinstance(value, tuple) else value
+        return [f'{key}: {shown(self, key)} -> {shown(other, key)}'
                 for key in ARCHITECTURE_KEYS if getattr(self, key) != getattr(other, key)]
 
 
@@ -127,8 +141,10 @@ def check_resumable(train_dir, config):
     saved = ModelConfig.load(train_dir)
     differences = saved.architecture_differences(config) if saved else []
     if differences:
+        hint = (f'resume with --anchor_sizes={",".join(f"{v:g}" for v in saved.anchor_sizes)}, ' if
+                saved.anchor_sizes != config.anchor_sizes and saved.anchor_sizes else '')
         raise UserError(f'--train_dir={train_dir}: its checkpoints are of another model ({"; ".join(differences)}); '
-                        f'use a new --train_dir or delete them to start again')
+                        f'{hint}use a new --train_dir or delete them to start again')
 
 
 def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):
@@ -136,8 +152,9 @@ def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):
 
     model_name, num_classes, depth_multiplier, anchor_set: `overrides` entries that are not None, then the
     saved config, then the defaults (the published VOC SSD300). class_names: the saved ones when their count
-    fits (names_from_file True), VOC's for 21 classes, else 'class <i>'. image_size: the saved one for the same
-    model name, else the network's default. labels_offset: the saved one. data_format: the layout to run.
+    fits (names_from_file True), VOC's for 21 classes, else 'class <i>'. image_size and anchor_sizes: the saved
+    ones for the same model name and anchor set, else the network's defaults. labels_offset: the saved one.
+    data_format: the layout to run.
     """
     saved = ModelConfig.load(checkpoint_prefix)
     base = saved or ModelConfig()
@@ -153,5 +170,7 @@ def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):
     config = ModelConfig(**dict(chosen, num_classes=num_classes), class_names=tuple(names), data_format=data_format,
                          labels_offset=saved.labels_offset if saved else 0, names_from_file=from_file).validate()
     if saved and saved.model_name == config.model_name:
-        return dataclasses.replace(config, image_size=saved.image_size)
+        same_anchors = saved.anchor_set == config.anchor_set
+        return dataclasses.replace(config, image_size=saved.image_size,
+                                   anchor_sizes=saved.anchor_sizes if same_anchors else ())
     return dataclasses.replace(config, image_size=(config.build_network().default_image_size,) * 2)

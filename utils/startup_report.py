@@ -13,12 +13,13 @@ REPORT_FILENAME = 'training_config.txt'
 _MAX_FILES_LISTED = 4
 
 
-def ssd_lines(net, data_format):
-    """Network, input size, and per feature layer: shape, anchor sizes (pixels), ratios, anchors."""
+def ssd_lines(net, data_format, anchor_source=None):
+    """Network, input size, and per feature layer: shape, anchor sizes (pixels), ratios, anchors.
+    anchor_source: where sizes not of net.anchor_set come from."""
     params = net.params
+    anchors = f'anchor sizes {anchor_source}' if anchor_source else f'anchor set {net.anchor_set}'
     lines = [f'model {net.scope}: {params.num_classes} classes (background included), depth multiplier '
-             f'{net.depth_multiplier:g}, anchor set {net.anchor_set}, input {params.img_shape[0]}x'
-             f'{params.img_shape[1]}, {data_format}']
+             f'{net.depth_multiplier:g}, {anchors}, input {params.img_shape[0]}x{params.img_shape[1]}, {data_format}']
     for layer, shape, sizes, ratios, per_cell in zip(params.feat_layers, params.feat_shapes, params.anchor_sizes,
                                                      params.anchor_ratios, num_anchors_per_cell(params)):
         count = shape[0] * shape[1] * per_cell
@@ -70,9 +71,12 @@ def training_report(plan):
                  f'{config.loss.weight_decay:g}' + (f', moving average decay {config.moving_average_decay:g}'
                                                     if config.moving_average_decay else ''))
     schedule = schedules.describe_schedule(config.schedule, plan.decay_steps, plan.decay_source)
+    anchor_source = None if not plan.model.anchor_sizes else (
+        'fitted to the training boxes (--anchor_sizes=auto)' if config.fit_anchor_sizes else 'given (--anchor_sizes)')
     return format_report([
-        ('SSD network', ssd_lines(plan.net, plan.model.data_format)),
-        ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info)),
+        ('SSD network', ssd_lines(plan.net, plan.model.data_format, anchor_source)),
+        ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info)
+         + list(plan.anchor_lines)),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format)]),
         ('Optimisation', [f'schedule {schedule}', optimiser,

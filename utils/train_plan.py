@@ -10,10 +10,11 @@ import time
 from typing import Any, Optional
 
 from datasets import dataset_info as ds_info
+from datasets import split_boxes
 from datasets.label_offset import offset_then_preprocess
 from nets import nets_factory
 from preprocessing import preprocessing_factory
-from utils import checkpoints, clones, learning_schedules, model_config
+from utils import anchor_report, checkpoints, clones, learning_schedules, model_config
 from utils.distributed import ClusterConfig
 from utils.errors import UserError
 from utils.train_tools import LoopConfig
@@ -51,6 +52,7 @@ class DeviceConfig:
 class TrainConfig:
     """Every training setting, from the flags (nothing resolved from disk yet)."""
     model: Any                    # model_config.ModelConfig of the flags (classes and layout set by make_plan)
+    fit_anchor_sizes: bool              # --anchor_sizes=auto: fit model.anchor_sizes to the training boxes
     input: InputConfig
     loss: clones.LossConfig
     schedule: learning_schedules.ScheduleConfig
@@ -82,6 +84,7 @@ class TrainPlan:
     restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
+    anchor_lines: tuple = ()    # the anchor fit's report lines (fit_anchors)
 
 
 def _need(condition, message):
@@ -173,6 +176,31 @@ def _restore(config):
     return dataclasses.replace(config.restore, resume_from=resume_from, pretrained=pretrained)
 
 
+def _resumed_anchor_sizes(model, train_dir):
+    """--anchor_sizes=auto when resuming: the sizes fitted when the run began, saved in model_config.json."""
+    saved = model_config.ModelConfig.load(train_dir)
+    if saved is None:
+        return model
+    _need(saved.anchor_sizes, f'--anchor_sizes=auto: the checkpoints in --train_dir={train_dir} were trained with '
+                              f'the {saved.anchor_set} anchor sizes; resume without --anchor_sizes, or start '
+                              f'a new --train_dir')
+    return dataclasses.replace(model, anchor_sizes=saved.anchor_sizes)
+
+
+def fit_anchors(plan):
+    """The plan with its anchor fit (anchor_lines) on the training split's boxes, read back from its records;
+    with --anchor_sizes=auto and no sizes yet (a new run), the model's anchor sizes are fitted to them first."""
+    config, model = plan.config, plan.model
+    boxes, records = split_boxes.split_boxes(plan.shards, plan.num_samples)
+    threshold = config.input.match_threshold
+    if config.fit_anchor_sizes and not model.anchor_sizes:
+        model = dataclasses.replace(model, anchor_sizes=anchor_report.fitted_sizes(boxes, plan.net.params, threshold))
+    net = model.build_network()
+    lines = anchor_report.fit_lines(boxes, model.model_name, net.params, threshold, config.fit_anchor_sizes,
+                                    f'split {config.input.split_name!r} ({records} records)')
+    return dataclasses.replace(plan, model=model, net=net, anchor_lines=tuple(lines))
+
+
 def make_plan(config, num_gpus):
     """The TrainPlan of `config`: reads the dataset's dataset_info.json and shard list, and train_dir's
     checkpoint state and model_config.json; UserError (one line naming the flag) at the first problem."""
@@ -187,6 +215,8 @@ def make_plan(config, num_gpus):
     model = _model(config, info, use_gpus)
     restore = _restore(config)
     if restore.resume_from:
+        if config.fit_anchor_sizes:
+            model = _resumed_anchor_sizes(model, config.loop.train_dir)
         model_config.check_resumable(config.loop.train_dir, model)
     preprocess_fn = preprocessing_factory.get_preprocessing(data.preprocessing_name or model.model_name, True)
     # Images behind one global step: one worker's batch, or replicas_to_aggregate batches in sync mode.
