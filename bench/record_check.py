@@ -16,34 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+from bench import synthetic_records  # noqa: E402
 from datasets import dataset_info, record_check  # noqa: E402
 
 flags.DEFINE_string('work_dir', '/tmp/record_check_bench', 'Where the synthetic split is written (kept).')
 flags.DEFINE_integer('num_records', 16000, 'Records in the synthetic split.')
 flags.DEFINE_float('python_sample_mb', 8.0, 'MB of records the pure-Python reader is timed on.')
 FLAGS = flags.FLAGS
-PER_SHARD = 200
-
-
-def write_split(directory, num_records, seed=0):
-    """Shards bench_train_NNN.tfrecord of records holding one random payload each, and dataset_info.json."""
-    os.makedirs(directory, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    pool = rng.integers(0, 256, 400_000, dtype=np.uint8).tobytes()
-    for shard in range(-(-num_records // PER_SHARD)):
-        with tf.io.TFRecordWriter(os.path.join(directory, f'bench_train_{shard:03d}.tfrecord')) as writer:
-            for _ in range(min(PER_SHARD, num_records - shard * PER_SHARD)):
-                start, size = int(rng.integers(0, 200_000)), int(rng.integers(30_000, 170_000))
-                payload = tf.train.BytesList(value=[pool[start:start + size]])
-                feature = {'image/encoded': tf.train.Feature(bytes_list=payload)}
-                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    dataset_info.write_dataset_info(directory, dataset_info.DatasetInfo(
-        name='bench', class_names=['none', 'thing'], num_samples={'train': num_records}))
-
-
 def drop_from_page_cache(paths):
     for path in paths:
         descriptor = os.open(path, os.O_RDONLY)
@@ -90,7 +71,7 @@ def main(_):
     tf.disable_v2_behavior()
     directory = os.path.join(FLAGS.work_dir, str(FLAGS.num_records))
     if not os.path.isfile(os.path.join(directory, dataset_info.INFO_FILENAME)):
-        write_split(directory, FLAGS.num_records)
+        synthetic_records.write_split(directory, FLAGS.num_records)
     paths = dataset_info.list_shards(directory, 'train')
     size_gb = sum(os.path.getsize(path) for path in paths) / 1e9
     print(f'{FLAGS.num_records} records, {len(paths)} shards, {size_gb:.2f} GB, {os.cpu_count()} CPUs')
