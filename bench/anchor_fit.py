@@ -75,8 +75,8 @@ def main(flag_values):
     for name, function in (
             ('BPR of SSD300\'s built-in anchors (anchor_fit.anchor_fit)',
              lambda: anchor_fit.anchor_fit(boxes, params, 0.5)),
-            ('--anchor_sizes=auto for SSD300 (anchor_fit.fit_anchor_sizes)',
-             lambda: anchor_fit.fit_anchor_sizes(boxes, params, 0.5)),
+            ('--anchor_sizes=auto for SSD300 (anchor_report.fitted_sizes)',
+             lambda: anchor_report.fitted_sizes(boxes, params, 0.5)),
             ('the report with a warning\'s four options (anchor_report.options)',
              lambda: anchor_report.options(boxes, 'ssd_300_vgg', params, 0.5, False))):
         rows.append((name, _median_seconds(function, flag_values.repeats)[0]))
@@ -85,7 +85,7 @@ def main(flag_values):
         print(f'| {name} | {seconds:.2f} |')
     fit = anchor_fit.anchor_fit(boxes, params, 0.5)
     print(f'BPR {fit.bpr:.3f}, median best IoU {fit.median_iou:.2f}; auto sizes '
-          f'{anchor_report.sizes_text(anchor_fit.fit_anchor_sizes(boxes, params, 0.5))}')
+          f'{anchor_report.sizes_text(anchor_report.fitted_sizes(boxes, params, 0.5))}')
 
 
 if __name__ == '__main__':
