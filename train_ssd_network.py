@@ -64,6 +64,9 @@ def define_flags(fv=flags.FLAGS):
           'layers (SSD300: 7, e.g. 21,45,99,153,207,261,315), replacing --anchor_set\'s; or auto: fitted to the '
           'training boxes (best possible recall, see the start-up report\'s anchor fit).')
     d_str('data_format', None, 'NHWC or NCHW; default NCHW on GPU, NHWC on CPU.')
+    d_bool('bfloat16', False, 'CPU only, where it has AVX512_BF16 or AMX: convolutions and matmuls in bfloat16 '
+           '(oneDNN\'s auto mixed precision; variables stay float32). Faster (1.66x at depth 1.0, batch 8 on an '
+           'AVX512_BF16 EPYC), with bfloat16\'s rounding.')
     # General.
     d_str('train_dir', './ckpt/fine_tuning', 'Where checkpoints, event logs and model_config.json go.')
     d_int('num_clones', 1, 'Model clones (data-parallel replicas in this process).')
@@ -199,7 +202,8 @@ def config_from_flags(fv):
         pretrained_optional=_same_path(fv.pretrained_path, DEFAULT_PRETRAINED_PATH),
         loop=train_tools.LoopConfig(fv.train_dir, fv.log_every_n_steps, fv.save_summaries_secs,
                                     fv.save_interval_secs, fv.save_every_n_steps, fv.max_number_of_steps),
-        devices=train_plan.DeviceConfig(fv.num_clones, fv.clone_on_cpu, fv.gpu_memory_fraction, fv.data_format),
+        devices=train_plan.DeviceConfig(fv.num_clones, fv.clone_on_cpu, fv.gpu_memory_fraction, fv.data_format,
+                                        fv.bfloat16),
         cluster=_cluster(fv), flag_lines=tuple(fv.flags_into_string().splitlines()))
 
 
@@ -286,7 +290,8 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
     config, deployment = plan.config, plan.deployment
     session_config = devices.session_config(config.devices.gpu_memory_fraction, deployment.cpu_devices,
                                             deployment.device_filters,
-                                            config.cluster.wait_secs if config.cluster.in_cluster else 0)
+                                            config.cluster.wait_secs if config.cluster.in_cluster else 0,
+                                            config.devices.bfloat16)
     if deployment.is_chief:
         startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan), config.flag_lines)
         plan.model.save(config.loop.train_dir)

@@ -10,6 +10,8 @@ Levers (variants in the order timed):
 - threads: tf.Session intra-op,inter-op threads 0,0 (TensorFlow's default: one per core) / 1,2 / 2,1 / 1,1
 - xla:     no XLA / XLA auto-clustering (global_jit_level ON_1; run with
            TF_XLA_FLAGS=--tf_xla_cpu_global_jit so that it applies on the CPU)
+- bf16:    float32 / Grappler's auto_mixed_precision_onednn_bfloat16 rewrite (convolutions and matmuls in
+           bfloat16 where the CPU has AVX512_BF16 or AMX; numerics change, so this is a probe, not a default)
 Inputs are random images and labels (1% positives); the step is the gradients of the SSD loss plus weight
 decay applied by Adam.
 """
@@ -20,7 +22,7 @@ from absl import flags
 
 from utils import script_setup
 
-flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'threads', 'xla'], 'Which lever to time.')
+flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'threads', 'xla', 'bf16'], 'Which lever to time.')
 flags.DEFINE_float('depth_multiplier', 1.0, 'Network width.')
 flags.DEFINE_integer('batch_size', 8, 'Images per step.')
 flags.DEFINE_integer('rounds', 4, 'Alternated rounds (the table shows medians).')
@@ -41,6 +43,8 @@ def variants(lever):
         return [(f'intra {intra}, inter {inter}', {}, {'intra_op_parallelism_threads': intra,
                                                         'inter_op_parallelism_threads': inter})
                 for intra, inter in ((0, 0), (1, 2), (2, 1), (1, 1))]
+    if lever == 'bf16':
+        return [('float32', {}, {}), ('oneDNN bfloat16 rewrite', {}, {'bf16': True})]
     return [('no XLA', {}, {}), ('XLA ON_1', {}, {'jit': True})]
 
 
@@ -64,9 +68,12 @@ def training_session(tf, build_options, session_options):
         losses = net.losses(logits, localisations, tf.constant(labels), tf.zeros_like(localisations))
         total = losses['total'] + tf.add_n(tf.losses.get_regularization_losses())
         train_op = tf.train.AdamOptimizer(1e-4).minimize(total, global_step=tf.train.get_or_create_global_step())
-        config = tf.ConfigProto(**{k: v for k, v in session_options.items() if k != 'jit'})
+        config = tf.ConfigProto(**{k: v for k, v in session_options.items() if k not in ('jit', 'bf16')})
         if session_options.get('jit'):
             config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+        if session_options.get('bf16'):
+            from tensorflow.core.protobuf import rewriter_config_pb2
+            config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
         session = tf.Session(graph=graph, config=config)
         session.run(tf.global_variables_initializer())
         session.run(train_op)   # warm-up: kernels, primitives, XLA compilation

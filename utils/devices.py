@@ -3,6 +3,7 @@ and memory settings change in one place)."""
 import os
 
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 from tensorflow.python.util import _pywrap_util_port
 
 from nets import ssd_layers
@@ -12,12 +13,29 @@ def visible_gpu_count():
     return len(tf.config.list_physical_devices('GPU'))
 
 
-def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None, operation_timeout_secs=0):
+def cpu_has_bfloat16(cpuinfo_path='/proc/cpuinfo'):
+    """True when the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16 in its Linux flags), where oneDNN
+    runs bfloat16 convolutions fast; False elsewhere (no such file included)."""
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            flags = {flag for line in cpuinfo if line.startswith('flags') for flag in line.split(':', 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+
+def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None, operation_timeout_secs=0,
+                   bfloat16=False):
     """ConfigProto: soft placement (so CPU-only kernels fall back), `cpu_devices` logical CPU devices (one per
     CPU clone), the GPU memory fraction when given, device filters for distributed workers, and, when
     operation_timeout_secs > 0, that bound on every blocking call (a cluster worker whose parameter server
-    stops answering without closing its connection gets DeadlineExceededError, not a hang)."""
+    stops answering without closing its connection gets DeadlineExceededError, not a hang). bfloat16: Grappler's
+    oneDNN auto mixed precision rewrite (convolutions and matmuls in bfloat16, variables and the losses' softmax
+    in float32)."""
     config = tf.ConfigProto(allow_soft_placement=True, log_device_placement=False, device_count={'CPU': cpu_devices})
+    if bfloat16:
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
+            rewriter_config_pb2.RewriterConfig.ON
     if gpu_memory_fraction is not None:
         config.gpu_options.per_process_gpu_memory_fraction = gpu_memory_fraction
     if device_filters:
@@ -27,12 +45,14 @@ def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None,
     return config
 
 
-def kernel_description(data_format):
-    """One line for the start-up report: which kernels run the network, its layout, and conv6's form."""
+def kernel_description(data_format, bfloat16=False):
+    """One line for the start-up report: which kernels run the network, its layout, conv6's form, and bfloat16
+    when it is on."""
     if _pywrap_util_port.IsMklEnabled():
         library = 'oneDNN (TF_ENABLE_ONEDNN_OPTS=1)'
     else:
         library = f'TensorFlow\'s own (oneDNN off: TF_ENABLE_ONEDNN_OPTS={os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")})'
     conv6 = ('one dilated convolution' if ssd_layers.native_dilation_available()
              else 'space_to_batch (these kernels take no dilation)')
-    return f'kernels: {library}, layout {data_format}, conv6 as {conv6}; {os.cpu_count()} CPU cores'
+    precision = ', bfloat16 convolutions and matmuls (--bfloat16)' if bfloat16 else ''
+    return f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}; {os.cpu_count()} CPU cores'

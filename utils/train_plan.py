@@ -15,6 +15,7 @@ from datasets.label_offset import offset_then_preprocess
 from nets import nets_factory
 from preprocessing import preprocessing_factory
 from utils import anchor_report, checkpoints, clones, learning_schedules, model_config
+from utils import devices as device_info
 from utils.distributed import ClusterConfig
 from utils.errors import UserError
 from utils.train_tools import LoopConfig
@@ -46,6 +47,7 @@ class DeviceConfig:
     clone_on_cpu: bool = False
     gpu_memory_fraction: float = 0.8
     data_format: Optional[str] = None      # None: nets_factory.default_data_format
+    bfloat16: bool = False                 # oneDNN's bfloat16 rewrite (CPUs with AVX512_BF16 / AMX only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +209,10 @@ def make_plan(config, num_gpus):
     data, devices = config.input, config.devices
     clones.check_clone_settings(data.batch_size, devices.num_clones, num_gpus, devices.clone_on_cpu)
     use_gpus = num_gpus > 0 and not devices.clone_on_cpu
+    _need(not devices.bfloat16 or (not use_gpus and device_info.cpu_has_bfloat16()),
+          '--bfloat16: ' + ('is for CPU clones (oneDNN\'s rewrite); GPUs are in use' if use_gpus else
+                            'this CPU has no AVX512_BF16 or AMX-BF16 (see the flags in /proc/cpuinfo), so oneDNN '
+                            'would emulate bfloat16, slower than float32'))
     info = _dataset_info(data.dataset_dir, data.dataset_name)
     shards = ds_info.list_shards(data.dataset_dir, data.split_name)
     num_samples = info.num_samples.get(data.split_name, 0)
