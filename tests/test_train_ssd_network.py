@@ -290,9 +290,9 @@ def test_script_prints_a_bad_flag_as_one_line_before_building_anything(records, 
 
 def test_the_demo_cosine_ends_at_max_number_of_steps_unless_num_epochs_per_decay_is_given(records, tmp_path):
     demo = script.config_from_flags(parse_flags([f'--flagfile={ROOT}/configs/demo_cpu.flags']))
-    assert not demo.num_epochs_per_decay_given and demo.loop.max_number_of_steps == 3000
-    # The demo's schedule as it was with --num_epochs_per_decay=40: 40 epochs of 300 images at batch 4.
-    assert ls.decay_length(demo.schedule, 300, 4, 3000, False) == (ls.decay_steps_for(300, 4, 40),
+    assert not demo.num_epochs_per_decay_given and demo.loop.max_number_of_steps == 4500
+    # The cosine over the whole run: 60 epochs of 300 images at batch 4.
+    assert ls.decay_length(demo.schedule, 300, 4, 4500, False) == (ls.decay_steps_for(300, 4, 60),
                                                                    '= --max_number_of_steps')
     cosine = ['--learning_rate_decay_type=cosine', '--max_number_of_steps=30']
     plan = check(records, tmp_path, *cosine)
