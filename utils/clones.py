@@ -14,6 +14,7 @@ import dataclasses
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
+from nets import conv_gradients
 from utils.errors import UserError
 
 Clone = collections.namedtuple('Clone', ['index', 'scope', 'device', 'losses', 'outputs'])
@@ -83,11 +84,13 @@ class LossConfig:
     label_smoothing: float = 0.0
 
 
-def ssd_clone_fn(net, data_format, loss=LossConfig()):
+def ssd_clone_fn(net, data_format, loss=LossConfig(), weight_gradients_in_nchw=False):
     """clone_fn for create_clones: SSD forward pass on inputs['image'] and its loss components (a LossConfig)
-    against inputs['target_labels'] / inputs['target_loc'] (see nets/ssd_losses.py)."""
+    against inputs['target_labels'] / inputs['target_loc'] (see nets/ssd_losses.py). weight_gradients_in_nchw:
+    the convolutions get nets/conv_gradients.py's gradients."""
     def clone_fn(inputs, reuse):
-        with slim.arg_scope(net.arg_scope(weight_decay=loss.weight_decay, data_format=data_format)):
+        with slim.arg_scope(net.arg_scope(weight_decay=loss.weight_decay, data_format=data_format)), \
+                conv_gradients.override(weight_gradients_in_nchw):
             logits, localisations, end_points = net.build(inputs['image'], is_training=True,
                                                           data_format=data_format, reuse=reuse)
         losses = net.losses(logits, localisations, inputs['target_labels'], inputs['target_loc'],

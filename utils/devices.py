@@ -13,15 +13,28 @@ def visible_gpu_count():
     return len(tf.config.list_physical_devices('GPU'))
 
 
+def cpu_flags(cpuinfo_path='/proc/cpuinfo'):
+    """The CPU's feature flags as Linux lists them ('avx2', 'avx512f', ...); empty where the file is missing."""
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            return {flag for line in cpuinfo if line.startswith('flags') for flag in line.split(':', 1)[1].split()}
+    except OSError:
+        return set()
+
+
 def cpu_has_bfloat16(cpuinfo_path='/proc/cpuinfo'):
     """True when the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16 in its Linux flags), where oneDNN
     runs bfloat16 convolutions fast; False elsewhere (no such file included)."""
-    try:
-        with open(cpuinfo_path) as cpuinfo:
-            flags = {flag for line in cpuinfo if line.startswith('flags') for flag in line.split(':', 1)[1].split()}
-    except OSError:
-        return False
-    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+    return bool(cpu_flags(cpuinfo_path) & {'avx512_bf16', 'amx_bf16'})
+
+
+def wide_weight_gradients_in_nchw(data_format, use_gpus, cpuinfo_path='/proc/cpuinfo'):
+    """Whether training computes the wide layers' weight gradients in NCHW (nets/conv_gradients.py): where oneDNN
+    runs NHWC convolutions on a CPU with AVX2 but no AVX-512, whose NHWC weight-gradient kernel is the slow one.
+    With AVX-512, oneDNN's NHWC kernel is the faster, and GPUs run cuDNN."""
+    flags = cpu_flags(cpuinfo_path)
+    return (data_format == 'NHWC' and not use_gpus and _pywrap_util_port.IsMklEnabled()
+            and 'avx2' in flags and 'avx512f' not in flags)
 
 
 def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None, operation_timeout_secs=0,
@@ -45,9 +58,9 @@ def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None,
     return config
 
 
-def kernel_description(data_format, bfloat16=False):
+def kernel_description(data_format, bfloat16=False, weight_gradients_in_nchw=False):
     """One line for the start-up report: which kernels run the network, its layout, conv6's form, and bfloat16
-    when it is on."""
+    and the NCHW weight gradients when they are on."""
     if _pywrap_util_port.IsMklEnabled():
         library = 'oneDNN (TF_ENABLE_ONEDNN_OPTS=1)'
     else:
@@ -55,4 +68,7 @@ def kernel_description(data_format, bfloat16=False):
     conv6 = ('one dilated convolution' if ssd_layers.native_dilation_available()
              else 'space_to_batch (these kernels take no dilation)')
     precision = ', bfloat16 convolutions and matmuls (--bfloat16)' if bfloat16 else ''
-    return f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}; {os.cpu_count()} CPU cores'
+    gradients = (', wide layers\' weight gradients in NCHW (faster on CPUs without AVX-512)'
+                 if weight_gradients_in_nchw else '')
+    return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}; '
+            f'{os.cpu_count()} CPU cores')

@@ -85,6 +85,7 @@ class TrainPlan:
     decay_source: str           # where decay_steps comes from, for the start-up report
     restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
+    weight_gradients_in_nchw: bool  # devices.wide_weight_gradients_in_nchw: nets/conv_gradients.py in training
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
     anchor_lines: tuple = ()    # the anchor fit's report lines (fit_anchors)
 
@@ -235,4 +236,5 @@ def make_plan(config, num_gpus):
         preprocess_fn=offset_then_preprocess(preprocess_fn, data.labels_offset),
         decay_steps=decay_steps, decay_source=decay_source,
         restore=restore, use_gpus=use_gpus,
+        weight_gradients_in_nchw=device_info.wide_weight_gradients_in_nchw(model.data_format, use_gpus),
         deployment=None if config.cluster.in_cluster else clones.local_deployment(devices.num_clones, use_gpus))
