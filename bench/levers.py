@@ -7,6 +7,7 @@ shared cores falls on each alike; the table gives each variant's median seconds 
 Levers (variants in the order timed):
 - conv6:   conv6 as one dilated Conv2D (native) / as TensorFlow's space_to_batch form
 - layout:  NHWC / NCHW (oneDNN runs both on this CPU build)
+- wgrad:   weight gradients by oneDNN's NHWC kernel / the wide layers' in NCHW (nets/conv_gradients.py)
 - threads: tf.Session intra-op,inter-op threads 0,0 (TensorFlow's default: one per core) / 1,2 / 2,1 / 1,1
 - xla:     no XLA / XLA auto-clustering (global_jit_level ON_1; run with
            TF_XLA_FLAGS=--tf_xla_cpu_global_jit so that it applies on the CPU)
@@ -22,7 +23,7 @@ from absl import flags
 
 from utils import script_setup
 
-flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'threads', 'xla', 'bf16'], 'Which lever to time.')
+flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'wgrad', 'threads', 'xla', 'bf16'], 'Which lever to time.')
 flags.DEFINE_float('depth_multiplier', 1.0, 'Network width.')
 flags.DEFINE_integer('batch_size', 8, 'Images per step.')
 flags.DEFINE_integer('rounds', 4, 'Alternated rounds (the table shows medians).')
@@ -39,6 +40,8 @@ def variants(lever):
                 ('conv6 space_to_batch', {'native_dilation': False}, {})]
     if lever == 'layout':
         return [('NHWC', {'data_format': 'NHWC'}, {}), ('NCHW', {'data_format': 'NCHW'}, {})]
+    if lever == 'wgrad':
+        return [('NHWC weight gradients', {}, {}), ('wide layers\' weight gradients in NCHW', {'wgrad_nchw': True}, {})]
     if lever == 'threads':
         return [(f'intra {intra}, inter {inter}', {}, {'intra_op_parallelism_threads': intra,
                                                         'inter_op_parallelism_threads': inter})
@@ -52,7 +55,7 @@ def training_session(tf, build_options, session_options):
     """(session, train op) of one SSD training step on constant random inputs."""
     import numpy as np
     import tf_slim as slim
-    from nets import nets_factory
+    from nets import conv_gradients, nets_factory
     rng = np.random.RandomState(0)
     batch, depth = FLAGS.batch_size, FLAGS.depth_multiplier
     data_format = build_options.get('data_format', 'NHWC')
@@ -60,7 +63,8 @@ def training_session(tf, build_options, session_options):
     with graph.as_default():
         net = nets_factory.get_network('ssd_300_vgg', NUM_CLASSES, depth)
         images = tf.constant(rng.normal(0, 50, [batch, 300, 300, 3]).astype(np.float32))
-        with slim.arg_scope(net.arg_scope(data_format=data_format)):
+        with slim.arg_scope(net.arg_scope(data_format=data_format)), \
+                conv_gradients.override(build_options.get('wgrad_nchw', False)):
             logits, localisations, _ = net.build(images, data_format=data_format,
                                                  native_dilation=build_options.get('native_dilation'))
         num_anchors = len(net.anchors)

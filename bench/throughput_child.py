@@ -86,7 +86,9 @@ def saved_model(export_dir, batch, iterations):
 
 def detect_model(checkpoint_dir, batch, iterations):
     """detect.py's model: the network rebuilt from model_config.json and restored in this process, with
-    the SavedModel's (and torchvision's) post-processing settings."""
+    the SavedModel's (and torchvision's) post-processing settings, in detect.py's environment (importing it
+    sets TF_ONEDNN_ASSUME_FROZEN_WEIGHTS before TensorFlow loads)."""
+    import detect  # noqa: F401
     tf = _tf()
     from utils import checkpoints, devices, inference_model, model_config
     prefix = checkpoints.require_checkpoint(checkpoint_dir)

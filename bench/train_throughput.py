@@ -186,16 +186,19 @@ def print_table(table):
 
 
 def torch_available():
-    return subprocess.run([FLAGS.torch_python, '-c', 'import torchvision'], capture_output=True).returncode == 0
+    try:
+        return subprocess.run([FLAGS.torch_python, '-c', 'import torchvision'], capture_output=True).returncode == 0
+    except OSError:   # no such program
+        return False
 
 
 def main(_):
     if not FLAGS.training and FLAGS.inference and not FLAGS.checkpoint_dir:
         raise app.UsageError('--notraining times inference only: pass --checkpoint_dir')
-    with_torch = FLAGS.depth_multiplier == 1.0 and torch_available()
+    importable = torch_available()
+    with_torch = FLAGS.depth_multiplier == 1.0 and importable
     if not with_torch:
-        print(f'torchvision not timed (it imports in {FLAGS.torch_python}: {torch_available()}; '
-              f'it has depth 1.0 only)')
+        print(f'torchvision not timed (it imports in {FLAGS.torch_python}: {importable}; it has depth 1.0 only)')
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix='ssd-throughput-')
     print_table(measure(work_dir, with_torch))
 
