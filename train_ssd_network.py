@@ -220,7 +220,8 @@ def input_batch(plan):
 
 def build_clones(plan, batch):
     """The network and its losses once per clone, each on its slice of the batch."""
-    clone_fn = clones.ssd_clone_fn(plan.net, plan.model.data_format, plan.config.loss, plan.weight_gradients_in_nchw)
+    clone_fn = clones.ssd_clone_fn(plan.net, plan.model.data_format, plan.config.loss,
+                                   weight_gradients_in_nchw=bool(plan.nchw_weight_gradient_layers))
     return clones.create_clones(clone_fn, clones.split_batch(batch, plan.config.devices.num_clones),
                                 plan.deployment.device_fns)
 

@@ -36,6 +36,18 @@ def is_wide(filter_shape, output_shape, dilations):
     return min(channels_in, channels_out) >= MIN_CHANNELS and macs_per_image >= MIN_MACS
 
 
+def goes_through_nchw(op):
+    """Whether override() computes this Conv2D op's weight gradient in NCHW: a wide NHWC layer (is_wide)."""
+    return (op.get_attr('data_format') == b'NHWC'
+            and is_wide(op.inputs[1].shape.as_list(), op.outputs[0].shape.as_list(), op.get_attr('dilations')))
+
+
+def wide_layers(graph):
+    """Names (the op's scope) of the graph's Conv2D layers whose weight gradients override() computes in NCHW."""
+    return [op.name.rsplit('/', 1)[0] for op in graph.get_operations()
+            if op.type == 'Conv2D' and goes_through_nchw(op)]
+
+
 def _to_nchw(values):
     """A per-dimension NHWC attribute in NCHW order: strides and dilations (4 values), explicit paddings (a
     pair per dimension, or none)."""
@@ -85,7 +97,7 @@ def _conv2d_gradients(op, grad):
     input_grad = tf.raw_ops.Conv2DBackpropInput(
         input_sizes=tf.shape(inputs), filter=filters, out_backprop=grad, padding=padding, data_format=data_format,
         **attrs)
-    if data_format == 'NHWC' and is_wide(filters.shape.as_list(), grad.shape.as_list(), attrs['dilations']):
+    if goes_through_nchw(op):
         filter_grad = _weight_gradient_in_nchw(inputs, grad, tf.shape(filters), padding, attrs)
     else:
         filter_grad = tf.raw_ops.Conv2DBackpropFilter(

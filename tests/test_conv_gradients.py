@@ -6,7 +6,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from nets import conv_gradients, nets_factory
-from utils import devices
+from utils import clones, devices
 
 
 def numpy_conv_gradients(inputs, filters, out_grad, stride, pads):
@@ -76,6 +76,26 @@ def test_image_chunks():
 ])
 def test_which_layers_are_wide(filter_shape, output_shape, dilations, wide):
     assert conv_gradients.is_wide(filter_shape, output_shape, dilations) == wide
+
+
+# SSD300's wide layers at depth 1.0, from the rule (>= 64 channels in and out, >= 1e8 multiply-adds per image,
+# undilated) by hand: conv1_1 has 3 inputs, conv6 is dilated, block8's 1x1 has 95 M (1024 x 256 x 19 x 19) and
+# block8's 3x3 118 M (9 x 256 x 512 x 10 x 10); the box heads' conv_loc have 16-24 outputs, block4's conv_cls
+# 559 M, block7's 419 M and block8's 58 M.
+SSD300_WIDE_LAYERS = {'conv1/conv1_2', 'conv2/conv2_1', 'conv2/conv2_2', 'conv3/conv3_1', 'conv3/conv3_2',
+                      'conv3/conv3_3', 'conv4/conv4_1', 'conv4/conv4_2', 'conv4/conv4_3', 'conv5/conv5_1',
+                      'conv5/conv5_2', 'conv5/conv5_3', 'conv7', 'block8/conv3x3', 'block4_box/conv_cls',
+                      'block7_box/conv_cls'}
+
+
+@pytest.mark.parametrize('depth_multiplier, expected', [(1.0, SSD300_WIDE_LAYERS), (0.125, set())])
+def test_the_wide_layers_of_ssd300(depth_multiplier, expected):
+    """The layers training routes through NCHW, and the start-up report counts: none at the Quick start's width."""
+    net = nets_factory.get_network('ssd_300_vgg', 21, depth_multiplier)
+    layers = clones.nchw_weight_gradient_layers(net, 'NHWC', (300, 300))
+    assert {name.split('/', 1)[1] for name in layers} == expected
+    line = devices.kernel_description('NHWC', nchw_weight_gradient_layers=layers)
+    assert ('weight gradients of 16 wide layers in NCHW' in line) == bool(expected)
 
 
 def _ssd_gradients(override):

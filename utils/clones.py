@@ -84,6 +84,15 @@ class LossConfig:
     label_smoothing: float = 0.0
 
 
+def nchw_weight_gradient_layers(net, data_format, image_size):
+    """The layers of `net` wide enough for nets/conv_gradients.py's NCHW weight gradient (a tuple of scope names;
+    none at small depth multipliers): the network built once, on one image, in a throwaway graph."""
+    with tf.Graph().as_default() as graph:
+        with slim.arg_scope(net.arg_scope(data_format=data_format)):
+            net.build(tf.zeros([1, *image_size, 3]), is_training=True, data_format=data_format)
+    return tuple(conv_gradients.wide_layers(graph))
+
+
 def ssd_clone_fn(net, data_format, loss=LossConfig(), weight_gradients_in_nchw=False):
     """clone_fn for create_clones: SSD forward pass on inputs['image'] and its loss components (a LossConfig)
     against inputs['target_labels'] / inputs['target_loc'] (see nets/ssd_losses.py). weight_gradients_in_nchw:

@@ -58,9 +58,9 @@ def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None,
     return config
 
 
-def kernel_description(data_format, bfloat16=False, weight_gradients_in_nchw=False):
+def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=()):
     """One line for the start-up report: which kernels run the network, its layout, conv6's form, and bfloat16
-    and the NCHW weight gradients when they are on."""
+    and the layers whose weight gradients are computed in NCHW, when there are any."""
     if _pywrap_util_port.IsMklEnabled():
         library = 'oneDNN (TF_ENABLE_ONEDNN_OPTS=1)'
     else:
@@ -68,7 +68,7 @@ def kernel_description(data_format, bfloat16=False, weight_gradients_in_nchw=Fal
     conv6 = ('one dilated convolution' if ssd_layers.native_dilation_available()
              else 'space_to_batch (these kernels take no dilation)')
     precision = ', bfloat16 convolutions and matmuls (--bfloat16)' if bfloat16 else ''
-    gradients = (', wide layers\' weight gradients in NCHW (faster on CPUs without AVX-512)'
-                 if weight_gradients_in_nchw else '')
+    gradients = (f', weight gradients of {len(nchw_weight_gradient_layers)} wide layers in NCHW (faster on CPUs '
+                 'without AVX-512)' if nchw_weight_gradient_layers else '')
     return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}; '
             f'{os.cpu_count()} CPU cores')

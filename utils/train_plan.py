@@ -85,7 +85,7 @@ class TrainPlan:
     decay_source: str           # where decay_steps comes from, for the start-up report
     restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
-    weight_gradients_in_nchw: bool  # devices.wide_weight_gradients_in_nchw: nets/conv_gradients.py in training
+    nchw_weight_gradient_layers: tuple  # layers whose weight gradients training computes in NCHW (conv_gradients)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
     anchor_lines: tuple = ()    # the anchor fit's report lines (fit_anchors)
 
@@ -231,10 +231,14 @@ def make_plan(config, num_gpus):
     decay_steps, decay_source = learning_schedules.decay_length(
         config.schedule, num_samples, images_per_step, config.loop.max_number_of_steps,
         config.num_epochs_per_decay_given)
+    net = model.build_network()
+    nchw_weight_gradient_layers = (
+        clones.nchw_weight_gradient_layers(net, model.data_format, model.image_size)
+        if device_info.wide_weight_gradients_in_nchw(model.data_format, use_gpus) else ())
     return TrainPlan(
-        config=config, model=model, net=model.build_network(), info=info, shards=shards, num_samples=num_samples,
+        config=config, model=model, net=net, info=info, shards=shards, num_samples=num_samples,
         preprocess_fn=offset_then_preprocess(preprocess_fn, data.labels_offset),
         decay_steps=decay_steps, decay_source=decay_source,
         restore=restore, use_gpus=use_gpus,
-        weight_gradients_in_nchw=device_info.wide_weight_gradients_in_nchw(model.data_format, use_gpus),
+        nchw_weight_gradient_layers=nchw_weight_gradient_layers,
         deployment=None if config.cluster.in_cluster else clones.local_deployment(devices.num_clones, use_gpus))
