@@ -222,7 +222,7 @@ def build_clones(plan, batch):
     """The network and its losses once per clone, each on its slice of the batch."""
     clone_fn = clones.ssd_clone_fn(plan.net, plan.model.data_format, plan.config.loss,
                                    weight_gradients_in_nchw=bool(plan.nchw_weight_gradient_layers))
-    return clones.create_clones(clone_fn, clones.split_batch(batch, plan.config.devices.num_clones),
+    return clones.create_clones(clone_fn, clones.ssd_clone_inputs(batch, plan.config.devices.num_clones),
                                 plan.deployment.device_fns)
 
 

@@ -3,7 +3,9 @@
     L = (L_conf_pos + L_conf_neg + alpha * L_loc) / N_pos
 
 N_pos = number of positive anchors (label > 0) in the whole batch; all components are 0 when the
-batch has none (never NaN). Anchors labelled -1 (ignored, e.g. difficult boxes) count in no term.
+batch has none (never NaN). A clone, which sees a slice of the batch, is given N_pos / (number of clones)
+instead (`normalizer`), so that the mean of the clones' losses is the whole batch's loss. Anchors
+labelled -1 (ignored, e.g. difficult boxes) count in no term.
 
 Hard negative mining, per image i: the background anchors (label 0) are ranked by their background
 cross-entropy -log p(background) and the k_i highest are kept, with
@@ -41,15 +43,16 @@ def hard_negative_mask(background_loss, is_negative, num_positives, negative_rat
 
 
 def ssd_losses(logits, localisations, target_labels, target_loc,
-               negative_ratio=3.0, alpha=1.0, label_smoothing=0.0):
+               negative_ratio=3.0, alpha=1.0, label_smoothing=0.0, normalizer=None):
     """SSD loss components (module doc). Nothing is added to tf.losses collections.
 
     Args:
       logits: [B, N, C] float32. localisations: [B, N, 4] predicted (ty, tx, th, tw).
       target_labels: [B, N] int (0 background, -1 ignored, 1..C-1 classes). target_loc: [B, N, 4].
+      normalizer: scalar, what the sums are divided by (default: these B images' positive count).
     Returns:
       dict of scalar float32: 'cross_entropy_pos', 'cross_entropy_neg', 'localization' (alpha included),
-      'total' (their sum), each already divided by the batch's positive count.
+      'total' (their sum), each already divided by the positive count (or `normalizer`).
     """
     with tf.name_scope('ssd_losses'):
         labels = tf.cast(target_labels, tf.int32)
@@ -65,7 +68,7 @@ def ssd_losses(logits, localisations, target_labels, target_loc,
         num_positives = tf.reduce_sum(tf.cast(is_positive, tf.int32), axis=1)              # [B]
         mined = hard_negative_mask(-log_probs[..., 0], is_negative, num_positives, negative_ratio)
 
-        total_positives = tf.cast(tf.reduce_sum(num_positives), logits.dtype)
+        total_positives = tf.cast(tf.reduce_sum(num_positives) if normalizer is None else normalizer, logits.dtype)
         # Zero (not NaN) when the batch has no positives: every term is scaled by has_positives.
         has_positives = tf.cast(total_positives > 0, logits.dtype)
         scale = has_positives / tf.maximum(total_positives, 1.)

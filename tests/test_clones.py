@@ -1,4 +1,4 @@
-"""Clones: variables shared and placed once; the loss and gradients are the mean over the clones' halves."""
+"""Clones: variables shared and placed once; the loss and gradients are those of one clone on the whole batch."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -25,32 +25,35 @@ def _batch(net, batch_size, seed=0):
             'target_loc': rng.normal(0, 1, [batch_size, num_anchors, 4]).astype(np.float32)}
 
 
-def test_two_clones_equal_the_mean_of_single_clone_runs_on_each_half():
+def test_two_clones_train_as_one_clone_on_the_whole_batch():
+    """The images have different positive counts, so averaging per-half losses (each divided by its own count)
+    would differ from the batch's loss; the clones divide by the batch's count over 2 and match it."""
     net = nets_factory.get_network('ssd_300_vgg', NUM_CLASSES, depth_multiplier=0.125)
     with tf.Graph().as_default():
         batch = {k: tf.constant(v) for k, v in _batch(net, 2).items()}
         deployment = clones.local_deployment(2, use_gpus=False)
         clone_fn = clones.ssd_clone_fn(net, 'NHWC', clones.LossConfig(weight_decay=WEIGHT_DECAY))
-        clone_list = clones.create_clones(clone_fn, clones.split_batch(batch, 2), deployment.device_fns)
+        clone_list = clones.create_clones(clone_fn, clones.ssd_clone_inputs(batch, 2), deployment.device_fns)
         variables = tf.global_variables()
         regularization = tf.losses.get_regularization_losses()
         optimizer = tf.train.GradientDescentOptimizer(1.0)
         total, grads_and_vars = clones.optimize_clones(clone_list, optimizer, regularization)
-        # Reference: one clone per half on its own (reusing the same variables), each with the decay term.
-        reg_sum = tf.add_n(regularization)
-        halves = []
-        for half in range(2):
-            with tf.name_scope(f'reference_{half}'):
-                losses, _ = clone_fn({k: v[half:half + 1] for k, v in batch.items()}, True)
-                loss = losses['total'] + reg_sum
-                halves.append((loss, tf.gradients(loss, [v for _, v in grads_and_vars])))
+        # Reference: one clone on the whole batch (reusing the same variables), with the decay term.
+        with tf.name_scope('reference'):
+            losses, _ = clone_fn(clones.ssd_clone_inputs(batch, 1)[0], True)
+            reference_loss = losses['total'] + tf.add_n(regularization)
+            reference_grads = tf.gradients(reference_loss, [v for _, v in grads_and_vars])
+            halves_mean = tf.add_n([clone_fn({k: v[half:half + 1] for k, v in batch.items()}, True)[0]['total']
+                                    for half in range(2)]) / 2 + tf.add_n(regularization)
         assert tf.global_variables() == variables          # references created no variable
         with tf.Session(config=tf.ConfigProto(device_count={'CPU': 2})) as session:
             session.run(tf.global_variables_initializer())
-            got_total, got_grads, ref = session.run([total, [g for g, _ in grads_and_vars], halves])
-    assert got_total == pytest.approx((ref[0][0] + ref[1][0]) / 2, rel=1e-5)
-    for got, grad_a, grad_b in zip(got_grads, ref[0][1], ref[1][1]):
-        np.testing.assert_allclose(got, (grad_a + grad_b) / 2, rtol=1e-5, atol=1e-5)
+            got_total, got_grads, ref_total, ref_grads, old_mean = session.run(
+                [total, [g for g, _ in grads_and_vars], reference_loss, reference_grads, halves_mean])
+    assert got_total == pytest.approx(ref_total, rel=1e-5)
+    assert abs(old_mean - ref_total) > 1e-3 * ref_total     # the test can tell the two normalisations apart
+    for got, expected in zip(got_grads, ref_grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max() + 1e-12)
     # Variables exist once, on the shared device; each clone computes on its own logical CPU.
     names = [v.op.name for v in variables]
     assert len(names) == len(set(names)) and not any('clone' in name for name in names)

@@ -6,6 +6,9 @@ regularisation losses counted once:
 
     total = (1 / n) * sum_i loss_i + sum(regularization)
 
+Each clone's SSD loss is divided by the whole batch's positive count over n (ssd_clone_inputs), so the
+mean is the loss of the whole batch: any number of clones trains as one device would on the batch.
+
 and its gradient is summed from per-clone gradients of loss_i / n, each computed on the clone's device.
 """
 import collections
@@ -75,6 +78,18 @@ def split_batch(batch, num_clones):
     return [{key: pieces[key][i] for key in batch} for i in range(num_clones)]
 
 
+def ssd_clone_inputs(batch, num_clones):
+    """split_batch of an SSD batch; with several clones each slice also holds 'loss_normalizer': the whole
+    batch's positive anchor count over num_clones (nets/ssd_losses.py divides the clone's loss by it)."""
+    slices = split_batch(batch, num_clones)
+    if num_clones > 1:
+        with tf.name_scope('loss_normalizer'):
+            positives = tf.reduce_sum(tf.cast(batch['target_labels'] > 0, tf.float32))
+            for inputs in slices:
+                inputs['loss_normalizer'] = positives / float(num_clones)
+    return slices
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """The SSD loss's settings (nets/ssd_losses.py) and the weight decay of the conv weights."""
@@ -104,7 +119,7 @@ def ssd_clone_fn(net, data_format, loss=LossConfig(), weight_gradients_in_nchw=F
                                                           data_format=data_format, reuse=reuse)
         losses = net.losses(logits, localisations, inputs['target_labels'], inputs['target_loc'],
                             negative_ratio=loss.negative_ratio, alpha=loss.loss_alpha,
-                            label_smoothing=loss.label_smoothing)
+                            label_smoothing=loss.label_smoothing, normalizer=inputs.get('loss_normalizer'))
         return losses, end_points
     return clone_fn
 
