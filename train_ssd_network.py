@@ -203,7 +203,7 @@ def config_from_flags(fv):
         loop=train_tools.LoopConfig(fv.train_dir, fv.log_every_n_steps, fv.save_summaries_secs,
                                     fv.save_interval_secs, fv.save_every_n_steps, fv.max_number_of_steps),
         devices=train_plan.DeviceConfig(fv.num_clones, fv.clone_on_cpu, fv.gpu_memory_fraction, fv.data_format,
-                                        fv.bfloat16),
+                                        fv.bfloat16, num_clones_given=fv['num_clones'].present),
         cluster=_cluster(fv), flag_lines=tuple(fv.flags_into_string().splitlines()))
 
 
@@ -292,7 +292,7 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
     session_config = devices.session_config(config.devices.gpu_memory_fraction, deployment.cpu_devices,
                                             deployment.device_filters,
                                             config.cluster.wait_secs if config.cluster.in_cluster else 0,
-                                            config.devices.bfloat16)
+                                            config.devices.bfloat16, plan.single_threaded_ops)
     if deployment.is_chief:
         startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan), config.flag_lines)
         plan.model.save(config.loop.train_dir)

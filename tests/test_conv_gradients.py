@@ -140,5 +140,5 @@ def test_ssd300_gradients_are_tensorflows_own_within_float_tolerance():
 def test_where_training_uses_them(tmp_path, flags, data_format, use_gpus, expected):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text(f'processor\t: 0\nflags\t\t: {flags}\n')
-    assert devices.wide_weight_gradients_in_nchw(data_format, use_gpus, str(cpuinfo)) == expected
-    assert not devices.wide_weight_gradients_in_nchw('NHWC', False, str(tmp_path / 'missing'))
+    assert devices.avx2_without_avx512(data_format, use_gpus, str(cpuinfo)) == expected
+    assert not devices.avx2_without_avx512('NHWC', False, str(tmp_path / 'missing'))

@@ -21,7 +21,7 @@ from nets import nets_factory
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
 from tests.train_fixtures import train_in_process as run_steps
 from utils import learning_schedules as ls
-from utils import startup_report, step_policies, train_plan
+from utils import devices, startup_report, step_policies, train_plan
 from utils.errors import UserError
 
 
@@ -46,6 +46,30 @@ def test_defaults_are_the_course_settings():
     assert ls.describe_optimizer(script.config_from_flags(fv).optimizer) == (
         'adam, adam_beta1=0.9, adam_beta2=0.999, opt_epsilon=1e-08')
     assert script.config_from_flags(parse_flags(['--opt_epsilon=1.0'])).optimizer.opt_epsilon == 1.0
+
+
+@pytest.mark.parametrize('batch_size, cores, towers', [(4, 2, 2), (8, 4, 4), (6, 4, 1), (4, 1, 1)])
+def test_cpu_towers_need_a_batch_that_splits_over_the_cores(batch_size, cores, towers):
+    assert devices.cpu_towers(batch_size, cores) == towers
+
+
+@pytest.mark.parametrize('cpu_rule, args, clones, single_threaded', [
+    (True, [], 2, True),                                # the Quick start's width on an AVX2 CPU: two towers
+    (True, ['--num_clones=1'], 1, False),               # the user's choice stands
+    (True, ['--depth_multiplier=0.5'], 1, False),       # wide layers: one clone on both cores
+    (True, ['--batch_size=3'], 1, False),               # 3 images do not split over 2 cores
+    (False, [], 1, False),                              # AVX-512 (or oneDNN off, or a GPU): not measured faster
+])
+def test_a_narrow_network_trains_on_single_threaded_towers(records, tmp_path, monkeypatch, cpu_rule, args, clones,
+                                                          single_threaded):
+    monkeypatch.setattr(devices, 'avx2_without_avx512', lambda *_: cpu_rule)
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    plan = check(records, tmp_path, *args)
+    assert (plan.config.devices.num_clones, len(plan.deployment.clone_devices), plan.single_threaded_ops) == (
+        clones, clones, single_threaded)
+    config = devices.session_config(cpu_devices=plan.deployment.cpu_devices, single_threaded_ops=single_threaded)
+    assert config.intra_op_parallelism_threads == (1 if single_threaded else 0)
+    assert ('one thread per op' in startup_report.training_report(plan)) == single_threaded
 
 
 def test_valid_flags_resolve_the_plan(records, tmp_path):

@@ -28,24 +28,33 @@ def cpu_has_bfloat16(cpuinfo_path='/proc/cpuinfo'):
     return bool(cpu_flags(cpuinfo_path) & {'avx512_bf16', 'amx_bf16'})
 
 
-def wide_weight_gradients_in_nchw(data_format, use_gpus, cpuinfo_path='/proc/cpuinfo'):
-    """Whether training computes the wide layers' weight gradients in NCHW (nets/conv_gradients.py): where oneDNN
-    runs NHWC convolutions on a CPU with AVX2 but no AVX-512, whose NHWC weight-gradient kernel is the slow one.
-    With AVX-512, oneDNN's NHWC kernel is the faster, and GPUs run cuDNN."""
+def avx2_without_avx512(data_format, use_gpus, cpuinfo_path='/proc/cpuinfo'):
+    """Whether oneDNN runs this training's NHWC convolutions on a CPU with AVX2 but no AVX-512: where its NHWC
+    weight-gradient kernel is the slow one (so the wide layers' weight gradients go through NCHW,
+    nets/conv_gradients.py) and its small convolutions gain little from splitting over threads (cpu_towers).
+    With AVX-512, oneDNN's NHWC kernels are the faster, and GPUs run cuDNN."""
     flags = cpu_flags(cpuinfo_path)
     return (data_format == 'NHWC' and not use_gpus and _pywrap_util_port.IsMklEnabled()
             and 'avx2' in flags and 'avx512f' not in flags)
 
 
+def cpu_towers(batch_size, cpu_count):
+    """How many single-threaded clones ("towers", one per core) train a narrow network faster than one clone
+    whose ops are split over every core, on an avx2_without_avx512 CPU: cpu_count when the batch splits evenly
+    over the cores, else 1. Measured 1.2x at depth 0.125, batch 4, on 2 cores (bench/RESULTS.md, issue 9)."""
+    return cpu_count if cpu_count >= 2 and batch_size % cpu_count == 0 else 1
+
+
 def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None, operation_timeout_secs=0,
-                   bfloat16=False):
+                   bfloat16=False, single_threaded_ops=False):
     """ConfigProto: soft placement (so CPU-only kernels fall back), `cpu_devices` logical CPU devices (one per
     CPU clone), the GPU memory fraction when given, device filters for distributed workers, and, when
     operation_timeout_secs > 0, that bound on every blocking call (a cluster worker whose parameter server
     stops answering without closing its connection gets DeadlineExceededError, not a hang). bfloat16: Grappler's
     oneDNN auto mixed precision rewrite (convolutions and matmuls in bfloat16, variables and the losses' softmax
-    in float32)."""
-    config = tf.ConfigProto(allow_soft_placement=True, log_device_placement=False, device_count={'CPU': cpu_devices})
+    in float32). single_threaded_ops: each op runs on one thread (cpu_towers' clones run side by side)."""
+    config = tf.ConfigProto(allow_soft_placement=True, log_device_placement=False, device_count={'CPU': cpu_devices},
+                            intra_op_parallelism_threads=1 if single_threaded_ops else 0)
     if bfloat16:
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
             rewriter_config_pb2.RewriterConfig.ON
@@ -58,9 +67,9 @@ def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None,
     return config
 
 
-def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=()):
-    """One line for the start-up report: which kernels run the network, its layout, conv6's form, and bfloat16
-    and the layers whose weight gradients are computed in NCHW, when there are any."""
+def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=(), single_threaded_ops=False):
+    """One line for the start-up report: which kernels run the network, its layout, conv6's form, and bfloat16,
+    the layers whose weight gradients are computed in NCHW and one thread per op, when they are on."""
     if _pywrap_util_port.IsMklEnabled():
         library = 'oneDNN (TF_ENABLE_ONEDNN_OPTS=1)'
     else:
@@ -70,5 +79,7 @@ def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=
     precision = ', bfloat16 convolutions and matmuls (--bfloat16)' if bfloat16 else ''
     gradients = (f', weight gradients of {len(nchw_weight_gradient_layers)} wide layers in NCHW (faster on CPUs '
                  'without AVX-512)' if nchw_weight_gradient_layers else '')
-    return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}; '
+    threads = (', one thread per op (the clones run side by side: faster for a narrow network on this CPU; '
+               '--num_clones=1 for one clone on every core)' if single_threaded_ops else '')
+    return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}{threads}; '
             f'{os.cpu_count()} CPU cores')

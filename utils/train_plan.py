@@ -48,6 +48,7 @@ class DeviceConfig:
     gpu_memory_fraction: float = 0.8
     data_format: Optional[str] = None      # None: nets_factory.default_data_format
     bfloat16: bool = False                 # oneDNN's bfloat16 rewrite (CPUs with AVX512_BF16 / AMX only)
+    num_clones_given: bool = False         # --num_clones was set (else a narrow network may get cpu_towers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,7 @@ class TrainPlan:
     restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
     nchw_weight_gradient_layers: tuple  # layers whose weight gradients training computes in NCHW (conv_gradients)
+    single_threaded_ops: bool   # one thread per op: devices.cpu_towers' clones (config.devices.num_clones)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
     anchor_lines: tuple = ()    # the anchor fit's report lines (fit_anchors)
 
@@ -232,13 +234,18 @@ def make_plan(config, num_gpus):
         config.schedule, num_samples, images_per_step, config.loop.max_number_of_steps,
         config.num_epochs_per_decay_given)
     net = model.build_network()
-    nchw_weight_gradient_layers = (
-        clones.nchw_weight_gradient_layers(net, model.data_format, model.image_size)
-        if device_info.wide_weight_gradients_in_nchw(model.data_format, use_gpus) else ())
+    nchw_weight_gradient_layers, towers = (), 1
+    if device_info.avx2_without_avx512(model.data_format, use_gpus):
+        nchw_weight_gradient_layers = clones.nchw_weight_gradient_layers(net, model.data_format, model.image_size)
+        if not (nchw_weight_gradient_layers or devices.num_clones_given or config.cluster.in_cluster):
+            towers = device_info.cpu_towers(data.batch_size, os.cpu_count())
+    if towers > 1:
+        devices = dataclasses.replace(devices, num_clones=towers, clone_on_cpu=True)
+        config = dataclasses.replace(config, devices=devices)
     return TrainPlan(
         config=config, model=model, net=net, info=info, shards=shards, num_samples=num_samples,
         preprocess_fn=offset_then_preprocess(preprocess_fn, data.labels_offset),
         decay_steps=decay_steps, decay_source=decay_source,
         restore=restore, use_gpus=use_gpus,
-        nchw_weight_gradient_layers=nchw_weight_gradient_layers,
+        nchw_weight_gradient_layers=nchw_weight_gradient_layers, single_threaded_ops=towers > 1,
         deployment=None if config.cluster.in_cluster else clones.local_deployment(devices.num_clones, use_gpus))
