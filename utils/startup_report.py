@@ -79,7 +79,7 @@ def training_report(plan):
          + list(plan.anchor_lines)),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format, config.devices.bfloat16,
-                                       plan.nchw_weight_gradient_layers)]),
+                                       plan.nchw_weight_gradient_layers, plan.single_threaded_ops)]),
         ('Optimisation', [f'schedule {schedule}', optimiser,
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
                           f'{config.loop.max_number_of_steps or "unlimited"}']),
