@@ -6,10 +6,9 @@ regularisation losses counted once:
 
     total = (1 / n) * sum_i loss_i + sum(regularization)
 
+and its gradient is summed from per-clone gradients of loss_i / n, each computed on the clone's device.
 Each clone's SSD loss is divided by the whole batch's positive count over n (ssd_clone_inputs), so the
 mean is the loss of the whole batch: any number of clones trains as one device would on the batch.
-
-and its gradient is summed from per-clone gradients of loss_i / n, each computed on the clone's device.
 """
 import collections
 import dataclasses
