@@ -10,6 +10,8 @@ up, warns on the first one and stops the run when too many are bad. Evaluation k
 A shard that fails while it is read (removed or damaged during a run) still fails the iterator:
 is_input_failure tells that error from others, error_line gives its one useful line.
 """
+import re
+
 import tensorflow.compat.v1 as tf
 from absl import logging
 
@@ -111,13 +113,21 @@ def is_input_failure(error):
     return op is not None and op.type in ('IteratorGetNext', 'IteratorGetNextSync')
 
 
+# What TensorFlow adds around the errors of several ops (several clones reading one batch, say): a count, then
+# "  (0) DATA_LOSS: <message>" per root error, then counts of operations and derived errors.
+_ERROR_SUMMARY = re.compile(r'\d+ (root error\(s\) found|successful operations|derived errors ignored)\.?')
+_ROOT_ERROR = re.compile(r'\(\d+\) [A-Z_]+: (.*)')
+
+
 def error_line(error):
-    """The line of a tf.errors.OpError that says what went wrong, without the graph-execution preamble, the
-    traceback of where the node was defined and the node annotations."""
+    """The line of a tf.errors.OpError that says what went wrong (the first root error's, when there are several),
+    without the graph-execution preamble, the traceback of where the node was defined and the node annotations."""
     lines = [line.strip() for line in error.message.splitlines()]
     useful = [line for line in lines if line and not line.startswith(('[[', 'Graph execution error', 'Detected at',
-                                                                      'File "', 'Node:'))]
-    return useful[-1] if useful else lines[0]
+                                                                      'File "', 'Node:'))
+              and not _ERROR_SUMMARY.fullmatch(line)]
+    roots = [found.group(1) for found in map(_ROOT_ERROR.fullmatch, useful) if found]
+    return roots[0] if roots else useful[-1] if useful else lines[0]
 
 
 def input_failure_message(error, step):

@@ -151,3 +151,14 @@ def test_a_reader_failure_is_recognised_and_summarised_in_one_line(split, tmp_pa
     assert bad_samples.is_input_failure(failure.value) and not bad_samples.is_input_failure(other.value)
     assert re.fullmatch(r"truncated record at \d+' failed with Read less bytes than requested",
                         bad_samples.error_line(failure.value))
+
+
+def test_the_error_line_of_several_root_errors_is_the_first_ones():
+    """Two clones reading one damaged batch: TensorFlow's summary of several errors around the real message."""
+    message = ("Graph execution error:\n\n2 root error(s) found.\n"
+               "  (0) DATA_LOSS: truncated record at 3343' failed with Read less bytes than requested\n"
+               "\t [[{{node IteratorGetNext}}]]\n\t [[clone_1/ssd_losses/total/_123]]\n"
+               "  (1) DATA_LOSS: truncated record at 3343' failed with Read less bytes than requested\n"
+               "\t [[{{node IteratorGetNext}}]]\n0 successful operations.\n0 derived errors ignored.")
+    assert bad_samples.error_line(tf.errors.DataLossError(None, None, message)) == (
+        "truncated record at 3343' failed with Read less bytes than requested")
