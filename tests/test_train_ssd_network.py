@@ -279,10 +279,13 @@ def test_fine_tune_from_a_21_class_checkpoint_excluding_the_class_heads(records,
     assert any(re.search(r'Fine-tuning from .*ssd_300_vgg.ckpt: 59 variables restored, 12 excluded', r.getMessage())
                for r in caplog.records)
     trained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / 'train')))
-    frozen, head = 'ssd_300_vgg/conv1/conv1_1/weights', 'ssd_300_vgg/block7_box/conv_loc/weights'
-    before = {name: tf.train.load_variable(pretrained, name) for name in (frozen, head)}
+    frozen = 'ssd_300_vgg/conv1/conv1_1/weights'
+    heads = [f'{scope}/conv_loc/weights' for scope in net21.box_head_scopes]
+    before = {name: tf.train.load_variable(pretrained, name) for name in [frozen] + heads}
     np.testing.assert_array_equal(trained.get_tensor(frozen), before[frozen])       # not in --trainable_scopes
-    assert not np.allclose(trained.get_tensor(head), before[head], atol=1e-7)       # trained
+    # Trained: the loss moved the localisation heads of the feature maps the two augmented batches had positives
+    # on, beyond the 1e-5 relative shrink of two steps of weight decay (a head with no positive gets only that).
+    assert any(not np.allclose(trained.get_tensor(head), before[head], rtol=1e-4, atol=1e-7) for head in heads)
     np.testing.assert_allclose(trained.get_tensor(frozen + '/ExponentialMovingAverage'), before[frozen], rtol=1e-6)
     assert trained.get_tensor('ssd_300_vgg/block4_box/conv_cls/biases').shape == (20,)
 
