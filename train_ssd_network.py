@@ -29,6 +29,11 @@ from utils.errors import UserError
 from utils.model_config import ModelConfig
 from utils.stop_request import StopRequest
 
+# The training session gets the intra-op thread pool its ConfigProto asks for (the towers run one thread per op,
+# utils/devices.cpu_towers); otherwise the process's first device fixes one pool for every later session. Read
+# when TensorFlow creates its first device, so set here, before any.
+os.environ.setdefault('TF_OVERRIDE_GLOBAL_THREADPOOL', '1')
+
 DEFAULT_DATASET_DIR = './IMAGE/tfrecords'
 DEMO_IMAGE_DIR = 'demo'                      # configs/demo_cpu.flags trains on DEMO_DATASET_DIR
 DEMO_DATASET_DIR = './demo/tfrecords'

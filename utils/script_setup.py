@@ -15,9 +15,6 @@ import warnings
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-# Each session gets the intra-op thread pool its ConfigProto asks for (training's towers run one thread per op,
-# utils/devices.cpu_towers); without this, the process's first device fixes one pool for every later session.
-os.environ.setdefault('TF_OVERRIDE_GLOBAL_THREADPOOL', '1')
 # tf-slim's layers call a deprecated Keras API on every build: noise for users, nothing they can act on.
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
