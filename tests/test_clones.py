@@ -1,4 +1,6 @@
 """Clones: variables shared and placed once; the loss and gradients are those of one clone on the whole batch."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -52,11 +54,17 @@ def test_two_clones_train_as_one_clone_on_the_whole_batch():
                 [total, [g for g, _ in grads_and_vars], reference_loss, reference_grads, halves_mean])
     assert got_total == pytest.approx(ref_total, rel=1e-5)
     assert abs(old_mean - ref_total) > 1e-3 * ref_total     # the test can tell the two normalisations apart
-    # conv1_1's weight gradient sums 2 x 90000 positions of inputs up to 120 in another order (per clone, then
-    # across clones): in isolation within 1e-4 of its largest value, but up to 5e-4 in full CI runs (cause not
-    # found; the loss above, within 1e-5, is what tells the two normalisations apart).
-    for got, expected in zip(got_grads, ref_grads):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3 * np.abs(expected).max() + 1e-12)
+    # Gradients: to float round-off where the backward pass crosses no max pool (conv6 on, the heads). In the
+    # VGG blocks, TensorFlow's CPU backward kernels are not deterministic: now and then (3 of 60 runs here, in
+    # one burst, and in CI; the forward activations agree bit for bit) conv1's gradients differ by up to 0.6%
+    # of their largest value. There, the difference's norm must stay within 1%
+    # of the gradient's, which still fails for a clone left out (50%) or gradients summed instead of averaged.
+    for (_, variable), got, expected in zip(grads_and_vars, got_grads, ref_grads):
+        if re.match(r'ssd_300_vgg/conv[1-5]/', variable.op.name):
+            assert np.linalg.norm(got - expected) <= 1e-2 * np.linalg.norm(expected), variable.op.name
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max() + 1e-12,
+                                       err_msg=variable.op.name)
     # Variables exist once, on the shared device; each clone computes on its own logical CPU.
     names = [v.op.name for v in variables]
     assert len(names) == len(set(names)) and not any('clone' in name for name in names)
