@@ -7,6 +7,8 @@ import tf_slim as slim
 
 from nets import nets_factory, ssd_layers
 
+from tests.gradient_checks import assert_gradients_match
+
 pytestmark = pytest.mark.skipif(not ssd_layers.native_dilation_available(),
                                 reason='native dilated conv needs oneDNN (TF_ENABLE_ONEDNN_OPTS=1) or a GPU')
 
@@ -75,9 +77,11 @@ def test_native_and_space_to_batch_networks_agree():
                     weights[name] = weights[name] if name in weights else sess.run(variable)
                     variable.load(weights[name], sess)
                 results.append(sess.run([logits, loc] + grads))
-    for native_value, s2b_value in zip(*results):
-        scale = max(np.abs(s2b_value).max(), 1e-6)
+            names = [variable.op.name for variable in variables]
+    for native_value, s2b_value in zip(results[0][:2], results[1][:2]):
+        scale = np.abs(s2b_value).max()
         np.testing.assert_allclose(native_value / scale, s2b_value / scale, atol=2e-5)
+    assert_gradients_match(names, results[0][2:], results[1][2:])
 
 
 def test_exported_graph_runs_on_every_kernel_set():
