@@ -57,14 +57,15 @@ def matmul():
     report(gflops=matmul_peak(4096, 3))
 
 
-def flops(depth_multiplier):
-    """GFLOP per image of SSD300 at this depth: forward, and forward + backward (bench/network.py's count)."""
+def flops(depth_multiplier, num_classes):
+    """GFLOP per image of SSD300 at this depth and class count (background included): forward, and forward +
+    backward (bench/network.py's count)."""
     tf = _tf()
     import tf_slim as slim
     from bench.network import conv_macs
     from nets import nets_factory
     with tf.Graph().as_default() as graph:
-        net = nets_factory.get_network('ssd_300_vgg', 21, float(depth_multiplier))
+        net = nets_factory.get_network('ssd_300_vgg', int(num_classes), float(depth_multiplier))
         with slim.arg_scope(net.arg_scope()):
             net.build(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
         macs, first_macs = conv_macs(graph)
