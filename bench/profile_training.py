@@ -118,7 +118,9 @@ def print_breakdown(tracer):
     print(f'\nwaiting for the input pipeline (IteratorGetNext): {waiting:.3f} s')
     layers = collections.defaultdict(dict)
     for name, op_type, seconds in rows:
-        conv = _conv_of(tracer.graph, name)
+        # Only convolution kernels: a ReluGrad or AddV2 node would otherwise be traced back to a conv and add
+        # that conv's FLOPs a second time.
+        conv = _conv_of(tracer.graph, name) if 'Conv2D' in op_type else None
         if conv is not None:
             kind = _CONV_KINDS[conv.type]
             entry = layers[layer_name(conv.name)].setdefault(kind, [0.0, 0, set()])
