@@ -15,7 +15,10 @@ import functools
 import os
 import warnings
 
-from utils import script_setup  # first: TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS before TF loads
+from utils import host
+if __name__ == '__main__':
+    host.restart_with_huge_page_malloc()  # first, while the process is small: glibc reads it only at start
+from utils import script_setup  # noqa: E402  TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS before TF loads
 from absl import flags, logging
 import tensorflow.compat.v1 as tf
 import tf_slim as slim

@@ -18,8 +18,11 @@ import re
 
 from absl import flags
 
-import train_ssd_network
-from utils import script_setup
+from utils import host
+if __name__ == '__main__':
+    host.restart_with_huge_page_malloc()  # as train_ssd_network.py runs, before TensorFlow loads
+import train_ssd_network  # noqa: E402
+from utils import script_setup  # noqa: E402
 
 flags.DEFINE_integer('trace_step', 4, 'Which training step (1-based call of the train op) to trace.')
 flags.DEFINE_string('trace_json', None, 'Also write the traced step as a Chrome trace to this file.')

@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from tests.inference_fixtures import assert_no_tensorflow_noise
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset
+from utils import host
 
 STEP_LINE = re.compile(r'\] step (\d+): loss ')
 
@@ -50,6 +51,11 @@ def test_run_interrupt_and_resume(workspace):
     log = run(workspace, '--max_number_of_steps=3')
     assert 'anchors in all: 8732' in log and 'samples per split: test 2, train 8' in log
     assert 'Starting from scratch' in log
+    # Restarted with huge-page malloc where it applies (utils/host.py), before anything else ran.
+    tunables = host.tunables_with_huge_page_malloc(os.environ, host.cpu_flags(), host.transparent_huge_page_mode(),
+                                                   host.glibc_version())
+    assert (f'memory: glibc malloc on transparent huge pages (GLIBC_TUNABLES={tunables}: ' in log if tunables
+            else 'memory: glibc malloc on transparent' not in log)
     assert_no_tensorflow_noise(log)
     assert [int(s) for s in STEP_LINE.findall(log)] == [1, 2, 3]
     assert re.findall(r'\] step \d+: .* images/s \| (\d+)% of 3, about \d+ s left', log) == ['33', '67', '100']

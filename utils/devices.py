@@ -7,19 +7,11 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 from tensorflow.python.util import _pywrap_util_port
 
 from nets import ssd_layers
+from utils.host import cpu_flags
 
 
 def visible_gpu_count():
     return len(tf.config.list_physical_devices('GPU'))
-
-
-def cpu_flags(cpuinfo_path='/proc/cpuinfo'):
-    """The CPU's feature flags as Linux lists them ('avx2', 'avx512f', ...); empty where the file is missing."""
-    try:
-        with open(cpuinfo_path) as cpuinfo:
-            return {flag for line in cpuinfo if line.startswith('flags') for flag in line.split(':', 1)[1].split()}
-    except OSError:
-        return set()
 
 
 def cpu_has_bfloat16(cpuinfo_path='/proc/cpuinfo'):

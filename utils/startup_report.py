@@ -1,11 +1,12 @@
 """The start-up report printed before the first training step (and saved as train_dir/training_config.txt).
 
-Formatting: every function takes values and returns lines of text (the kernel line asks utils.devices).
+Formatting: every function takes values and returns lines of text (the kernel line asks utils.devices, the
+memory line utils.host).
 """
 import os
 
 from nets.ssd_params import num_anchors_per_cell
-from utils import devices
+from utils import devices, host
 from utils import learning_schedules as schedules
 from utils.file_io import write_text_atomically
 
@@ -79,7 +80,8 @@ def training_report(plan):
          + list(plan.anchor_lines)),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format, config.devices.bfloat16,
-                                       plan.nchw_weight_gradient_layers, plan.single_threaded_ops)]),
+                                       plan.nchw_weight_gradient_layers, plan.single_threaded_ops)]
+         + list(filter(None, [host.malloc_description(os.environ)]))),
         ('Optimisation', [f'schedule {schedule}', optimiser,
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
                           f'{config.loop.max_number_of_steps or "unlimited"}']),
