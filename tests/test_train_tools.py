@@ -101,6 +101,26 @@ def test_stops_at_max_steps_and_on_request(tmp_path):
     assert run.latest() is None                                       # slim.learning.train saves then
 
 
+class VanishedCluster:
+    """A distributed.ClusterStop whose parameter server is gone: reading its flag fails as TensorFlow's does."""
+
+    def requested(self, session):
+        raise tf.errors.UnavailableError(None, None, 'Socket closed')
+
+
+def test_a_lost_task_found_by_any_session_call_of_the_step_is_reported(tmp_path):
+    """Not only the train op: the cluster's stop flag, read after it, may be the first to find the ps gone
+    (a CI run hung there: the StopRequest never heard of it and the session close waited on the dead ps)."""
+    stop = StopRequest()
+    run = TinyTraining(tmp_path, stop_request=stop)
+    run.step_fn.stop = step_policies.StopPolicy(None, stop, VanishedCluster())
+    with pytest.raises(tf.errors.UnavailableError):
+        run.step()
+    assert run.step_fn.current_step == 0                 # the flag's read, before the train op, failed
+    error, _ = stop.lost_cluster
+    assert error.message == 'Socket closed'
+
+
 def test_nan_loss_stops_without_saving(tmp_path):
     run = TinyTraining(tmp_path, save_every_n_steps=1)
     run.step()

@@ -100,6 +100,10 @@ def training_summaries(losses, learning_rate, extra=()):
     return tf.summary.merge(summaries + list(extra), name='summary_op')
 
 
+# What a session call raises when a task of the cluster is gone (or, with --cluster_wait_secs, silent).
+_LOST_CLUSTER = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+
+
 class TrainStep:
     """train_step_fn for slim.learning.train: one step (the train op, the loss components and the learning
     rate, plus the summary op when one is due), then the NaN guard, the log line, the stop decision (the chief
@@ -118,6 +122,15 @@ class TrainStep:
         self.current_step = None
 
     def __call__(self, session, train_op, global_step, train_step_kwargs):
+        try:
+            return self._step(session, train_op, global_step, train_step_kwargs)
+        except _LOST_CLUSTER as err:
+            # Whichever of the step's session calls first finds a task gone (the train op, the cluster's stop
+            # flag, a checkpoint): the StopRequest then ends the process, whose session close would hang.
+            self.stop.report_lost_cluster(err)
+            raise
+
+    def _step(self, session, train_op, global_step, train_step_kwargs):
         if self.current_step is None:
             self.current_step = int(session.run(global_step))
             for policy in (self.speed_log, self.checkpoints):
@@ -133,11 +146,8 @@ class TrainStep:
         try:
             values = session.run(fetches)
             step = self.current_step = int(session.run(global_step))
-        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
-            self.stop.report_lost_cluster(err)
-            raise
         except tf.errors.OpError as err:
-            if bad_samples.is_input_failure(err):   # a shard removed or damaged while training
+            if bad_samples.is_input_failure(err) and not isinstance(err, _LOST_CLUSTER):   # a shard damaged
                 self._save_and_fail(session, bad_samples.input_failure_message(err, self.current_step))
             raise
         losses = values['losses']
