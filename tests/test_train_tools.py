@@ -109,7 +109,7 @@ class VanishedCluster:
 
 
 def test_a_lost_task_found_by_any_session_call_of_the_step_is_reported(tmp_path):
-    """Not only the train op: the cluster's stop flag, read after it, may be the first to find the ps gone
+    """Not only the train op: the cluster's stop flag, read around it, may be the first to find the ps gone
     (a CI run hung there: the StopRequest never heard of it and the session close waited on the dead ps)."""
     stop = StopRequest()
     run = TinyTraining(tmp_path, stop_request=stop)
