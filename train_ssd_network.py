@@ -357,7 +357,7 @@ def main(fv):
         # thread so that Ctrl-C is seen at once.
         stop_request.install()
         step_fn = stop_request.run(lambda: train(plan, stop_request))
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
+    except distributed.LOST_CLUSTER_ERRORS as err:
         script_setup.print_error(distributed.lost_cluster_message(err))
         if stop_request.abandoned:  # the training thread is stuck closing its session on the dead task
             script_setup.exit_now(1)

@@ -152,8 +152,12 @@ def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time):
         time.sleep(poll_secs)
 
 
+# What a session call raises when a task of the cluster is gone (or, with --cluster_wait_secs, silent).
+LOST_CLUSTER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+
+
 def lost_cluster_message(error):
-    """The one line printed when a worker lost a task of the cluster (UnavailableError / DeadlineExceededError)."""
+    """The one line printed when a worker lost a task of the cluster (one of LOST_CLUSTER_ERRORS)."""
     return (f'lost contact with the cluster ({describe_cluster_error(error)}); a parameter server may be gone: '
             f'restart the cluster and the chief resumes from its last checkpoint')
 

@@ -52,7 +52,7 @@ def tunables_with_huge_page_malloc(environ, flags, thp_mode, libc_version):
     gives them anyway). A GLIBC_TUNABLES that already names the tunable is the user's choice (=0 turns it off).
     Other tunables the user set are kept."""
     current = environ.get('GLIBC_TUNABLES', '')
-    if (HUGE_PAGE_TUNABLE in current or thp_mode != 'madvise' or libc_version is None
+    if (HUGE_PAGE_TUNABLE in _tunable_settings(environ) or thp_mode != 'madvise' or libc_version is None
             or libc_version < _OLDEST_GLIBC or 'avx2' not in flags or 'avx512f' in flags):
         return None
     return ':'.join(filter(None, [current, f'{HUGE_PAGE_TUNABLE}=1']))
@@ -73,9 +73,14 @@ def restart_with_huge_page_malloc():
     os.execv(sys.executable, sys.orig_argv)
 
 
+def _tunable_settings(environ):
+    """{tunable: value} of GLIBC_TUNABLES ('name=value:name=value')."""
+    return dict(item.partition('=')[::2] for item in environ.get('GLIBC_TUNABLES', '').split(':') if item)
+
+
 def malloc_description(environ):
     """One line for the start-up report when GLIBC_TUNABLES sets huge-page malloc (on or off); else None."""
-    settings = dict(item.partition('=')[::2] for item in environ.get('GLIBC_TUNABLES', '').split(':') if item)
+    settings = _tunable_settings(environ)
     if HUGE_PAGE_TUNABLE not in settings:
         return None
     value = f'GLIBC_TUNABLES={environ["GLIBC_TUNABLES"]}'

@@ -15,7 +15,7 @@ import tensorflow.compat.v1 as tf
 from absl import logging
 
 from datasets import bad_samples
-from utils import clones
+from utils import clones, distributed
 from utils.errors import UserError
 from utils.step_policies import check_losses_finite
 
@@ -100,10 +100,6 @@ def training_summaries(losses, learning_rate, extra=()):
     return tf.summary.merge(summaries + list(extra), name='summary_op')
 
 
-# What a session call raises when a task of the cluster is gone (or, with --cluster_wait_secs, silent).
-_LOST_CLUSTER = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
-
-
 class TrainStep:
     """train_step_fn for slim.learning.train: one step (the train op, the loss components and the learning
     rate, plus the summary op when one is due), then the NaN guard, the log line, the stop decision (the chief
@@ -124,7 +120,7 @@ class TrainStep:
     def __call__(self, session, train_op, global_step, train_step_kwargs):
         try:
             return self._step(session, train_op, global_step, train_step_kwargs)
-        except _LOST_CLUSTER as err:
+        except distributed.LOST_CLUSTER_ERRORS as err:
             # Whichever of the step's session calls first finds a task gone (the train op, the cluster's stop
             # flag, a checkpoint): the StopRequest then ends the process, whose session close would hang.
             self.stop.report_lost_cluster(err)
@@ -147,7 +143,8 @@ class TrainStep:
             values = session.run(fetches)
             step = self.current_step = int(session.run(global_step))
         except tf.errors.OpError as err:
-            if bad_samples.is_input_failure(err) and not isinstance(err, _LOST_CLUSTER):   # a shard damaged
+            # A shard removed or damaged while training (a lost cluster task is __call__'s to report).
+            if bad_samples.is_input_failure(err) and not isinstance(err, distributed.LOST_CLUSTER_ERRORS):
                 self._save_and_fail(session, bad_samples.input_failure_message(err, self.current_step))
             raise
         losses = values['losses']
