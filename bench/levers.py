@@ -5,7 +5,7 @@
 Every variant is built in this process and timed in alternation, round by round, so that the load on the
 shared cores falls on each alike; the table gives each variant's median seconds per step.
 Levers (variants in the order timed):
-- conv6:   conv6 as one dilated Conv2D (native) / as TensorFlow's space_to_batch form
+- conv6:   conv6 as one dilated Conv2D (native) / as one 1x1 Conv2D per tap (the portable form)
 - layout:  NHWC / NCHW (oneDNN runs both on this CPU build)
 - wgrad:   weight gradients by oneDNN's NHWC kernel / the wide layers' in NCHW (nets/conv_gradients.py)
 - threads: tf.Session intra-op,inter-op threads 0,0 (TensorFlow's default: one per core) / 1,2 / 2,1 / 1,1
@@ -37,7 +37,7 @@ def variants(lever):
     """[(name, build options, session options)] of a lever."""
     if lever == 'conv6':
         return [('conv6 native', {'native_dilation': True}, {}),
-                ('conv6 space_to_batch', {'native_dilation': False}, {})]
+                ('conv6 by taps', {'native_dilation': False}, {})]
     if lever == 'layout':
         return [('NHWC', {'data_format': 'NHWC'}, {}), ('NCHW', {'data_format': 'NCHW'}, {})]
     if lever == 'wgrad':

@@ -1,5 +1,6 @@
-"""conv6's dilated convolution: native (one Conv2D with dilations) and space_to_batch forms agree with a
-numpy reference and with each other on the whole network (outputs and gradients), with slim's variables."""
+"""conv6's dilated convolution: native (one Conv2D with dilations) and by-taps (one 1x1 Conv2D per tap) forms
+agree with a numpy reference and with each other on the whole network (outputs and gradients), with slim's
+variables."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -14,10 +15,12 @@ pytestmark = pytest.mark.skipif(not ssd_layers.native_dilation_available(),
 
 
 def numpy_dilated_conv(x, w, b, rate):
-    """y[n, i, j, o] = relu(b[o] + sum_{u, v, c} x_pad[n, i + u*rate, j + v*rate, c] w[u, v, c, o]), SAME."""
+    """y[n, i, j, o] = relu(b[o] + sum_{u, v, c} x_pad[n, i + u*rate, j + v*rate, c] w[u, v, c, o]), SAME:
+    rate * (k - 1) zeros per axis, the smaller half before (TensorFlow's rule)."""
     k = w.shape[0]
-    pad = rate * (k - 1) // 2
-    x_pad = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    total = rate * (k - 1)
+    pad = (total // 2, total - total // 2)
+    x_pad = np.pad(x, [(0, 0), pad, pad, (0, 0)])
     height, width = x.shape[1:3]
     y = np.zeros(x.shape[:3] + (w.shape[3],), np.float64)
     for u in range(k):
@@ -27,18 +30,25 @@ def numpy_dilated_conv(x, w, b, rate):
     return np.maximum(y + b, 0.)
 
 
-@pytest.mark.parametrize('native', [True, False])
-def test_dilated_conv_matches_numpy_and_slim_variables(native):
+# (native, data format, kernel size, rate, map height, map width): conv6's shape; taps partly and wholly
+# in the padding (rate 6 on a 5-pixel map); an even kernel, whose SAME padding is uneven.
+@pytest.mark.parametrize('native, data_format, kernel_size, rate, height, width', [
+    (True, 'NHWC', 3, 3, 11, 11), (False, 'NHWC', 3, 3, 11, 11), (False, 'NHWC', 3, 6, 5, 8),
+    (False, 'NHWC', 2, 3, 7, 6), (False, 'NCHW', 3, 3, 11, 9), (False, 'NCHW', 2, 2, 6, 7)])
+def test_dilated_conv_matches_numpy_and_slim_variables(native, data_format, kernel_size, rate, height, width):
     rng = np.random.RandomState(0)
-    x = rng.randn(2, 11, 11, 3).astype(np.float32)
+    x = rng.randn(2, height, width, 3).astype(np.float32)
+    to_layout = (lambda t: t) if data_format == 'NHWC' else (lambda t: np.transpose(t, [0, 3, 1, 2]))
     with tf.Graph().as_default():
-        inputs = tf.constant(x)
+        inputs = tf.constant(to_layout(x))
+        with slim.arg_scope(ssd_layers.ssd_arg_scope(0.0005, data_format)):
+            ours = ssd_layers.dilated_conv2d(inputs, 4, kernel_size, rate, native, scope='mine')
         with slim.arg_scope(ssd_layers.ssd_arg_scope(0.0005, 'NHWC')):
-            ours = ssd_layers.dilated_conv2d(inputs, 4, 3, 3, native, scope='mine')
-            reference_layer = slim.conv2d(inputs, 4, [3, 3], rate=3, scope='slim')
+            reference_layer = slim.conv2d(tf.constant(x), 4, [kernel_size, kernel_size], rate=rate, scope='slim')
         shapes = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
-        assert shapes == {'mine/weights': [3, 3, 3, 4], 'mine/biases': [4],
-                          'slim/weights': [3, 3, 3, 4], 'slim/biases': [4]}
+        weight_shape = [kernel_size, kernel_size, 3, 4]
+        assert shapes == {'mine/weights': weight_shape, 'mine/biases': [4],
+                          'slim/weights': weight_shape, 'slim/biases': [4]}
         assert len(tf.losses.get_regularization_losses()) == 2
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -49,12 +59,12 @@ def test_dilated_conv_matches_numpy_and_slim_variables(native):
             sess.run([tf.assign(tf.global_variables('slim/weights')[0], weights),
                       tf.assign(tf.global_variables('slim/biases')[0], biases)])
             slim_out = sess.run(reference_layer)
-    expected = numpy_dilated_conv(x, weights, biases, 3)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    expected = numpy_dilated_conv(x, weights, biases, rate)
+    np.testing.assert_allclose(got, to_layout(expected), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(slim_out, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_native_and_space_to_batch_networks_agree():
+def test_native_and_by_taps_networks_agree():
     """The whole SSD300 (depth 0.125), same weights and batch: logits, offsets and every gradient."""
     rng = np.random.RandomState(1)
     images = rng.normal(0, 50, [2, 300, 300, 3]).astype(np.float32)
@@ -65,7 +75,7 @@ def test_native_and_space_to_batch_networks_agree():
             with slim.arg_scope(net.arg_scope(data_format='NHWC')):
                 logits, loc, _ = net.build(tf.constant(images), native_dilation=native)
             ops = {op.type for op in tf.get_default_graph().get_operations()}
-            assert ('SpaceToBatchND' in ops) != native
+            assert ('AddN' in ops) != native
             labels = tf.constant(np.random.RandomState(2).randint(0, 5, [2, len(net.anchors)]) * (np.random.RandomState(3).rand(2, len(net.anchors)) < .02))
             total = net.losses(logits, loc, labels, tf.zeros_like(loc) + .1)['total']
             variables = tf.trainable_variables()
@@ -78,14 +88,14 @@ def test_native_and_space_to_batch_networks_agree():
                     variable.load(weights[name], sess)
                 results.append(sess.run([logits, loc] + grads))
             names = [variable.op.name for variable in variables]
-    for native_value, s2b_value in zip(results[0][:2], results[1][:2]):
-        scale = np.abs(s2b_value).max()
-        np.testing.assert_allclose(native_value / scale, s2b_value / scale, atol=2e-5)
+    for native_value, taps_value in zip(results[0][:2], results[1][:2]):
+        scale = np.abs(taps_value).max()
+        np.testing.assert_allclose(native_value / scale, taps_value / scale, atol=2e-5)
     assert_gradients_match(names, results[0][2:], results[1][2:])
 
 
 def test_exported_graph_runs_on_every_kernel_set():
-    """The SavedModel's conv6 is the space_to_batch form (a server without oneDNN cannot run a dilated Conv2D);
+    """The SavedModel's conv6 is the by-taps form (a server without oneDNN cannot run a dilated Conv2D);
     in-process inference (detect.py, eval) takes the native one."""
     from deployment import serving_model
     from utils import inference_model
@@ -99,7 +109,8 @@ def test_exported_graph_runs_on_every_kernel_set():
     with tf.Graph().as_default() as graph:
         serving_model.build_signatures(config, options)
         assert not dilated_convs(graph)
-        assert any(op.type == 'SpaceToBatchND' for op in graph.get_operations())
+        assert not any(op.type == 'SpaceToBatchND' for op in graph.get_operations())
+        assert any(op.type == 'AddN' and 'conv6' in op.name for op in graph.get_operations())
     with tf.Graph().as_default() as graph:
         inference_model.detect_images(tf.zeros([1, 50, 60, 3], tf.uint8), config, options)
         assert len(dilated_convs(graph)) == 1

@@ -67,7 +67,7 @@ def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=
     else:
         library = f'TensorFlow\'s own (oneDNN off: TF_ENABLE_ONEDNN_OPTS={os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")})'
     conv6 = ('one dilated convolution' if ssd_layers.native_dilation_available()
-             else 'space_to_batch (these kernels take no dilation)')
+             else 'one 1x1 convolution per tap (these kernels take no dilation)')
     precision = ', bfloat16 convolutions and matmuls (--bfloat16)' if bfloat16 else ''
     gradients = (f', weight gradients of {len(nchw_weight_gradient_layers)} wide layers in NCHW (faster on CPUs '
                  'without AVX-512)' if nchw_weight_gradient_layers else '')
