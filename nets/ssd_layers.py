@@ -95,9 +95,9 @@ def dilated_conv2d(inputs, num_outputs, kernel_size, rate, native, scope):
     initializers, regulariser, activation, padding and data format.
 
     native: one Conv2D with dilations (oneDNN / cuDNN run it directly; oneDNN skips the taps that fall in
-    the zero padding). Otherwise dilated_conv_by_taps, which every kernel runs. (TensorFlow's own form,
-    space_to_batch, pads SSD300's conv6 (19x19, rate 6) to 24x24 and computes 1.6x the FLOPs in 36 tiny
-    4x4 convs: 2.5-3x slower than either.) The padding must be 'SAME'.
+    the zero padding). Otherwise dilated_conv_by_taps, which every kernel runs, with padding 'SAME'.
+    (TensorFlow's own form, space_to_batch, pads SSD300's conv6 (19x19, rate 6) to 24x24 and computes 1.6x
+    the FLOPs in 36 tiny 4x4 convs: 2.5-6x slower than either, bench/RESULTS.md.)
     """
     args = slim.current_arg_scope().get(slim.arg_scope_func_key(slim.conv2d), {})
     data_format = args.get('data_format', 'NHWC')
@@ -109,13 +109,13 @@ def dilated_conv2d(inputs, num_outputs, kernel_size, rate, native, scope):
         biases = slim.model_variable('biases', shape=[num_outputs],
                                      initializer=args.get('biases_initializer', tf.zeros_initializer()))
         padding = args.get('padding', 'SAME')
-        if padding != 'SAME':
-            raise ValueError(f'{scope}: dilated_conv2d takes padding SAME, got {padding}')
         if native:
             dilations = [1, rate, rate, 1] if data_format == 'NHWC' else [1, 1, rate, rate]
             net = tf.nn.conv2d(inputs, weights, 1, padding, data_format=data_format, dilations=dilations)
-        else:
+        elif padding == 'SAME':
             net = dilated_conv_by_taps(inputs, weights, rate, data_format)
+        else:
+            raise ValueError(f'{scope}: the dilated convolution by taps takes padding SAME, got {padding}')
         net = tf.nn.bias_add(net, biases, data_format=data_format)
         activation_fn = args.get('activation_fn', tf.nn.relu)
         return activation_fn(net) if activation_fn else net

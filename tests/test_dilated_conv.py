@@ -64,6 +64,17 @@ def test_dilated_conv_matches_numpy_and_slim_variables(native, data_format, kern
     np.testing.assert_allclose(slim_out, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_by_taps_refuses_what_it_cannot_compute():
+    """A padding other than SAME, and a map of unknown size: a ValueError naming the problem, at graph build."""
+    with tf.Graph().as_default():
+        with slim.arg_scope(ssd_layers.ssd_arg_scope(0.0005, 'NHWC')):
+            with slim.arg_scope([slim.conv2d], padding='VALID'), pytest.raises(
+                    ValueError, match='conv6: the dilated convolution by taps takes padding SAME, got VALID'):
+                ssd_layers.dilated_conv2d(tf.zeros([1, 9, 9, 3]), 4, 3, 2, False, scope='conv6')
+        unknown_height = tf.placeholder(tf.float32, [1, None, 9, 3])
+        with pytest.raises(ValueError, match='needs a known height and width'):
+            ssd_layers.dilated_conv_by_taps(unknown_height, tf.zeros([3, 3, 3, 4]), 2, 'NHWC')
+
 def test_native_and_by_taps_networks_agree():
     """The whole SSD300 (depth 0.125), same weights and batch: logits, offsets and every gradient."""
     rng = np.random.RandomState(1)
