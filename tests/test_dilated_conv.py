@@ -75,6 +75,7 @@ def test_by_taps_refuses_what_it_cannot_compute():
         with pytest.raises(ValueError, match='needs a known height and width'):
             ssd_layers.dilated_conv_by_taps(unknown_height, tf.zeros([3, 3, 3, 4]), 2, 'NHWC')
 
+
 def test_native_and_by_taps_networks_agree():
     """The whole SSD300 (depth 0.125), same weights and batch: logits, offsets and every gradient."""
     rng = np.random.RandomState(1)
