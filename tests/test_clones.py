@@ -22,9 +22,12 @@ def _batch(net, batch_size, seed=0):
         positives = rng.choice(num_anchors, 20 + 10 * row, replace=False)
         labels[row, positives] = rng.randint(1, NUM_CLASSES, len(positives))
         labels[row, rng.choice(num_anchors, 5, replace=False)] = -1
+    # Box targets of a different scale per image: a loss per positive that differs from image to image, so that
+    # the mean of per-image normalised losses differs from the batch's (the SSD loss sum grows with the positives).
+    target_scale = 1 + 3 * np.arange(batch_size)[:, None, None]
     return {'image': rng.uniform(-120, 120, [batch_size, 300, 300, 3]).astype(np.float32),
             'target_labels': labels,
-            'target_loc': rng.normal(0, 1, [batch_size, num_anchors, 4]).astype(np.float32)}
+            'target_loc': (rng.normal(0, 1, [batch_size, num_anchors, 4]) * target_scale).astype(np.float32)}
 
 
 def test_two_clones_train_as_one_clone_on_the_whole_batch():
