@@ -12,8 +12,8 @@ def assert_gradients_match(names, got, expected):
     largest value, and about 1 run in 10 a conv6 output channel's ReLU flipped at one pixel (182 of 73728
     elements of its weight gradient off, by up to 5x). TensorFlow's CPU backward kernels in the VGG blocks are
     not deterministic either. Perturbing the input images by 1e-6 of their values, far more than round-off, changed
-    each gradient by under 0.7% of its norm over 25 random networks, conv1_1's by up to 1.35%. The rule still fails for a clone left out (50%)
-    or gradients summed instead of averaged (100%).
+    each gradient by under 0.7% of its norm over 25 random networks, conv1_1's by up to 1.35%. The rule still
+    fails for a clone left out (50%) or gradients summed instead of averaged (100%).
     """
     assert len(names) == len(got) == len(expected)
     for name, got_value, expected_value in zip(names, got, expected):
