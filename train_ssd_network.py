@@ -17,7 +17,7 @@ import warnings
 
 from utils import host
 if __name__ == '__main__':
-    host.restart_with_training_malloc()  # first, while the process is small: glibc reads it only at start
+    host.restart_with_huge_page_malloc()  # first, while the process is small: glibc reads it only at start
 from utils import script_setup  # noqa: E402  TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS before TF loads
 from absl import flags, logging
 import tensorflow.compat.v1 as tf

@@ -20,7 +20,7 @@ from absl import flags
 
 from utils import host
 if __name__ == '__main__':
-    host.restart_with_training_malloc()  # as train_ssd_network.py runs, before TensorFlow loads
+    host.restart_with_huge_page_malloc()  # as train_ssd_network.py runs, before TensorFlow loads
 import train_ssd_network  # noqa: E402
 from utils import script_setup  # noqa: E402
 

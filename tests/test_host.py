@@ -1,6 +1,6 @@
-"""utils/host.py: the machine facts read without TensorFlow, and the restart with training's glibc malloc
-settings (where each applies, what GLIBC_TUNABLES becomes, and that the program restarts once with its own
-interpreter options and arguments)."""
+"""utils/host.py: the machine facts read without TensorFlow, and the restart with glibc's huge-page malloc
+(where it applies, what GLIBC_TUNABLES becomes, and that the program restarts once with its own interpreter
+options and arguments)."""
 import os
 import subprocess
 import sys
@@ -14,29 +14,22 @@ from utils import host
 AVX2 = {'fpu', 'sse2', 'avx2', 'fma'}
 
 
-THRESHOLD = 'glibc.malloc.mmap_threshold=1048576'
-
-
 @pytest.mark.parametrize('environ, flags, thp_mode, libc, expected', [
-    ({}, AVX2, 'madvise', (2, 36), f'{THRESHOLD}:glibc.malloc.hugetlb=1'),
+    ({}, AVX2, 'madvise', (2, 36), 'glibc.malloc.hugetlb=1'),
     ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, AVX2, 'madvise', (2, 35),
-     f'glibc.malloc.arena_max=2:{THRESHOLD}:glibc.malloc.hugetlb=1'),
-    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, AVX2, 'madvise', (2, 36),   # the user's choice, kept
-     f'glibc.malloc.hugetlb=0:{THRESHOLD}'),
-    ({'GLIBC_TUNABLES': 'glibc.malloc.mmap_threshold=65536'}, AVX2, 'madvise', (2, 36),
-     'glibc.malloc.mmap_threshold=65536:glibc.malloc.hugetlb=1'),
-    ({'GLIBC_TUNABLES': f'{THRESHOLD}:glibc.malloc.hugetlb=1'}, AVX2, 'madvise', (2, 36), None),   # restarted
-    ({}, AVX2 | {'avx512f'}, 'madvise', (2, 36), THRESHOLD),   # no NCHW weight gradients there
-    ({}, {'sse2', 'avx'}, 'madvise', (2, 36), THRESHOLD),
-    ({}, AVX2, 'always', (2, 36), THRESHOLD),                  # the kernel gives huge pages anyway
-    ({}, AVX2, 'never', (2, 36), THRESHOLD),
-    ({}, AVX2, None, (2, 36), THRESHOLD),                      # no THP (or not Linux)
-    ({}, AVX2, 'madvise', (2, 34), THRESHOLD),                 # glibc before the huge-page tunable
-    ({}, AVX2, 'madvise', (2, 25), None),                      # glibc before tunables
-    ({}, AVX2, 'madvise', None, None),                         # not glibc
+     'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'),
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, AVX2, 'madvise', (2, 36), None),   # the user's choice
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}, AVX2, 'madvise', (2, 36), None),   # already restarted
+    ({}, AVX2 | {'avx512f'}, 'madvise', (2, 36), None),   # no NCHW weight gradients there
+    ({}, {'sse2', 'avx'}, 'madvise', (2, 36), None),
+    ({}, AVX2, 'always', (2, 36), None),                  # the kernel gives huge pages anyway
+    ({}, AVX2, 'never', (2, 36), None),
+    ({}, AVX2, None, (2, 36), None),                      # no THP (or not Linux)
+    ({}, AVX2, 'madvise', (2, 34), None),                 # glibc before the tunable
+    ({}, AVX2, 'madvise', None, None),                    # not glibc
 ])
-def test_malloc_settings_apply_only_where_they_help(environ, flags, thp_mode, libc, expected):
-    assert host.training_malloc_tunables(environ, flags, thp_mode, libc) == expected
+def test_huge_page_malloc_applies_only_where_it_helps(environ, flags, thp_mode, libc, expected):
+    assert host.tunables_with_huge_page_malloc(environ, flags, thp_mode, libc) == expected
 
 
 def test_machine_facts_are_read_from_their_files(tmp_path):
@@ -53,16 +46,14 @@ def test_machine_facts_are_read_from_their_files(tmp_path):
 def test_start_up_report_line_says_what_glibc_was_told():
     assert host.malloc_description({}) is None
     assert host.malloc_description({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}) is None
-    both = f'glibc.malloc.arena_max=2:{THRESHOLD}:glibc.malloc.hugetlb=1'
-    assert host.malloc_description({'GLIBC_TUNABLES': both}) == (
-        'memory: glibc malloc with mmap threshold fixed at 1048576 bytes (freed buffers of that size and more go back '
-        "to the system: a lower peak), transparent huge pages (fewer page faults in oneDNN's large scratch buffers; "
-        f'glibc.malloc.hugetlb=0 turns them off) (GLIBC_TUNABLES={both})')
+    on = host.malloc_description({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'})
+    assert on.startswith('memory: glibc malloc on transparent huge pages '
+                         '(GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1: ')
     assert host.malloc_description({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}) == \
-        'memory: glibc malloc with 4 KiB pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=0)'
+        'memory: glibc malloc on 4 KiB pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=0)'
 
 
-# A main program as train_ssd_network.py is one, on a machine where both malloc settings apply.
+# A main program as train_ssd_network.py is one, on a machine where huge-page malloc applies.
 _PROGRAM = textwrap.dedent('''
     import os, sys
     sys.path.insert(0, sys.argv[1])
@@ -71,14 +62,14 @@ _PROGRAM = textwrap.dedent('''
     host.transparent_huge_page_mode = lambda: 'madvise'
     host.glibc_version = lambda: (2, 36)
     print('start', os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.flags.utf8_mode, sys.argv[2:], flush=True)
-    host.restart_with_training_malloc()
+    host.restart_with_huge_page_malloc()
     print('past the restart', os.getpid(), os.environ.get('GLIBC_TUNABLES'))
 ''')
 
 
 @pytest.mark.parametrize('user_tunables, expected', [
-    (None, f'{THRESHOLD}:glibc.malloc.hugetlb=1'),
-    ('glibc.malloc.arena_max=2', f'glibc.malloc.arena_max=2:{THRESHOLD}:glibc.malloc.hugetlb=1'),
+    (None, 'glibc.malloc.hugetlb=1'),
+    ('glibc.malloc.arena_max=2', 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'),
 ])
 def test_program_restarts_once_with_its_options_and_arguments(tmp_path, user_tunables, expected):
     program = tmp_path / 'program.py'
@@ -98,10 +89,9 @@ def test_program_restarts_once_with_its_options_and_arguments(tmp_path, user_tun
 def test_program_is_not_restarted_when_the_user_chose(tmp_path):
     program = tmp_path / 'program.py'
     program.write_text(_PROGRAM)
-    chosen = 'glibc.malloc.hugetlb=0:glibc.malloc.mmap_threshold=65536'
-    env = dict(os.environ, GLIBC_TUNABLES=chosen)
+    env = dict(os.environ, GLIBC_TUNABLES='glibc.malloc.hugetlb=0')
     result = subprocess.run([sys.executable, str(program), ROOT], capture_output=True, text=True, env=env,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()] == ['start', 'past']
-    assert result.stdout.rstrip().endswith(chosen)
+    assert result.stdout.rstrip().endswith('glibc.malloc.hugetlb=0')

@@ -51,11 +51,11 @@ def test_run_interrupt_and_resume(workspace):
     log = run(workspace, '--max_number_of_steps=3')
     assert 'anchors in all: 8732' in log and 'samples per split: test 2, train 8' in log
     assert 'Starting from scratch' in log
-    # Restarted with training's malloc settings where they apply (utils/host.py), before anything else ran.
-    tunables = host.training_malloc_tunables(os.environ, host.cpu_flags(), host.transparent_huge_page_mode(),
-                                             host.glibc_version())
-    assert (f'(GLIBC_TUNABLES={tunables})' in log and 'memory: glibc malloc with mmap threshold fixed at ' in log
-            if tunables else 'memory: glibc malloc' not in log)
+    # Restarted with huge-page malloc where it applies (utils/host.py), before anything else ran.
+    tunables = host.tunables_with_huge_page_malloc(os.environ, host.cpu_flags(), host.transparent_huge_page_mode(),
+                                                   host.glibc_version())
+    assert (f'memory: glibc malloc on transparent huge pages (GLIBC_TUNABLES={tunables}: ' in log if tunables
+            else 'memory: glibc malloc on transparent' not in log)
     assert_no_tensorflow_noise(log)
     assert [int(s) for s in STEP_LINE.findall(log)] == [1, 2, 3]
     assert re.findall(r'\] step \d+: .* images/s \| (\d+)% of 3, about \d+ s left', log) == ['33', '67', '100']

@@ -1,30 +1,19 @@
 """What the machine offers, read without TensorFlow (so usable before it loads): the CPU's feature flags, and
-the glibc malloc settings training restarts itself with.
-
-Why a fixed mmap threshold: glibc maps a freed buffer's size into its mmap threshold (up to 32 MiB), so after
-the first step oneDNN's scratch and reorder buffers of 1-32 MiB come from malloc's arenas, which keep the
-memory when they are freed. GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576 fixes the threshold at 1 MiB:
-such buffers are mapped and go back to the system when freed, and the full-width training step's peak RSS at
-batch 8 falls by 0.07-0.12 GiB, for 3x the page faults and about 1 s more system time in 8 steps (bench/RESULTS.md,
-issue 9).
+glibc's malloc on transparent huge pages for training.
 
 Why huge pages: on CPUs with AVX2 and no AVX-512, training takes the wide layers' weight gradients through
 oneDNN's NCHW kernel (nets/conv_gradients.py), whose im2col scratch buffer (up to ~200 MB per call) is above
 glibc's mmap threshold, so it is mapped and unmapped on every call and the kernel zero-fills it 4 KiB at a
 time: 367k page faults and ~1 s of system time in a 10 s step (depth 1.0, batch 8). With
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1, malloc asks for transparent huge pages (2 MiB) where the kernel's THP
-mode is `madvise`: 14x fewer faults and a faster step (bench/RESULTS.md, issue 9).
-
-glibc reads GLIBC_TUNABLES only when a process starts, so training restarts itself once with them set.
+mode is `madvise`: 14x fewer faults and a faster step (bench/RESULTS.md, issue 9). glibc reads
+GLIBC_TUNABLES only when a process starts, so training restarts itself once with it set.
 """
 import os
 import sys
 
 HUGE_PAGE_TUNABLE = 'glibc.malloc.hugetlb'
-MMAP_THRESHOLD_TUNABLE = 'glibc.malloc.mmap_threshold'
-MMAP_THRESHOLD_BYTES = 1 << 20
-_OLDEST_GLIBC_WITH_TUNABLES = (2, 26)
-_OLDEST_GLIBC_WITH_HUGE_PAGES = (2, 35)   # the first with glibc.malloc.hugetlb; older ones ignore it
+_OLDEST_GLIBC = (2, 35)   # the first with glibc.malloc.hugetlb; older ones ignore it
 
 
 def cpu_flags(cpuinfo_path='/proc/cpuinfo'):
@@ -56,31 +45,26 @@ def glibc_version():
     return tuple(int(part) for part in version.split('.')[:2]) if name == 'glibc' else None
 
 
-def training_malloc_tunables(environ, flags, thp_mode, libc_version):
-    """The GLIBC_TUNABLES value training runs with, or None where it would add nothing: the fixed mmap threshold
-    wherever glibc reads tunables (2.26+), and huge-page malloc where it helps, that is where the NCHW
-    weight-gradient buffers exist (AVX2, no AVX-512), glibc knows the tunable (2.35+) and the kernel gives huge
-    pages only to memory that asks (THP mode `madvise`; under `always` it gives them anyway). A tunable that
-    GLIBC_TUNABLES already names is the user's choice (hugetlb=0 turns huge pages off); other tunables the user
-    set are kept."""
-    settings = _tunable_settings(environ)
-    added = []
-    if libc_version is not None and libc_version >= _OLDEST_GLIBC_WITH_TUNABLES:
-        if MMAP_THRESHOLD_TUNABLE not in settings:
-            added.append(f'{MMAP_THRESHOLD_TUNABLE}={MMAP_THRESHOLD_BYTES}')
-        if (HUGE_PAGE_TUNABLE not in settings and thp_mode == 'madvise'
-                and libc_version >= _OLDEST_GLIBC_WITH_HUGE_PAGES and 'avx2' in flags and 'avx512f' not in flags):
-            added.append(f'{HUGE_PAGE_TUNABLE}=1')
-    if not added:
+def tunables_with_huge_page_malloc(environ, flags, thp_mode, libc_version):
+    """The GLIBC_TUNABLES value that turns huge-page malloc on, or None where it would not help or the user
+    chose: it helps where the NCHW weight-gradient buffers exist (AVX2, no AVX-512), glibc knows the tunable
+    (2.35+) and the kernel gives huge pages only to memory that asks (THP mode `madvise`; under `always` it
+    gives them anyway). A GLIBC_TUNABLES that already names the tunable is the user's choice (=0 turns it off).
+    Other tunables the user set are kept."""
+    current = environ.get('GLIBC_TUNABLES', '')
+    if (HUGE_PAGE_TUNABLE in _tunable_settings(environ) or thp_mode != 'madvise' or libc_version is None
+            or libc_version < _OLDEST_GLIBC or 'avx2' not in flags or 'avx512f' in flags):
         return None
-    return ':'.join(filter(None, [environ.get('GLIBC_TUNABLES', '')] + added))
+    return ':'.join(filter(None, [current, f'{HUGE_PAGE_TUNABLE}=1']))
 
 
-def restart_with_training_malloc():
-    """Re-executes this program (same interpreter, options and arguments) with training_malloc_tunables' settings;
-    returns where there are none to add (then or in the restarted process, whose GLIBC_TUNABLES names them).
-    Call it from the program's main module before TensorFlow loads: the restart discards the process."""
-    tunables = training_malloc_tunables(os.environ, cpu_flags(), transparent_huge_page_mode(), glibc_version())
+def restart_with_huge_page_malloc():
+    """Re-executes this program (same interpreter, options and arguments) with huge-page malloc, where
+    tunables_with_huge_page_malloc says it helps; returns where it does not (then or in the restarted process,
+    whose GLIBC_TUNABLES names the tunable). Call it from the program's main module before TensorFlow loads:
+    the restart discards the process."""
+    tunables = tunables_with_huge_page_malloc(os.environ, cpu_flags(), transparent_huge_page_mode(),
+                                              glibc_version())
     if tunables is None or not sys.executable:
         return
     os.environ['GLIBC_TUNABLES'] = tunables
@@ -95,17 +79,12 @@ def _tunable_settings(environ):
 
 
 def malloc_description(environ):
-    """One line for the start-up report of what GLIBC_TUNABLES sets of these two (on or off); else None."""
+    """One line for the start-up report when GLIBC_TUNABLES sets huge-page malloc (on or off); else None."""
     settings = _tunable_settings(environ)
-    parts = []
-    if MMAP_THRESHOLD_TUNABLE in settings:
-        parts.append(f'mmap threshold fixed at {settings[MMAP_THRESHOLD_TUNABLE]} bytes (freed buffers of that size '
-                     'and more go back to the system: a lower peak)')
-    if settings.get(HUGE_PAGE_TUNABLE) == '0':
-        parts.append('4 KiB pages')
-    elif HUGE_PAGE_TUNABLE in settings:
-        parts.append(f'transparent huge pages (fewer page faults in oneDNN\'s large scratch buffers; '
-                     f'{HUGE_PAGE_TUNABLE}=0 turns them off)')
-    if not parts:
+    if HUGE_PAGE_TUNABLE not in settings:
         return None
-    return 'memory: glibc malloc with ' + ', '.join(parts) + f' (GLIBC_TUNABLES={environ["GLIBC_TUNABLES"]})'
+    value = f'GLIBC_TUNABLES={environ["GLIBC_TUNABLES"]}'
+    if settings[HUGE_PAGE_TUNABLE] == '0':
+        return f'memory: glibc malloc on 4 KiB pages ({value})'
+    return (f'memory: glibc malloc on transparent huge pages ({value}: fewer page faults in oneDNN\'s large '
+            f'scratch buffers; {HUGE_PAGE_TUNABLE}=0 turns it off)')
