@@ -65,49 +65,6 @@ def test_two_clones_train_as_one_clone_on_the_whole_batch():
     assert {v.device for v in variables} == {'/device:CPU:0'}
 
 
-def _ancestors(op):
-    """Every op that `op` waits for: its data and control inputs, transitively."""
-    seen, pending = set(), [op]
-    while pending:
-        current = pending.pop()
-        for dependency in [t.op for t in current.inputs] + list(current.control_inputs):
-            if dependency not in seen:
-                seen.add(dependency)
-                pending.append(dependency)
-    return seen
-
-
-def _reads(op, variable):
-    """Whether `op` takes the variable's value as an input."""
-    return any(t.op.type in ('Identity', 'ReadVariableOp') and t.op.inputs and t.op.inputs[0].op is variable.op
-               for t in op.inputs)
-
-
-def test_weight_decay_gradient_waits_for_the_layers_loss_gradient():
-    """decay * w for a conv's weights is computed after that conv's weight gradient (Conv2DBackpropFilter), not
-    at the start of the backward pass where it would be held with every activation."""
-    net = nets_factory.get_network('ssd_300_vgg', NUM_CLASSES, depth_multiplier=0.125)
-    with tf.Graph().as_default():
-        batch = {k: tf.constant(v) for k, v in _batch(net, 1).items()}
-        deployment = clones.local_deployment(1, use_gpus=False)
-        clone_fn = clones.ssd_clone_fn(net, 'NHWC', clones.LossConfig(weight_decay=WEIGHT_DECAY))
-        clone_list = clones.create_clones(clone_fn, clones.ssd_clone_inputs(batch, 1), deployment.device_fns)
-        regularization = tf.losses.get_regularization_losses()
-        _, grads_and_vars = clones.optimize_clones(clone_list, tf.train.GradientDescentOptimizer(1.0),
-                                                   regularization)
-    checked = 0
-    for grad, variable in grads_and_vars:
-        if not variable.op.name.endswith('/weights'):
-            continue
-        ancestors = _ancestors(grad.op) | {grad.op}
-        decay_terms = [op for op in ancestors if op.type == 'Mul' and _reads(op, variable)]
-        weight_gradients = [op for op in ancestors if op.type == 'Conv2DBackpropFilter']
-        assert len(decay_terms) == 1 and weight_gradients, variable.op.name
-        assert set(weight_gradients) <= _ancestors(decay_terms[0]), variable.op.name
-        checked += 1
-    assert checked == len(regularization) > 10
-
-
 def test_clone_ops_run_on_their_devices():
     net = nets_factory.get_network('ssd_300_vgg', NUM_CLASSES, depth_multiplier=0.125)
     with tf.Graph().as_default() as graph:

@@ -6,11 +6,7 @@ regularisation losses counted once:
 
     total = (1 / n) * sum_i loss_i + sum(regularization)
 
-and its gradient is summed from per-clone gradients of loss_i / n, each computed on the clone's device, plus
-the regularisation's gradient (weight decay: decay * w per weight), which for each variable is computed only once
-that variable's loss gradient exists. Left to itself TensorFlow computes the decay terms first (their inputs, the
-weights, are ready before the forward pass) and holds them, as large as the weights, through the whole backward
-pass: 87 MiB of a full-width training step's peak at batch 8.
+and its gradient is summed from per-clone gradients of loss_i / n, each computed on the clone's device.
 Each clone's SSD loss is divided by the whole batch's positive count over n (ssd_clone_inputs), so the
 mean is the loss of the whole batch: any number of clones trains as one device would on the batch.
 """
@@ -147,46 +143,32 @@ def mean_clone_losses(clones):
 
 
 def _sum_gradients(per_clone_grads_and_vars):
-    """[(grad, var)] per clone -> [(sum of the clones' grads, or None where none has one, var)]."""
+    """[(grad, var)] per clone -> [(sum of the clones' grads, var)], dropping variables with no gradient."""
     summed = []
     for pairs in zip(*per_clone_grads_and_vars):
+        variable = pairs[0][1]
         grads = [tf.convert_to_tensor(grad) for grad, _ in pairs if grad is not None]
+        if not grads:
+            continue
         with tf.name_scope('sum_gradients'):
-            total = (grads[0] if len(grads) == 1 else tf.add_n(grads)) if grads else None
-        summed.append((total, pairs[0][1]))
+            summed.append((grads[0] if len(grads) == 1 else tf.add_n(grads), variable))
     return summed
-
-
-def _add_regularization_gradients(grads_and_vars, regularization):
-    """[(grad + d(regularization)/dvar, var)], each regularisation term computed after `grad` (see the module
-    docstring); variables with neither gradient are dropped."""
-    total = []
-    for grad, variable in grads_and_vars:
-        with tf.name_scope('regularization_gradients'), tf.control_dependencies([grad] if grad is not None else []):
-            decay_grad, = tf.gradients(regularization, [variable], colocate_gradients_with_ops=True)
-        if decay_grad is not None:
-            grad = decay_grad if grad is None else grad + decay_grad
-        if grad is not None:
-            total.append((grad, variable))
-    return total
 
 
 def optimize_clones(clones, optimizer, regularization_losses, var_list=None):
     """(total_loss, grads_and_vars) for the formula in the module docstring."""
     count = float(len(clones))
+    regularization = (tf.add_n(regularization_losses, name='regularization_loss')
+                      if regularization_losses else None)
     per_clone = []
     for clone in clones:
         with tf.name_scope(clone.scope), tf.device(clone.device):
-            per_clone.append(optimizer.compute_gradients(clone.losses['total'] / count, var_list=var_list,
+            loss = clone.losses['total'] / count
+            if clone.index == 0 and regularization is not None:
+                loss = loss + regularization
+            per_clone.append(optimizer.compute_gradients(loss, var_list=var_list,
                                                          colocate_gradients_with_ops=True))
     grads_and_vars = _sum_gradients(per_clone)
-    regularization = None
-    if regularization_losses:
-        with tf.device(clones[0].device):
-            regularization = tf.add_n(regularization_losses, name='regularization_loss')
-        grads_and_vars = _add_regularization_gradients(grads_and_vars, regularization)
-    else:
-        grads_and_vars = [(grad, variable) for grad, variable in grads_and_vars if grad is not None]
     if not grads_and_vars:
         raise UserError('no trainable variable gets a gradient from the loss; check --trainable_scopes')
     with tf.name_scope('total_loss'):
