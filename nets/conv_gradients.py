@@ -8,6 +8,12 @@ as fast as the NHWC one on SSD300's wide layers, transposes included (bench/RESU
 `override()`, a Conv2D's weight gradient transposes the layer's input and output gradient to NCHW and computes
 there when the layer is wide (both channel counts >= MIN_CHANNELS, >= MIN_MACS multiply-adds per image, no
 dilation); the input gradient, and every other layer's gradients, are TensorFlow's own.
+
+That kernel unrolls each image into an im2col buffer of kh*kw*C_in floats per output pixel, which it allocates
+itself, outside TensorFlow's allocator: 198 MiB for conv1_2 at depth 1.0, alive at the end of the backward pass
+where training's memory peaks. A layer whose buffer would exceed MAX_IM2COL_FLOATS is taken one image and one band
+of output rows at a time, each band's input rows (with the halo the kernel needs) zero-padded explicitly:
+dL/dw is a sum over (n, y, x), so the bands' sums add up to it.
 """
 import contextlib
 
@@ -22,6 +28,9 @@ MIN_MACS = 1e8
 # The most floats of a layer's input (or output gradient) transposed at once: conv1_2's at batch 8 (46 M) goes in
 # chunks of images, so that training's peak memory stays near that of TensorFlow's own gradients.
 MAX_CHUNK_FLOATS = 16 * 2 ** 20
+# The most floats of oneDNN's im2col buffer in one call: conv1_2 (52 M per image at depth 1.0) goes in 4 bands of
+# 75 rows and conv2_2 in 2, 49 MiB each; training's peak RSS fell by 0.15 GiB at the same speed (bench/RESULTS.md).
+MAX_IM2COL_FLOATS = 16 * 2 ** 20
 _NHWC_TO_NCHW = (0, 3, 1, 2)
 
 
@@ -65,26 +74,80 @@ def image_chunks(batch, floats_per_image):
     return [min(per_chunk, batch - start) for start in range(0, batch, per_chunk)]
 
 
-def _weight_gradient_in_nchw(inputs, grad, filter_sizes, padding, attrs):
-    """Conv2DBackpropFilter in NCHW of NHWC inputs and output gradient: the sum over chunks of images, one chunk
-    after the other. Each chunk is transposed only once the previous one is done and the output gradient exists:
-    otherwise TensorFlow may run the transposes early (the inputs' in the forward pass) and hold every wide
-    layer's NCHW copies at once."""
-    floats_per_image = max(inputs.shape[1:].num_elements() or 0, grad.shape[1:].num_elements() or 0)
-    sizes = image_chunks(inputs.shape.as_list()[0], floats_per_image)
-    nchw_attrs = {name: _to_nchw(values) for name, values in attrs.items()}
-    total, previous, start = None, grad, 0
-    for size in sizes:
-        rows = slice(start, start + size) if len(sizes) > 1 else slice(None)
+def row_bands(height_out, im2col_floats_per_row):
+    """Consecutive (first, end) output rows, of near-equal heights, whose im2col buffers hold at most
+    MAX_IM2COL_FLOATS floats each (one row at least)."""
+    count = min(height_out, max(1, -(-height_out * im2col_floats_per_row // MAX_IM2COL_FLOATS)))
+    edges = [round(band * height_out / count) for band in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _pads(padding, explicit_paddings, size_in, size_out, kernel, stride, dimension):
+    """(before, after) zero rows (dimension 1) or columns (2) the layer adds to its NHWC input."""
+    if padding == 'EXPLICIT':
+        return tuple(explicit_paddings[2 * dimension:2 * dimension + 2])
+    if padding == 'VALID':
+        return 0, 0
+    total = max((size_out - 1) * stride + kernel - size_in, 0)   # SAME: the extra one goes after
+    return total // 2, total - total // 2
+
+
+def _weight_gradient_pieces(inputs, grad, kernel_size, padding, attrs):
+    """(NHWC input, NHWC output gradient, padding, explicit paddings) of each call that sums to the weight gradient:
+    chunks of images (image_chunks), or, where an image's im2col buffer would exceed MAX_IM2COL_FLOATS, single images
+    in row bands (row_bands), each band's input rows sliced with their halo and padded here (VALID). A generator:
+    each piece's ops are made in the caller's control-dependency context."""
+    batch, height_in, width_in, channels_in = inputs.shape.as_list()
+    _, height_out, width_out, channels_out = grad.shape.as_list()
+    kernel_h, kernel_w = kernel_size
+    _, stride_h, stride_w, _ = attrs['strides']
+    bands = row_bands(height_out, kernel_h * kernel_w * channels_in * width_out)
+    if batch is None or len(bands) == 1:
+        floats_per_image = max(inputs.shape[1:].num_elements() or 0, grad.shape[1:].num_elements() or 0)
+        sizes = image_chunks(batch, floats_per_image)
+        start = 0
+        for size in sizes:
+            images = slice(start, start + size) if len(sizes) > 1 else slice(None)
+            yield inputs[images], grad[images], padding, attrs['explicit_paddings']
+            start += size or 0
+        return
+    top, _ = _pads(padding, attrs['explicit_paddings'], height_in, height_out, kernel_h, stride_h, 1)
+    left, right = _pads(padding, attrs['explicit_paddings'], width_in, width_out, kernel_w, stride_w, 2)
+    # Rows of all images stacked: a run of one image's rows is then a slice of dimension 0, which TensorFlow
+    # takes without copying.
+    input_rows = tf.reshape(inputs, [batch * height_in, width_in, channels_in])
+    grad_rows = tf.reshape(grad, [batch * height_out, width_out, channels_out])
+    for image in range(batch):
+        for first, end in bands:
+            wanted_first, wanted_end = first * stride_h - top, (end - 1) * stride_h + kernel_h - top
+            row_first, row_end = max(wanted_first, 0), min(wanted_end, height_in)
+            band_input = tf.expand_dims(input_rows[image * height_in + row_first:image * height_in + row_end], 0)
+            band_input = tf.pad(band_input, [[0, 0], [row_first - wanted_first, wanted_end - row_end], [left, right],
+                                             [0, 0]])
+            band_grad = tf.expand_dims(grad_rows[image * height_out + first:image * height_out + end], 0)
+            yield band_input, band_grad, 'VALID', []
+
+
+def _weight_gradient_in_nchw(inputs, grad, filter_shape, padding, attrs):
+    """Conv2DBackpropFilter in NCHW of NHWC inputs and output gradient: the sum over _weight_gradient_pieces, one
+    piece after the other. Each piece is made and transposed only once the previous one is done and the output
+    gradient exists: otherwise TensorFlow may run the transposes early (the inputs' in the forward pass) and hold
+    every wide layer's NCHW copies at once."""
+    pieces = _weight_gradient_pieces(inputs, grad, filter_shape[:2], padding, attrs)
+    filter_sizes = tf.constant(filter_shape, tf.int32)
+    total, previous = None, grad
+    while True:
         with tf.control_dependencies([previous]):
-            inputs_nchw = tf.transpose(inputs[rows], _NHWC_TO_NCHW)
-            grad_nchw = tf.transpose(grad[rows], _NHWC_TO_NCHW)
-        previous = tf.raw_ops.Conv2DBackpropFilter(input=inputs_nchw, filter_sizes=filter_sizes,
-                                                   out_backprop=grad_nchw, padding=padding, data_format='NCHW',
-                                                   **nchw_attrs)
+            piece = next(pieces, None)
+            if piece is None:
+                return total
+            piece_input, piece_grad, piece_padding, explicit_paddings = piece
+            previous = tf.raw_ops.Conv2DBackpropFilter(
+                input=tf.transpose(piece_input, _NHWC_TO_NCHW), filter_sizes=filter_sizes,
+                out_backprop=tf.transpose(piece_grad, _NHWC_TO_NCHW), padding=piece_padding, data_format='NCHW',
+                strides=_to_nchw(attrs['strides']), dilations=_to_nchw(attrs['dilations']),
+                explicit_paddings=_to_nchw(explicit_paddings))
         total = previous if total is None else total + previous
-        start += size if len(sizes) > 1 else 0
-    return total
 
 
 @tf.RegisterGradient(GRADIENT_NAME)
@@ -98,7 +161,7 @@ def _conv2d_gradients(op, grad):
         input_sizes=tf.shape(inputs), filter=filters, out_backprop=grad, padding=padding, data_format=data_format,
         **attrs)
     if goes_through_nchw(op):
-        filter_grad = _weight_gradient_in_nchw(inputs, grad, tf.shape(filters), padding, attrs)
+        filter_grad = _weight_gradient_in_nchw(inputs, grad, filters.shape.as_list(), padding, attrs)
     else:
         filter_grad = tf.raw_ops.Conv2DBackpropFilter(
             input=inputs, filter_sizes=tf.shape(filters), out_backprop=grad, padding=padding,

@@ -33,11 +33,14 @@ def numpy_conv_gradients(inputs, filters, out_grad, stride, pads):
     (19, 1, 1, 'SAME', ((0, 0), (0, 0))),        # conv7: 1x1
     (20, 3, 2, 'SAME', ((0, 1), (0, 1))),        # SAME with stride 2 pads the bottom / right only
 ])
-@pytest.mark.parametrize('chunked', [False, True])
-def test_wide_layer_gradients_match_the_formula(monkeypatch, size, kernel, stride, padding, pads, chunked):
+@pytest.mark.parametrize('split', ['none', 'images', 'rows'])
+def test_wide_layer_gradients_match_the_formula(monkeypatch, size, kernel, stride, padding, pads, split):
     monkeypatch.setattr(conv_gradients, 'MIN_MACS', 0)     # small layers, so that numpy is quick
-    if chunked:                                            # one image per chunk
+    if split == 'images':                                  # one image per chunk
         monkeypatch.setattr(conv_gradients, 'MAX_CHUNK_FLOATS', size * size * 64)
+    if split == 'rows':                                    # bands of 3 output rows (the last may be shorter)
+        out_width = -(-(size - (kernel - 1 if padding == 'VALID' else 0)) // stride)
+        monkeypatch.setattr(conv_gradients, 'MAX_IM2COL_FLOATS', 3 * kernel * kernel * 64 * out_width)
     rng = np.random.RandomState(0)
     inputs = rng.normal(size=[2, size, size, 64]).astype(np.float32)
     filters = rng.normal(size=[kernel, kernel, 64, 64]).astype(np.float32) * 0.1
@@ -47,12 +50,25 @@ def test_wide_layer_gradients_match_the_formula(monkeypatch, size, kernel, strid
             out = tf.nn.conv2d(x, w, stride, padding)
         out_grad = rng.normal(size=out.shape.as_list()).astype(np.float32)
         grads = tf.gradients(out, [x, w], tf.constant(out_grad))
-        assert any(op.type == 'Transpose' for op in tf.get_default_graph().get_operations())   # the NCHW path
+        op_types = [op.type for op in tf.get_default_graph().get_operations()]
+        assert 'Transpose' in op_types                                                  # the NCHW path
+        calls = op_types.count('Conv2DBackpropFilter')
+        assert calls == {'none': 1, 'images': 2, 'rows': 2 * -(-out_grad.shape[1] // 3)}[split]
         with tf.Session() as session:
             input_grad, filter_grad = session.run(grads)
     expected_input_grad, expected_filter_grad = numpy_conv_gradients(inputs, filters, out_grad, stride, pads)
     np.testing.assert_allclose(filter_grad, expected_filter_grad, rtol=1e-4, atol=1e-4 * np.abs(expected_filter_grad).max())
     np.testing.assert_allclose(input_grad, expected_input_grad, rtol=1e-4, atol=1e-4 * np.abs(expected_input_grad).max())
+
+
+def test_row_bands():
+    per_row = 3 * 3 * 64 * 300                                # conv1_2's im2col floats per output row
+    assert conv_gradients.row_bands(300, per_row) == [(0, 75), (75, 150), (150, 225), (225, 300)]
+    assert conv_gradients.row_bands(150, 3 * 3 * 128 * 150) == [(0, 75), (75, 150)]            # conv2_2
+    assert conv_gradients.row_bands(75, 3 * 3 * 256 * 75) == [(0, 75)]                          # conv3_x: whole
+    assert conv_gradients.row_bands(5, conv_gradients.MAX_IM2COL_FLOATS * 2) == [(0, 1), (1, 2), (2, 3), (3, 4),
+                                                                                 (4, 5)]        # a row at least
+    assert conv_gradients.row_bands(7, conv_gradients.MAX_IM2COL_FLOATS // 3) == [(0, 2), (2, 5), (5, 7)]
 
 
 def test_image_chunks():

@@ -2,9 +2,10 @@
 glibc's malloc on transparent huge pages for training.
 
 Why huge pages: on CPUs with AVX2 and no AVX-512, training takes the wide layers' weight gradients through
-oneDNN's NCHW kernel (nets/conv_gradients.py), whose im2col scratch buffer (up to ~200 MB per call) is above
-glibc's mmap threshold, so it is mapped and unmapped on every call and the kernel zero-fills it 4 KiB at a
-time: 367k page faults and ~1 s of system time in a 10 s step (depth 1.0, batch 8). With
+oneDNN's NCHW kernel (nets/conv_gradients.py), whose im2col scratch buffers (up to ~50 MB per call) are above
+glibc's largest mmap threshold (32 MiB), so each is mapped and unmapped on every call and the kernel zero-fills
+it 4 KiB at a time: 367k page faults and ~1 s of system time in a 10 s step (depth 1.0, batch 8; measured with
+whole-image buffers of up to ~200 MB, the same bytes per step). With
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1, malloc asks for transparent huge pages (2 MiB) where the kernel's THP
 mode is `madvise`: 14x fewer faults and a faster step (bench/RESULTS.md, issue 9). glibc reads
 GLIBC_TUNABLES only when a process starts, so training restarts itself once with it set.
