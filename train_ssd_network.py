@@ -78,7 +78,7 @@ def define_flags(fv=flags.FLAGS):
     # General.
     d_str('train_dir', './ckpt/fine_tuning', 'Where checkpoints, event logs and model_config.json go.')
     d_int('num_clones', 1, 'Model clones (data-parallel replicas in this process). Unset, a network with no wide '
-          'layer on a CPU with AVX2 and no AVX-512 trains as one single-threaded clone per core.')
+          'layer on a CPU with AVX2 trains as one single-threaded clone per core.')
     d_bool('clone_on_cpu', False, 'Put the clones on CPUs even when GPUs are visible.')
     d_int('num_readers', 4, 'TFRecord files read in parallel.')
     d_int('num_preprocessing_threads', 4, 'Parallel calls of the preprocessing map.')

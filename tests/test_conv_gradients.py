@@ -146,15 +146,19 @@ def test_ssd300_gradients_are_tensorflows_own_within_float_tolerance():
                                    err_msg=name)
 
 
-@pytest.mark.parametrize('flags, data_format, use_gpus, expected', [
-    ('fpu sse avx avx2 fma', 'NHWC', False, True),
-    ('fpu sse avx avx2 fma avx512f avx512bw', 'NHWC', False, False),   # AVX-512: oneDNN's NHWC kernel is faster
-    ('fpu sse avx avx2 fma', 'NCHW', True, False),
-    ('fpu sse avx avx2 fma', 'NHWC', True, False),
-    ('fpu sse sse2', 'NHWC', False, False),                          # not measured without AVX2
+@pytest.mark.parametrize('flags, data_format, use_gpus, nchw_gradients, towers', [
+    ('fpu sse avx avx2 fma', 'NHWC', False, True, True),
+    ('fpu sse avx avx2 fma avx512f avx512bw', 'NHWC', False, False, True),   # AVX-512: its NHWC kernel is faster
+    ('fpu sse avx avx2 fma', 'NCHW', True, False, False),
+    ('fpu sse avx avx2 fma', 'NHWC', True, False, False),
+    ('fpu sse sse2', 'NHWC', False, False, False),                          # not measured without AVX2
 ])
-def test_where_training_uses_them(tmp_path, flags, data_format, use_gpus, expected):
+def test_where_training_uses_them(tmp_path, flags, data_format, use_gpus, nchw_gradients, towers):
+    """Where the wide layers' weight gradients go through NCHW, and where a narrow network may train on towers
+    (devices.cpu_towers, tested with training's plan)."""
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text(f'processor\t: 0\nflags\t\t: {flags}\n')
-    assert devices.avx2_without_avx512(data_format, use_gpus, str(cpuinfo)) == expected
+    assert devices.avx2_without_avx512(data_format, use_gpus, str(cpuinfo)) == nchw_gradients
+    assert devices.onednn_on_avx2(data_format, use_gpus, str(cpuinfo)) == towers
     assert not devices.avx2_without_avx512('NHWC', False, str(tmp_path / 'missing'))
+    assert not devices.onednn_on_avx2('NHWC', False, str(tmp_path / 'missing'))

@@ -20,20 +20,27 @@ def cpu_has_bfloat16(cpuinfo_path='/proc/cpuinfo'):
     return bool(cpu_flags(cpuinfo_path) & {'avx512_bf16', 'amx_bf16'})
 
 
+def onednn_on_avx2(data_format, use_gpus, cpuinfo_path='/proc/cpuinfo'):
+    """Whether oneDNN runs this training's NHWC convolutions on a CPU with AVX2 (AVX-512 or not): where a narrow
+    network's small convolutions gain little from splitting over threads, so it trains on cpu_towers. GPUs run
+    cuDNN; older CPUs were not measured."""
+    return (data_format == 'NHWC' and not use_gpus and _pywrap_util_port.IsMklEnabled()
+            and 'avx2' in cpu_flags(cpuinfo_path))
+
+
 def avx2_without_avx512(data_format, use_gpus, cpuinfo_path='/proc/cpuinfo'):
     """Whether oneDNN runs this training's NHWC convolutions on a CPU with AVX2 but no AVX-512: where its NHWC
-    weight-gradient kernel is the slow one (so the wide layers' weight gradients go through NCHW,
-    nets/conv_gradients.py) and its small convolutions gain little from splitting over threads (cpu_towers).
-    With AVX-512, oneDNN's NHWC kernels are the faster, and GPUs run cuDNN."""
-    flags = cpu_flags(cpuinfo_path)
-    return (data_format == 'NHWC' and not use_gpus and _pywrap_util_port.IsMklEnabled()
-            and 'avx2' in flags and 'avx512f' not in flags)
+    weight-gradient kernel is the slow one, so the wide layers' weight gradients go through NCHW
+    (nets/conv_gradients.py). With AVX-512, oneDNN's NHWC kernels are the faster."""
+    return (onednn_on_avx2(data_format, use_gpus, cpuinfo_path)
+            and 'avx512f' not in cpu_flags(cpuinfo_path))
 
 
 def cpu_towers(batch_size, cpu_count):
     """How many single-threaded clones ("towers", one per core) train a narrow network faster than one clone
-    whose ops are split over every core, on an avx2_without_avx512 CPU: cpu_count when the batch splits evenly
-    over the cores, else 1. Measured 1.2x at depth 0.125, batch 4, on 2 cores (bench/RESULTS.md, issue 9)."""
+    whose ops are split over every core, on an onednn_on_avx2 CPU: cpu_count when the batch splits evenly over the
+    cores, else 1. Measured at depth 0.125, batch 4, on 2 cores: 1.1-1.4x with AVX2 only, 1.10-1.19x with
+    AVX-512 (bench/RESULTS.md, issue 9)."""
     return cpu_count if cpu_count >= 2 and batch_size % cpu_count == 0 else 1
 
 

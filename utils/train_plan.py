@@ -235,9 +235,11 @@ def make_plan(config, num_gpus):
         config.num_epochs_per_decay_given)
     net = model.build_network()
     nchw_weight_gradient_layers, towers = (), 1
-    if device_info.avx2_without_avx512(model.data_format, use_gpus):
-        nchw_weight_gradient_layers = clones.nchw_weight_gradient_layers(net, model.data_format, model.image_size)
-        if not (nchw_weight_gradient_layers or devices.num_clones_given or config.cluster.in_cluster):
+    if device_info.onednn_on_avx2(model.data_format, use_gpus):
+        wide_layers = clones.nchw_weight_gradient_layers(net, model.data_format, model.image_size)
+        if device_info.avx2_without_avx512(model.data_format, use_gpus):
+            nchw_weight_gradient_layers = wide_layers
+        if not (wide_layers or devices.num_clones_given or config.cluster.in_cluster):
             towers = device_info.cpu_towers(data.batch_size, os.cpu_count())
     if towers > 1:
         devices = dataclasses.replace(devices, num_clones=towers, clone_on_cpu=True)
