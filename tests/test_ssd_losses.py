@@ -96,6 +96,20 @@ def test_hard_negative_counts():
     assert not mask[labels != 0].any()                    # never a positive or an ignored anchor
 
 
+def test_hard_negative_ties_go_to_the_lower_anchor_index():
+    # Hand-worked, negative_ratio 3. Image 0: one positive (anchor 5), so k = 3 of the background anchors
+    # 0-4 (losses 1, 2, 2, 2, 0.5): anchors 1, 2, 3. Image 1: no positive (mined as if one, k = 3): anchor 4
+    # (0.9) first, then two of the four tied at 0.7, the lower-index anchors 0 and 1. Image 2: two positives
+    # (k = 6) but only three background anchors (0, 2, 4): all three.
+    losses = np.array([[1., 2., 2., 2., .5, 9.], [.7, .7, .7, .7, .9, 0.], [.1, 5., .2, 5., .3, 0.]], np.float32)
+    labels = np.array([[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, -1], [0, 2, 0, 3, 0, -1]])
+    with tf.Graph().as_default():
+        mask = ssd_losses.hard_negative_mask(tf.constant(losses), tf.constant(labels == 0),
+                                             tf.constant((labels > 0).sum(axis=1), tf.int32), 3.)
+        mask = tf.Session().run(mask)
+    np.testing.assert_array_equal(mask, [[0, 1, 1, 1, 0, 0], [1, 1, 0, 0, 1, 0], [1, 0, 1, 0, 1, 0]])
+
+
 def test_label_smoothing_changes_positive_cross_entropy():
     case = random_case(4)
     plain = tf_losses(*case)
