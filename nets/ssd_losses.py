@@ -41,8 +41,8 @@ def hard_negative_mask(background_loss, is_negative, num_positives, negative_rat
     num_negatives = tf.minimum(wanted, available)                                      # [B]
     _, hardest = tf.math.top_k(score, k=tf.reduce_max(num_negatives))                 # [B, K], sorted
     chosen = tf.range(tf.shape(hardest)[1])[None] < num_negatives[:, None]              # row b: its first k_b
-    image = tf.broadcast_to(tf.range(tf.shape(hardest)[0])[:, None], tf.shape(hardest))
-    return tf.scatter_nd(tf.stack([image, hardest], axis=-1), chosen, tf.shape(score, out_type=tf.int32))
+    row = tf.broadcast_to(tf.range(tf.shape(hardest)[0])[:, None], tf.shape(hardest))
+    return tf.scatter_nd(tf.stack([row, hardest], axis=-1), chosen, tf.shape(score, out_type=tf.int32))
 
 
 def ssd_losses(logits, localisations, target_labels, target_loc,
