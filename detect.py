@@ -32,6 +32,7 @@ import tensorflow.compat.v1 as tf
 from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
+from utils.file_io import check_writable_folder
 
 flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
@@ -156,6 +157,7 @@ def main(fv):
     """Loads the model once (checkpoint or TFLite), then detects, prints and draws image by image."""
     if bool(fv.checkpoint_path) == bool(fv.model):
         raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
+    check_writable_folder(fv.output_dir, '--output_dir')
     with (tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv)) as (detect_fn, class_names):
         image_paths = expand_image_patterns(fv.images)
         os.makedirs(fv.output_dir, exist_ok=True)

@@ -30,6 +30,7 @@ from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
 from utils import checkpoints, coco_eval, devices, eval_report, inference_flags, inference_model, visualization, \
     voc_eval
 from utils.errors import UserError
+from utils.file_io import check_writable_file, check_writable_folder
 
 # Data.
 flags.DEFINE_string('dataset_dir', None, 'Directory of the TFRecord shards (and dataset_info.json).')
@@ -251,6 +252,11 @@ def main(fv):
     model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
     """
     reader = reader_from_flags(fv)
+    for flag in ('eval_dir', 'plot_dir'):
+        if getattr(fv, flag):
+            check_writable_folder(getattr(fv, flag), '--' + flag)
+    if fv.results_json:
+        check_writable_file(fv.results_json, '--results_json')
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
     # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
     if fv.check_records:

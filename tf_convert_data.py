@@ -26,6 +26,7 @@ from datasets import dataset_info, split_boxes  # noqa: E402
 from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils import anchor_report  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.file_io import check_writable_folder  # noqa: E402
 
 flags.DEFINE_string('dataset_dir', None, 'VOC folder: Annotations/, JPEGImages/, optional ImageSets/Main/.')
 flags.DEFINE_string('output_dir', None, 'Folder for the shards and dataset_info.json '
@@ -98,6 +99,7 @@ def main(flag_values):
                                 class_names=_class_names(flag_values.labels_file, flag_values.dataset_name),
                                 seed=flag_values.seed)
     output_dir = flag_values.output_dir or os.path.join(flag_values.dataset_dir, 'tfrecords')
+    check_writable_folder(output_dir, '--output_dir')
     print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name})')
     result = convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
                                  progress_fn=ProgressBar(sys.stderr))

@@ -19,6 +19,7 @@ from deployment import serving_model  # noqa: E402
 from nets import nets_factory  # noqa: E402
 from utils import checkpoints, inference_flags  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.file_io import check_writable_folder  # noqa: E402
 
 flags.DEFINE_string('output_dir', None, 'Model base directory; the SavedModel goes to <output_dir>/<version>.')
 flags.DEFINE_integer('model_version', None, 'Version number (default: one more than the largest there).')
@@ -32,6 +33,7 @@ def main(fv):
     """Writes the SavedModel version directory and prints its path."""
     if fv.model_version is not None and fv.model_version < 1:
         raise UserError(f'--model_version must be a positive integer, got {fv.model_version}')
+    check_writable_folder(fv.output_dir, '--output_dir')
     prefix = checkpoints.require_checkpoint(fv.checkpoint_path)
     # The graph is only written here, so NCHW needs no GPU on this machine.
     data_format = nets_factory.resolve_data_format(fv.data_format, use_gpus=True)

@@ -23,7 +23,7 @@ from datasets import dataset_info  # noqa: E402
 from deployment import tflite_model  # noqa: E402
 from utils import checkpoints, inference_flags, tflite_detector  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.file_io import write_bytes_atomically, write_text_atomically  # noqa: E402
+from utils.file_io import check_writable_file, write_bytes_atomically, write_text_atomically  # noqa: E402
 
 flags.DEFINE_string('output_file', None, 'The .tflite file to write; the class names go beside it '
                     '(<name>.labels.txt).')
@@ -51,6 +51,7 @@ def check_flags(fv):
         raise UserError('--quantize=int8 needs --dataset_dir: TFRecords whose images calibrate the activations')
     if fv.num_calibration_images < 1:
         raise UserError(f'--num_calibration_images={fv.num_calibration_images}: must be >= 1')
+    check_writable_file(fv.output_file, '--output_file')
 
 
 def calibration_images(fv, image_size):

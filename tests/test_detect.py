@@ -85,3 +85,12 @@ def test_unreadable_image_is_one_line_naming_the_file(detected, tmp_path):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('detect.py: error: %s: cannot read the image' % bad)
+
+
+def test_output_dir_that_is_a_file_is_one_line_before_the_model_loads(detected, tmp_path):
+    taken = tmp_path / 'taken'
+    taken.write_text('x')
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % detected['prefix'],
+                                  '--images=%s' % (detected['root'] / 'wide.png'), '--output_dir=%s' % taken])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == 'detect.py: error: --output_dir=%s: is a file, not a folder' % taken

@@ -40,3 +40,23 @@ def test_bad_json_is_one_line_naming_the_file(tmp_path, content, problem):
     with pytest.raises(UserError, match=problem) as raised:
         file_io.read_json_object(str(path))
     assert str(raised.value).startswith(str(path) + ': ') and '\n' not in str(raised.value)
+
+
+def test_output_folder_may_be_new_or_existing(tmp_path):
+    file_io.check_writable_folder(str(tmp_path), '--output_dir')
+    file_io.check_writable_folder(str(tmp_path / 'new' / 'deeper'), '--output_dir')
+    file_io.check_writable_file(str(tmp_path / 'new' / 'model.tflite'), '--output_file')
+    assert os.listdir(tmp_path) == []                       # a check, not a mkdir
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_one_line_naming_it(tmp_path):
+    taken = tmp_path / 'taken'
+    taken.write_text('x')
+    with pytest.raises(UserError, match=f'^--train_dir={taken}: is a file, not a folder$'):
+        file_io.check_writable_folder(str(taken), '--train_dir')
+    with pytest.raises(UserError, match=f'^--output_dir={taken}/run/1: {taken} is a file, not a folder$'):
+        file_io.check_writable_folder(str(taken / 'run' / '1'), '--output_dir')
+    with pytest.raises(UserError, match=f'^--output_file={taken}/m.tflite: {taken} is a file, not a folder$'):
+        file_io.check_writable_file(str(taken / 'm.tflite'), '--output_file')
+    with pytest.raises(UserError, match=f'^--results_json={tmp_path}: is a folder; give a file name$'):
+        file_io.check_writable_file(str(tmp_path), '--results_json')

@@ -127,6 +127,14 @@ def test_bad_flag_is_one_clear_line(records, tmp_path, args, message):
     assert '\n' not in str(raised.value)
 
 
+def test_train_dir_behind_a_file_is_one_line_before_anything_is_written(records, tmp_path):
+    taken = tmp_path / 'taken'
+    taken.write_text('x')
+    with pytest.raises(UserError, match=f'^--train_dir={taken}/run: {taken} is a file, not a folder$'):
+        check(records, tmp_path, f'--train_dir={taken}/run')
+    assert taken.read_text() == 'x'
+
+
 def test_dataset_folders_without_records(records, tmp_path):
     no_json = tmp_path / 'empty'
     no_json.mkdir()

@@ -42,6 +42,31 @@ def write_json_atomically(path, payload):
     write_text_atomically(path, json.dumps(payload, indent=2) + '\n')
 
 
+def check_writable_folder(path, flag):
+    """UserError naming `flag` unless `path` is a folder, or can be made one, that this process may write in:
+    the nearest existing of `path` and its parents must be a writable folder. Scripts call it before their
+    work, so a mistyped output path costs one line at start-up, not a traceback after the work."""
+    _check_writable(os.path.abspath(path), path, flag)
+
+
+def check_writable_file(path, flag):
+    """check_writable_folder for a file to write: `path` must not be a folder, and its folder must do."""
+    if os.path.isdir(path):
+        raise UserError(f'{flag}={path}: is a folder; give a file name')
+    _check_writable(os.path.dirname(os.path.abspath(path)), path, flag)
+
+
+def _check_writable(folder, path, flag):
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = 'is a file' if existing == os.path.abspath(path) else f'{existing} is a file'
+        raise UserError(f'{flag}={path}: {where}, not a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f'{flag}={path}: no permission to write in {existing}')
+
+
 def read_json_object(path):
     """The JSON object (dict) in `path`; UserError naming the file when it is unreadable or not an object."""
     try:

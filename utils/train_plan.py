@@ -18,6 +18,7 @@ from utils import anchor_report, checkpoints, clones, learning_schedules, model_
 from utils import devices as device_info
 from utils.distributed import ClusterConfig
 from utils.errors import UserError
+from utils.file_io import check_writable_folder
 from utils.train_tools import LoopConfig
 
 
@@ -210,6 +211,8 @@ def make_plan(config, num_gpus):
     """The TrainPlan of `config`: reads the dataset's dataset_info.json and shard list, and train_dir's
     checkpoint state and model_config.json; UserError (one line naming the flag) at the first problem."""
     data, devices = config.input, config.devices
+    if config.cluster.is_chief:   # the one that writes checkpoints, summaries and the reports
+        check_writable_folder(config.loop.train_dir, '--train_dir')
     clones.check_clone_settings(data.batch_size, devices.num_clones, num_gpus, devices.clone_on_cpu)
     use_gpus = num_gpus > 0 and not devices.clone_on_cpu
     _need(not devices.bfloat16 or (not use_gpus and device_info.cpu_has_bfloat16()),
