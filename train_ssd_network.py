@@ -284,7 +284,8 @@ def train(plan, stop_request):
         # Restore chain: resume train_dir, else the pretrained checkpoint, else from scratch (chief only).
         init_fn = checkpoints.restore_chain(plan.restore, tf.model_variables(plan.net.scope), plan.net.scope,
                                             train_op.after_restore_op, logging.info) if deployment.is_chief else None
-        saver = checkpoints.make_saver(saver_class=distributed.ChiefSaver, cluster_stop=cluster_stop) \
+        saver = checkpoints.make_saver(saver_class=distributed.ChiefSaver, cluster_stop=cluster_stop,
+                                       on_lost_cluster=stop_request.report_lost_cluster) \
             if cluster_stop else checkpoints.make_saver()
         step_fn = make_step_fn(plan, losses, learning_rate, summary_op, saver,
                                step_policies.StopPolicy(config.loop.max_number_of_steps, stop_request, cluster_stop),

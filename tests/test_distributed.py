@@ -185,3 +185,21 @@ def test_chief_unblock_op_feeds_the_sync_optimizers_own_accumulators():
     assert tf.__version__.startswith('2.21'), f're-check the accumulator naming on TensorFlow {tf.__version__}'
     assert created_by_optimizer == {b'w:0/grad_accum', b'b:0/grad_accum'}
     assert set(fed.values()) == created_by_optimizer and len(feeds) == 2 * 2   # replicas x variables
+
+
+@pytest.mark.parametrize('error, reported', [(tf.errors.UnavailableError(None, None, 'ps0 gone'), True),
+                                             (tf.errors.NotFoundError(None, None, 'no such folder'), False)])
+def test_chief_saver_reports_a_lost_task_that_the_final_save_meets(monkeypatch, error, reported):
+    """When the supervisor's step counter thread meets a dead ps first, the loop ends without a failed step and
+    slim.learning.train's final save is where the training thread meets it: the StopRequest must hear of it."""
+    def failing_save(self, sess, *args, **kwargs):
+        raise error
+    monkeypatch.setattr(tf.train.Saver, 'save', failing_save)
+    heard = []
+    with tf.Graph().as_default():
+        tf.Variable(0., name='w')
+        saver = distributed.ChiefSaver(types.SimpleNamespace(stopped=False, chief_unblock_op=None),
+                                       on_lost_cluster=heard.append)
+    with pytest.raises(type(error)):
+        saver.save(None, 'model.ckpt')
+    assert heard == ([error] if reported else [])

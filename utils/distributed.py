@@ -232,14 +232,24 @@ def _zero_gradients(variable, count):
 class ChiefSaver(tf.train.Saver):
     """The chief's saver: once the cluster is stopping, its save (slim.learning.train's final checkpoint)
     is followed by ClusterStop.chief_unblock_op, so the chief exits at once instead of waiting out the
-    supervisor's 120 s grace period for a queue runner that can never finish."""
+    supervisor's 120 s grace period for a queue runner that can never finish.
 
-    def __init__(self, cluster_stop, **kwargs):
+    A save that finds a task gone (LOST_CLUSTER_ERRORS) is passed to on_lost_cluster before it propagates:
+    when the supervisor's step counter thread met the lost parameter server first, the loop ends without a
+    failed step, and this final save is the training thread's first sight of it (the session close that
+    follows can hang)."""
+
+    def __init__(self, cluster_stop, on_lost_cluster=lambda error: None, **kwargs):
         super().__init__(**kwargs)
         self.cluster_stop = cluster_stop
+        self.on_lost_cluster = on_lost_cluster
 
     def save(self, sess, *args, **kwargs):
-        path = super().save(sess, *args, **kwargs)
+        try:
+            path = super().save(sess, *args, **kwargs)
+        except LOST_CLUSTER_ERRORS as err:
+            self.on_lost_cluster(err)
+            raise
         if self.cluster_stop.stopped and self.cluster_stop.chief_unblock_op is not None:
             sess.run(self.cluster_stop.chief_unblock_op)
         return path
