@@ -60,3 +60,25 @@ def test_a_file_in_the_way_of_an_output_folder_is_one_line_naming_it(tmp_path):
         file_io.check_writable_file(str(taken / 'm.tflite'), '--output_file')
     with pytest.raises(UserError, match=f'^--results_json={tmp_path}: is a folder; give a file name$'):
         file_io.check_writable_file(str(tmp_path), '--results_json')
+
+
+@pytest.mark.parametrize('script, args, flag', [
+    ('deployment/export_serving_model.py', ['--checkpoint_path={missing}'], '--output_dir'),
+    ('deployment/export_tflite.py', ['--checkpoint_path={missing}'], '--output_file'),
+    ('tf_convert_data.py', ['--dataset_dir={missing}'], '--output_dir'),
+    ('eval_ssd_network.py', ['--dataset_dir={missing}', '--checkpoint_path={missing}'], '--eval_dir'),
+    ('eval_ssd_network.py', ['--dataset_dir={missing}', '--checkpoint_path={missing}'], '--plot_dir'),
+    ('eval_ssd_network.py', ['--dataset_dir={missing}', '--checkpoint_path={missing}'], '--results_json'),
+])
+def test_each_script_checks_its_output_path_before_its_work(tmp_path, script, args, flag):
+    """The file in the way is named before the script reads its (here missing) checkpoint or dataset."""
+    from tests.inference_fixtures import run_script
+    taken = tmp_path / 'taken'
+    taken.write_text('x')
+    output = taken / 'out' if flag in ('--results_json', '--output_file') else taken   # a file's folder
+    result = run_script([script] + [arg.format(missing=tmp_path / 'missing') for arg in args]
+                        + [f'{flag}={output}'])
+    assert result.returncode == 1
+    where = f'{taken} is a file' if output != taken else 'is a file'
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'{os.path.basename(script)}: error: {flag}={output}: {where}, not a folder')
