@@ -196,7 +196,10 @@ def crop_resize_region(image, region, flip, out_shape):
     xmin, xmax = tf.where_v2(flip, region[3], region[1]), tf.where_v2(flip, region[1], region[3])
     y_first, y_last = _crop_and_resize_box(region[0], region[2], shape[0], float(out_height))
     x_first, x_last = _crop_and_resize_box(xmin, xmax, shape[1], float(out_width))
-    pixels = tf.image.crop_and_resize(image[None], tf.stack([y_first, x_first, y_last, x_last])[None],
+    # Cast first: the op's float32 kernel is faster than its uint8 one (0.7 against 1.1 ms for a 456x422 image)
+    # and the samples are the same, as it casts every pixel it reads to float32 anyway.
+    pixels = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None],
+                                      tf.stack([y_first, x_first, y_last, x_last])[None],
                                       box_indices=[0], crop_size=[out_height, out_width])[0]
     # The same sampling on all-ones columns/rows tells exactly which samples were extrapolated.
     height, width = tf.shape(image)[0], tf.shape(image)[1]
