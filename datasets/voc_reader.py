@@ -2,11 +2,13 @@
 
 XML is parsed with defusedxml (entity declarations, external entities and DTD fetches are refused).
 Images: an RGB JPEG (MPO, a JPEG with extra preview frames, included) or an 8-bit RGB PNG is returned
-as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit) is
-converted to RGB, alpha composited on white, and re-encoded in its own format: PNG losslessly, JPEG
-at quality 95. Boxes are clipped to [0, width] x [0, height] pixels; those of zero area, before or
-after clipping, are dropped. A sample that cannot be used raises SampleError, whose message is the
-reason. No TensorFlow here.
+as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit, or a photo
+whose EXIF orientation says it is stored turned) is turned upright, converted to RGB, alpha composited on
+white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95. Records hold photos upright, as
+detect.py and image viewers show them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x
+[0, height] pixels of the image they were drawn on; those of zero area, before or after clipping, are
+dropped; then they are turned upright with the photo. A sample that cannot be used raises SampleError, whose
+message is the reason. No TensorFlow here.
 """
 import collections
 import dataclasses
@@ -17,10 +19,22 @@ import os
 import defusedxml
 import defusedxml.ElementTree as safe_xml
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')
 JPEG_QUALITY = 95
+EXIF_ORIENTATION = 0x0112   # EXIF tag: how the stored pixels turn to show the photo upright, 1 (as stored) to 8
+# Each orientation's turn (Pillow's ImageOps.exif_transpose) as the map of a point (x, y), in pixel-edge
+# coordinates of a stored image of width w and height h, to the upright image (orientations 5-8 swap w and h).
+_TURN_UPRIGHT = {
+    2: lambda x, y, w, h: (w - x, y),        # mirrored left-right
+    3: lambda x, y, w, h: (w - x, h - y),    # turned 180 degrees
+    4: lambda x, y, w, h: (x, h - y),        # mirrored top-bottom
+    5: lambda x, y, w, h: (y, x),            # mirrored along the main diagonal
+    6: lambda x, y, w, h: (h - y, x),        # turned 90 degrees clockwise (a phone's portrait shot)
+    7: lambda x, y, w, h: (h - y, w - x),    # mirrored along the other diagonal
+    8: lambda x, y, w, h: (y, w - x),        # turned 90 degrees counter-clockwise
+}
 
 
 class SampleError(Exception):
@@ -130,9 +144,34 @@ def _to_rgb(image):
     return image.convert('RGB')
 
 
+@dataclasses.dataclass
+class LoadedImage:
+    """An image as a record stores it: upright, 3-channel RGB, JPEG or PNG."""
+    encoded: bytes
+    image_format: str          # 'JPEG' or 'PNG'
+    height: int                # of the upright image
+    width: int
+    note: str = None           # how it was converted; None when the file's bytes are kept
+    orientation: int = 1       # the file's EXIF orientation (1: stored upright)
+
+    @property
+    def stored_size(self):
+        """(height, width) of the pixels as the file stores them (as LabelImg shows them)."""
+        return (self.width, self.height) if self.orientation >= 5 else (self.height, self.width)
+
+
+def _exif_orientation(image):
+    """The EXIF orientation of an open Pillow image, 1 to 8; 1 when the tag is absent or invalid."""
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        return orientation if orientation in _TURN_UPRIGHT else 1
+    except (OSError, SyntaxError, ValueError, TypeError):   # an EXIF block Pillow cannot parse, a value of no type
+        return 1
+
+
 def load_image(path):
-    """(encoded bytes, 'JPEG'|'PNG', height, width, note) of a fully decodable JPEG/PNG as 3-channel
-    RGB; note says how the image was converted, None when its original bytes are kept."""
+    """LoadedImage of a fully decodable JPEG/PNG: upright 3-channel RGB, the file's bytes kept when they are
+    that already."""
     try:
         with open(path, 'rb') as source:
             data = source.read()
@@ -143,10 +182,15 @@ def load_image(path):
             if image_format not in ('JPEG', 'PNG'):
                 raise SampleError(f'unsupported image format {image_format} (JPEG or PNG expected)')
             image.load()  # full decode: truncated or corrupt files fail here, not in training
-            width, height = image.size
-            if image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data)):
-                return data, image_format, height, width, None
-            note = f'{image.mode} {image_format} converted to RGB, re-encoded as {image_format}'
+            orientation = _exif_orientation(image)
+            is_rgb = image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data))
+            if is_rgb and orientation == 1:
+                width, height = image.size
+                return LoadedImage(data, image_format, height, width)
+            changes = [] if is_rgb else [f'{image.mode} {image_format} converted to RGB']
+            if orientation != 1:
+                changes.insert(0, f'turned upright per its EXIF orientation {orientation}')
+                image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
     except SampleError:
         raise
@@ -156,7 +200,40 @@ def load_image(path):
         raise SampleError(f'cannot decode image {os.path.basename(path)} ({err})') from None
     out = io.BytesIO()
     rgb.save(out, format=image_format, **({'quality': JPEG_QUALITY} if image_format == 'JPEG' else {}))
-    return out.getvalue(), image_format, height, width, note
+    return LoadedImage(out.getvalue(), image_format, rgb.height, rgb.width,
+                       ', '.join(changes) + f', re-encoded as {image_format}', orientation)
+
+
+def drawn_on_stored(loaded, xml_size):
+    """Whether the boxes were drawn on the image as the file stores it, told by <size> (height, width) or
+    None: -> (bool, warning or None). A tool that shows a photo upright writes its upright size; LabelImg,
+    which ignores EXIF, shows the stored pixels and writes their size. When <size> is absent, or both
+    sizes are the same (a photo turned 180 degrees or mirrored, a square one), the stored image is assumed,
+    with a warning; a <size> that is neither is the converter's size warning."""
+    upright_size = (loaded.height, loaded.width)
+    if loaded.orientation == 1 or xml_size not in (None, upright_size):
+        return True, None
+    if xml_size == upright_size != loaded.stored_size:
+        return False, None
+    why = 'no <size>' if xml_size is None else '<size> fits the photo both upright and as stored'
+    return True, (f'EXIF orientation {loaded.orientation} and {why}: boxes taken as drawn on the stored pixels '
+                  f'(as LabelImg shows them) and turned upright with the photo')
+
+
+def turn_upright(objects, orientation, stored_height, stored_width):
+    """Boxes drawn on an image as stored (stored_height x stored_width pixels) -> the same boxes on the image
+    turned upright per its EXIF orientation. Each turn maps axis-aligned boxes to axis-aligned boxes, so a
+    box's turned corners, sorted per axis, are the turned box."""
+    if orientation == 1:
+        return list(objects)
+    turn = _TURN_UPRIGHT[orientation]
+    turned = []
+    for obj in objects:
+        x0, y0 = turn(obj.xmin, obj.ymin, stored_width, stored_height)
+        x1, y1 = turn(obj.xmax, obj.ymax, stored_width, stored_height)
+        turned.append(dataclasses.replace(obj, xmin=min(x0, x1), ymin=min(y0, y1), xmax=max(x0, x1),
+                                          ymax=max(y0, y1)))
+    return turned
 
 
 def repair_boxes(objects, height, width):

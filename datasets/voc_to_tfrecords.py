@@ -17,7 +17,8 @@ import os
 from datasets import dataset_info as ds_info
 from datasets.split_boxes import count_boxes
 from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
-from datasets.voc_reader import SampleError, find_image, load_image, parse_voc_xml, repair_boxes
+from datasets.voc_reader import (SampleError, drawn_on_stored, find_image, load_image, parse_voc_xml, repair_boxes,
+                                 turn_upright)
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_stems, plan_splits
 from utils.errors import UserError
 
@@ -108,17 +109,22 @@ def _build_sample(dataset_dir, stem, annotation, class_index):
     if image_path is None:
         named = f'{IMAGES_DIR}/{annotation.filename} nor ' if annotation.filename else ''
         raise SampleError(f'image not found: no {named}{IMAGES_DIR}/{stem}.jpg/.jpeg/.png')
-    encoded, image_format, height, width, converted = load_image(image_path)
-    notes = [('converted', converted)] if converted else []
+    loaded = load_image(image_path)
+    notes = [('converted', loaded.note)] if loaded.note else []
+    on_stored, frame_warning = drawn_on_stored(loaded, annotation.size)
+    notes += [('warning', frame_warning)] if frame_warning else []
+    height, width = loaded.stored_size if on_stored else (loaded.height, loaded.width)   # of the boxes' image
     if annotation.size is not None and annotation.size != (height, width):
         xml_height, xml_width = annotation.size
         notes.append(('warning', f'<size> {xml_width}x{xml_height} differs from the real image size '
                                  f'{width}x{height} of {os.path.basename(image_path)}: real size used'))
     objects, repairs = repair_boxes(annotation.objects, height, width)
     notes += [('repaired', reason) for reason in repairs]
+    if on_stored:
+        objects = turn_upright(objects, loaded.orientation, height, width)
     if not objects:
         notes.append(('kept', 'no objects: kept as a background-only sample'))
-    example = make_example(encoded, image_format, height, width, objects, class_index)
+    example = make_example(loaded.encoded, loaded.image_format, loaded.height, loaded.width, objects, class_index)
     return example.SerializeToString(), objects, notes
 
 

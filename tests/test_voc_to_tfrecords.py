@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from datasets import dataset_info, tfrecord_writer, voc_to_tfrecords
 from datasets.voc_splits import plan_splits
@@ -350,6 +350,84 @@ def test_mpo_camera_jpeg_is_kept_as_jpeg(tmp_path):
     assert record['image/format'] == b'JPEG' and record['image/encoded'] == mpo
     assert record['pixels'].shape == (30, 40, 3)
     assert np.all(np.abs(record['pixels'].astype(int) - [200, 10, 10]) < 8)   # the photo, not the preview
+
+
+STORED_BOX = (8, 8, 24, 16)   # a white box on a black 40 x 24 photo, on JPEG's 8-pixel block edges
+
+
+def exif_photo(orientation):
+    """JPEG bytes of the 40 x 24 photo with STORED_BOX white, its EXIF orientation tag set."""
+    image = Image.new('RGB', (40, 24), (0, 0, 0))
+    image.paste((255, 255, 255), STORED_BOX)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, format='JPEG', quality=95, exif=exif)
+    return out.getvalue()
+
+
+def white_box(pixels):
+    """(xmin, ymin, xmax, ymax), pixel edges, of the bright pixels of an RGB array."""
+    ys, xs = np.nonzero(pixels.mean(axis=2) > 128)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def record_box(record):
+    """The record's first box in pixels of its image."""
+    height, width = record['pixels'].shape[:2]
+    return [record[f'image/object/bbox/{key}'][0] * (width if key[0] == 'x' else height)
+            for key in ('xmin', 'ymin', 'xmax', 'ymax')]
+
+
+@pytest.mark.parametrize('orientation', range(2, 9))
+def test_photo_stored_turned_is_written_upright_with_the_boxes_drawn_on_its_stored_pixels(tmp_path, orientation):
+    """LabelImg's way: boxes on the stored pixels, <size> theirs. Pillow's exif_transpose is the reference."""
+    data = exif_photo(orientation)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    write_sample(tmp_path, 'p', [('can', *STORED_BOX, '')], image=data, size=(40, 24))
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    assert record['pixels'].shape == upright.shape
+    assert white_box(record['pixels']) == white_box(upright)
+    np.testing.assert_allclose(record_box(record), white_box(upright), atol=1e-4)
+    assert f'turned upright per its EXIF orientation {orientation}, re-encoded as JPEG' in summary
+    # Turned 180 degrees or mirrored, the photo has the same size both ways: <size> cannot tell.
+    assert result.count('warning') == (1 if orientation <= 4 else 0)
+    assert ('<size> fits the photo both upright and as stored' in summary) == (orientation <= 4)
+
+
+@pytest.mark.parametrize('orientation', [5, 6, 7, 8])
+def test_boxes_drawn_on_the_photo_upright_stay_as_drawn(tmp_path, orientation):
+    """A tool that shows photos upright: <size> is the upright photo's."""
+    data = exif_photo(orientation)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    drawn = white_box(upright)
+    write_sample(tmp_path, 'p', [('can', *drawn, '')], image=data, size=(upright.shape[1], upright.shape[0]))
+    result, _ = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    assert white_box(record['pixels']) == drawn
+    np.testing.assert_allclose(record_box(record), drawn, atol=1e-4)
+    assert result.count('warning') == 0
+
+
+def test_turned_photo_without_size_takes_its_boxes_as_drawn_on_the_stored_pixels(tmp_path):
+    data = exif_photo(6)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    write_sample(tmp_path, 'p', [], image=data, xml='<annotation><filename>p.jpg</filename><object><name>can</name>'
+                 '<bndbox><xmin>8</xmin><ymin>8</ymin><xmax>24</xmax><ymax>16</ymax></bndbox></object></annotation>')
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    np.testing.assert_allclose(record_box(record), white_box(upright), atol=1e-4)
+    assert 'EXIF orientation 6 and no <size>: boxes taken as drawn on the stored pixels' in summary
+
+
+def test_photo_stored_upright_keeps_its_bytes(tmp_path):
+    data = exif_photo(1)
+    write_sample(tmp_path, 'p', [('can', *STORED_BOX, '')], image=data, size=(40, 24))
+    result, _ = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    assert record['image/encoded'] == data and result.count('converted') == 0
+    np.testing.assert_allclose(record_box(record), STORED_BOX, atol=1e-4)
 
 
 def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
