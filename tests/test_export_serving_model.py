@@ -1,10 +1,12 @@
 """deployment/export_serving_model.py: a versioned SavedModel that, loaded in a fresh TF2 process, gives the
 checkpoint's detections; bad bytes give a clear error; failures leave no version directory behind."""
+import io
 import json
 import os
 
 import numpy as np
 import pytest
+from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
 from deployment import serving_model
@@ -18,12 +20,18 @@ _LOAD_AND_RUN = r'''
 import json, sys
 import numpy as np
 import tensorflow as tf
-model_dir, png_path, jpeg_path, out_path = sys.argv[1:5]
+model_dir, png_path, jpeg_path, turned_path, out_path = sys.argv[1:6]
 model = tf.saved_model.load(model_dir)
-png, jpeg = open(png_path, 'rb').read(), open(jpeg_path, 'rb').read()
+png, jpeg, turned = (open(path, 'rb').read() for path in (png_path, jpeg_path, turned_path))
 by_bytes = model.signatures['serving_default'](image_bytes=tf.constant([png, jpeg]))
 decoded = tf.io.decode_image(png, channels=3)[None]
 by_uint8 = model.signatures['serving_uint8'](images=decoded)
+# A portrait shot stored landscape (EXIF orientation 6): its bytes, against its pixels turned 90 degrees
+# clockwise here and as stored.
+by_turned_bytes = model.signatures['serving_default'](image_bytes=tf.constant([turned]))
+stored = tf.io.decode_jpeg(turned).numpy()
+by_upright = model.signatures['serving_uint8'](images=np.rot90(stored, k=-1)[None].copy())
+by_stored = model.signatures['serving_uint8'](images=stored[None])
 try:
     model.signatures['serving_default'](image_bytes=tf.constant([b'not an image']))
     error = None
@@ -31,8 +39,9 @@ except tf.errors.InvalidArgumentError as err:
     error = err.message
 def arrays(outputs):
     return {k: v.numpy().astype(str) if v.dtype == tf.string else v.numpy() for k, v in outputs.items()}
-np.savez(out_path, **{'bytes_' + k: v for k, v in arrays(by_bytes).items()},
-         **{'uint8_' + k: v for k, v in arrays(by_uint8).items()})
+runs = {'bytes': by_bytes, 'uint8': by_uint8, 'turned_bytes': by_turned_bytes, 'upright': by_upright,
+        'stored': by_stored}
+np.savez(out_path, **{f'{run}_{k}': v for run, outputs in runs.items() for k, v in arrays(outputs).items()})
 print(json.dumps({'signatures': sorted(model.signatures), 'error': error}))
 '''
 
@@ -45,12 +54,17 @@ def exported(tmp_path_factory):
     jpeg = fixtures.encode(fixtures.make_image(200, 90, 1), 'JPEG')
     (root / 'a.png').write_bytes(png)
     (root / 'b.jpg').write_bytes(jpeg)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = io.BytesIO()
+    Image.fromarray(fixtures.make_image(90, 160, 2)).save(turned, format='JPEG', exif=exif)
+    (root / 'c.jpg').write_bytes(turned.getvalue())
     model_base = root / 'model'
     export_run = fixtures.run_script(['deployment/export_serving_model.py', '--checkpoint_path=%s' % (root / 'train'),
                                       '--output_dir=%s' % model_base])
     assert export_run.returncode == 0, export_run.stderr[-2000:]
     load_run = fixtures.run_script(['-c', _LOAD_AND_RUN, str(model_base / '1'), str(root / 'a.png'),
-                                    str(root / 'b.jpg'), str(root / 'outputs.npz')])
+                                    str(root / 'b.jpg'), str(root / 'c.jpg'), str(root / 'outputs.npz')])
     assert load_run.returncode == 0, load_run.stderr[-2000:]
     return {'root': root, 'prefix': prefix, 'png': png, 'jpeg': jpeg, 'model_base': model_base,
             'export_stdout': export_run.stdout, 'load': json.loads(load_run.stdout.strip().splitlines()[-1]),
@@ -88,6 +102,20 @@ def test_fresh_tf2_process_gets_the_checkpoint_detections(exported):
     fixtures.assert_same_detections(expected[0], outputs['uint8_detection_boxes'][0, :count],
                                     outputs['uint8_detection_scores'][0, :count],
                                     outputs['uint8_detection_classes'][0, :count])
+
+
+def test_photo_stored_turned_is_detected_upright(exported):
+    """The bytes of a photo with EXIF orientation 6 give the detections of its pixels turned upright (as
+    training's records and detect.py have them), not those of its pixels as stored."""
+    outputs = exported['outputs']
+    count = int(outputs['turned_bytes_num_detections'][0])
+    assert count > 0 and count == int(outputs['upright_num_detections'][0])
+    for key in ('detection_boxes', 'detection_scores', 'detection_classes'):
+        np.testing.assert_allclose(outputs[f'turned_bytes_{key}'][0, :count], outputs[f'upright_{key}'][0, :count],
+                                   atol=1e-5)
+    stored_count = int(outputs['stored_num_detections'][0])
+    assert not (stored_count == count and np.allclose(outputs['stored_detection_boxes'][0, :count],
+                                                      outputs['turned_bytes_detection_boxes'][0, :count], atol=1e-3))
 
 
 def test_bad_bytes_give_invalid_argument_naming_the_problem(exported):

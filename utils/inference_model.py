@@ -7,6 +7,7 @@ and the tools' overrides); its weights are restored by utils.checkpoints.
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
+from preprocessing import exif_orientation
 from preprocessing.preprocessing_factory import get_preprocessing
 
 
@@ -33,8 +34,9 @@ def detect_images(images, config, detect_options, decode=False, reuse=None, port
     mean-subtracted by the model's eval preprocessing.
 
     images: string [B] of encoded JPEG / PNG files (decode=True; undecodable bytes fail the run with
-    InvalidArgument from the op 'decode_image_bytes'), or uint8 [B, H, W, 3] of any size. Boxes are
-    normalised, so they hold for the original images. Returns build_detections' (network, detections).
+    InvalidArgument from the op 'decode_image_bytes'; a photo stored turned is turned upright per its EXIF
+    orientation, as training's records and detect.py have it), or uint8 [B, H, W, 3] of any size. Boxes are
+    normalised, so they hold for the original images (upright). Returns build_detections' (network, detections).
     """
     preprocess = get_preprocessing(config.model_name, is_training=False)
     out_shape = tuple(config.image_size)
@@ -42,8 +44,9 @@ def detect_images(images, config, detect_options, decode=False, reuse=None, port
 
     def one_image(image):
         if decode:
-            image = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
-            image.set_shape([None, None, 3])
+            decoded = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
+            decoded.set_shape([None, None, 3])
+            image = exif_orientation.turn_upright(decoded, exif_orientation.exif_orientation(image))
         return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
     batch = tf.map_fn(one_image, images, dtype=tf.float32, back_prop=False)
     batch.set_shape([None, out_shape[0], out_shape[1], 3])
