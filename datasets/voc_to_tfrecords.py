@@ -138,6 +138,19 @@ def _label_names(dataset_dir, parsed, class_names):
     return ds_info.with_background(class_names), f'the names in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}'
 
 
+def _look_alike_names(class_names, class_source):
+    """'warning' Issues for class names that differ only in case, spaces, '_' or '-' ('Can', 'can', 'soda_can',
+    'Soda Can'): separate classes, though usually one class typed two ways."""
+    groups = {}
+    for name in class_names[1:]:
+        key = ' '.join(name.casefold().replace('_', ' ').replace('-', ' ').split())
+        groups.setdefault(key, []).append(name)
+    return [Issue('warning', class_source, f'class names {", ".join(map(repr, names))} differ only in case, spaces, '
+                                           f"'_' or '-': they are {len(names)} classes; if they are one, name it "
+                                           f'alike in every annotation')
+            for names in groups.values() if len(names) > 1]
+
+
 class _SplitWriter:
     """Writes the splits of one conversion into shards, tallying issues, boxes per class and progress
     over all of them; progress_fn(done, total), when given, is called after each image."""
@@ -295,6 +308,7 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
         raise UserError(f'--samples_per_file={options.samples_per_file}: must be at least 1')
     annotations = _read_annotations(dataset_dir, options)
     all_names, class_source = _label_names(dataset_dir, annotations.parsed, options.class_names)
+    annotations.issues.extend(_look_alike_names(all_names, class_source))
     previous, num_samples, boxes_per_class = _start_output(output_dir, options, all_names, class_source,
                                                            set(annotations.splits), log_fn)
     writer = _SplitWriter(annotations, output_dir, options, all_names, boxes_per_class, progress_fn)

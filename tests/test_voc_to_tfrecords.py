@@ -307,6 +307,20 @@ def test_merge_refuses_an_unreadable_info_or_shard_and_drops_a_split_without_sha
         convert(tmp_path, split_name='train')
 
 
+def test_class_names_typed_two_ways_are_warned_about(tmp_path):
+    write_sample(tmp_path, 'a', [('can', 1, 1, 9, 9, ''), ('Can', 2, 2, 9, 9, ''), ('bottle', 1, 1, 5, 5, '')],
+                 image=jpeg_bytes(20, 20), size=(20, 20))
+    write_sample(tmp_path, 'b', [('soda_can', 1, 1, 9, 9, ''), ('Soda  Can', 1, 1, 9, 9, ''),
+                                 ('bottles', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    result, summary = convert(tmp_path)
+    assert result.info.class_names == ['none', 'Can', 'Soda  Can', 'bottle', 'bottles', 'can', 'soda_can']
+    warnings = [issue.reason for issue in result.issues if issue.kind == 'warning']
+    assert len(warnings) == 2
+    assert "class names 'Can', 'can' differ only in case" in warnings[0]
+    assert "class names 'Soda  Can', 'soda_can' differ only in case" in warnings[1]
+    assert 'they are 2 classes' in summary
+
+
 def test_default_classes_come_from_every_annotation(tmp_path):
     _folder(tmp_path, {'000000': ['can'], '000001': ['bottle']})
     write_sample(tmp_path, 'broken', [], xml='<annotation>')   # in no split: not this run's to report
