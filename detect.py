@@ -45,19 +45,21 @@ _SAVE_FORMATS = {'JPEG': ('JPEG', '.jpg'), 'PNG': ('PNG', '.png')}   # others ar
 
 
 def expand_image_patterns(patterns):
-    """'a.jpg,dir/*.png' -> sorted unique existing files; UserError for a pattern that matches nothing."""
-    paths = []
+    """'a.jpg,dir/*.png' -> (sorted unique existing files, the patterns that match no file); UserError when no
+    pattern matches a file."""
+    paths, unmatched = [], []
     for pattern in (item.strip() for item in patterns.split(',')):
         if not pattern:
             continue
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         matches = [path for path in matches if os.path.isfile(path)]
         if not matches:
-            raise UserError(f'--images: {pattern}: no such image file')
+            unmatched.append(pattern)
         paths.extend(path for path in matches if path not in paths)
     if not paths:
-        raise UserError('--images: no image given')
-    return paths
+        raise UserError(f'--images: no such image file: {", ".join(unmatched)}' if unmatched
+                        else '--images: no image given')
+    return paths, unmatched
 
 
 def read_image(path):
@@ -158,8 +160,10 @@ def main(fv):
     if bool(fv.checkpoint_path) == bool(fv.model):
         raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
     check_writable_folder(fv.output_dir, '--output_dir')
+    image_paths, unmatched = expand_image_patterns(fv.images)   # before the model loads: a typo shows at once
+    for pattern in unmatched:   # like an unreadable file: said, and the others are processed
+        print(f'{pattern}: no such image file; skipped', file=sys.stderr)
     with (tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv)) as (detect_fn, class_names):
-        image_paths = expand_image_patterns(fv.images)
         os.makedirs(fv.output_dir, exist_ok=True)
         written, unreadable = set(), []
         for path in image_paths:

@@ -1,6 +1,7 @@
 """Convert a Pascal VOC folder (e.g. labelImg output in IMAGE/) into TFRecord shards.
 
-    python tf_convert_data.py --dataset_dir=IMAGE --output_dir=IMAGE/tfrecords --dataset_name=commodity
+    python tf_convert_data.py --dataset_dir=IMAGE --output_dir=IMAGE/tfrecords --dataset_name=commodity \\
+        --validation_fraction=0.2
 
 Writes <dataset_name>_<split>_<NNN>.tfrecord and dataset_info.json into --output_dir; one set of
 shards per ImageSets/Main/<split>.txt list, or, without lists, one set named 'train' plus an optional
@@ -11,7 +12,8 @@ SSD-Tensorflow's spellings work too: --output_name=voc_2007_train means dataset 
 'train'; --dataset_name=pascalvoc (or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC class
 list.
 The summary ends with the anchor fit of each SSD model on the training split's boxes (the best possible
-recall of its built-in anchors, the box sizes, and what would help when few boxes can be matched).
+recall of its built-in anchors, the box sizes, and what would help when few boxes can be matched), and a
+note when the dataset has no 'test' split for evaluation.
 Exit status 1 when a flag or the folder is unusable, or when no image at all could be written.
 """
 import os
@@ -103,8 +105,16 @@ def main(flag_values):
     print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name})')
     result = convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
                                  progress_fn=ProgressBar(sys.stderr))
-    for line in _anchor_fit_lines(result):
+    for line in _anchor_fit_lines(result) + _evaluation_split_lines(result):
         print(line)
+
+
+def _evaluation_split_lines(result):
+    """A note when the dataset has no 'test' split, the one eval_ssd_network.py reads by default."""
+    if 'test' in result.info.num_samples:
+        return []
+    return ["No 'test' split, which eval_ssd_network.py reads: --validation_fraction=0.2 holds a fifth of the "
+            "images out as one (or list the splits in ImageSets/Main)."]
 
 
 def _anchor_fit_lines(result):

@@ -366,7 +366,8 @@ def main(fv):
     del server
     latest = checkpoints.latest_train_checkpoint(config.loop.train_dir) if plan.deployment.is_chief else None
     logging.info('%s', train_plan.run_summary(config, step_fn.speed_log.totals(), step_fn.current_step, latest,
-                                              stop_request.signal_name if stop_request.requested else None))
+                                              stop_request.signal_name if stop_request.requested else None,
+                                              has_test_split='test' in plan.info.num_samples))
     return 0
 
 

@@ -26,6 +26,9 @@ BUILTIN_SPLIT_SIZES = {'pascalvoc_2007': {'train': 5011, 'test': 4952},
                        'pascalvoc_2012': {'train': 17125}}
 # SSD-Tensorflow's converter called its VOC dataset 'pascalvoc'.
 _BUILTIN_ALIASES = {'pascalvoc': 'pascalvoc_2007', 'voc': 'pascalvoc_2007'}
+# How a missing split is made: evaluation reads 'test', which a folder without split lists only gets on request.
+_MAKING_SPLITS = ("tf_convert_data.py writes the splits ImageSets/Main/*.txt name, or without those lists "
+                  "'train' and, with --validation_fraction=0.2, a 'test' split of a fifth of the images")
 
 
 @dataclasses.dataclass
@@ -99,14 +102,17 @@ def resolve_dataset_info(dataset_dir, dataset_name=None):
     built-in class list and split sizes of dataset_name ('pascalvoc_2007' / 'pascalvoc_2012')."""
     if os.path.isfile(os.path.join(dataset_dir, INFO_FILENAME)):
         return load_dataset_info(dataset_dir)
+    if not os.path.isdir(dataset_dir):
+        raise UserError(f'{dataset_dir}: dataset directory not found')
     canonical = _BUILTIN_ALIASES.get(dataset_name, dataset_name)
     if canonical in BUILTIN_CLASS_LISTS:
         return DatasetInfo(name=canonical, class_names=with_background(BUILTIN_CLASS_LISTS[canonical]),
                            num_samples=dict(BUILTIN_SPLIT_SIZES[canonical]))
+    builtin = ' or '.join(sorted(BUILTIN_CLASS_LISTS))
+    unknown = f'; dataset name {dataset_name!r} is not built in ({builtin})' if dataset_name else ''
     raise UserError(
-        f'{os.path.join(dataset_dir, INFO_FILENAME)}: not found and dataset name {dataset_name!r} is '
-        f'not built in ({", ".join(sorted(BUILTIN_CLASS_LISTS))}); convert the images with '
-        f'tf_convert_data.py')
+        f'{os.path.join(dataset_dir, INFO_FILENAME)}: not found{unknown}; convert the images with '
+        f'tf_convert_data.py (records of SSD-Tensorflow\'s VOC converter: pass --dataset_name={builtin})')
 
 
 def list_shards(dataset_dir, split_name, dataset_name=None):
@@ -123,8 +129,7 @@ def list_shards(dataset_dir, split_name, dataset_name=None):
             dataset_name = info.name
             if split_name not in info.num_samples:
                 raise UserError(f'{dataset_dir}: split {split_name!r} is not in {INFO_FILENAME}, which lists '
-                                f'{", ".join(info.num_samples) or "no split"}; convert it with '
-                                f'tf_convert_data.py')
+                                f'{", ".join(info.num_samples) or "no split"}; {_MAKING_SPLITS}')
     prefix = re.escape(dataset_name) if dataset_name else '.+'
     shard_name = re.compile(rf'{prefix}_{re.escape(split_name)}_\d+\.tfrecord')
     names = os.listdir(dataset_dir) if os.path.isdir(dataset_dir) else []

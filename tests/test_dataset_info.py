@@ -52,6 +52,13 @@ def test_resolve_legacy_directory_by_builtin_name(tmp_path):
     assert legacy.num_classes == 21 and legacy.num_samples == {'train': 5011, 'test': 4952}
     with pytest.raises(UserError, match="'commodity' is not built in"):
         dataset_info.resolve_dataset_info(str(tmp_path), 'commodity')
+    with pytest.raises(UserError) as raised:                     # no name given: no "None" in the message
+        dataset_info.resolve_dataset_info(str(tmp_path), None)
+    assert str(raised.value) == (f'{tmp_path / "dataset_info.json"}: not found; convert the images with '
+                                 'tf_convert_data.py (records of SSD-Tensorflow\'s VOC converter: pass '
+                                 '--dataset_name=pascalvoc_2007 or pascalvoc_2012)')
+    with pytest.raises(UserError, match=f'^{tmp_path / "absent"}: dataset directory not found$'):
+        dataset_info.resolve_dataset_info(str(tmp_path / 'absent'), 'pascalvoc_2007')
     own = DatasetInfo('commodity', ['none', 'can'], {'train': 3})
     dataset_info.write_dataset_info(str(tmp_path), own)
     assert dataset_info.resolve_dataset_info(str(tmp_path), 'pascalvoc_2007') == own  # the json wins
@@ -80,7 +87,9 @@ def test_list_shards_refuses_a_split_the_json_does_not_list(tmp_path):
     with pytest.raises(UserError) as raised:
         dataset_info.list_shards(str(tmp_path), 'test')
     assert str(raised.value) == (f"{tmp_path}: split 'test' is not in dataset_info.json, which lists train, val; "
-                                 'convert it with tf_convert_data.py')
+                                 "tf_convert_data.py writes the splits ImageSets/Main/*.txt name, or without those "
+                                 "lists 'train' and, with --validation_fraction=0.2, a 'test' split of a fifth of "
+                                 "the images")
     with pytest.raises(UserError, match="split 'test' is not in"):
         dataset_info.list_shards(str(tmp_path), 'test', dataset_name='shop')
 

@@ -23,8 +23,8 @@ def detected(tmp_path_factory):
     (root / 'other' / 'wide.png').write_bytes(png)                       # same name in another folder
     Image.fromarray(fixtures.make_image(150, 70, 1)).convert('CMYK').save(root / 'cmyk.jpg')
     Image.fromarray(fixtures.make_image(64, 64, 2)).convert('L').save(root / 'gray.png')
-    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % prefix,
-                                  '--images=%s,%s,%s' % (root / 'wide.png', root / '*.jpg', root / 'other' / '*.png'),
+    images = [root / 'wide.png', root / '*.jpg', root / 'other' / '*.png', root / 'absent.jpg', root / '*.gif']
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % prefix, '--images=%s' % ','.join(map(str, images)),
                                   '--output_dir=%s' % (root / 'out'), '--score_threshold=%g' % SCORE_THRESHOLD])
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -33,6 +33,20 @@ def detected(tmp_path_factory):
 
 def test_output_holds_no_tensorflow_noise(detected):
     fixtures.assert_no_tensorflow_noise(detected['output'])
+
+
+def test_a_missing_file_or_a_pattern_matching_nothing_is_skipped_with_one_line(detected):
+    for missing in (detected['root'] / 'absent.jpg', detected['root'] / '*.gif'):
+        assert '%s: no such image file; skipped' % missing in detected['output']
+
+
+def test_images_that_all_miss_are_one_line_before_the_model_loads(tmp_path):
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % (tmp_path / 'no_checkpoint'),
+                                  '--images=%s,%s' % (tmp_path / 'a.jpg', tmp_path / '*.png'),
+                                  '--output_dir=%s' % (tmp_path / 'out')])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        'detect.py: error: --images: no such image file: %s, %s' % (tmp_path / 'a.jpg', tmp_path / '*.png'))
 
 
 def test_pictures_are_written_with_original_sizes(detected):

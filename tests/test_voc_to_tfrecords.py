@@ -311,7 +311,8 @@ def test_class_names_typed_two_ways_are_warned_about(tmp_path):
     write_sample(tmp_path, 'a', [('can', 1, 1, 9, 9, ''), ('Can', 2, 2, 9, 9, ''), ('bottle', 1, 1, 5, 5, '')],
                  image=jpeg_bytes(20, 20), size=(20, 20))
     write_sample(tmp_path, 'b', [('soda_can', 1, 1, 9, 9, ''), ('Soda  Can', 1, 1, 9, 9, ''),
-                                 ('bottles', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+                                 ('bottles', 1, 1, 9, 9, ''), (' bottle ', 1, 1, 9, 9, '')],   # spaces around: dropped
+                 image=jpeg_bytes(20, 20), size=(20, 20))
     result, summary = convert(tmp_path)
     assert result.info.class_names == ['none', 'Can', 'Soda  Can', 'bottle', 'bottles', 'can', 'soda_can']
     warnings = [issue.reason for issue in result.issues if issue.kind == 'warning']
@@ -492,6 +493,14 @@ def test_script_exit_codes(tmp_path):
     # The summary ends with each model's anchor fit on the split's one box (120 px at 300 x 300).
     fit = done.stdout.split('ssd_300_vgg, built-in anchors:')[1]
     assert "anchor fit on 1 boxes of split 'val' (1 records)" in fit and 'ssd_512_vgg, built-in anchors:' in fit
+    # No 'test' split, which evaluation reads: the last line says how to make one.
+    assert done.stdout.strip().splitlines()[-1] == (
+        "No 'test' split, which eval_ssd_network.py reads: --validation_fraction=0.2 holds a fifth of the images "
+        "out as one (or list the splits in ImageSets/Main).")
+    write_sample(good, 'c', [('can', 2, 2, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    held_out = _run_script(f'--dataset_dir={good}', f'--output_dir={good / "held_out"}', '--validation_fraction=0.5')
+    assert held_out.returncode == 0 and '(train 1, test 1)' in held_out.stdout, held_out.stdout
+    assert "No 'test' split" not in held_out.stdout
     write_sample(bad, 'only', [('can', 1, 1, 9, 9, '')], size=(20, 20))   # its image is missing
     failed = _run_script(f'--dataset_dir={bad}', f'--output_dir={bad / "out"}')
     assert failed.returncode == 1

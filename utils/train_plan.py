@@ -118,17 +118,21 @@ def prepare_dataset(config, log_fn, poll_secs=1.0):
                                            f'python train_ssd_network.py --flagfile=configs/demo_cpu.flags')
 
 
-def next_commands(config):
-    """(evaluate, draw detections): the commands that use this run's checkpoints, printed at its end."""
+def next_commands(config, has_test_split=True):
+    """(evaluate, draw detections): the commands that use this run's checkpoints, printed at its end.
+    has_test_split: the dataset has the 'test' split evaluation reads (else the command says how to make one)."""
     train_dir, data = config.loop.train_dir, config.input
     # 000300 is the first image of the demo's test split (300 train images come first).
     images = (os.path.join(data.demo_image_dir, 'JPEGImages', '000300.jpg') if data.demo_image_dir
               else '<your images, e.g. IMAGE/JPEGImages/*.jpg>')
-    return (f'python eval_ssd_network.py --dataset_dir={data.dataset_dir} --checkpoint_path={train_dir}',
-            f'python detect.py --checkpoint_path={train_dir} --images={images} --output_dir=out')
+    evaluate = f'python eval_ssd_network.py --dataset_dir={data.dataset_dir} --checkpoint_path={train_dir}'
+    if not has_test_split:
+        evaluate += (f" once {data.dataset_dir} has a 'test' split (tf_convert_data.py --validation_fraction=0.2 "
+                     f"holds a fifth of the images out)")
+    return evaluate, f'python detect.py --checkpoint_path={train_dir} --images={images} --output_dir=out'
 
 
-def run_summary(config, totals, final_step, checkpoint=None, stopped_by=None):
+def run_summary(config, totals, final_step, checkpoint=None, stopped_by=None, has_test_split=True):
     """The paragraph that ends a run: how it ended and its checkpoint (None on a non-chief worker, which then
     gets no commands), this process's totals (step_policies.SpeedLog.totals), and the next_commands."""
     where = f', checkpoint {checkpoint}' if checkpoint else ''
@@ -136,7 +140,7 @@ def run_summary(config, totals, final_step, checkpoint=None, stopped_by=None):
             else f'Training done at step {final_step}{where}.')
     if not checkpoint:
         return f'{head} {totals}'
-    evaluate, draw = next_commands(config)
+    evaluate, draw = next_commands(config, has_test_split)
     return f'{head} {totals}\nEvaluate it: {evaluate}\nDraw its detections: {draw}'
 
 
