@@ -150,3 +150,27 @@ def test_descriptions_name_the_used_values():
     assert ls.describe_schedule(ls.ScheduleConfig(), 150, '--num_epochs_per_decay=2') == (
         'exponential: 0.001 x 0.94 every 150 steps (--num_epochs_per_decay=2) (staircase)')
     assert np.isclose(ls.piecewise_values(ls.ScheduleConfig(learning_rate_values=(0.3, 0.2))), (0.3, 0.2)).all()
+
+
+def test_low_rate_step_by_hand():
+    # 0.94 ** 74 = 0.0103, 0.94 ** 75 = 0.0097: the 75th decay takes the staircase under 1% of the start.
+    assert ls.low_rate_step(ls.ScheduleConfig(), 1) == 75 and ls.low_rate_step(ls.ScheduleConfig(), 40) == 3000
+    exact = ls.ScheduleConfig(learning_rate=1.0, learning_rate_decay_factor=0.1)    # 0.1 ** 2 = 1% exactly
+    assert rates(exact, [19, 20], 10) == pytest.approx([0.1, 0.01]) and ls.low_rate_step(exact, 10) == 20
+    assert ls.low_rate_step(ls.ScheduleConfig('cosine'), 7) == 7                      # the end rate from step D
+    assert ls.low_rate_step(ls.ScheduleConfig('fixed'), 7) is None
+    assert ls.low_rate_step(ls.ScheduleConfig('piecewise'), 7) is None
+
+
+def test_a_rate_spent_in_the_first_steps_is_warned_about():
+    # README section 3's defaults on 19 images: batch 32, 2 epochs per decay -> a decay every step.
+    warning = ls.early_decay_warning(ls.ScheduleConfig(), 1, '--num_epochs_per_decay=2')
+    assert warning == ('warning: the learning rate is down to 1% of --learning_rate by step 75, as a decay period '
+                       'is 1 step(s) (--num_epochs_per_decay=2); a larger --num_epochs_per_decay, or '
+                       '--learning_rate_decay_type=cosine with --max_number_of_steps, keeps it up longer')
+    assert 'down to --end_learning_rate=0.0001 by step 5' in ls.early_decay_warning(
+        ls.ScheduleConfig('cosine'), 5, '--num_epochs_per_decay=2')
+    assert ls.early_decay_warning(ls.ScheduleConfig(), 1, '', max_number_of_steps=60) is None    # the run ends first
+    assert ls.early_decay_warning(ls.ScheduleConfig(), 14, '') is None                            # step 1050
+    demo = ls.ScheduleConfig('cosine', learning_rate=0.002, end_learning_rate=1e-5)
+    assert ls.early_decay_warning(demo, 4500, '= --max_number_of_steps', 4500) is None         # ends at the run's end

@@ -345,6 +345,9 @@ def test_the_demo_cosine_ends_at_max_number_of_steps_unless_num_epochs_per_decay
     assert 'schedule cosine: 0.001 -> 0.0001 over 30 steps (= --max_number_of_steps)' in report
     given = check(records, tmp_path, *cosine, '--num_epochs_per_decay=5')     # int(8 samples / 4 x 5 epochs)
     assert (given.decay_steps, given.decay_source) == (10, '--num_epochs_per_decay=5')
+    assert 'warning: the learning rate is down to --end_learning_rate=0.0001 by step 10, as a decay period is ' \
+           '10 step(s) (--num_epochs_per_decay=5)' in startup_report.training_report(given)
+    assert 'warning:' not in report                                           # the cosine ends with the run
     in_file = tmp_path / 'schedule.flags'
     in_file.write_text('--num_epochs_per_decay=2\n')                          # a flag file's value is the user's too
     assert check(records, tmp_path, *cosine, f'--flagfile={in_file}').decay_steps == 4

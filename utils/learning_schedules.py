@@ -13,6 +13,10 @@ from utils.errors import UserError
 DECAY_TYPES = ('exponential', 'fixed', 'polynomial', 'piecewise', 'cosine')
 # Schedules that fall to an end rate: without an explicit num_epochs_per_decay they fall over the whole run.
 RUN_LENGTH_DECAY_TYPES = ('polynomial', 'cosine')
+# early_decay_warning: a rate at 1% of its start has all but stopped training; spent within the first 1000
+# steps, it is a schedule measured in epochs of a dataset smaller than a few batches.
+LOW_RATE_FRACTION = 0.01
+EARLY_STEPS = 1000
 OPTIMIZER_NAMES = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'rmsprop', 'sgd')
 
 
@@ -181,6 +185,34 @@ def describe_schedule(config, decay_steps, decay_source=None):
     if config.warmup_steps:
         text += f', linear warm-up over the first {config.warmup_steps} steps'
     return text
+
+
+def low_rate_step(config, decay_steps):
+    """The global step from which the rate stays at the low end of its schedule, or None where it never gets
+    there: exponential (staircase), lr * factor ** floor(step / D) <= LOW_RATE_FRACTION * lr from
+    step D * ceil(log(LOW_RATE_FRACTION) / log(factor)); polynomial and cosine, their end rate from step D."""
+    kind = config.learning_rate_decay_type
+    if kind == 'exponential' and 0 < config.learning_rate_decay_factor < 1:
+        decays = math.log(LOW_RATE_FRACTION) / math.log(config.learning_rate_decay_factor)
+        return decay_steps * math.ceil(decays - 1e-9)   # an exact power lands on its own decay, not the next
+    if kind in RUN_LENGTH_DECAY_TYPES and config.end_learning_rate < config.learning_rate:
+        return decay_steps
+    return None
+
+
+def early_decay_warning(config, decay_steps, decay_source, max_number_of_steps=None):
+    """A start-up warning when the rate reaches the low end of its schedule (low_rate_step) within the run's
+    first EARLY_STEPS steps, and before its last (max_number_of_steps, when given); else None. It happens when
+    a decay period measured in epochs is a step or a few: a small dataset at a large batch."""
+    step = low_rate_step(config, decay_steps)
+    horizon = min(max_number_of_steps or EARLY_STEPS, EARLY_STEPS)
+    if step is None or step >= horizon:
+        return None
+    low = (f'{LOW_RATE_FRACTION:.0%} of --learning_rate' if config.learning_rate_decay_type == 'exponential'
+           else f'--end_learning_rate={config.end_learning_rate:g}')
+    return (f'warning: the learning rate is down to {low} by step {step}, as a decay period is {decay_steps} '
+            f'step(s) ({decay_source}); a larger --num_epochs_per_decay, or --learning_rate_decay_type=cosine '
+            f'with --max_number_of_steps, keeps it up longer')
 
 
 def check_optimizer(config):

@@ -84,7 +84,9 @@ def training_report(plan):
          + list(filter(None, [host.malloc_description(os.environ)]))),
         ('Optimisation', [f'schedule {schedule}', optimiser,
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
-                          f'{config.loop.max_number_of_steps or "unlimited"}']),
+                          f'{config.loop.max_number_of_steps or "unlimited"}']
+         + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
+                                                            config.loop.max_number_of_steps)]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore.resume_from, plan.restore.pretrained,
                                   plan.restore.checkpoint_model_scope, config.loop.train_dir)),
     ])
