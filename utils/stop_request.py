@@ -1,15 +1,21 @@
 """Ctrl-C / SIGTERM during training: the first asks the loop to stop after the step in progress (a checkpoint is
 saved), the second ends the process at once."""
+import os
 import signal
 import threading
 import time
 
 from absl import logging
 
+# A second signal this soon after the first is the same request delivered twice, not a second press: GNU
+# timeout (timeout -s INT 60 python train_ssd_network.py ...) signals its command and then the command's
+# whole process group, so the command gets two at once.
+SAME_REQUEST_SECS = 1.0
+
 
 class StopRequest:
     """The first SIGINT / SIGTERM asks the loop to stop after the step in progress (a checkpoint is
-    saved); the default handlers are then restored, so a second signal ends the process at once.
+    saved); a second one, SAME_REQUEST_SECS or more later, ends the process at once, by that signal.
 
     Python runs signal handlers in the main thread only between bytecodes, not during a long
     session.run; `run(fn)` therefore runs the training in a worker thread while the main thread waits,
@@ -19,6 +25,7 @@ class StopRequest:
     def __init__(self):
         self.signal_name = None
         self._signals = ()
+        self._first_signal_time = None
         self.lost_cluster = None   # (error, time) once a session.run lost a parameter server
         self.abandoned = False     # run() returned while fn's thread was still stuck in TensorFlow
 
@@ -62,8 +69,13 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         del frame
-        self.signal_name = signal.Signals(signum).name
-        for other in self._signals:
-            signal.signal(other, signal.SIG_DFL)
-        logging.warning('%s received: saving a checkpoint after the step in progress, then exiting '
-                        '(send it again to quit at once without saving)', self.signal_name)
+        name, now = signal.Signals(signum).name, time.monotonic()
+        if self._first_signal_time is None:
+            self.signal_name, self._first_signal_time = name, now
+            logging.warning('%s received: saving a checkpoint after the step in progress, then exiting '
+                            '(send it again to quit at once without saving)', name)
+        elif now - self._first_signal_time >= SAME_REQUEST_SECS:
+            logging.warning('%s received again: quitting at once without saving', name)
+            for other in self._signals:
+                signal.signal(other, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)   # the default action: the process ends by this signal
