@@ -31,6 +31,7 @@ from utils import checkpoints, coco_eval, devices, eval_report, inference_flags,
     voc_eval
 from utils.errors import UserError
 from utils.file_io import check_writable_file, check_writable_folder
+from utils.model_config import ModelConfig
 
 # Data.
 flags.DEFINE_string('dataset_dir', None, 'Directory of the TFRecord shards (and dataset_info.json).')
@@ -175,20 +176,27 @@ def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
     return SplitRun(evaluator, np.concatenate(sizes), summary, skipped, images)
 
 
-def model_class_names(config, info, dataset_dir):
+def model_class_names(config, info, dataset_dir, saved_num_classes=None):
     """The dataset's names of the model's classes: ['none'] + info.class_names[1 + labels_offset:] (training
     with labels_offset k gave its labels k + 1, k + 2, ... the model's labels 1, 2, ...).
 
     UserError when their count is not the model's num_classes, or when they differ from the class names
-    saved in the model's model_config.json.
+    saved in the model's model_config.json. saved_num_classes: that file's class count (None without one),
+    which says what can help: --num_classes only for a checkpoint without it.
     """
     offset = config.labels_offset
     names = dataset_info.with_background(info.class_names[1 + offset:])
     if len(names) != config.num_classes:
         offset_note = f' ({len(names)} after the labels_offset={offset} the model was trained with)' if offset else ''
+        if saved_num_classes is None:
+            advice = (f'a checkpoint of {len(names)} classes without model_config.json takes --num_classes='
+                      f'{len(names)}; else evaluate the records it was trained on')
+        elif saved_num_classes != config.num_classes:
+            advice = f'its model_config.json says {saved_num_classes}: leave --num_classes out'
+        else:
+            advice = 'evaluate the records it was trained on, or a checkpoint trained on this dataset'
         raise UserError(f'--dataset_dir={dataset_dir}: the dataset has {info.num_classes} classes with the '
-                        f'background{offset_note}, the model {config.num_classes}; pass --num_classes or '
-                        f'another checkpoint')
+                        f'background{offset_note}, the model {config.num_classes}; {advice}')
     if config.names_from_file and tuple(names[1:]) != tuple(config.class_names[1:]):
         differences = ['label %d is %r in the dataset, %r in the model' % (label, ours, theirs)
                        for label, (ours, theirs) in enumerate(zip(names, config.class_names)) if label and
@@ -267,7 +275,8 @@ def main(fv):
         print('No checkpoint appeared within --wait_timeout_secs=%s.' % fv.wait_timeout_secs, file=sys.stderr)
         return
     config = inference_flags.model_config(fv, first, inference_flags.run_data_format(fv))
-    class_names = model_class_names(config, info, fv.dataset_dir)
+    saved = ModelConfig.load(first)
+    class_names = model_class_names(config, info, fv.dataset_dir, saved.num_classes if saved else None)
     run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold)
     with tf.Graph().as_default():
         graph = build_eval_graph(config, reader, inference_flags.postprocess_options(fv), fv.num_summary_images,

@@ -214,3 +214,18 @@ def test_usage_example_keeps_its_line_break(script):
     with open(os.path.join(fixtures.REPO_ROOT, script)) as source:
         docstring = ast.get_docstring(ast.parse(source.read()))
     assert '\\\n' in docstring
+
+
+def test_a_class_count_that_differs_names_what_helps():
+    import eval_ssd_network
+    from datasets.dataset_info import DatasetInfo
+    five = DatasetInfo('shop', ['none', 'a', 'b', 'c', 'd'], {'test': 1})
+    model = ModelConfig(num_classes=4, class_names=('none', 'a', 'b', 'c'))
+    prefix = "--dataset_dir=d: the dataset has 5 classes with the background, the model 4; "
+    for saved, advice in ((None, 'a checkpoint of 5 classes without model_config.json takes --num_classes=5; '
+                                 'else evaluate the records it was trained on'),
+                          (4, 'evaluate the records it was trained on, or a checkpoint trained on this dataset'),
+                          (3, 'its model_config.json says 3: leave --num_classes out')):
+        with pytest.raises(UserError) as raised:
+            eval_ssd_network.model_class_names(model, five, 'd', saved)
+        assert str(raised.value) == prefix + advice
