@@ -112,19 +112,32 @@ def parse_voc_xml(path):
     return VocAnnotation((root.findtext('filename') or '').strip(), _xml_size(root), objects)
 
 
+def _image_names(filename, annotation_stem):
+    """(the XML's <filename> without folders, or ''; the stems tried with each of IMAGE_EXTENSIONS)."""
+    base = os.path.basename(filename.replace('\\', '/')) if filename else ''
+    stems = ([os.path.splitext(base)[0]] if base else []) + [annotation_stem]
+    return base, list(dict.fromkeys(stems))
+
+
 def find_image(images_dir, filename, annotation_stem):
-    """Path of the image: JPEGImages/<filename>, else <stem>.jpg/.jpeg/.png; None when absent."""
-    candidates = []
-    if filename:
-        base = os.path.basename(filename.replace('\\', '/'))
-        candidates.append(base)
-        candidates += [os.path.splitext(base)[0] + ext for ext in IMAGE_EXTENSIONS]
-    candidates += [annotation_stem + ext for ext in IMAGE_EXTENSIONS]
+    """Path of the image: JPEGImages/<filename>, else its stem, else the XML's, with .jpg/.jpeg/.png in either
+    case; None when absent."""
+    base, stems = _image_names(filename, annotation_stem)
+    candidates = ([base] if base else []) + [stem + ext for stem in stems for ext in IMAGE_EXTENSIONS]
     for name in dict.fromkeys(candidates):
         path = os.path.join(images_dir, name)
         if os.path.isfile(path):
             return path
     return None
+
+
+def missing_image_reason(images_folder, filename, annotation_stem):
+    """What find_image looked for, for the conversion report: 'image not found: no JPEGImages/a.jpg, .jpeg or
+    .png (either case)'."""
+    base, stems = _image_names(filename, annotation_stem)
+    other_extension = base and os.path.splitext(base)[1].lower() not in ('.jpg', '.jpeg', '.png')
+    tried = ([base] if other_extension else []) + [f'{stem}.jpg, .jpeg or .png' for stem in stems]
+    return f'image not found: no {images_folder}/{", nor ".join(tried)} (either case)'
 
 
 def _is_8bit_rgb_png(data):

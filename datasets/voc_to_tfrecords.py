@@ -17,8 +17,8 @@ import os
 from datasets import dataset_info as ds_info
 from datasets.split_boxes import count_boxes
 from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
-from datasets.voc_reader import (SampleError, drawn_on_stored, find_image, load_image, parse_voc_xml, repair_boxes,
-                                 turn_upright)
+from datasets.voc_reader import (SampleError, drawn_on_stored, find_image, load_image, missing_image_reason,
+                                 parse_voc_xml, repair_boxes, turn_upright)
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_stems, plan_splits
 from utils.errors import UserError
 
@@ -107,8 +107,7 @@ def _build_sample(dataset_dir, stem, annotation, class_index):
         raise SampleError(f'class {", ".join(map(repr, unknown))} not in the label list')
     image_path = find_image(os.path.join(dataset_dir, IMAGES_DIR), annotation.filename, stem)
     if image_path is None:
-        named = f'{IMAGES_DIR}/{annotation.filename} nor ' if annotation.filename else ''
-        raise SampleError(f'image not found: no {named}{IMAGES_DIR}/{stem}.jpg/.jpeg/.png')
+        raise SampleError(missing_image_reason(IMAGES_DIR, annotation.filename, stem))
     loaded = load_image(image_path)
     notes = [('converted', loaded.note)] if loaded.note else []
     on_stored, frame_warning = drawn_on_stored(loaded, annotation.size)

@@ -146,7 +146,7 @@ def bad_inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize('stem, kind, reason', [
-    ('missing_image', 'excluded', 'image not found'),
+    ('missing_image', 'excluded', 'image not found: no JPEGImages/missing_image.jpg, .jpeg or .png (either case)'),
     ('undecodable', 'excluded', 'cannot decode image undecodable.jpg'),
     ('cut_jpeg', 'excluded', 'cannot decode image cut_jpeg.jpg'),
     ('malformed', 'excluded', 'malformed XML'),
