@@ -49,17 +49,18 @@ def test_log_lines_give_progress_and_time_left_from_the_recent_rate(caplog):
     log.record(1, 5.0, LOSSES, 0.1)                # the first step (5 s of start-up) ends at t = 1000
     clock.now += 2
     log.record(2, 0.5, LOSSES, 0.1)                # 2 s since step 1: the rate, not the first step's 5 s
-    step_2, duration = logged(caplog)
+    step_2, = logged(caplog)                       # no expected duration yet: step 2 was still warming up
     assert step_2.startswith('step 2: loss 5.0000 ') and step_2.endswith(
         '| 2.750 sec/step, 1.5 images/s | 20% of 10, about 16 s left')            # 8 steps x 2 s
-    assert duration.startswith('Expected duration of this run: about 23 s (10 steps from step 0, at 2.000 s a step '
-                               'from now on), ending about ')                     # 7 s so far + 16 s
-    assert duration.endswith(time.strftime('%H:%M', time.localtime(995 + 23)))
     for step in (3, 4):
         clock.now += 1
         log.record(step, 0.5, LOSSES, 0.1, note='1 bad sample(s) skipped')
-    assert logged(caplog)[2:] == [step_policies.format_losses(4, LOSSES, 0.1, 0.5, 4)
-                                  + ' | 40% of 10, about 6 s left | 1 bad sample(s) skipped']   # 1 s a step now
+    step_4, duration = logged(caplog)[1:]
+    assert step_4 == (step_policies.format_losses(4, LOSSES, 0.1, 0.5, 4)
+                      + ' | 40% of 10, about 6 s left | 1 bad sample(s) skipped')     # 1 s a step now
+    assert duration.startswith('Expected duration of this run: about 15 s (10 steps from step 0, at 1.000 s a step '
+                               'from now on), ending about ')                     # 9 s so far + 6 s
+    assert duration.endswith(time.strftime('%H:%M', time.localtime(995 + 15)))
     assert log.totals() == ('This process ran 4 step(s), from global step 0 to 4, in 9 s (1.8 images/s); final loss '
                             '5.0000 (pos 1.0000 neg 2.0000 loc 1.5000 reg 0.5000) lr 0.1.')   # 16 images / 9 s
 
@@ -75,11 +76,18 @@ def test_without_a_step_limit_the_line_has_no_progress(caplog):
 
 def test_the_first_line_of_a_process_without_a_window_uses_its_sec_per_step(caplog):
     caplog.set_level(py_logging.INFO, logger='absl')
-    log = SpeedLog(every_n_steps=1, images_per_step=4, max_number_of_steps=100, clock=FakeClock())
-    log.cadence.start(50)
+    clock = FakeClock()
+    log = SpeedLog(every_n_steps=1, images_per_step=4, max_number_of_steps=100, clock=clock)
+    log.cadence.start(50)                          # a resumed run
     log.record(51, 3.0, LOSSES, 0.1)
-    assert logged(caplog)[0].endswith('| 51% of 100, about 2 min left')           # 49 steps x 3 s
-    assert 'about 2 min (50 steps from step 50, at 3.000 s a step from now on)' in logged(caplog)[1]
+    assert logged(caplog) == [step_policies.format_losses(51, LOSSES, 0.1, 3.0, 4)
+                              + ' | 51% of 100, about 2 min left']                # 49 steps x 3 s
+    clock.now += 1.5
+    log.record(52, 1.5, LOSSES, 0.1)               # the second step, still warming up: no duration yet
+    clock.now += 0.5
+    log.record(53, 0.5, LOSSES, 0.1)               # measured after the warm-up: 0.5 s a step
+    assert len(logged(caplog)) == 4 and logged(caplog)[2].endswith('| 53% of 100, about 24 s left')
+    assert 'about 28 s (50 steps from step 50, at 0.500 s a step from now on)' in logged(caplog)[3]   # 5 s + 47 x 0.5
 
 
 def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():

@@ -22,6 +22,9 @@ from utils.errors import UserError
 
 LOSS_LOG_NAMES = (('cross_entropy_pos', 'pos'), ('cross_entropy_neg', 'neg'), ('localization', 'loc'),
                   ('regularization', 'reg'))
+# A process's first steps build oneDNN's kernels and fill the input pipeline (at depth 0.125: 1.5 s and 1.0 s,
+# then 0.1 s a step): SpeedLog's rate for the expected duration is measured after them.
+WARMUP_STEPS = 2
 
 
 class TrainingDiverged(UserError):
@@ -107,9 +110,10 @@ class StopPolicy:
 class SpeedLog:
     """Every `every_n_steps` global steps, one format_losses line (sec/step: this process's session.run time
     averaged since the last line; images_per_step: this process's batch). With max_number_of_steps, the line
-    ends with format_progress at the recent rate: global steps per wall second since the previous line (since
-    the end of the first step, whose start-up cost would skew it, for the first line), which counts other
-    workers' steps and the time spent saving; the first such line is followed by the expected duration.
+    ends with format_progress at the recent rate: global steps per wall second since the previous line (for
+    the first line, since the end of this process's WARMUP_STEPS-th step, or of its first when the line comes
+    sooner), which counts other workers' steps and the time spent saving. The first line whose rate was measured
+    wholly after those warm-up steps is followed by the expected duration.
     It also keeps the run's totals for the end-of-run summary."""
 
     def __init__(self, every_n_steps, images_per_step, max_number_of_steps=None, clock=time.time):
@@ -117,6 +121,7 @@ class SpeedLog:
         self.images_per_step, self.max_number_of_steps, self.clock = images_per_step, max_number_of_steps, clock
         self.timed_steps, self.timed_secs = 0, 0.0
         self.window = None               # (global step, time) where the rate's window starts
+        self.window_after_warmup = False  # the window starts after this process's WARMUP_STEPS steps
         self.start_time, self.start_step = None, None  # when this process's first step started, and from which
         self.steps_run, self.last = 0, None  # steps this process ran; the last one's (step, losses, rate)
         self.duration_said = False
@@ -139,14 +144,17 @@ class SpeedLog:
                 secs_per_global_step = self._secs_per_global_step(step, now, sec_per_step)
                 parts.append(format_progress(step, self.max_number_of_steps, secs_per_global_step))
             logging.info(' | '.join(parts + ([note] if note else [])))
-            if self.max_number_of_steps and not self.duration_said:
+            if self.max_number_of_steps and not self.duration_said and self.window_after_warmup:
                 logging.info('%s', self.expected_duration(step, now, secs_per_global_step))
                 self.duration_said = True
             self.timed_steps, self.timed_secs = 0, 0.0
             self.cadence.mark(step)
-            self.window = (step, now)
-        elif self.window is None:
-            self.window = (step, now)
+            self._start_window(step, now)
+        elif self.window is None or self.steps_run == WARMUP_STEPS:
+            self._start_window(step, now)
+
+    def _start_window(self, step, now):
+        self.window, self.window_after_warmup = (step, now), self.steps_run >= WARMUP_STEPS
 
     def _secs_per_global_step(self, step, now, sec_per_step):
         """Wall seconds per global step since the window's start; this process's sec/step before it has one."""
