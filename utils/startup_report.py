@@ -103,5 +103,8 @@ def format_report(sections):
 
 def write_report(train_dir, text, flag_lines):
     """Save the report plus every flag's value as train_dir/training_config.txt."""
+    # The flags as given: a value the run changed (towers for --num_clones, a cosine over --max_number_of_steps
+    # instead of --num_epochs_per_decay) shows in the report above; the header says so.
     write_text_atomically(os.path.join(train_dir, REPORT_FILENAME),
-                          text + '# Flags\n' + ''.join(line + '\n' for line in flag_lines))
+                          text + '# Flags (as given or defaulted; the report above says what the run made of them)\n'
+                          + ''.join(line + '\n' for line in flag_lines))
