@@ -11,6 +11,7 @@ replaces the dataset; one of a single split (SSD-Tensorflow's way: train, then t
 merges into the dataset_info.json there. While writing, dataset_info.json lists only complete splits (the
 kept ones, or none), and the splits it lists are the only ones list_shards reads.
 """
+import collections
 import dataclasses
 import os
 
@@ -42,9 +43,18 @@ class Issue:
     kind: str              # one of ISSUE_KINDS
     path: str              # file the issue is about, relative to the dataset folder
     reason: str
+    unknown_classes: tuple = ()   # excluded for these class names, which the label list lacks
 
     def __str__(self):
         return f'  {self.kind}: {self.path}: {self.reason}'
+
+
+class _UnknownClasses(SampleError):
+    """A sample left out for class names the label list lacks (`names`)."""
+
+    def __init__(self, names):
+        super().__init__(f'class {", ".join(map(repr, names))} not in the label list')
+        self.names = tuple(names)
 
 
 @dataclasses.dataclass
@@ -104,7 +114,7 @@ def _build_sample(dataset_dir, stem, annotation, class_index):
     """(serialized Example, kept objects, [(kind, reason)]) of one sample; SampleError to leave it out."""
     unknown = sorted({obj.name for obj in annotation.objects} - set(class_index))
     if unknown:
-        raise SampleError(f'class {", ".join(map(repr, unknown))} not in the label list')
+        raise _UnknownClasses(unknown)
     image_path = find_image(os.path.join(dataset_dir, IMAGES_DIR), annotation.filename, stem)
     if image_path is None:
         raise SampleError(missing_image_reason(IMAGES_DIR, annotation.filename, stem))
@@ -182,7 +192,7 @@ class _SplitWriter:
             serialized, objects, notes = _build_sample(source.dataset_dir, stem, source.parsed[stem],
                                                        self._class_index)
         except SampleError as err:
-            source.issues.append(Issue('excluded', relative, str(err)))
+            source.issues.append(Issue('excluded', relative, str(err), getattr(err, 'names', ())))
             return 0
         writer.write(serialized)
         for obj in objects:
@@ -204,7 +214,20 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
         if len(issues) > max_lines_per_kind:
             lines.append(f'  ... and {len(issues) - max_lines_per_kind} more {kind}; all are listed in '
                          f'{os.path.join(output_dir, REPORT_FILENAME)}')
+        if kind == 'excluded':
+            lines += _unknown_class_lines(issues)
     return lines
+
+
+def _unknown_class_lines(excluded):
+    """One line for the images left out for classes the label list lacks: which, and in how many images."""
+    images = collections.Counter(name for issue in excluded for name in issue.unknown_classes)
+    if not images:
+        return []
+    count = sum(bool(issue.unknown_classes) for issue in excluded)
+    classes = ', '.join(f'{name!r} in {n}' for name, n in sorted(images.items()))
+    return [f'  {count} image(s) left out for classes not in the label list ({classes}); add those classes to '
+            f'the labels file to keep the images']
 
 
 def _previous_info(output_dir, dataset_name, merging, log_fn):

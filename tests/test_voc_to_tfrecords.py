@@ -203,6 +203,18 @@ def test_summary_caps_lines_and_full_report_is_written(tmp_path):
     assert all(f'Annotations/empty_{i}.xml' in report for i in range(4))
 
 
+def test_images_left_out_for_classes_not_in_the_label_list_are_summed_up_by_class(tmp_path):
+    for index, names in enumerate((['can'], ['bottle'], ['bottle', 'can'], ['bottle', 'jar'])):
+        write_sample(tmp_path, f'img{index}', [(name, 1, 1, 9, 9, '') for name in names],
+                     image=jpeg_bytes(20 + index, 20), size=(20 + index, 20))
+    result, summary = convert(tmp_path, class_names=['can'])
+    assert result.info.num_samples == {'train': 1}
+    lines = summary.splitlines()
+    at = lines.index("  3 image(s) left out for classes not in the label list ('bottle' in 3, 'jar' in 1); add "
+                     "those classes to the labels file to keep the images")
+    assert lines[at - 1].startswith('  excluded: Annotations/img3.xml: ')          # right under the excluded lines
+
+
 def test_shard_names_and_samples_per_file(tmp_path):
     for index in range(5):
         write_sample(tmp_path, f'img{index}', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20 + index, 20),
