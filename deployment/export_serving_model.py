@@ -14,6 +14,7 @@ if not __package__:  # run by path (python deployment/export_serving_model.py): 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils import script_setup  # noqa: E402  (first: sets TensorFlow's log level before it loads)
 from absl import flags  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
 
 from deployment import serving_model  # noqa: E402
 from nets import nets_factory  # noqa: E402
@@ -31,6 +32,8 @@ inference_flags.define_model_flags('NHWC', 'Layout of the exported graph: NHWC r
 
 def main(fv):
     """Writes the SavedModel version directory and prints its path."""
+    # TensorFlow's own notices (the builder names the temporary directory it writes in) are not the user's.
+    tf.logging.set_verbosity(tf.logging.WARN)
     if fv.model_version is not None and fv.model_version < 1:
         raise UserError(f'--model_version must be a positive integer, got {fv.model_version}')
     check_writable_folder(fv.output_dir, '--output_dir')

@@ -67,7 +67,7 @@ def exported(tmp_path_factory):
                                     str(root / 'b.jpg'), str(root / 'c.jpg'), str(root / 'outputs.npz')])
     assert load_run.returncode == 0, load_run.stderr[-2000:]
     return {'root': root, 'prefix': prefix, 'png': png, 'jpeg': jpeg, 'model_base': model_base,
-            'export_stdout': export_run.stdout, 'load': json.loads(load_run.stdout.strip().splitlines()[-1]),
+            'export_stdout': export_run.stdout, 'export_stderr': export_run.stderr, 'load': json.loads(load_run.stdout.strip().splitlines()[-1]),
             'outputs': dict(np.load(root / 'outputs.npz'))}
 
 
@@ -82,6 +82,7 @@ def test_version_directory_is_complete_and_alone(exported):
     assert 'Const' in op_types and not op_types & {'VariableV2', 'VarHandleOp'}
     assert (version_dir / 'assets' / 'class_names.txt').read_text().split() == fixtures.CLASS_NAMES
     assert str(version_dir) in exported['export_stdout']
+    assert '.export-tmp-' not in exported['export_stdout'] + exported['export_stderr']   # no temporary path shown
 
 
 def test_fresh_tf2_process_gets_the_checkpoint_detections(exported):
