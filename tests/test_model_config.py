@@ -55,6 +55,7 @@ def test_absent_config_is_none(tmp_path):
     (json.dumps(dict(PAYLOAD, class_names=['none'])), 'class_names must list num_classes'),
     (json.dumps(dict(PAYLOAD, anchor_set='yolo')), 'anchor_set=yolo: use ssd_tensorflow or caffe'),
     (json.dumps(dict(PAYLOAD, data_format='NWHC')), 'data_format=NWHC: use NHWC or NCHW'),
+    (json.dumps(dict(PAYLOAD, image_size=[300, 400])), r'image_size=\(300, 400\): must be \[side, side\]'),
 ])
 def test_bad_file_is_one_line_naming_it(tmp_path, text, problem):
     (tmp_path / mc.CONFIG_FILENAME).write_text(text)

@@ -43,11 +43,15 @@ def detect_images(images, config, detect_options, decode=False, reuse=None, port
     no_labels = tf.zeros([0], tf.int64)
 
     def one_image(image):
-        if decode:
-            decoded = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
-            decoded.set_shape([None, None, 3])
-            image = exif_orientation.turn_upright(decoded, exif_orientation.exif_orientation(image))
-        return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
+        if not decode:
+            return preprocess(image, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
+        decoded = tf.io.decode_image(image, channels=3, expand_animations=False, name='decode_image_bytes')
+        decoded.set_shape([None, None, 3])
+        pixels = preprocess(decoded, no_labels, tf.zeros([0, 4]), no_labels, out_shape=out_shape)[0]
+        # Turned after the resize, which commutes with it (the network's input is square, the resize separable
+        # and symmetric): a few hundred pixels to move instead of a photo's millions, in float32 (oneDNN's
+        # rewrite pass logs an error for a uint8 transpose).
+        return exif_orientation.turn_upright(pixels, exif_orientation.exif_orientation(image))
     batch = tf.map_fn(one_image, images, dtype=tf.float32, back_prop=False)
     batch.set_shape([None, out_shape[0], out_shape[1], 3])
     return build_detections(batch, config, detect_options, reuse=reuse, portable=portable)

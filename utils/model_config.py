@@ -48,7 +48,7 @@ class ModelConfig:
 
     def validate_network(self, where='--'):
         """self; UserError naming the flag (where='--') or the file (where='<path>: ') for a bad network
-        setting (model_name, anchor_set, depth_multiplier, labels_offset)."""
+        setting (model_name, anchor_set, depth_multiplier, labels_offset, image_size)."""
         def need(condition, key, problem):
             self._need(condition, where, key, problem)
         need(self.model_name in nets_factory.MODEL_NAMES, 'model_name',
@@ -60,6 +60,8 @@ class ModelConfig:
                                                              nets_factory.num_anchor_sizes(self.model_name))
         need(not problem, 'anchor_sizes', f'{self.model_name} {problem}')
         need(self.labels_offset >= 0, 'labels_offset', 'must be >= 0')
+        need(len(self.image_size) == 2 and self.image_size[0] == self.image_size[1], 'image_size',
+             'must be [side, side]: SSD networks take square inputs')
         return self
 
     def validate(self, where='--'):
