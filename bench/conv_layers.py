@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from utils import script_setup  # before TensorFlow: oneDNN on, start-up notices off
 import numpy as np  # noqa: E402
@@ -28,6 +27,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 import tf_slim as slim  # noqa: E402
 from absl import flags  # noqa: E402
 
+from bench.timing import call_seconds  # noqa: E402
 from nets import nets_factory  # noqa: E402
 from utils.host import cpu_flags  # noqa: E402
 
@@ -69,14 +69,7 @@ def network_convolutions(model_name, depth_multiplier, batch_size):
 
 def median_call_ms(sess, target, iterations):
     """Median ms of sess.run(target), after two warm-up calls."""
-    for _ in range(2):
-        sess.run(target)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        sess.run(target)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(call_seconds(lambda: sess.run(target), iterations, warmup=2))
 
 
 def time_convolution(signature, needs_input_grad, iterations):

@@ -12,7 +12,6 @@ ops (bias, ReLU, L2 norm, softmax, loss) are not counted; tf.profiler's forward 
 as a cross-check.
 """
 import os
-import time
 
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -22,6 +21,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 import tf_slim as slim  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench.timing import call_seconds  # noqa: E402
 from nets import nets_factory  # noqa: E402
 
 flags.DEFINE_enum('model_name', 'ssd_300_vgg', list(nets_factory.MODEL_NAMES), 'Network to time.')
@@ -53,13 +53,7 @@ def profiler_gflop(graph):
 
 def best_time(sess, fetch, iterations):
     """Seconds of the fastest of `iterations` runs, after one warm-up run."""
-    sess.run(fetch)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        sess.run(fetch)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(call_seconds(lambda: sess.run(fetch), iterations))
 
 
 def matmul_peak(size, iterations):

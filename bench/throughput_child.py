@@ -15,7 +15,8 @@ import json
 import os
 import statistics
 import sys
-import time
+
+from bench.timing import call_seconds
 
 IMAGE_SIZE = 300
 TORCH_THREADS = 2
@@ -28,14 +29,8 @@ def report(**values):
     print('RESULT ' + json.dumps(values), flush=True)
 
 
-def median_seconds(run, iterations):
-    run()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(run, iterations, warmup=1):
+    return statistics.median(call_seconds(run, iterations, warmup))
 
 
 def _tf():
@@ -124,16 +119,13 @@ def torch_train(batch, steps, warmup):
         corner = torch.rand(4, 2) * IMAGE_SIZE * 0.6
         size = 20 + torch.rand(4, 2) * IMAGE_SIZE * 0.35
         targets.append({'boxes': torch.cat([corner, corner + size], dim=1), 'labels': torch.randint(1, 21, (4,))})
-    times = []
-    for step in range(steps):
-        start = time.perf_counter()
+
+    def step():
         loss = sum(model(images, targets).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    report(images_per_s=batch / statistics.median(times))
+    report(images_per_s=batch / median_seconds(step, steps - warmup, warmup))
 
 
 def torch_infer(batch, iterations):
