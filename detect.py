@@ -125,9 +125,8 @@ def detect_and_draw(detect_fn, path, class_names, score_threshold):
 
 
 @contextlib.contextmanager
-def checkpoint_detector(fv):
-    """(detect_fn, class names) of --checkpoint_path, restored once."""
-    prefix = checkpoints.require_checkpoint(fv.checkpoint_path)
+def checkpoint_detector(fv, prefix):
+    """(detect_fn, class names) of the checkpoint at `prefix` (--checkpoint_path's), restored once."""
     config = inference_flags.model_config(fv, prefix, inference_flags.run_data_format(fv))
     with tf.Graph().as_default():
         image_input, network, detections = build_graph(config, inference_flags.postprocess_options(fv, 'score_threshold'))
@@ -141,8 +140,6 @@ def checkpoint_detector(fv):
 @contextlib.contextmanager
 def tflite_model_detector(model_path):
     """(detect_fn, class names) of a TFLite model; images are resized here as evaluation resizes them."""
-    if not os.path.isfile(model_path):
-        raise UserError(f'--model={model_path}: no such file')
     detector = tflite_detector.TFLiteDetector(model_path)
     class_names = tflite_detector.read_class_names(model_path)
     with tf.Graph().as_default():
@@ -160,10 +157,15 @@ def main(fv):
     if bool(fv.checkpoint_path) == bool(fv.model):
         raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
     check_writable_folder(fv.output_dir, '--output_dir')
-    image_paths, unmatched = expand_image_patterns(fv.images)   # before the model loads: a typo shows at once
+    # The model's file and the images are looked for before the model loads: a typo shows at once.
+    if fv.model and not os.path.isfile(fv.model):
+        raise UserError(f'--model={fv.model}: no such file')
+    prefix = None if fv.model else checkpoints.require_checkpoint(fv.checkpoint_path)
+    image_paths, unmatched = expand_image_patterns(fv.images)
     for pattern in unmatched:   # like an unreadable file: said, and the others are processed
         print(f'{pattern}: no such image file; skipped', file=sys.stderr)
-    with (tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv)) as (detect_fn, class_names):
+    detector = tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv, prefix)
+    with detector as (detect_fn, class_names):
         os.makedirs(fv.output_dir, exist_ok=True)
         written, unreadable = set(), []
         for path in image_paths:

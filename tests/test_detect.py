@@ -40,8 +40,8 @@ def test_a_missing_file_or_a_pattern_matching_nothing_is_skipped_with_one_line(d
         assert '%s: no such image file; skipped' % missing in detected['output']
 
 
-def test_images_that_all_miss_are_one_line_before_the_model_loads(tmp_path):
-    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % (tmp_path / 'no_checkpoint'),
+def test_images_that_all_miss_are_one_line_before_the_model_loads(detected, tmp_path):
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % detected['prefix'],
                                   '--images=%s,%s' % (tmp_path / 'a.jpg', tmp_path / '*.png'),
                                   '--output_dir=%s' % (tmp_path / 'out')])
     assert result.returncode == 1
