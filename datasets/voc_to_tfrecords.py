@@ -192,7 +192,8 @@ class _SplitWriter:
             serialized, objects, notes = _build_sample(source.dataset_dir, stem, source.parsed[stem],
                                                        self._class_index)
         except SampleError as err:
-            source.issues.append(Issue('excluded', relative, str(err), getattr(err, 'names', ())))
+            unknown = err.names if isinstance(err, _UnknownClasses) else ()
+            source.issues.append(Issue('excluded', relative, str(err), unknown))
             return 0
         writer.write(serialized)
         for obj in objects:
