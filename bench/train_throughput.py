@@ -24,9 +24,7 @@ torchvision's has 21 (62.7 and 188, our network's count at 21 classes), so the i
 matmul peak is measured in this run (bench/network.py), before and after. torchvision is only timed at
 depth 1.0, the only width it has.
 """
-import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -35,9 +33,9 @@ import tempfile
 
 from absl import app, flags
 
+from bench.training_runs import ROOT, ensure_demo_records, run_child, time_training
 from datasets.demo_drawing import CLASS_NAMES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, 'bench', 'throughput_child.py')
 OUR_NUM_CLASSES = len(CLASS_NAMES) + 1   # the demo records ours trains on, background included
 TORCH_NUM_CLASSES = 21                   # throughput_child's torchvision model (VOC's 20 + background)
@@ -57,46 +55,11 @@ flags.DEFINE_string('checkpoint_dir', None, 'A train_dir of this project to time
                     'checkpoint trained here (its depth multiplier must be --depth_multiplier).')
 FLAGS = flags.FLAGS
 
-_STEP_LINE = re.compile(r'step (\d+):.*?([\d.]+) sec/step')
 
-
-def run_child(args, python=sys.executable, cwd=ROOT):
-    """Runs a measuring child; returns (its 'RESULT {json}' line as a dict, peak RSS in GiB, output)."""
-    process = subprocess.Popen([python] + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=dict(os.environ, PYTHONPATH=cwd))
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    rss_gib = usage.ru_maxrss / 2 ** 20   # ru_maxrss is in KiB on Linux
-    results = [json.loads(line[7:]) for line in output.splitlines() if line.startswith('RESULT ')]
-    if os.waitstatus_to_exitcode(status) != 0 and not results:
-        raise RuntimeError(f'{" ".join(args[:2])} failed:\n{output[-3000:]}')
-    return (results[-1] if results else {}), rss_gib, output
-
-
-def time_training(repo_dir, dataset_dir, work_dir):
-    """(images/s of our real training step, peak RSS GiB, train_dir) from train_ssd_network.py's per-step
-    log, training from scratch into a new folder of work_dir."""
-    train_dir = tempfile.mkdtemp(prefix='train-', dir=work_dir)
-    args = ['train_ssd_network.py', f'--dataset_dir={dataset_dir}', f'--train_dir={train_dir}',
-            f'--pretrained_path={tempfile.mkdtemp()}', f'--depth_multiplier={FLAGS.depth_multiplier}',
-            f'--batch_size={FLAGS.batch_size}', f'--max_number_of_steps={FLAGS.train_steps}',
-            '--log_every_n_steps=1', '--save_interval_secs=0', '--save_summaries_secs=0',
-            '--opt_epsilon=1e-8']
-    _, rss, output = run_child(args, cwd=repo_dir)
-    seconds = [float(m.group(2)) for m in map(_STEP_LINE.search, output.splitlines())
-               if m and int(m.group(1)) > FLAGS.warmup_steps]
-    if not seconds:
-        raise RuntimeError(f'no step times in the training log:\n{output[-3000:]}')
-    return FLAGS.batch_size / statistics.median(seconds), rss, train_dir
-
-
-def ensure_demo_records(work_dir):
-    """The demo dataset's records in work_dir/records (generated and converted once)."""
-    records = os.path.join(work_dir, 'records')
-    run_child(['-c', 'import sys; from datasets import demo_dataset; '
-                     'demo_dataset.ensure_demo_dataset(sys.argv[1], sys.argv[2])',
-               os.path.join(work_dir, 'images'), records])
-    return records
+def _time_training(repo_dir, dataset_dir, work_dir):
+    """time_training at this run's flags."""
+    return time_training(repo_dir, dataset_dir, work_dir, FLAGS.depth_multiplier, FLAGS.batch_size,
+                         FLAGS.train_steps, FLAGS.warmup_steps)
 
 
 def export_saved_model(checkpoint_dir, work_dir):
@@ -140,10 +103,10 @@ def measure(work_dir, with_torch):
 
 def time_training_round(dataset_dir, work_dir, with_torch, add):
     """One round of training measurements; returns our run's train_dir."""
-    rate, rss, train_dir = time_training(ROOT, dataset_dir, work_dir)
+    rate, rss, train_dir = _time_training(ROOT, dataset_dir, work_dir)
     add('ours_train', images_per_s=rate, rss_gib=rss)
     if FLAGS.baseline_dir:
-        rate, rss, baseline_train_dir = time_training(FLAGS.baseline_dir, dataset_dir, work_dir)
+        rate, rss, baseline_train_dir = _time_training(FLAGS.baseline_dir, dataset_dir, work_dir)
         shutil.rmtree(baseline_train_dir)
         add('baseline_train', images_per_s=rate, rss_gib=rss)
     if with_torch:
