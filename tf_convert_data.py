@@ -25,7 +25,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from datasets import dataset_info, split_boxes  # noqa: E402
-from datasets.voc_to_tfrecords import ConversionOptions, convert_voc_dataset  # noqa: E402
+from datasets.voc_to_tfrecords import DEFAULT_MAX_SHORT_SIDE, ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils import anchor_report  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.file_io import check_writable_folder  # noqa: E402
@@ -46,6 +46,10 @@ flags.DEFINE_string('labels_file', None, 'Class names, one per line, in label or
                     'or a built-in list name (pascalvoc_2007, pascalvoc_2012). Default: the sorted '
                     'set of names in all of Annotations/.')
 flags.DEFINE_integer('seed', 0, 'Seed of the --validation_fraction split.')
+flags.DEFINE_integer('max_short_side', DEFAULT_MAX_SHORT_SIDE, 'Images whose shorter side is over this many '
+                     'pixels are stored downscaled to it (aspect kept): training decodes each image at every '
+                     'step, and SSD300\'s smallest random crop still gets 300+ pixels at 1536 (ssd_512_vgg: use '
+                     '2560). 0 keeps every image\'s resolution.')
 FLAGS = flags.FLAGS
 
 _KNOWN_SPLITS = ('trainval', 'train', 'val', 'test')
@@ -99,7 +103,7 @@ def main(flag_values):
                                 validation_fraction=flag_values.validation_fraction,
                                 samples_per_file=flag_values.samples_per_file,
                                 class_names=_class_names(flag_values.labels_file, flag_values.dataset_name),
-                                seed=flag_values.seed)
+                                seed=flag_values.seed, max_short_side=flag_values.max_short_side)
     output_dir = flag_values.output_dir or os.path.join(flag_values.dataset_dir, 'tfrecords')
     check_writable_folder(output_dir, '--output_dir')
     print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name})')

@@ -21,8 +21,12 @@ def _feature(kind, values):
     return tf.train.Feature(**{f'{kind}_list': list_type(value=values)})
 
 
-def make_example(encoded, image_format, height, width, objects, class_index):
-    """tf.train.Example with SSD-Tensorflow's keys; boxes normalised: x / width, y / height."""
+def make_example(encoded, image_format, height, width, objects, class_index, box_frame=None):
+    """tf.train.Example with SSD-Tensorflow's keys for an image of height x width pixels; boxes normalised:
+    x / width, y / height, or by box_frame (height, width) when they were drawn on the image at another
+    resolution (a photo stored downscaled)."""
+    frame_height, frame_width = box_frame or (height, width)
+
     def column(attribute, scale):
         return _feature('float', [getattr(obj, attribute) / scale for obj in objects])
 
@@ -33,7 +37,7 @@ def make_example(encoded, image_format, height, width, objects, class_index):
         keys.CHANNELS: _feature('int64', [3]), keys.SHAPE: _feature('int64', [height, width, 3]),
         keys.FORMAT: _feature('bytes', [image_format.encode()]),
         keys.ENCODED: _feature('bytes', [encoded]),
-        **{key: column(coordinate, height if coordinate[0] == 'y' else width)
+        **{key: column(coordinate, frame_height if coordinate[0] == 'y' else frame_width)
            for coordinate, key in keys.BOX_KEYS.items()},
         keys.LABEL: per_object('int64', lambda obj: class_index[obj.name]),
         keys.LABEL_TEXT: per_object('bytes', lambda obj: obj.name.encode('utf-8')),

@@ -4,8 +4,9 @@ XML is parsed with defusedxml (entity declarations, external entities and DTD fe
 Images: an RGB JPEG (MPO, a JPEG with extra preview frames, included) or an 8-bit RGB PNG is returned
 as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit, or a photo
 whose EXIF orientation says it is stored turned) is turned upright, converted to RGB, alpha composited on
-white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95. Records hold photos upright, as
-detect.py and image viewers show them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x
+white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95; so is a photo whose shorter side is
+over the converter's limit, downscaled to it. Records hold photos upright, as detect.py and image viewers show
+them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x
 [0, height] pixels of the image they were drawn on; those of zero area, before or after clipping, are
 dropped; then they are turned upright with the photo. A sample that cannot be used raises SampleError, whose
 message is the reason. No TensorFlow here.
@@ -162,15 +163,31 @@ class LoadedImage:
     """An image as a record stores it: upright, 3-channel RGB, JPEG or PNG."""
     encoded: bytes
     image_format: str          # 'JPEG' or 'PNG'
-    height: int                # of the upright image
+    height: int                # of the upright image at the file's resolution (the frame of its boxes)
     width: int
-    note: str = None           # how it was converted; None when the file's bytes are kept
+    note: str = None           # how it was converted, downscaling aside; None when only downscaled or kept
     orientation: int = 1       # the file's EXIF orientation (1: stored upright)
+    downscaled_size: tuple = None   # (height, width) of the encoded pixels when downscaled, else None
 
     @property
     def stored_size(self):
         """(height, width) of the pixels as the file stores them (as LabelImg shows them)."""
         return (self.width, self.height) if self.orientation >= 5 else (self.height, self.width)
+
+    @property
+    def encoded_size(self):
+        """(height, width) of the pixels `encoded` holds."""
+        return self.downscaled_size or (self.height, self.width)
+
+
+def downscaled_size(height, width, max_short_side):
+    """(height, width) with the shorter side brought down to max_short_side, the aspect kept (each side
+    rounded); the size itself when it is not over the limit or the limit is 0."""
+    short_side = min(height, width)
+    if not max_short_side or short_side <= max_short_side:
+        return height, width
+    scale = max_short_side / short_side
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _exif_orientation(image):
@@ -182,9 +199,9 @@ def _exif_orientation(image):
         return 1
 
 
-def load_image(path):
-    """LoadedImage of a fully decodable JPEG/PNG: upright 3-channel RGB, the file's bytes kept when they are
-    that already."""
+def load_image(path, max_short_side=0):
+    """LoadedImage of a fully decodable JPEG/PNG: upright 3-channel RGB, downscaled (Lanczos) when its shorter
+    side is over max_short_side pixels (0: no limit), the file's bytes kept when they are all that already."""
     try:
         with open(path, 'rb') as source:
             data = source.read()
@@ -197,14 +214,19 @@ def load_image(path):
             image.load()  # full decode: truncated or corrupt files fail here, not in training
             orientation = _exif_orientation(image)
             is_rgb = image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data))
-            if is_rgb and orientation == 1:
-                width, height = image.size
+            width, height = image.size
+            small_size = downscaled_size(height, width, max_short_side)   # turning keeps the shorter side
+            if is_rgb and orientation == 1 and small_size == (height, width):
                 return LoadedImage(data, image_format, height, width)
             changes = [] if is_rgb else [f'{image.mode} {image_format} converted to RGB']
             if orientation != 1:
                 changes.insert(0, f'turned upright per its EXIF orientation {orientation}')
                 image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
+            upright_height, upright_width = rgb.height, rgb.width
+            if small_size != (height, width):
+                small_height, small_width = downscaled_size(upright_height, upright_width, max_short_side)
+                rgb = rgb.resize((small_width, small_height), Image.LANCZOS, reducing_gap=3.0)
     except SampleError:
         raise
     except UnidentifiedImageError:
@@ -213,8 +235,10 @@ def load_image(path):
         raise SampleError(f'cannot decode image {os.path.basename(path)} ({err})') from None
     out = io.BytesIO()
     rgb.save(out, format=image_format, **({'quality': JPEG_QUALITY} if image_format == 'JPEG' else {}))
-    return LoadedImage(out.getvalue(), image_format, rgb.height, rgb.width,
-                       ', '.join(changes) + f', re-encoded as {image_format}', orientation)
+    note = ', '.join(changes) + f', re-encoded as {image_format}' if changes else None
+    small = (rgb.height, rgb.width)
+    return LoadedImage(out.getvalue(), image_format, upright_height, upright_width, note, orientation,
+                       small if small != (upright_height, upright_width) else None)
 
 
 def drawn_on_stored(loaded, xml_size):

@@ -24,6 +24,10 @@ from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_stems, p
 from utils.errors import UserError
 
 REPORT_FILENAME = 'conversion_report.txt'
+# SSD300's smallest random crop spans 0.3 / sqrt(2) = 0.21 of an image side (preprocessing's crop sampler),
+# so a shorter side of 1536 still gives it 300+ pixels, while a phone's 12 MP photo holds 4x fewer pixels to
+# decode at every step (bench/RESULTS.md, "Large photos"). ssd_512_vgg's crop wants 512 / 0.21 = 2415.
+DEFAULT_MAX_SHORT_SIDE = 1536
 ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'kept', 'converted')
 
 
@@ -36,6 +40,7 @@ class ConversionOptions:
     samples_per_file: int = 200       # records per shard
     class_names: list = None          # label order (label 1 first); None: sorted names in all annotations
     seed: int = 0                     # of the validation split
+    max_short_side: int = DEFAULT_MAX_SHORT_SIDE   # shorter sides over this are downscaled to it; 0: no limit
 
 
 @dataclasses.dataclass
@@ -62,6 +67,8 @@ class ConversionResult:
     info: ds_info.DatasetInfo
     shards: dict           # split -> list of shard paths
     issues: list
+    downscaled: int = 0    # images stored downscaled to max_short_side
+    max_short_side: int = 0
 
     def count(self, kind):
         return sum(issue.kind == kind for issue in self.issues)
@@ -110,15 +117,16 @@ def _class_names_in_annotations(dataset_dir, parsed):
     return sorted(names)
 
 
-def _build_sample(dataset_dir, stem, annotation, class_index):
-    """(serialized Example, kept objects, [(kind, reason)]) of one sample; SampleError to leave it out."""
+def _build_sample(dataset_dir, stem, annotation, class_index, max_short_side):
+    """(serialized Example, kept objects, [(kind, reason)], whether the image was downscaled) of one sample;
+    SampleError to leave it out."""
     unknown = sorted({obj.name for obj in annotation.objects} - set(class_index))
     if unknown:
         raise _UnknownClasses(unknown)
     image_path = find_image(os.path.join(dataset_dir, IMAGES_DIR), annotation.filename, stem)
     if image_path is None:
         raise SampleError(missing_image_reason(IMAGES_DIR, annotation.filename, stem))
-    loaded = load_image(image_path)
+    loaded = load_image(image_path, max_short_side)
     notes = [('converted', loaded.note)] if loaded.note else []
     on_stored, frame_warning = drawn_on_stored(loaded, annotation.size)
     notes += [('warning', frame_warning)] if frame_warning else []
@@ -133,8 +141,9 @@ def _build_sample(dataset_dir, stem, annotation, class_index):
         objects = turn_upright(objects, loaded.orientation, height, width)
     if not objects:
         notes.append(('kept', 'no objects: kept as a background-only sample'))
-    example = make_example(loaded.encoded, loaded.image_format, loaded.height, loaded.width, objects, class_index)
-    return example.SerializeToString(), objects, notes
+    example = make_example(loaded.encoded, loaded.image_format, *loaded.encoded_size, objects, class_index,
+                           box_frame=(loaded.height, loaded.width))
+    return example.SerializeToString(), objects, notes, loaded.downscaled_size is not None
 
 
 def _label_names(dataset_dir, parsed, class_names):
@@ -169,6 +178,7 @@ class _SplitWriter:
         self._class_index = {name: label for label, name in enumerate(all_names)}
         self.boxes_per_class, self._progress_fn = boxes_per_class, progress_fn
         self._done, self._total = 0, sum(map(len, annotations.splits.values()))
+        self.downscaled = 0
 
     def write(self, split):
         """Write one split's shards; -> (shard paths, records written)."""
@@ -189,13 +199,14 @@ class _SplitWriter:
         relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
         source = self._annotations
         try:
-            serialized, objects, notes = _build_sample(source.dataset_dir, stem, source.parsed[stem],
-                                                       self._class_index)
+            serialized, objects, notes, downscaled = _build_sample(source.dataset_dir, stem, source.parsed[stem],
+                                                                   self._class_index, self._options.max_short_side)
         except SampleError as err:
             unknown = err.names if isinstance(err, _UnknownClasses) else ()
             source.issues.append(Issue('excluded', relative, str(err), unknown))
             return 0
         writer.write(serialized)
+        self.downscaled += downscaled
         for obj in objects:
             self.boxes_per_class[obj.name] += 1
         source.issues.extend(Issue(kind, relative, reason) for kind, reason in notes)
@@ -217,6 +228,9 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
                          f'{os.path.join(output_dir, REPORT_FILENAME)}')
         if kind == 'excluded':
             lines += _unknown_class_lines(issues)
+    if result.downscaled:
+        lines.append(f'  {result.downscaled} image(s) with a shorter side over {result.max_short_side} px stored '
+                     f'downscaled to it (--max_short_side; 0 keeps every image\'s resolution)')
     return lines
 
 
@@ -329,6 +343,8 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     options = options or ConversionOptions()
     if options.samples_per_file < 1:
         raise UserError(f'--samples_per_file={options.samples_per_file}: must be at least 1')
+    if options.max_short_side < 0:
+        raise UserError(f'--max_short_side={options.max_short_side}: must be 0 (no limit) or more')
     annotations = _read_annotations(dataset_dir, options)
     all_names, class_source = _label_names(dataset_dir, annotations.parsed, options.class_names)
     annotations.issues.extend(_look_alike_names(all_names, class_source))
@@ -339,6 +355,6 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     for split in annotations.splits:
         shards[split], num_samples[split] = writer.write(split)
     info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
-    result = ConversionResult(info, shards, annotations.issues)
+    result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side)
     _finish(result, dataset_dir, output_dir, previous if options.split_name is None else None, log_fn)
     return result

@@ -457,6 +457,68 @@ def test_photo_stored_upright_keeps_its_bytes(tmp_path):
     np.testing.assert_allclose(record_box(record), STORED_BOX, atol=1e-4)
 
 
+def large_photo(orientation=1):
+    """JPEG bytes of exif_photo's photo at 10x its size (400 x 240, the white box at 10x STORED_BOX)."""
+    image = Image.new('RGB', (400, 240), (0, 0, 0))
+    image.paste((255, 255, 255), tuple(10 * v for v in STORED_BOX))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, format='JPEG', quality=95, exif=exif)
+    return out.getvalue()
+
+
+def test_downscaled_size_brings_the_shorter_side_to_the_limit():
+    from datasets.voc_reader import downscaled_size
+    assert downscaled_size(3024, 4032, 1536) == (1536, 2048)     # a phone's 12 MP photo, landscape
+    assert downscaled_size(4032, 3024, 1536) == (2048, 1536)     # and portrait
+    assert downscaled_size(1000, 3001, 500) == (500, 1500)       # 1500.5 rounds to even
+    assert downscaled_size(1536, 2048, 1536) == (1536, 2048)     # at the limit: kept
+    assert downscaled_size(3024, 4032, 0) == (3024, 4032)        # 0: no limit
+
+
+def test_large_photo_is_stored_downscaled_and_its_boxes_still_frame_the_object(tmp_path):
+    write_sample(tmp_path, 'p', [('can', 80, 80, 240, 160, '')], image=large_photo(), size=(400, 240))
+    result, summary = convert(tmp_path, max_short_side=120)
+    record, = read_records(result.shards['train'])
+    # 400 x 240 -> 200 x 120: the white box (80, 80)-(240, 160) is at half its pixel values.
+    assert (record['image/height'], record['image/width']) == (120, 200) and record['pixels'].shape == (120, 200, 3)
+    assert list(record['image/shape']) == [120, 200, 3]
+    np.testing.assert_allclose(record_box(record), (40, 40, 120, 80), atol=1e-4)
+    assert np.all(np.abs(np.array(white_box(record['pixels'])) - (40, 40, 120, 80)) <= 1)
+    assert result.count('converted') == 0
+    assert '1 image(s) with a shorter side over 120 px stored downscaled to it (--max_short_side' in summary
+
+
+def test_photo_turned_and_downscaled_in_one_pass(tmp_path):
+    data = large_photo(orientation=6)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))   # 240 wide, 400 high
+    write_sample(tmp_path, 'p', [('can', *(10 * v for v in STORED_BOX), '')], image=data, size=(400, 240))
+    result, summary = convert(tmp_path, max_short_side=120)
+    record, = read_records(result.shards['train'])
+    assert record['pixels'].shape == (200, 120, 3)
+    expected = np.array(white_box(upright)) / 2
+    np.testing.assert_allclose(record_box(record), expected, atol=1e-4)
+    assert np.all(np.abs(np.array(white_box(record['pixels'])) - expected) <= 1)
+    assert 'turned upright per its EXIF orientation 6, re-encoded as JPEG' in summary
+    assert '1 image(s) with a shorter side over 120 px stored downscaled' in summary
+
+
+@pytest.mark.parametrize('max_short_side', [0, 240])
+def test_photo_within_the_limit_keeps_its_bytes(tmp_path, max_short_side):
+    data = large_photo()
+    write_sample(tmp_path, 'p', [('can', 80, 80, 240, 160, '')], image=data, size=(400, 240))
+    result, summary = convert(tmp_path, max_short_side=max_short_side)
+    record, = read_records(result.shards['train'])
+    assert record['image/encoded'] == data and 'downscaled' not in summary
+
+
+def test_negative_max_short_side_is_a_user_error(tmp_path):
+    write_sample(tmp_path, 'p', [('can', 80, 80, 240, 160, '')], image=large_photo(), size=(400, 240))
+    with pytest.raises(UserError, match='--max_short_side=-1: must be 0'):
+        convert(tmp_path, max_short_side=-1)
+
+
 def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
     for index in range(5):
         write_sample(tmp_path, f'img{index}', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
@@ -465,11 +527,11 @@ def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
     (out / 'dataset_info.json').write_text('{}')                        # from an older run
     real_make_example, calls = voc_to_tfrecords.make_example, []
 
-    def failing_make_example(*args):
+    def failing_make_example(*args, **kwargs):
         calls.append(1)
         if len(calls) == 4:
             raise RuntimeError('disk on fire')
-        return real_make_example(*args)
+        return real_make_example(*args, **kwargs)
     monkeypatch.setattr(voc_to_tfrecords, 'make_example', failing_make_example)
     with pytest.raises(RuntimeError):
         convert(tmp_path, samples_per_file=2)
