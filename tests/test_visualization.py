@@ -72,6 +72,38 @@ def test_label_goes_above_box_when_there_is_room():
     assert (x, y) == (20, 38)
 
 
+def test_label_positions_move_a_label_that_a_more_important_one_covers():
+    # The first box's label goes above it: x 20, y 50 - 12. The second's place above (22, 40) would share
+    # 28 x 10 pixels with it, so it goes just inside its own top edge, y 52.
+    boxes = [np.array([50.0, 20.0, 90.0, 60.0]), np.array([52.0, 22.0, 95.0, 70.0])]
+    assert visualization.label_positions(boxes, [(30, 12)] * 2, (200, 100)) == [(20, 38), (22, 52)]
+
+
+def test_label_positions_leave_labels_that_do_not_meet_where_label_position_puts_them():
+    boxes = [np.array([50.0, 20.0, 90.0, 60.0]), np.array([50.0, 120.0, 90.0, 160.0])]
+    assert visualization.label_positions(boxes, [(30, 12)] * 2, (200, 100)) == [(20, 38), (120, 38)]
+
+
+def test_label_positions_take_the_first_free_place_else_the_least_covered():
+    # Labels as wide as the image. The first box's goes above it, rows 0..20. The second box (rows 10..24) has
+    # no room above, and just inside its top edge (rows 10..30) meets that label; below it (rows 24..44) is free.
+    boxes = [np.array([20.0, 0.0, 60.0, 100.0]), np.array([10.0, 0.0, 24.0, 100.0])]
+    assert visualization.label_positions(boxes, [(100, 20)] * 2, (100, 100)) == [(0, 0), (0, 24)]
+    # In a 100 x 30 image the places are clamped to rows 0..20 (above), 10..30 (inside the top, below) and
+    # 4..24 (inside the bottom): they meet the first label on 20, 10, 10 and 16 rows; the first least is taken.
+    boxes = [np.array([20.0, 0.0, 24.0, 100.0])] * 2
+    assert visualization.label_positions(boxes, [(100, 20)] * 2, (100, 30)) == [(0, 0), (0, 10)]
+
+
+def test_drawn_label_of_a_nested_box_is_not_hidden_under_the_higher_score():
+    height, width = 300, 400
+    boxes = [[0.4, 0.25, 0.8, 0.75], [0.42, 0.26, 0.85, 0.8]]   # the second's top edge at row 126, x from 104
+    picture = np.asarray(visualization.draw_detections(_grey(height, width), boxes, [3, 1], [0.9, 0.5]))
+    # The higher score's label sits above its box (rows up to 120); the other's moved inside its box.
+    assert _has_colour(picture[105:120, 100:140], visualization.class_colour(3))
+    assert _has_colour(picture[132, 106:126], visualization.class_colour(1))
+
+
 def test_drawn_label_at_right_border_is_visible():
     height, width = 100, 100
     picture = np.asarray(visualization.draw_detections(

@@ -62,13 +62,47 @@ def label_position(box_pixels, text_size, image_size):
     return int(round(x)), int(round(y))
 
 
+def _label_places(box_pixels, text_size, image_size):
+    """Where a box's label may go, best first: label_position's place, just inside the box's top edge, just
+    below its bottom edge, just inside its bottom edge; each kept inside the image."""
+    text_width, text_height = text_size
+    width, height = image_size
+    ymin, xmin, ymax = box_pixels[0], box_pixels[1], box_pixels[2]
+    x = min(max(xmin, 0), max(width - text_width, 0))
+    places = [label_position(box_pixels, text_size, image_size)]
+    for y in (ymin, ymax, ymax - text_height):
+        places.append((int(round(x)), int(round(min(max(y, 0), max(height - text_height, 0))))))
+    return places
+
+
+def _overlap_area(place, size, rectangles):
+    """Pixels a label at `place` of `size` shares with the rectangles (x, y, width, height)."""
+    x, y = place
+    width, height = size
+    return sum(max(0, min(x + width, rx + rw) - max(x, rx)) * max(0, min(y + height, ry + rh) - max(y, ry))
+               for rx, ry, rw, rh in rectangles)
+
+
+def label_positions(boxes_pixels, text_sizes, image_size):
+    """Top-left (x, y) of each pixel box's label, the boxes given most important first: each label takes the
+    first of its places (_label_places) that no label placed before it covers, else the one they cover least,
+    so that labels of boxes side by side or nested stay readable. text_sizes: (text_width, text_height) each."""
+    placed, positions = [], []
+    for box, size in zip(boxes_pixels, text_sizes):
+        place = min(_label_places(box, size, image_size), key=lambda p: _overlap_area(p, size, placed))
+        placed.append((*place, *size))
+        positions.append(place)
+    return positions
+
+
 def draw_detections(image, boxes_yxyx, classes, scores=None, class_names=None):
     """A copy of `image` (PIL image of any mode, or uint8 array [H, W, 3]) as RGB with labelled boxes.
 
     boxes_yxyx [N, 4] normalised; classes [N] ids 1..K; scores [N] in [0, 1] or None (no score shown);
     class_names: list indexed by class id (index 0 = background) or None ('class <id>').
     Each class has its colour (PALETTE); higher scores are drawn last (on top); labels come after all
-    boxes so no box line crosses a label.
+    boxes so no box line crosses a label, and a lower score's label moves aside from a higher one's
+    (label_positions).
     """
     picture = Image.fromarray(np.asarray(image, dtype=np.uint8)) if isinstance(image, np.ndarray) else image
     picture = picture.convert('RGB')
@@ -83,15 +117,20 @@ def draw_detections(image, boxes_yxyx, classes, scores=None, class_names=None):
     for index in order:
         ymin, xmin, ymax, xmax = pixels[index]
         draw.rectangle([xmin, ymin, xmax, ymax], outline=class_colour(classes[index]), width=line_width)
+    padding = max(1, font_size // 8)
+    texts = {index: _label_text(int(classes[index]), None if scores is None else float(scores[index]), class_names)
+             for index in order}
+    corners = {index: draw.textbbox((0, 0), text, font=font) for index, text in texts.items()}
+    sizes = {index: (right - left + 2 * padding, bottom - top + 2 * padding)
+             for index, (left, top, right, bottom) in corners.items()}
+    first = order[::-1]   # the highest score's label is placed first, and drawn last
+    places = dict(zip(first, label_positions([pixels[i] for i in first], [sizes[i] for i in first],
+                                             (width, height))))
     for index in order:
         colour = class_colour(classes[index])
-        text = _label_text(int(classes[index]), None if scores is None else float(scores[index]), class_names)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        padding = max(1, font_size // 8)
-        text_size = (right - left + 2 * padding, bottom - top + 2 * padding)
-        x, y = label_position(pixels[index], text_size, (width, height))
-        draw.rectangle([x, y, x + text_size[0] - 1, y + text_size[1] - 1], fill=colour)
-        draw.text((x + padding - left, y + padding - top), text, fill=_text_colour(colour), font=font)
+        (x, y), (left, top, _, _) = places[index], corners[index]
+        draw.rectangle([x, y, x + sizes[index][0] - 1, y + sizes[index][1] - 1], fill=colour)
+        draw.text((x + padding - left, y + padding - top), texts[index], fill=_text_colour(colour), font=font)
     return picture
 
 
