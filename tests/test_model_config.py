@@ -43,6 +43,13 @@ def test_check_resumable(tmp_path):
         mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, num_classes=21))
 
 
+def test_check_resumable_names_the_flags_that_resume_another_width(tmp_path):
+    dataclasses.replace(CONFIG, depth_multiplier=0.125).save(str(tmp_path))
+    with pytest.raises(UserError, match=r'\(depth_multiplier: 0.125 -> 0.5\); resume with --depth_multiplier=0.125 '
+                                        r'\(the flags it was trained with\), or use a new --train_dir'):
+        mc.check_resumable(str(tmp_path), CONFIG)
+
+
 def test_absent_config_is_none(tmp_path):
     assert ModelConfig.load(str(tmp_path)) is None
     assert ModelConfig.load(str(tmp_path / 'model.ckpt-5')) is None

@@ -143,10 +143,20 @@ def check_resumable(train_dir, config):
     saved = ModelConfig.load(train_dir)
     differences = saved.architecture_differences(config) if saved else []
     if differences:
-        hint = (f'resume with --anchor_sizes={",".join(f"{v:g}" for v in saved.anchor_sizes)}, ' if
-                saved.anchor_sizes != config.anchor_sizes and saved.anchor_sizes else '')
         raise UserError(f'--train_dir={train_dir}: its checkpoints are of another model ({"; ".join(differences)}); '
-                        f'{hint}use a new --train_dir or delete them to start again')
+                        f'{_resume_hint(saved, config)}use a new --train_dir or delete them to start again')
+
+
+def _resume_hint(saved, config):
+    """'resume with --flag=value ... (...), or ' naming the flags that make config `saved` again; '' when none can
+    (another class count is another dataset: no flag of the training makes it the saved one)."""
+    if saved.num_classes != config.num_classes:
+        return ''
+    flags = [f'--{key}={getattr(saved, key):g}' if key == 'depth_multiplier' else f'--{key}={getattr(saved, key)}'
+             for key in ('model_name', 'depth_multiplier', 'anchor_set') if getattr(saved, key) != getattr(config, key)]
+    if saved.anchor_sizes != config.anchor_sizes and saved.anchor_sizes:
+        flags.append(f'--anchor_sizes={",".join(f"{v:g}" for v in saved.anchor_sizes)}')
+    return f'resume with {" ".join(flags)} (the flags it was trained with), or ' if flags else ''
 
 
 def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):
