@@ -124,6 +124,13 @@ def detect_and_draw(detect_fn, path, class_names, score_threshold):
     return picture, image_format, len(records)
 
 
+def detections_said(count, score_threshold):
+    """'1 detection', '3 detections'; none: which score it takes and the flag that lowers it."""
+    if count == 0:
+        return f'no detection scoring {score_threshold:g} or more (--score_threshold shows weaker ones)'
+    return f'{count} detection' + ('s' if count > 1 else '')
+
+
 @contextlib.contextmanager
 def checkpoint_detector(fv, prefix):
     """(detect_fn, class names) of the checkpoint at `prefix` (--checkpoint_path's), restored once."""
@@ -177,7 +184,7 @@ def main(fv):
                 continue
             destination, save_format = output_path(fv.output_dir, path, image_format, written)
             picture.save(destination, format=save_format)
-            print('%s: %d detections -> %s' % (path, count, destination), file=sys.stderr)
+            print(f'{path}: {detections_said(count, fv.score_threshold)} -> {destination}', file=sys.stderr)
         if len(unreadable) == len(image_paths):   # nothing drawn: the run failed
             raise unreadable[-1]
 

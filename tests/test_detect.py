@@ -49,6 +49,14 @@ def test_images_that_all_miss_are_one_line_before_the_model_loads(detected, tmp_
         'detect.py: error: --images: no such image file: %s, %s' % (tmp_path / 'a.jpg', tmp_path / '*.png'))
 
 
+def test_each_image_says_how_many_detections_it_has_and_what_to_do_with_none(detected):
+    for name in ('wide.png', 'cmyk.jpg'):
+        path = str(detected['root'] / name)
+        count = sum(line['image'] == path for line in detected['lines'])
+        said = {0: 'no detection scoring 0.5 or more (--score_threshold shows weaker ones)', 1: '1 detection'}
+        assert '%s: %s -> ' % (path, said.get(count, '%d detections' % count)) in detected['output']
+
+
 def test_pictures_are_written_with_original_sizes(detected):
     out = detected['root'] / 'out'
     assert sorted(os.listdir(out)) == ['cmyk.jpg', 'wide.png', 'wide_2.png']
