@@ -97,8 +97,8 @@ def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
     assert text.splitlines() == [
         f'Training done at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3. {totals}',
         'Evaluate it: python eval_ssd_network.py --dataset_dir=./IMAGE/tfrecords --checkpoint_path=./ckpt/fine_tuning',
-        'Draw its detections: python detect.py --checkpoint_path=./ckpt/fine_tuning --images=<your images, e.g. '
-        'IMAGE/JPEGImages/*.jpg> --output_dir=out']
+        "Draw its detections: python detect.py --checkpoint_path=./ckpt/fine_tuning --images='IMAGE/JPEGImages/*.jpg' "
+        "--output_dir=out"]
     stopped = train_plan.run_summary(config, totals, 3, 'ckpt/fine_tuning/model.ckpt-3', 'SIGINT')
     assert stopped.startswith('Stopped by SIGINT at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3; run the same '
                               f'command to resume. {totals}\nEvaluate it: ')
@@ -108,6 +108,13 @@ def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
         "Evaluate it: python eval_ssd_network.py --dataset_dir=./IMAGE/tfrecords --checkpoint_path=./ckpt/fine_tuning "
         "once ./IMAGE/tfrecords has a 'test' split (tf_convert_data.py --validation_fraction=0.2 holds a fifth of "
         "the images out)")
+
+
+def test_draw_command_names_the_images_beside_the_records_quoted_for_the_shell(tmp_path):
+    (tmp_path / 'shop' / 'JPEGImages').mkdir(parents=True)
+    _, draw = train_plan.next_commands(_config('ckpt/shop', str(tmp_path / 'shop' / 'tfrecords')))
+    assert draw == (f"python detect.py --checkpoint_path=ckpt/shop --images='{tmp_path}/shop/JPEGImages/*.jpg' "
+                    f"--output_dir=out")
 
 
 def _config(train_dir, dataset_dir):

@@ -6,6 +6,7 @@ built, so every problem they find stops the run with one line before anything is
 """
 import dataclasses
 import os
+import shlex
 import time
 from typing import Any, Optional
 
@@ -118,13 +119,20 @@ def prepare_dataset(config, log_fn, poll_secs=1.0):
                                            f'python train_ssd_network.py --flagfile=configs/demo_cpu.flags')
 
 
+def _images_beside(dataset_dir):
+    """The VOC folder's JPEGImages/ when the records sit in that folder (README: IMAGE/tfrecords beside
+    IMAGE/JPEGImages), else README's IMAGE/JPEGImages."""
+    beside = os.path.join(os.path.dirname(os.path.normpath(dataset_dir)), 'JPEGImages')
+    return beside if os.path.isdir(beside) else os.path.join('IMAGE', 'JPEGImages')
+
+
 def next_commands(config, has_test_split=True):
     """(evaluate, draw detections): the commands that use this run's checkpoints, printed at its end.
     has_test_split: the dataset has the 'test' split evaluation reads (else the command says how to make one)."""
     train_dir, data = config.loop.train_dir, config.input
     # 000300 is the first image of the demo's test split (300 train images come first).
     images = (os.path.join(data.demo_image_dir, 'JPEGImages', '000300.jpg') if data.demo_image_dir
-              else '<your images, e.g. IMAGE/JPEGImages/*.jpg>')
+              else shlex.quote(os.path.join(_images_beside(data.dataset_dir), '*.jpg')))
     evaluate = f'python eval_ssd_network.py --dataset_dir={data.dataset_dir} --checkpoint_path={train_dir}'
     if not has_test_split:
         evaluate += (f" once {data.dataset_dir} has a 'test' split (tf_convert_data.py --validation_fraction=0.2 "
