@@ -174,3 +174,10 @@ def test_a_rate_spent_in_the_first_steps_is_warned_about():
     assert ls.early_decay_warning(ls.ScheduleConfig(), 14, '') is None                            # step 1050
     demo = ls.ScheduleConfig('cosine', learning_rate=0.002, end_learning_rate=1e-5)
     assert ls.early_decay_warning(demo, 4500, '= --max_number_of_steps', 4500) is None         # ends at the run's end
+
+
+def test_adam_from_scratch_without_a_warm_up_is_warned_about():
+    warning = ls.scratch_warmup_warning(ls.OptimizerConfig(), ls.ScheduleConfig())
+    assert warning.startswith('warning: from scratch without a warm-up') and '--warmup_steps=50' in warning
+    assert ls.scratch_warmup_warning(ls.OptimizerConfig(), ls.ScheduleConfig(warmup_steps=50)) is None
+    assert ls.scratch_warmup_warning(ls.OptimizerConfig('momentum'), ls.ScheduleConfig()) is None

@@ -347,7 +347,11 @@ def test_the_demo_cosine_ends_at_max_number_of_steps_unless_num_epochs_per_decay
     assert (given.decay_steps, given.decay_source) == (10, '--num_epochs_per_decay=5')
     assert 'warning: the learning rate is down to --end_learning_rate=0.0001 by step 10, as a decay period is ' \
            '10 step(s) (--num_epochs_per_decay=5)' in startup_report.training_report(given)
-    assert 'warning:' not in report                                           # the cosine ends with the run
+    assert 'warning: the learning rate' not in report                          # the cosine ends with the run
+    # From scratch with Adam: the start-up report asks for a warm-up, until one is given.
+    assert "warning: from scratch without a warm-up: Adam's first step" in report
+    warm = startup_report.training_report(check(records, tmp_path, *cosine, '--warmup_steps=5'))
+    assert 'warning:' not in warm
     in_file = tmp_path / 'schedule.flags'
     in_file.write_text('--num_epochs_per_decay=2\n')                          # a flag file's value is the user's too
     assert check(records, tmp_path, *cosine, f'--flagfile={in_file}').decay_steps == 4

@@ -215,6 +215,16 @@ def early_decay_warning(config, decay_steps, decay_source, max_number_of_steps=N
             f'with --max_number_of_steps, keeps it up longer')
 
 
+def scratch_warmup_warning(optimizer, schedule):
+    """A start-up warning for a run from scratch with Adam and no warm-up (optimizer: OptimizerConfig, schedule:
+    ScheduleConfig); else None. Adam's first update moves every weight by the full rate, whatever its gradient:
+    at full width that sent the loss from 25 to 3440 for a step (bench/RESULTS.md, eleventh sitting)."""
+    if optimizer.optimizer != 'adam' or schedule.warmup_steps:
+        return None
+    return ("warning: from scratch without a warm-up: Adam's first step moves every weight by the full rate, "
+            "which can send the loss into the thousands for a step; --warmup_steps=50 ramps the rate up")
+
+
 def check_optimizer(config):
     """UserError for an unknown optimizer name."""
     if config.optimizer not in OPTIMIZER_NAMES:

@@ -72,6 +72,7 @@ def training_report(plan):
                  f'{config.loss.weight_decay:g}' + (f', moving average decay {config.moving_average_decay:g}'
                                                     if config.moving_average_decay else ''))
     schedule = schedules.describe_schedule(config.schedule, plan.decay_steps, plan.decay_source)
+    from_scratch = deployment.is_chief and not plan.restore.resume_from and not plan.restore.pretrained
     anchor_source = None if not plan.model.anchor_sizes else (
         'fitted to the training boxes (--anchor_sizes=auto)' if config.fit_anchor_sizes else 'given (--anchor_sizes)')
     return format_report([
@@ -88,7 +89,9 @@ def training_report(plan):
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
                                                             config.loop.max_number_of_steps)]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore.resume_from, plan.restore.pretrained,
-                                  plan.restore.checkpoint_model_scope, config.loop.train_dir)),
+                                  plan.restore.checkpoint_model_scope, config.loop.train_dir)
+         + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
+                                                                                 config.schedule)]))),
     ])
 
 
