@@ -90,6 +90,27 @@ def test_the_first_line_of_a_process_without_a_window_uses_its_sec_per_step(capl
     assert 'about 28 s (50 steps from step 50, at 0.500 s a step from now on)' in logged(caplog)[3]   # 5 s + 47 x 0.5
 
 
+def test_slow_steps_get_a_first_line_a_minute_after_the_warm_up_not_at_step_10(caplog):
+    caplog.set_level(py_logging.INFO, logger='absl')
+    clock = FakeClock()
+    log = SpeedLog(every_n_steps=10, images_per_step=32, max_number_of_steps=1000, clock=clock)
+    log.cadence.start(0)
+    for step in range(1, 11):                      # 30 s a step, as full width at batch 32 on 2 cores
+        clock.now += 30
+        log.record(step, 30.0, LOSSES, 0.1)
+    lines = logged(caplog)
+    # Steps 1-2 warm up; step 3 ends 90 s in (over 60 s): its line and the duration; then step 10 as before.
+    assert lines[0].startswith('step 3: loss ') and '| 0% of 1000, about 8.3 h left' in lines[0]   # 997 x 30 s
+    assert lines[1].startswith('Expected duration of this run: about 8.3 h (1000 steps from step 0, at '
+                               '30.000 s a step from now on)')   # 90 s + 997 x 30 s
+    assert len(lines) == 3 and lines[2].startswith('step 10: loss ')
+    quiet = SpeedLog(every_n_steps=0, images_per_step=32, max_number_of_steps=1000, clock=clock)
+    for step in range(1, 6):                       # --log_every_n_steps=0: no line at all
+        clock.now += 30
+        quiet.record(step, 30.0, LOSSES, 0.1)
+    assert len(logged(caplog)) == 3
+
+
 def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
     config = _config('./ckpt/fine_tuning', './IMAGE/tfrecords')
     totals = 'This process ran 3 step(s), from global step 0 to 3, in 9 s (1.3 images/s); final loss 1.0 () lr 0.1.'

@@ -25,6 +25,9 @@ LOSS_LOG_NAMES = (('cross_entropy_pos', 'pos'), ('cross_entropy_neg', 'neg'), ('
 # A process's first steps build oneDNN's kernels and fill the input pipeline (at depth 0.125: 1.5 s and 1.0 s,
 # then 0.1 s a step): SpeedLog's rate for the expected duration is measured after them.
 WARMUP_STEPS = 2
+# A run whose steps are slow (full width on a CPU: about 30 s) logs its first line once this long has passed
+# after the warm-up steps, rather than minutes later at the first multiple of --log_every_n_steps.
+FIRST_LINE_SECS = 60.0
 
 
 class TrainingDiverged(UserError):
@@ -113,7 +116,8 @@ class SpeedLog:
     ends with format_progress at the recent rate: global steps per wall second since the previous line (for
     the first line, since the end of this process's WARMUP_STEPS-th step, or of its first when the line comes
     sooner), which counts other workers' steps and the time spent saving. The first line whose rate was measured
-    wholly after those warm-up steps is followed by the expected duration.
+    wholly after those warm-up steps is followed by the expected duration. When FIRST_LINE_SECS pass after the
+    warm-up steps without a line, the step then ending gets one (the next come at the multiples as before).
     It also keeps the run's totals for the end-of-run summary."""
 
     def __init__(self, every_n_steps, images_per_step, max_number_of_steps=None, clock=time.time):
@@ -124,7 +128,11 @@ class SpeedLog:
         self.window_after_warmup = False  # the window starts after this process's WARMUP_STEPS steps
         self.start_time, self.start_step = None, None  # when this process's first step started, and from which
         self.steps_run, self.last = 0, None  # steps this process ran; the last one's (step, losses, rate)
-        self.duration_said = False
+        self.duration_said, self.lines_logged = False, 0
+
+    def _slow_first_line_due(self, now):
+        return (self.cadence.every_steps > 0 and self.lines_logged == 0 and self.steps_run > WARMUP_STEPS
+                and now - self.start_time >= FIRST_LINE_SECS)
 
     def record(self, step, elapsed, losses, learning_rate, note=''):
         """note: appended to the line after ' | ' when not empty (the bad samples skipped so far)."""
@@ -137,7 +145,8 @@ class SpeedLog:
         self.last = (step, losses, learning_rate)
         self.timed_steps += 1
         self.timed_secs += elapsed
-        if self.cadence.due(step):
+        if self.cadence.due(step) or self._slow_first_line_due(now):
+            self.lines_logged += 1
             sec_per_step = self.timed_secs / self.timed_steps
             parts = [format_losses(step, losses, learning_rate, sec_per_step, self.images_per_step)]
             if self.max_number_of_steps:
