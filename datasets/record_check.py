@@ -50,14 +50,15 @@ def masked_crc32c(data):
 
 @dataclasses.dataclass(frozen=True)
 class SplitCheck:
-    """What check_split read: shards, records, bytes and the seconds it took."""
+    """What check_split read: the split, its shards, records, bytes and the seconds it took."""
+    split_name: str
     num_shards: int
     num_records: int
     num_bytes: int
     seconds: float
 
     def __str__(self):
-        return (f'Records checked: {self.num_shards} shard(s), {self.num_records} records, '
+        return (f'Records checked: split {self.split_name!r}, {self.num_shards} shard(s), {self.num_records} records, '
                 f'{self.num_bytes / 1e6:.1f} MB in {self.seconds:.1f} s')
 
 
@@ -139,5 +140,5 @@ def check_split(dataset_dir, split_name, dataset_name=None):
                  if suspect else f'{os.path.join(dataset_dir, f"{name}_{split_name}_*.tfrecord")}: ')
         raise UserError(f'{where}split {split_name!r} count differs from {dataset_info.INFO_FILENAME}: '
                         f'{total} vs {expected} records; {hint}')
-    return SplitCheck(num_shards=len(shards), num_records=total,
+    return SplitCheck(split_name=split_name, num_shards=len(shards), num_records=total,
                       num_bytes=sum(os.path.getsize(path) for path in shards), seconds=time.time() - start)

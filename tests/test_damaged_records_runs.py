@@ -139,7 +139,7 @@ def test_undecodable_image_trains_to_the_step_limit_and_is_reported(records, tmp
     result = run(train_command(records, train_dir, '--max_number_of_steps=3', '--max_bad_sample_fraction=0.3'))
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr
-    assert 'Records checked: 1 shard(s), 8 records' in log
+    assert "Records checked: split 'train', 1 shard(s), 8 records" in log
     assert f'skipping a sample that cannot be decoded ({os.path.join(records, TRAIN_SHARD)} record {BAD_INDEX}: ' \
            f'the image does not decode); bad samples are counted' in log
     assert re.search(r'step 3: loss .* \| (\d+) bad sample\(s\) skipped of \d+ read', log)
