@@ -28,7 +28,8 @@ REPORT_FILENAME = 'conversion_report.txt'
 # so a shorter side of 1536 still gives it 300+ pixels, while a phone's 12 MP photo holds 4x fewer pixels to
 # decode at every step (bench/RESULTS.md, "Large photos"). ssd_512_vgg's crop wants 512 / 0.21 = 2415.
 DEFAULT_MAX_SHORT_SIDE = 1536
-ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'kept', 'converted')
+# Kinds of Issue, in the summary's order; 'background-only': an image without objects, kept as a background sample.
+ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'background-only', 'converted')
 
 
 @dataclasses.dataclass
@@ -140,7 +141,7 @@ def _build_sample(dataset_dir, stem, annotation, class_index, max_short_side):
     if on_stored:
         objects = turn_upright(objects, loaded.orientation, height, width)
     if not objects:
-        notes.append(('kept', 'no objects: kept as a background-only sample'))
+        notes.append(('background-only', 'no objects: kept as a background-only sample'))
     example = make_example(loaded.encoded, loaded.image_format, *loaded.encoded_size, objects, class_index,
                            box_frame=(loaded.height, loaded.width))
     return example.SerializeToString(), objects, notes, loaded.downscaled_size is not None

@@ -155,7 +155,7 @@ def bad_inputs(tmp_path_factory):
     ('unknown_class', 'excluded', "class 'alien' not in the label list"),
     ('out_of_image', 'repaired', 'extends outside the 103x40 image: clipped'),
     ('zero_area', 'repaired', "box 1 ('can', x 10..10, y 10..30) has zero area: dropped"),
-    ('no_object', 'kept', 'no objects: kept as a background-only sample'),
+    ('no_object', 'background-only', 'no objects: kept as a background-only sample'),
     ('wrong_size', 'warning', '<size> 500x400 differs from the real image size 106x40'),
     ('gray', 'converted', 'L PNG converted to RGB'),
     ('palette', 'converted', 'P PNG converted to RGB'),
@@ -198,7 +198,8 @@ def test_summary_caps_lines_and_full_report_is_written(tmp_path):
     result = convert_voc_dataset(str(tmp_path), str(tmp_path / 'out'), ConversionOptions(class_names=['can']),
                                  log_fn=lambda _: None)
     summary = voc_to_tfrecords.format_summary(result, 'OUT', max_lines_per_kind=2)
-    assert sum('kept: ' in line for line in summary) == 2 and '... and 2 more kept' in summary[-1]
+    assert sum('background-only: ' in line for line in summary) == 2
+    assert '... and 2 more background-only' in summary[-1]
     report = (tmp_path / 'out' / voc_to_tfrecords.REPORT_FILENAME).read_text()
     assert all(f'Annotations/empty_{i}.xml' in report for i in range(4))
 
