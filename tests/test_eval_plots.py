@@ -110,6 +110,22 @@ def test_detection_grid_shows_each_kind_in_its_colour(tmp_path):
         assert {eval_plots.TP_COLOUR, eval_plots.FP_COLOUR, eval_plots.MISSED_COLOUR} <= colours
 
 
+def test_caption_of_a_nested_false_positive_is_not_hidden_under_the_true_positive():
+    # The FP's top edge is row 50 (0.42 x 120), its left column 35; the TP's caption sits above the TP (rows up
+    # to 48), so the FP's moves just inside its own top edge, where only a caption can put its colour.
+    picture = eval_plots.Picture(np.zeros((120, 160, 3), np.uint8), np.array([[0.4, 0.2, 0.9, 0.8],
+                                                                              [0.42, 0.22, 0.95, 0.85]]),
+                                 ['tp', 'fp'], ['can 0.90', 'can 0.60'])
+    drawn = np.asarray(eval_plots.draw_picture(picture)).astype(int)
+
+    def tinted(region, colour):   # glyphs are anti-aliased: the colour's channel leads, the others stay low
+        lead = int(np.argmax(colour))
+        others = [c for c in range(3) if c != lead]
+        return bool(np.any((region[..., lead] > 80) & np.all(region[..., others] < 40, axis=-1)))
+    assert tinted(drawn[53:62, 40:80], eval_plots.FP_COLOUR)
+    assert tinted(drawn[30:48, 30:80], eval_plots.TP_COLOUR)
+
+
 def test_empty_grid_is_refused(tmp_path):
     with pytest.raises(ValueError, match='no pictures'):
         eval_plots.save_detection_grid(str(tmp_path / 'grid.png'), [])

@@ -173,13 +173,18 @@ def draw_picture(picture):
     draw = ImageDraw.Draw(canvas)
     pixels = np.clip(visualization.boxes_to_pixels(picture.boxes, height, width), 0,
                      [height - 1, width - 1, height - 1, width - 1])
-    for kind, colour in _KIND_COLOURS.items():
-        for index in (i for i, k in enumerate(picture.kinds) if k == kind):
-            ymin, xmin, ymax, xmax = pixels[index]
-            draw.rectangle([xmin, ymin, xmax, ymax], outline=colour, width=line_width)
-            left, top, right, bottom = draw.textbbox((0, 0), picture.captions[index], font=font)
-            x, y = visualization.label_position(pixels[index], (right - left, bottom - top), (width, height))
-            draw.text((x - left, y - top), picture.captions[index], fill=colour, font=font)
+    order = [i for kind in _KIND_COLOURS for i, k in enumerate(picture.kinds) if k == kind]
+    for index in order:
+        ymin, xmin, ymax, xmax = pixels[index]
+        draw.rectangle([xmin, ymin, xmax, ymax], outline=_KIND_COLOURS[picture.kinds[index]], width=line_width)
+    corners = {index: draw.textbbox((0, 0), picture.captions[index], font=font) for index in order}
+    sizes = {index: (right - left, bottom - top) for index, (left, top, right, bottom) in corners.items()}
+    first = order[::-1]   # captions placed TPs first (visualization.label_positions), drawn last
+    places = dict(zip(first, visualization.label_positions([pixels[i] for i in first], [sizes[i] for i in first],
+                                                           (width, height))))
+    for index in order:
+        (x, y), (left, top, _, _) = places[index], corners[index]
+        draw.text((x - left, y - top), picture.captions[index], fill=_KIND_COLOURS[picture.kinds[index]], font=font)
     return canvas
 
 
