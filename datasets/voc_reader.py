@@ -215,8 +215,8 @@ def load_image(path, max_short_side=0):
             orientation = _exif_orientation(image)
             is_rgb = image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data))
             width, height = image.size
-            small_size = downscaled_size(height, width, max_short_side)   # turning keeps the shorter side
-            if is_rgb and orientation == 1 and small_size == (height, width):
+            over_limit = 0 < max_short_side < min(width, height)   # turning keeps the shorter side
+            if is_rgb and orientation == 1 and not over_limit:
                 return LoadedImage(data, image_format, height, width)
             changes = [] if is_rgb else [f'{image.mode} {image_format} converted to RGB']
             if orientation != 1:
@@ -224,7 +224,7 @@ def load_image(path, max_short_side=0):
                 image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
             upright_height, upright_width = rgb.height, rgb.width
-            if small_size != (height, width):
+            if over_limit:
                 small_height, small_width = downscaled_size(upright_height, upright_width, max_short_side)
                 rgb = rgb.resize((small_width, small_height), Image.LANCZOS, reducing_gap=3.0)
     except SampleError:
@@ -236,9 +236,8 @@ def load_image(path, max_short_side=0):
     out = io.BytesIO()
     rgb.save(out, format=image_format, **({'quality': JPEG_QUALITY} if image_format == 'JPEG' else {}))
     note = ', '.join(changes) + f', re-encoded as {image_format}' if changes else None
-    small = (rgb.height, rgb.width)
     return LoadedImage(out.getvalue(), image_format, upright_height, upright_width, note, orientation,
-                       small if small != (upright_height, upright_width) else None)
+                       (rgb.height, rgb.width) if over_limit else None)
 
 
 def drawn_on_stored(loaded, xml_size):
