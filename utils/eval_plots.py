@@ -177,13 +177,9 @@ def draw_picture(picture):
     for index in order:
         ymin, xmin, ymax, xmax = pixels[index]
         draw.rectangle([xmin, ymin, xmax, ymax], outline=_KIND_COLOURS[picture.kinds[index]], width=line_width)
-    corners = {index: draw.textbbox((0, 0), picture.captions[index], font=font) for index in order}
-    sizes = {index: (right - left, bottom - top) for index, (left, top, right, bottom) in corners.items()}
-    first = order[::-1]   # captions placed TPs first (visualization.label_positions), drawn last
-    places = dict(zip(first, visualization.label_positions([pixels[i] for i in first], [sizes[i] for i in first],
-                                                           (width, height))))
+    captions = visualization.place_labels(draw, font, picture.captions, pixels, order, (width, height))   # TPs on top
     for index in order:
-        (x, y), (left, top, _, _) = places[index], corners[index]
+        (x, y), (left, top, _, _), _ = captions[index]
         draw.text((x - left, y - top), picture.captions[index], fill=_KIND_COLOURS[picture.kinds[index]], font=font)
     return canvas
 

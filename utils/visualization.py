@@ -95,6 +95,18 @@ def label_positions(boxes_pixels, text_sizes, image_size):
     return positions
 
 
+def place_labels(draw, font, texts, pixels, order, image_size, padding=0):
+    """{index: ((x, y), text bounding box at the origin, (width, height))} of each text's label: the text plus
+    `padding` on every side, placed by label_positions. texts, pixels: by index; order: drawing order, so the
+    last label is placed first (it is drawn on top)."""
+    corners = {index: draw.textbbox((0, 0), texts[index], font=font) for index in order}
+    sizes = {index: (right - left + 2 * padding, bottom - top + 2 * padding)
+             for index, (left, top, right, bottom) in corners.items()}
+    first = list(order)[::-1]
+    places = label_positions([pixels[i] for i in first], [sizes[i] for i in first], image_size)
+    return {index: (place, corners[index], sizes[index]) for index, place in zip(first, places)}
+
+
 def draw_detections(image, boxes_yxyx, classes, scores=None, class_names=None):
     """A copy of `image` (PIL image of any mode, or uint8 array [H, W, 3]) as RGB with labelled boxes.
 
@@ -120,16 +132,11 @@ def draw_detections(image, boxes_yxyx, classes, scores=None, class_names=None):
     padding = max(1, font_size // 8)
     texts = {index: _label_text(int(classes[index]), None if scores is None else float(scores[index]), class_names)
              for index in order}
-    corners = {index: draw.textbbox((0, 0), text, font=font) for index, text in texts.items()}
-    sizes = {index: (right - left + 2 * padding, bottom - top + 2 * padding)
-             for index, (left, top, right, bottom) in corners.items()}
-    first = order[::-1]   # the highest score's label is placed first, and drawn last
-    places = dict(zip(first, label_positions([pixels[i] for i in first], [sizes[i] for i in first],
-                                             (width, height))))
+    labels = place_labels(draw, font, texts, pixels, order, (width, height), padding)   # highest score on top
     for index in order:
         colour = class_colour(classes[index])
-        (x, y), (left, top, _, _) = places[index], corners[index]
-        draw.rectangle([x, y, x + sizes[index][0] - 1, y + sizes[index][1] - 1], fill=colour)
+        (x, y), (left, top, _, _), (label_width, label_height) = labels[index]
+        draw.rectangle([x, y, x + label_width - 1, y + label_height - 1], fill=colour)
         draw.text((x + padding - left, y + padding - top), texts[index], fill=_text_colour(colour), font=font)
     return picture
 
