@@ -172,7 +172,7 @@ def test_shard_damaged_while_training_leaves_a_checkpoint_to_resume_from(records
     try:
         for line in process.stderr:
             lines.append(line)
-            if re.search(r'\] step 2: loss ', line):
+            if re.search(r'\d\d:\d\d:\d\d step 2: loss ', line):
                 with open(shard, 'r+b') as target:    # cut short under the running reader
                     target.truncate(len(intact) // 2)
                 break

@@ -14,7 +14,7 @@ from tests.train_fixtures import SMALL, Cluster, make_tiny_dataset, parse_flags,
 from utils import distributed
 from utils.errors import UserError
 
-STEP = r'\] step (\d+): loss '
+STEP = r'\d\d:\d\d:\d\d step (\d+): loss '
 
 
 def test_parse_hosts():
@@ -107,7 +107,7 @@ def test_async_cluster_worker_restart_chief_interrupt_and_single_process_resume(
         cluster.finish('worker1')
         cluster.start('worker', 1)                             # ... and start it again: it rejoins
         rejoined = int(cluster.wait_for('worker1', STEP).group(1))
-        cluster.wait_for('worker1', rf'\] step (?!{rejoined}:)\d+: loss ')
+        cluster.wait_for('worker1', rf'\d\d:\d\d:\d\d step (?!{rejoined}:)\d+: loss ')
         assert 'from the chief (worker 0), through the parameter servers' in cluster.log('worker1')
         cluster.processes['worker0'][0].send_signal(signal.SIGINT)   # Ctrl-C on the chief
         assert cluster.finish('worker0') == 0

@@ -53,7 +53,7 @@ def test_lost_parameter_server_is_a_clear_error_within_a_bounded_time(records, t
     try:
         cluster.start('ps')
         cluster.start('worker', 0)
-        cluster.wait_for('worker0', r'\] step 2: loss ')
+        cluster.wait_for('worker0', r'\d\d:\d\d:\d\d step 2: loss ')
         cluster.processes['ps0'][0].kill()
         killed = time.time()
         assert cluster.finish('worker0', timeout=90) == 1
@@ -73,7 +73,7 @@ def test_silent_parameter_server_is_a_clear_error_after_cluster_wait_secs(record
     try:
         cluster.start('ps')
         cluster.start('worker', 0)
-        cluster.wait_for('worker0', r'\] step 2: loss ')
+        cluster.wait_for('worker0', r'\d\d:\d\d:\d\d step 2: loss ')
         cluster.processes['ps0'][0].send_signal(signal.SIGSTOP)
         stopped = time.time()
         assert cluster.finish('worker0', timeout=120) == 1

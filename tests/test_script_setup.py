@@ -1,9 +1,13 @@
-"""utils/script_setup.py: TensorFlow loads without its C++ start-up notices unless TF_CPP_MIN_LOG_LEVEL asks."""
+"""utils/script_setup.py: TensorFlow loads without its C++ start-up notices unless TF_CPP_MIN_LOG_LEVEL asks;
+log lines are a time and the message."""
+import logging
 import os
 import subprocess
 import sys
+import time
 
 from tests.inference_fixtures import REPO_ROOT, assert_no_tensorflow_noise
+from utils.script_setup import PlainLogFormat
 
 
 def _import_script_setup(log_level):
@@ -18,3 +22,22 @@ def test_start_up_notices_are_left_out_unless_asked_for():
     shown = _import_script_setup('0')
     assert 'oneDNN custom operations are on' in shown.stderr
     assert_no_tensorflow_noise(quiet.stderr)
+
+
+def _formatted(level, message):
+    record = logging.LogRecord('absl', level, 'x.py', 1, message, None, None)
+    record.created = 1764919225.5   # 07:20:25.5 UTC
+    return PlainLogFormat().format(record)
+
+
+def test_log_lines_are_the_time_and_the_message(monkeypatch):
+    monkeypatch.setenv('TZ', 'UTC')
+    time.tzset()
+    try:
+        assert _formatted(logging.INFO, 'step 10: loss 1.0') == '07:20:25 step 10: loss 1.0'
+        assert _formatted(logging.WARNING, 'SIGINT received') == '07:20:25 warning: SIGINT received'
+        assert _formatted(logging.WARNING, 'warning: said once') == '07:20:25 warning: said once'
+        assert _formatted(logging.ERROR, 'lost') == '07:20:25 error: lost'
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -15,7 +15,7 @@ from tests.inference_fixtures import assert_no_tensorflow_noise
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset
 from utils import host
 
-STEP_LINE = re.compile(r'\] step (\d+): loss ')
+STEP_LINE = re.compile(r'\d\d:\d\d:\d\d step (\d+): loss ')
 
 
 @pytest.fixture(scope='module')
@@ -57,8 +57,12 @@ def test_run_interrupt_and_resume(workspace):
     assert (f'memory: glibc malloc on transparent huge pages (GLIBC_TUNABLES={tunables}: ' in log if tunables
             else 'memory: glibc malloc on transparent' not in log)
     assert_no_tensorflow_noise(log)
+    # Log lines are a time and the message; tf-slim's info lines ('Starting Session.', ...) are left out.
+    assert re.search(r'^\d\d:\d\d:\d\d Starting from scratch', log, re.M)
+    assert 'INFO:tensorflow' not in log and 'Starting Session' not in log and '.py:' not in log
     assert [int(s) for s in STEP_LINE.findall(log)] == [1, 2, 3]
-    assert re.findall(r'\] step \d+: .* images/s \| (\d+)% of 3, about \d+ s left', log) == ['33', '67', '100']
+    assert (re.findall(r'\d\d:\d\d:\d\d step \d+: .* images/s \| (\d+)% of 3, about \d+ s left', log)
+            == ['33', '67', '100'])
     assert log.count('Expected duration of this run: about ') == 1
     # The end-of-run summary: the steps, the checkpoint, and the next commands once.
     records, _, _ = workspace
@@ -90,6 +94,7 @@ def test_run_interrupt_and_resume(workspace):
     log = ''.join(lines) + rest
     assert process.returncode == 0, log[-3000:]
     assert time.time() - signalled < 30
+    assert re.search(r'^\d\d:\d\d:\d\d warning: SIGINT received: saving a checkpoint', log, re.M)
     assert re.search(r'Resuming from .*model.ckpt-3 at step 3', log) and steps[0] == 4
     reached = max(int(s) for s in STEP_LINE.findall(log))
     assert tf.train.latest_checkpoint(train_dir).endswith(f'model.ckpt-{reached}')

@@ -69,11 +69,41 @@ class _NoDeprecationNotices(logging.Filter):
         return 'Instructions for updating' not in record.getMessage()
 
 
+class PlainLogFormat(logging.Formatter):
+    """'07:20:25 step 10: loss ...': every tool's log lines, its own and TensorFlow's, as a time and the message.
+    A warning or error says so ('warning: ...') unless its message already does. absl's prefix (level, date,
+    microseconds, thread id, file:line) and TensorFlow's 'INFO:tensorflow:' are for developers."""
+
+    def __init__(self):
+        super().__init__('%(asctime)s %(message)s', '%H:%M:%S')
+
+    def formatMessage(self, record):
+        if record.levelno >= logging.WARNING:
+            label = 'warning: ' if record.levelno < logging.ERROR else 'error: '
+            if not record.message.startswith(label):
+                record.message = label + record.message
+        return super().formatMessage(record)
+
+
+def use_plain_log_format():
+    """absl's handler and TensorFlow's own write PlainLogFormat lines. TensorFlow's info lines (tf-slim's
+    'Starting Session.', 'global_step/sec: 0', the Saver's 'Restoring parameters from ...') repeat what the
+    tools say themselves, so only its warnings and errors show, unless TF_CPP_MIN_LOG_LEVEL is 0 or 1."""
+    log_format = PlainLogFormat()
+    absl_logging.get_absl_handler().setFormatter(log_format)
+    tensorflow_logger = logging.getLogger('tensorflow')
+    for handler in tensorflow_logger.handlers:
+        handler.setFormatter(log_format)
+    if not _show_tensorflow_notices():
+        tensorflow_logger.setLevel(logging.WARNING)
+
+
 _import_tensorflow_quietly()
 if not _show_tensorflow_notices():
     logging.getLogger('tensorflow').addFilter(_NoDeprecationNotices())
 
 from absl import app  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 from utils.errors import UserError  # noqa: E402
 
@@ -99,10 +129,12 @@ def run_main(main_fn, flag_values, required_flags=(), graph_mode=True):
 
     Positional arguments, a missing flag of `required_flags` or a UserError raised by main_fn print one
     print_error line and exit 1; Ctrl-C prints '<script>: stopped' and exits 130. graph_mode: TensorFlow's
-    v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs. TensorFlow's
-    start-up and deprecation notices are left out unless TF_CPP_MIN_LOG_LEVEL is 0 or 1.
+    v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs. Log lines take
+    PlainLogFormat; TensorFlow's start-up, deprecation and info notices are left out unless
+    TF_CPP_MIN_LOG_LEVEL is 0 or 1.
     """
     def main(argv):
+        use_plain_log_format()
         try:
             if len(argv) > 1:
                 raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
