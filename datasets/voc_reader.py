@@ -256,6 +256,19 @@ def drawn_on_stored(loaded, xml_size):
                   f'(as LabelImg shows them) and turned upright with the photo')
 
 
+def boxes_frame_note(loaded, xml_size):
+    """For a photo stored turned, how <size> told the frame its boxes were drawn on ('boxes as drawn on the
+    upright photo (its <size>)'); None when the photo is upright or <size> did not tell (drawn_on_stored's or
+    the size warning then says so)."""
+    if loaded.orientation == 1 or loaded.stored_size == (loaded.height, loaded.width):
+        return None
+    if xml_size == (loaded.height, loaded.width):
+        return 'boxes as drawn on the upright photo (its <size>)'
+    if xml_size == loaded.stored_size:
+        return 'boxes as drawn on the stored pixels (its <size>, as LabelImg writes it), turned with the photo'
+    return None
+
+
 def turn_upright(objects, orientation, stored_height, stored_width):
     """Boxes drawn on an image as stored (stored_height x stored_width pixels) -> the same boxes on the image
     turned upright per its EXIF orientation. Each turn maps axis-aligned boxes to axis-aligned boxes, so a

@@ -421,6 +421,7 @@ def test_photo_stored_turned_is_written_upright_with_the_boxes_drawn_on_its_stor
     assert f'turned upright per its EXIF orientation {orientation}, re-encoded as JPEG' in summary
     # Turned 180 degrees or mirrored, the photo has the same size both ways: <size> cannot tell.
     assert result.count('warning') == (1 if orientation <= 4 else 0)
+    assert ('boxes as drawn on the stored pixels (its <size>, as LabelImg writes it)' in summary) == (orientation > 4)
     assert ('<size> fits the photo both upright and as stored' in summary) == (orientation <= 4)
 
 
@@ -431,11 +432,12 @@ def test_boxes_drawn_on_the_photo_upright_stay_as_drawn(tmp_path, orientation):
     upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     drawn = white_box(upright)
     write_sample(tmp_path, 'p', [('can', *drawn, '')], image=data, size=(upright.shape[1], upright.shape[0]))
-    result, _ = convert(tmp_path)
+    result, summary = convert(tmp_path)
     record, = read_records(result.shards['train'])
     assert white_box(record['pixels']) == drawn
     np.testing.assert_allclose(record_box(record), drawn, atol=1e-4)
     assert result.count('warning') == 0
+    assert 'boxes as drawn on the upright photo (its <size>)' in summary
 
 
 def test_turned_photo_without_size_takes_its_boxes_as_drawn_on_the_stored_pixels(tmp_path):
@@ -512,6 +514,15 @@ def test_photo_within_the_limit_keeps_its_bytes(tmp_path, max_short_side):
     result, summary = convert(tmp_path, max_short_side=max_short_side)
     record, = read_records(result.shards['train'])
     assert record['image/encoded'] == data and 'downscaled' not in summary
+
+
+@pytest.mark.parametrize('max_short_side', [0, 240])
+def test_large_photo_kept_at_full_size_is_counted_only_without_a_limit(tmp_path, monkeypatch, max_short_side):
+    monkeypatch.setattr(voc_to_tfrecords, 'DEFAULT_MAX_SHORT_SIDE', 200)   # the photo's shorter side is 240
+    write_sample(tmp_path, 'p', [('can', 80, 80, 240, 160, '')], image=large_photo(), size=(400, 240))
+    _, summary = convert(tmp_path, max_short_side=max_short_side)
+    assert ('1 image(s) with a shorter side over 200 px kept at full size (--max_short_side=0)' in summary) == (
+        max_short_side == 0)
 
 
 def test_negative_max_short_side_is_a_user_error(tmp_path):
