@@ -10,6 +10,7 @@ import time
 
 import pytest
 import tensorflow.compat.v1 as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from tests.inference_fixtures import assert_no_tensorflow_noise
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset
@@ -45,6 +46,13 @@ def summary_tags(train_dir):
     return tags
 
 
+def tensorboard_scalar_steps(train_dir, tag):
+    """The steps of a scalar as TensorBoard (README section 4) reads the train_dir's events."""
+    accumulator = event_accumulator.EventAccumulator(train_dir)
+    accumulator.Reload()
+    return [event.step for event in accumulator.Scalars(tag)]
+
+
 def test_run_interrupt_and_resume(workspace):
     _, train_dir, _ = workspace
     # 1. A fresh run: start-up report, checkpoint at the last step, TensorBoard events, model config.
@@ -73,6 +81,7 @@ def test_run_interrupt_and_resume(workspace):
     assert tf.train.latest_checkpoint(train_dir).endswith('model.ckpt-3')
     assert {'losses/total', 'losses/cross_entropy_pos', 'losses/cross_entropy_neg', 'losses/localization',
             'losses/regularization', 'learning_rate', 'inputs_with_boxes/image/0'} <= summary_tags(train_dir)
+    assert tensorboard_scalar_steps(train_dir, 'losses/total') == [1, 3]   # the first step, then the last
     assert os.path.isfile(os.path.join(train_dir, 'model_config.json'))
 
     # 2. The same command without a step limit resumes; the first Ctrl-C saves at the step reached, exits 0.

@@ -29,10 +29,11 @@ class FakeClock:
 
 class FakeWriter:
     def __init__(self):
-        self.steps = []
+        self.steps, self.summaries = [], []
 
     def add_summary(self, summary, step):
         self.steps.append(step)
+        self.summaries.append(summary)
 
 
 class TinyTraining:
@@ -99,6 +100,26 @@ def test_stops_at_max_steps_and_on_request(tmp_path):
     stop.signal_name = 'SIGINT'
     assert run.step()[1] is True and run.step_fn.current_step == 1   # no further step once asked to stop
     assert run.latest() is None                                       # slim.learning.train saves then
+
+
+def test_the_last_steps_scalars_are_written_when_the_run_stops(tmp_path):
+    """TensorBoard's curves reach the final step, from the values its log line fetched (no extra step)."""
+    run = TinyTraining(tmp_path, max_number_of_steps=3, save_interval_secs=0)
+    assert [run.step()[1] for _ in range(3)] == [False, False, True]
+    assert run.writer.steps == [1, 3]
+    # loss = |w|^2 before the step's update, w = (1, 2) x 0.8 per SGD step at rate 0.1: 5 x 0.64^2 at step 3.
+    last = {value.tag: value.simple_value for value in run.writer.summaries[-1].value}
+    assert last == pytest.approx({'losses/total': 5 * 0.64 ** 2, 'losses/localization': 0.0, 'learning_rate': 0.1})
+    stop = StopRequest()
+    run = TinyTraining(tmp_path / 'b', max_number_of_steps=30, stop_request=stop, save_interval_secs=0)
+    run.step(), run.step()
+    stop.signal_name = 'SIGINT'
+    assert run.step()[1] is True and run.writer.steps == [1, 2]      # Ctrl-C: the step it stopped after
+    run = TinyTraining(tmp_path / 'c', max_number_of_steps=1, save_interval_secs=0)
+    assert run.step()[1] is True and run.writer.steps == [1]          # a step summarised once
+    run = TinyTraining(tmp_path / 'd', max_number_of_steps=2, save_interval_secs=0, save_summaries_secs=0)
+    run.step(), run.step()
+    assert run.writer.steps == []                                     # --save_summaries_secs=0: none at all
 
 
 class VanishedCluster:

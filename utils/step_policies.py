@@ -16,10 +16,12 @@ import os
 import time
 
 from absl import logging
+from tensorflow.core.framework.summary_pb2 import Summary
 
 from utils.checkpoints import CHECKPOINT_BASENAME
 from utils.errors import UserError
 
+LOSS_TAG_PREFIX, LEARNING_RATE_TAG = 'losses/', 'learning_rate'   # TensorBoard's names of the scalars
 LOSS_LOG_NAMES = (('cross_entropy_pos', 'pos'), ('cross_entropy_neg', 'neg'), ('localization', 'loc'),
                   ('regularization', 'reg'))
 # A process's first steps build oneDNN's kernels and fill the input pipeline (at depth 0.125: 1.5 s and 1.0 s,
@@ -220,17 +222,31 @@ class CheckpointPolicy:
 
 class SummaryPolicy:
     """The chief's summaries: summary_op on the first step, then every interval_secs (0: never), written with
-    the step's summary_writer (slim.learning.train passes it in train_step_kwargs)."""
+    the step's summary_writer (slim.learning.train passes it in train_step_kwargs); at the end of the run, the
+    last step's scalars (write_last_scalars)."""
 
     def __init__(self, summary_op, interval_secs=600, clock=time.time):
         self.summary_op = summary_op
         self.cadence = Cadence(interval_secs, clock=clock, due_at_first=True)
+        self.last_step = None
 
     def write(self, train_step_kwargs, summary, step):
         writer = train_step_kwargs.get('summary_writer')
         if writer is not None:
             writer.add_summary(summary, step)
         self.cadence.mark()
+        self.last_step = step
+
+    def write_last_scalars(self, train_step_kwargs, step, losses, learning_rate):
+        """The last step's losses and learning rate, as fetched for its log line, so that TensorBoard's curves
+        reach the final checkpoint rather than stop at the last due summary (up to interval_secs earlier). The
+        input images wait for a due summary: they would take another batch."""
+        if self.cadence.every_secs <= 0 or step == self.last_step:
+            return
+        values = [Summary.Value(tag=LOSS_TAG_PREFIX + name, simple_value=float(value))
+                  for name, value in sorted(losses.items())]
+        values.append(Summary.Value(tag=LEARNING_RATE_TAG, simple_value=float(learning_rate)))
+        self.write(train_step_kwargs, Summary(value=values), step)
 
 
 def check_losses_finite(step, losses, train_dir):

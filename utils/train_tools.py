@@ -17,7 +17,7 @@ from absl import logging
 from datasets import bad_samples
 from utils import clones, distributed
 from utils.errors import UserError
-from utils.step_policies import check_losses_finite
+from utils.step_policies import LEARNING_RATE_TAG, LOSS_TAG_PREFIX, check_losses_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +95,8 @@ def input_image_summary(images, boxes, mean_rgb, max_outputs=3):
 
 def training_summaries(losses, learning_rate, extra=()):
     """Merged summary op: each loss component under 'losses/', the learning rate, and `extra` summaries."""
-    summaries = [tf.summary.scalar('losses/' + name, value) for name, value in sorted(losses.items())]
-    summaries.append(tf.summary.scalar('learning_rate', learning_rate))
+    summaries = [tf.summary.scalar(LOSS_TAG_PREFIX + name, value) for name, value in sorted(losses.items())]
+    summaries.append(tf.summary.scalar(LEARNING_RATE_TAG, learning_rate))
     return tf.summary.merge(summaries + list(extra), name='summary_op')
 
 
@@ -133,7 +133,7 @@ class TrainStep:
                 if policy is not None:
                     policy.cadence.start(self.current_step)
         if self.stop.should_stop(session, self.current_step):
-            return self._stop(session)
+            return self._stop(session, train_step_kwargs)
         fetches = dict(self.fetches, train_op=train_op)
         summary_due = self.summaries is not None and self.summaries.cadence.due()
         if summary_due:
@@ -158,15 +158,18 @@ class TrainStep:
         self.speed_log.record(step, time.time() - start, losses, float(values['learning_rate']),
                               self.samples.note() if self.samples is not None else '')
         if self.stop.should_stop(session, step):
-            return self._stop(session)
+            return self._stop(session, train_step_kwargs)
         if self.checkpoints is not None:
             self.checkpoints.maybe_save(session, step)
         return self.loss_history[-1][1], False
 
-    def _stop(self, session):
-        """(last loss, True); the chief first checks the weights it is about to save and tells the cluster."""
+    def _stop(self, session, train_step_kwargs):
+        """(last loss, True); the chief first writes the last step's scalars, checks the weights it is about to
+        save and tells the cluster."""
         logging.info('Training stops at global step %d; this process ran %d step(s)%s', self.current_step,
                      len(self.loss_history), f'; {self.samples.summary()}' if self.samples is not None else '')
+        if self.summaries is not None and self.speed_log.last is not None:
+            self.summaries.write_last_scalars(train_step_kwargs, *self.speed_log.last)
         if self.checkpoints is not None:
             self.checkpoints.check_weights(session, self.current_step)
             if self.stop.cluster_stop is not None:
