@@ -40,6 +40,7 @@ flags.DEFINE_string('model', None, 'A .tflite model (deployment/export_tflite.py
                     '--checkpoint_path; its own post-processing applies, so only --score_threshold is used.')
 inference_flags.define_postprocess_flags('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
 inference_flags.define_model_flags()
+flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 
 _SAVE_FORMATS = {'JPEG': ('JPEG', '.jpg'), 'PNG': ('PNG', '.png')}   # others are written as PNG
 

@@ -58,6 +58,7 @@ flags.DEFINE_string('plot_dir', None, 'Write PNG files here: pr_<class>.png (pre
                     'evaluation overwrites them.')
 inference_flags.define_model_flags()
 inference_flags.define_postprocess_flags()
+flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
 
 _SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images and detections.png

@@ -28,6 +28,7 @@ flags.DEFINE_integer('model_version', None, 'Version number (default: one more t
 inference_flags.define_postprocess_flags()
 inference_flags.define_model_flags('NHWC', 'Layout of the exported graph: NHWC runs on any device; NCHW '
                                    'only where a GPU serves it.')
+flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 
 
 def main(fv):

@@ -35,6 +35,7 @@ flags.DEFINE_integer('num_calibration_images', 100, 'Images that calibrate --qua
 # Post-processing baked into the model (TFLite_Detection_PostProcess's attributes).
 inference_flags.define_postprocess_flags()
 inference_flags.define_model_flags('NHWC', 'Layout of the exported model: TFLite runs NHWC only.')
+flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 
 # The line the quantizer's C++ code prints for every int8 conversion: nothing a user acts on.
 _CONVERTER_NOISE = re.compile(r'^fully_quantize: \d+, inference_type: ')
