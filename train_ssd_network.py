@@ -334,6 +334,18 @@ def join_cluster(plan):
     return server, dataclasses.replace(plan, deployment=deployment)
 
 
+def end_of_run_summary(plan, step_fn, stop_request):
+    """train_plan.run_summary of this process's run. The chief's step is its final checkpoint's: with other
+    workers stepping, the global step moves on between its last step and the save."""
+    config = plan.config
+    latest = checkpoints.latest_train_checkpoint(config.loop.train_dir) if plan.deployment.is_chief else None
+    final_step = checkpoints.checkpoint_name_step(latest) if latest else step_fn.current_step
+    stopped_by = (stop_request.signal_name if stop_request.requested
+                  else train_plan.STOPPED_WITH_THE_CHIEF if step_fn.stop.stopped_with_the_chief else None)
+    return train_plan.run_summary(config, step_fn.speed_log.totals(), final_step, latest, stopped_by,
+                                  has_test_split='test' in plan.info.num_samples)
+
+
 def main(fv):
     _setup_logging()
     stop_request = StopRequest()
@@ -364,10 +376,7 @@ def main(fv):
             script_setup.exit_now(1)
         return 1
     del server
-    latest = checkpoints.latest_train_checkpoint(config.loop.train_dir) if plan.deployment.is_chief else None
-    logging.info('%s', train_plan.run_summary(config, step_fn.speed_log.totals(), step_fn.current_step, latest,
-                                              stop_request.signal_name if stop_request.requested else None,
-                                              has_test_split='test' in plan.info.num_samples))
+    logging.info('%s', end_of_run_summary(plan, step_fn, stop_request))
     return 0
 
 

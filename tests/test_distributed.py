@@ -113,9 +113,12 @@ def test_async_cluster_worker_restart_chief_interrupt_and_single_process_resume(
         assert cluster.finish('worker0') == 0
         assert cluster.finish('worker1') == 0                  # stopped by the chief's cluster stop flag
         chief_log = cluster.log('worker0')
-        reached = int(re.search(r'Stopped by SIGINT at step \d+, checkpoint .*model.ckpt-(\d+);', chief_log).group(1))
-        assert reached > rejoined
+        said, reached = map(int, re.search(r'Stopped by SIGINT at step (\d+), checkpoint .*model.ckpt-(\d+);',
+                                           chief_log).groups())
+        assert said == reached > rejoined         # the checkpoint's step, though worker 1 stepped after the chief
         assert 'Training stops at global step' in cluster.log('worker1')
+        assert re.search(r'Stopped with the chief \(worker 0\) at global step \d+\. This process ran ',
+                         cluster.log('worker1'))
     finally:
         cluster.stop_all()
     latest = tf.train.latest_checkpoint(str(train_dir))

@@ -124,6 +124,8 @@ def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
     assert stopped.startswith('Stopped by SIGINT at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3; run the same '
                               f'command to resume. {totals}\nEvaluate it: ')
     assert train_plan.run_summary(config, totals, 5, None) == f'Training done at step 5. {totals}'   # not the chief
+    assert (train_plan.run_summary(config, totals, 5, None, train_plan.STOPPED_WITH_THE_CHIEF)
+            == f'Stopped with the chief (worker 0) at global step 5. {totals}')
     no_test = train_plan.run_summary(config, totals, 3, 'ckpt/fine_tuning/model.ckpt-3', has_test_split=False)
     assert no_test.splitlines()[1] == (
         "Evaluate it: python eval_ssd_network.py --dataset_dir=./IMAGE/tfrecords --checkpoint_path=./ckpt/fine_tuning "

@@ -122,6 +122,20 @@ def test_the_last_steps_scalars_are_written_when_the_run_stops(tmp_path):
     assert run.writer.steps == []                                     # --save_summaries_secs=0: none at all
 
 
+class RaisedFlag:
+    """A distributed.ClusterStop whose flag the chief has raised."""
+
+    def requested(self, session):
+        return True
+
+
+def test_a_stop_by_the_cluster_flag_is_told_apart_from_the_processs_own():
+    chief_stopped = step_policies.StopPolicy(10, StopRequest(), RaisedFlag())
+    assert chief_stopped.should_stop(None, 3) and chief_stopped.stopped_with_the_chief
+    at_limit = step_policies.StopPolicy(10, StopRequest(), RaisedFlag())
+    assert at_limit.should_stop(None, 10) and not at_limit.stopped_with_the_chief
+
+
 class VanishedCluster:
     """A distributed.ClusterStop whose parameter server is gone: reading its flag fails as TensorFlow's does."""
 

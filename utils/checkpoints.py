@@ -122,8 +122,13 @@ def checkpoint_global_step(prefix):
     try:
         return int(tf.train.load_variable(prefix, 'global_step'))
     except (tf.errors.OpError, ValueError):
-        found = re.search(r'-(\d+)$', prefix)
-        return int(found.group(1)) if found else None
+        return checkpoint_name_step(prefix)
+
+
+def checkpoint_name_step(prefix):
+    """The '-<step>' suffix of a checkpoint's name (model.ckpt-4812 -> 4812), else None."""
+    found = re.search(r'-(\d+)$', prefix)
+    return int(found.group(1)) if found else None
 
 
 # ---- Names and compatibility ----------------------------------------------------------------------------

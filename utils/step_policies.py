@@ -101,11 +101,14 @@ class StopPolicy:
 
     def __init__(self, max_number_of_steps=None, stop_request=None, cluster_stop=None):
         self.max_number_of_steps, self.stop_request, self.cluster_stop = max_number_of_steps, stop_request, cluster_stop
+        self.stopped_with_the_chief = False   # the cluster's flag, not this process, ended the run
 
     def should_stop(self, session, step):
-        return ((self.stop_request is not None and self.stop_request.requested)
-                or (self.max_number_of_steps is not None and step >= self.max_number_of_steps)
-                or (self.cluster_stop is not None and self.cluster_stop.requested(session)))
+        if ((self.stop_request is not None and self.stop_request.requested)
+                or (self.max_number_of_steps is not None and step >= self.max_number_of_steps)):
+            return True
+        self.stopped_with_the_chief = self.cluster_stop is not None and self.cluster_stop.requested(session)
+        return self.stopped_with_the_chief
 
     def report_lost_cluster(self, error):
         if self.stop_request is not None:

@@ -140,12 +140,20 @@ def next_commands(config, has_test_split=True):
     return evaluate, f'python detect.py --checkpoint_path={train_dir} --images={images} --output_dir=out'
 
 
+STOPPED_WITH_THE_CHIEF = 'the chief'   # run_summary's stopped_by for a worker that the chief's stop ended
+
+
 def run_summary(config, totals, final_step, checkpoint=None, stopped_by=None, has_test_split=True):
     """The paragraph that ends a run: how it ended and its checkpoint (None on a non-chief worker, which then
-    gets no commands), this process's totals (step_policies.SpeedLog.totals), and the next_commands."""
+    gets no commands), this process's totals (step_policies.SpeedLog.totals), and the next_commands.
+    stopped_by: the signal's name, STOPPED_WITH_THE_CHIEF, or None (the step limit)."""
     where = f', checkpoint {checkpoint}' if checkpoint else ''
-    head = (f'Stopped by {stopped_by} at step {final_step}{where}; run the same command to resume.' if stopped_by
-            else f'Training done at step {final_step}{where}.')
+    if stopped_by == STOPPED_WITH_THE_CHIEF:
+        head = f'Stopped with the chief (worker 0) at global step {final_step}.'
+    elif stopped_by:
+        head = f'Stopped by {stopped_by} at step {final_step}{where}; run the same command to resume.'
+    else:
+        head = f'Training done at step {final_step}{where}.'
     if not checkpoint:
         return f'{head} {totals}'
     evaluate, draw = next_commands(config, has_test_split)
