@@ -62,8 +62,12 @@ def test_wait_for_hosts():
     open_port = listener.getsockname()[1]
     distributed.wait_for_hosts([f'127.0.0.1:{open_port}'], 5, 'parameter server')
     listener.close()
+    heard = []
     with pytest.raises(UserError, match=rf'parameter server 127.0.0.1:{open_port} does not answer after 0.5 s'):
-        distributed.wait_for_hosts([f'127.0.0.1:{open_port}'], 0.5, 'parameter server', poll_secs=0.1)
+        distributed.wait_for_hosts([f'127.0.0.1:{open_port}'], 0.5, 'parameter server', poll_secs=0.1,
+                                   log_fn=heard.append)
+    # Said once, not at every poll.
+    assert heard == [f'waiting for parameter server 127.0.0.1:{open_port} to answer (up to 0.5 s, --cluster_wait_secs)']
 
 
 @pytest.mark.parametrize('text', [   # two shapes of the error TensorFlow raises when a ps dies mid-step

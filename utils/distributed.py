@@ -110,11 +110,12 @@ def serve_parameters(cluster, log_fn=logging.info):
     del server
 
 
-def join_cluster(cluster, num_clones, use_gpus, server_config):
+def join_cluster(cluster, num_clones, use_gpus, server_config, log_fn=logging.info):
     """Worker cluster.task: start its server (server_config creates its devices), wait for the parameter
-    servers, and return (server, Deployment); keep the server object alive while training."""
+    servers (saying so with log_fn), and return (server, Deployment); keep the server object alive while
+    training."""
     server = start_server(cluster.ps_hosts, cluster.worker_hosts, 'worker', cluster.task, server_config)
-    wait_for_hosts(cluster.ps_hosts, cluster.wait_secs, 'parameter server')
+    wait_for_hosts(cluster.ps_hosts, cluster.wait_secs, 'parameter server', log_fn=log_fn)
     return server, worker_deployment(server, cluster.ps_hosts, cluster.worker_hosts, cluster.task, num_clones,
                                      use_gpus)
 
@@ -134,11 +135,12 @@ def worker_deployment(server, ps_hosts, worker_hosts, task, num_clones, use_gpus
                     f'{len(ps_hosts)} ps task(s)')
 
 
-def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time):
+def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time, log_fn=None):
     """Wait until every host:port accepts a TCP connection (TensorFlow's own session creation waits for
-    ever on a missing task); UserError after timeout_secs."""
+    ever on a missing task); UserError after timeout_secs. log_fn, when given, hears once of each host that
+    does not answer at first, so that a long wait is not a silent one."""
     deadline = clock() + timeout_secs
-    pending = list(hosts)
+    pending, told = list(hosts), set()
     while pending:
         try:
             with socket.create_connection(split_host_port(pending[0]), timeout=min(poll_secs * 2, 5.0)):
@@ -146,6 +148,9 @@ def wait_for_hosts(hosts, timeout_secs, what, poll_secs=1.0, clock=time.time):
                 continue
         except OSError:
             pass
+        if log_fn is not None and pending[0] not in told:
+            told.add(pending[0])
+            log_fn(f'waiting for {what} {pending[0]} to answer (up to {timeout_secs:g} s, --cluster_wait_secs)')
         if clock() >= deadline:
             raise UserError(f'{what} {pending[0]} does not answer after {timeout_secs:g} s; start it first '
                             f'(the same command with --job_name=ps) or check the host and port')
