@@ -13,6 +13,7 @@ checkpoint and exits; the same command resumes. See README.md for the workflow.
 import dataclasses
 import functools
 import os
+import time
 import warnings
 
 from utils import host
@@ -304,7 +305,8 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
                                             config.cluster.wait_secs if config.cluster.in_cluster else 0,
                                             config.devices.bfloat16, plan.single_threaded_ops)
     if deployment.is_chief:
-        startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan), config.flag_lines)
+        startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan), config.flag_lines,
+                                    time.strftime('%Y-%m-%d %H:%M:%S'))
         plan.model.save(config.loop.train_dir)
     else:
         distributed.wait_until_initialised(deployment.master, session_config, config.cluster.wait_secs,

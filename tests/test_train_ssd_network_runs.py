@@ -113,5 +113,8 @@ def test_run_interrupt_and_resume(workspace):
     # 3. Resuming continues from that step.
     log = run(workspace, f'--max_number_of_steps={reached + 2}')
     assert re.search(rf'Resuming from .*model.ckpt-{reached} at step {reached}', log)
+    # Each run's report and flags stay in training_config.txt, the first run's (max steps 3) included.
+    report = open(os.path.join(train_dir, 'training_config.txt')).read()
+    assert report.count('# Run started ') == 3 and report.count('\n--max_number_of_steps=3\n') == 1
     assert [int(s) for s in STEP_LINE.findall(log)] == [reached + 1, reached + 2]
     assert tf.train.latest_checkpoint(train_dir).endswith(f'model.ckpt-{reached + 2}')

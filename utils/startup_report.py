@@ -104,10 +104,16 @@ def format_report(sections):
     return '\n'.join(out) + '\n'
 
 
-def write_report(train_dir, text, flag_lines):
-    """Save the report plus every flag's value as train_dir/training_config.txt."""
+def write_report(train_dir, text, flag_lines, started):
+    """Add this run's report plus every flag's value to train_dir/training_config.txt, under '# Run started
+    <started>': a resumed run's block goes below the earlier runs', which stay (their flags may differ)."""
+    path = os.path.join(train_dir, REPORT_FILENAME)
+    earlier = ''
+    if os.path.isfile(path):
+        with open(path) as report:
+            earlier = report.read() + '\n'
     # The flags as given: a value the run changed (towers for --num_clones, a cosine over --max_number_of_steps
     # instead of --num_epochs_per_decay) shows in the report above; the header says so.
-    write_text_atomically(os.path.join(train_dir, REPORT_FILENAME),
-                          text + '# Flags (as given or defaulted; the report above says what the run made of them)\n'
+    write_text_atomically(path, earlier + f'# Run started {started}\n' + text
+                          + '# Flags (as given or defaulted; the report above says what the run made of them)\n'
                           + ''.join(line + '\n' for line in flag_lines))
