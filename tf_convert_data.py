@@ -9,8 +9,9 @@ shards per ImageSets/Main/<split>.txt list, or, without lists, one set named 'tr
 A split named by --split_name (or --output_name) is converted alone and added to the dataset already
 there, so splits may be converted one at a time, e.g. from VOC's separate train and test folders.
 SSD-Tensorflow's spellings work too: --output_name=voc_2007_train means dataset 'voc_2007', split
-'train'; --dataset_name=pascalvoc (or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC class
-list.
+'train', made as SSD-Tensorflow's converter makes it, of every annotation in the folder (ImageSets lists
+are not read); --dataset_name=pascalvoc (or pascalvoc_2007 / pascalvoc_2012) selects the built-in VOC
+class list.
 The summary ends with the anchor fit of each SSD model on the training split's boxes (the best possible
 recall of its built-in anchors, the box sizes, and what would help when few boxes can be matched), and a
 note when the dataset has no 'test' split for evaluation.
@@ -25,6 +26,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from datasets import dataset_info, split_boxes  # noqa: E402
+from datasets.voc_splits import ANNOTATIONS_DIR, SPLITS_DIR  # noqa: E402
 from datasets.voc_to_tfrecords import DEFAULT_MAX_SHORT_SIDE, ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils import anchor_report  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -36,7 +38,8 @@ flags.DEFINE_string('output_dir', None, 'Folder for the shards and dataset_info.
 flags.DEFINE_string('dataset_name', 'commodity', 'Dataset name, the shards\' prefix. pascalvoc, '
                     'pascalvoc_2007 or pascalvoc_2012 also select the built-in VOC class list.')
 flags.DEFINE_string('output_name', None, 'SSD-Tensorflow spelling: "<dataset_name>_<split>", '
-                    'e.g. voc_2007_train; overrides --dataset_name and --split_name.')
+                    'e.g. voc_2007_train; overrides --dataset_name and --split_name, and like SSD-Tensorflow\'s '
+                    'converter puts every annotation of the folder in that split (ImageSets lists unread).')
 flags.DEFINE_string('split_name', 'train', 'Given explicitly: convert only this split (with lists, '
                     'only that list) and add it to the dataset in --output_dir, keeping its other splits.')
 flags.DEFINE_float('validation_fraction', 0.0, 'Without split lists: fraction of the images moved '
@@ -103,20 +106,36 @@ def main(flag_values):
                                 validation_fraction=flag_values.validation_fraction,
                                 samples_per_file=flag_values.samples_per_file,
                                 class_names=_class_names(flag_values.labels_file, flag_values.dataset_name),
-                                seed=flag_values.seed, max_short_side=flag_values.max_short_side)
+                                seed=flag_values.seed, max_short_side=flag_values.max_short_side,
+                                split_lists=not flag_values.output_name)
     output_dir = flag_values.output_dir or os.path.join(flag_values.dataset_dir, 'tfrecords')
     check_writable_folder(output_dir, '--output_dir')
-    print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name})')
+    print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name}; '
+          f'{_split_source(flag_values.dataset_dir, options)})')
     result = convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
                                  progress_fn=ProgressBar(sys.stderr))
-    for line in _anchor_fit_lines(result) + _evaluation_split_lines(result):
+    for line in _anchor_fit_lines(result) + _evaluation_split_lines(result, options.split_name):
         print(line)
 
 
-def _evaluation_split_lines(result):
+def _split_source(dataset_dir, options):
+    """Where the splits' images come from, for the first line: ImageSets lists or every annotation."""
+    lists = os.path.join(dataset_dir, SPLITS_DIR)
+    if options.split_lists and os.path.isdir(lists) and any(name.endswith('.txt') for name in os.listdir(lists)):
+        listed = f'{options.split_name}.txt' if options.split_name else '<split>.txt'
+        return f'images listed in {os.path.join(lists, listed)}'
+    split = options.split_name or 'train'
+    why = ', as SSD-Tensorflow\'s converter (--output_name)' if not options.split_lists else ''
+    return f'split {split!r}: every annotation in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}{why}'
+
+
+def _evaluation_split_lines(result, split_name):
     """A note when the dataset has no 'test' split, the one eval_ssd_network.py reads by default."""
     if 'test' in result.info.num_samples:
         return []
+    if split_name:   # one split converted: the test split is another conversion into the same folder
+        return [f"No 'test' split yet, which eval_ssd_network.py reads: convert it into the same --output_dir "
+                f"(--split_name=test, or --output_name={result.info.name}_test from VOC's test folder)."]
     return ["No 'test' split, which eval_ssd_network.py reads: --validation_fraction=0.2 holds a fifth of the "
             "images out as one (or list the splits in ImageSets/Main)."]
 

@@ -30,8 +30,8 @@ def _split_lists(splits_dir):
     return lists
 
 
-def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0):
-    """split -> annotation stems. With ImageSets/Main lists: every list (or only split_name).
+def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0, use_lists=True):
+    """split -> annotation stems. With ImageSets/Main lists (and use_lists): every list (or only split_name).
     Without: all Annotations/*.xml as split_name (default 'train'); validation_fraction > 0 moves
     round(fraction * n) of them, chosen by a random.Random(seed) sample, into 'test'."""
     annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
@@ -40,7 +40,7 @@ def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0):
                         f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg)')
     if not 0.0 <= validation_fraction < 1.0:
         raise UserError(f'--validation_fraction={validation_fraction}: must be in [0, 1)')
-    lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR))
+    lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR)) if use_lists else {}
     if lists:
         if validation_fraction > 0:
             raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR)}: split lists exist '

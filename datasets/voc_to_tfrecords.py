@@ -42,6 +42,7 @@ class ConversionOptions:
     class_names: list = None          # label order (label 1 first); None: sorted names in all annotations
     seed: int = 0                     # of the validation split
     max_short_side: int = DEFAULT_MAX_SHORT_SIDE   # shorter sides over this are downscaled to it; 0: no limit
+    split_lists: bool = True          # False: ImageSets/Main lists ignored, every annotation in split_name
 
 
 @dataclasses.dataclass
@@ -86,7 +87,8 @@ class _Annotations:
 
 
 def _read_annotations(dataset_dir, options):
-    splits = plan_splits(dataset_dir, options.split_name, options.validation_fraction, options.seed)
+    splits = plan_splits(dataset_dir, options.split_name, options.validation_fraction, options.seed,
+                         options.split_lists)
     issues = []
     parsed = _parse_all(dataset_dir, splits, issues)
     return _Annotations(dataset_dir, splits, parsed, issues)

@@ -579,8 +579,12 @@ def test_script_exit_codes(tmp_path):
     # The summary ends with each model's anchor fit on the split's one box (120 px at 300 x 300).
     fit = done.stdout.split('ssd_300_vgg, built-in anchors:')[1]
     assert "anchor fit on 1 boxes of split 'val' (1 records)" in fit and 'ssd_512_vgg, built-in anchors:' in fit
-    # No 'test' split, which evaluation reads: the last line says how to make one.
+    # No 'test' split, which evaluation reads: the last line says how to make one, here by another conversion.
     assert done.stdout.strip().splitlines()[-1] == (
+        "No 'test' split yet, which eval_ssd_network.py reads: convert it into the same --output_dir "
+        "(--split_name=test, or --output_name=shop_test from VOC's test folder).")
+    whole = _run_script(f'--dataset_dir={good}', f'--output_dir={good / "whole"}')
+    assert whole.stdout.strip().splitlines()[-1] == (
         "No 'test' split, which eval_ssd_network.py reads: --validation_fraction=0.2 holds a fifth of the images "
         "out as one (or list the splits in ImageSets/Main).")
     write_sample(good, 'c', [('can', 2, 2, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
@@ -600,3 +604,22 @@ def test_script_error_line_names_the_program():
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1] == ('tf_convert_data.py: error: --dataset_dir is required '
                                                        '(the folder holding Annotations/ and JPEGImages/)')
+
+
+def test_output_name_takes_every_annotation_as_ssd_tensorflows_converter_does(tmp_path):
+    """VOC2007's trainval folder lists train.txt (half of it): --output_name=voc_2007_train reads no list."""
+    for stem in ('a', 'b', 'c'):
+        write_sample(tmp_path, stem, [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    os.makedirs(tmp_path / 'ImageSets' / 'Main')
+    (tmp_path / 'ImageSets' / 'Main' / 'train.txt').write_text('a\n')
+    (tmp_path / 'ImageSets' / 'Main' / 'trainval.txt').write_text('a\nb\n')
+    ssd_tensorflow = _run_script(f'--dataset_dir={tmp_path}', f'--output_dir={tmp_path / "out"}',
+                                 '--output_name=voc_2007_train')
+    assert ssd_tensorflow.returncode == 0, ssd_tensorflow.stderr
+    assert ssd_tensorflow.stdout.splitlines()[0].endswith(
+        f"(dataset voc_2007; split 'train': every annotation in {tmp_path / 'Annotations'}, as SSD-Tensorflow's "
+        f"converter (--output_name))")
+    assert dataset_info.load_dataset_info(str(tmp_path / 'out')).num_samples == {'train': 3}
+    listed = _run_script(f'--dataset_dir={tmp_path}', f'--output_dir={tmp_path / "listed"}', '--split_name=train')
+    assert listed.stdout.splitlines()[0].endswith(f"images listed in {tmp_path / 'ImageSets' / 'Main' / 'train.txt'})")
+    assert dataset_info.load_dataset_info(str(tmp_path / 'listed')).num_samples == {'train': 1}
