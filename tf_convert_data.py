@@ -46,8 +46,8 @@ flags.DEFINE_float('validation_fraction', 0.0, 'Without split lists: fraction of
                    '(deterministically, by --seed) into a "test" split.')
 flags.DEFINE_integer('samples_per_file', 200, 'Records per shard.')
 flags.DEFINE_string('labels_file', None, 'Class names, one per line, in label order (label 1 first), '
-                    'or a built-in list name (pascalvoc_2007, pascalvoc_2012). Default: the sorted '
-                    'set of names in all of Annotations/.')
+                    'or a built-in list name (pascalvoc_2007, pascalvoc_2012). Default: <dataset_dir>/labels.txt '
+                    'when there, else the sorted set of names in all of Annotations/.')
 flags.DEFINE_integer('seed', 0, 'Seed of the --validation_fraction split.')
 flags.DEFINE_integer('max_short_side', DEFAULT_MAX_SHORT_SIDE, 'Images whose shorter side is over this many '
                      'pixels are stored downscaled to it (aspect kept): training decodes each image at every '
@@ -56,6 +56,7 @@ flags.DEFINE_integer('max_short_side', DEFAULT_MAX_SHORT_SIDE, 'Images whose sho
 FLAGS = flags.FLAGS
 
 _KNOWN_SPLITS = ('trainval', 'train', 'val', 'test')
+LABELS_FILENAME = 'labels.txt'   # in --dataset_dir: the class names, read without --labels_file
 
 
 class ProgressBar:
@@ -84,13 +85,20 @@ def _names_from_output_name(output_name):
     return output_name, None
 
 
-def _class_names(labels_file, dataset_name):
-    """Object class names from --labels_file (a file or a built-in list), a built-in dataset name, or None."""
+def _class_names(labels_file, dataset_name, dataset_dir):
+    """Object class names from --labels_file (a file or a built-in list), a built-in dataset name, the
+    dataset folder's labels.txt, or None (the sorted names in the annotations); -> (names, the labels.txt
+    read without --labels_file, or None)."""
     if labels_file and not os.path.isfile(labels_file) and dataset_info.builtin_class_names(labels_file):
-        return dataset_info.builtin_class_names(labels_file)
+        return dataset_info.builtin_class_names(labels_file), None
     if labels_file:
-        return dataset_info.read_labels_file(labels_file)
-    return dataset_info.builtin_class_names(dataset_name)
+        return dataset_info.read_labels_file(labels_file), None
+    if dataset_info.builtin_class_names(dataset_name):
+        return dataset_info.builtin_class_names(dataset_name), None
+    beside = os.path.join(dataset_dir, LABELS_FILENAME)
+    if os.path.isfile(beside):
+        return dataset_info.read_labels_file(beside), beside
+    return None, None
 
 
 def main(flag_values):
@@ -102,16 +110,20 @@ def main(flag_values):
     if flag_values.output_name:
         dataset_name, output_split = _names_from_output_name(flag_values.output_name)
         split_name = output_split or split_name
+    class_names, labels_beside = _class_names(flag_values.labels_file, flag_values.dataset_name,
+                                              flag_values.dataset_dir)
     options = ConversionOptions(dataset_name=dataset_name, split_name=split_name,
                                 validation_fraction=flag_values.validation_fraction,
                                 samples_per_file=flag_values.samples_per_file,
-                                class_names=_class_names(flag_values.labels_file, flag_values.dataset_name),
+                                class_names=class_names,
                                 seed=flag_values.seed, max_short_side=flag_values.max_short_side,
                                 split_lists=not flag_values.output_name)
     output_dir = flag_values.output_dir or os.path.join(flag_values.dataset_dir, 'tfrecords')
     check_writable_folder(output_dir, '--output_dir')
     print(f'Converting {flag_values.dataset_dir} -> {output_dir} (dataset {dataset_name}; '
           f'{_split_source(flag_values.dataset_dir, options)})')
+    if labels_beside:
+        print(f'Class names from {labels_beside}, in its order (label 1 first); --labels_file names another list')
     result = convert_voc_dataset(flag_values.dataset_dir, output_dir, options, log_fn=print,
                                  progress_fn=ProgressBar(sys.stderr))
     for line in _anchor_fit_lines(result) + _evaluation_split_lines(result, options.split_name):

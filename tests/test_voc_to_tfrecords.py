@@ -623,3 +623,18 @@ def test_output_name_takes_every_annotation_as_ssd_tensorflows_converter_does(tm
     listed = _run_script(f'--dataset_dir={tmp_path}', f'--output_dir={tmp_path / "listed"}', '--split_name=train')
     assert listed.stdout.splitlines()[0].endswith(f"images listed in {tmp_path / 'ImageSets' / 'Main' / 'train.txt'})")
     assert dataset_info.load_dataset_info(str(tmp_path / 'listed')).num_samples == {'train': 1}
+
+
+def test_labels_txt_in_the_dataset_folder_sets_the_class_order(tmp_path):
+    """README section 1's optional IMAGE/labels.txt: read without --labels_file, and said to be read."""
+    write_sample(tmp_path, 'a', [('can', 1, 1, 9, 9, ''), ('bag', 2, 2, 9, 9, '')], image=jpeg_bytes(20, 20),
+                 size=(20, 20))
+    (tmp_path / 'labels.txt').write_text('can\nbag\n')
+    beside = _run_script(f'--dataset_dir={tmp_path}', f'--output_dir={tmp_path / "out"}')
+    assert f'Class names from {tmp_path / "labels.txt"}, in its order (label 1 first)' in beside.stdout
+    assert dataset_info.load_dataset_info(str(tmp_path / 'out')).class_names == ['none', 'can', 'bag']
+    (tmp_path / 'other.txt').write_text('bag\ncan\n')
+    chosen = _run_script(f'--dataset_dir={tmp_path}', f'--output_dir={tmp_path / "chosen"}',
+                         f'--labels_file={tmp_path / "other.txt"}')
+    assert 'Class names from' not in chosen.stdout
+    assert dataset_info.load_dataset_info(str(tmp_path / 'chosen')).class_names == ['none', 'bag', 'can']
