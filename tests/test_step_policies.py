@@ -1,5 +1,6 @@
 """The step policies alone, on a fake clock: the log line with its progress and time left, the expected
 duration, the run's totals, and the end-of-run summary."""
+import dataclasses
 import logging as py_logging
 import time
 
@@ -138,6 +139,17 @@ def test_draw_command_names_the_images_beside_the_records_quoted_for_the_shell(t
     _, draw = train_plan.next_commands(_config('ckpt/shop', str(tmp_path / 'shop' / 'tfrecords')))
     assert draw == (f"python detect.py --checkpoint_path=ckpt/shop --images='{tmp_path}/shop/JPEGImages/*.jpg' "
                     f"--output_dir=out")
+
+
+def test_evaluate_command_names_the_class_list_of_records_without_dataset_info(tmp_path):
+    """SSD-Tensorflow's records have no dataset_info.json: training needed --dataset_name, so does eval."""
+    config = _config('ckpt/voc', str(tmp_path))
+    config = dataclasses.replace(config, input=dataclasses.replace(config.input, dataset_name='pascalvoc_2007'))
+    evaluate, _ = train_plan.next_commands(config)
+    assert evaluate == f'python eval_ssd_network.py --dataset_dir={tmp_path} --checkpoint_path=ckpt/voc ' \
+                       '--dataset_name=pascalvoc_2007'
+    (tmp_path / 'dataset_info.json').write_text('{}')      # the project's own records: the json names the classes
+    assert train_plan.next_commands(config)[0].endswith('--checkpoint_path=ckpt/voc')
 
 
 def _config(train_dir, dataset_dir):

@@ -134,6 +134,8 @@ def next_commands(config, has_test_split=True):
     images = (os.path.join(data.demo_image_dir, 'JPEGImages', '000300.jpg') if data.demo_image_dir
               else shlex.quote(os.path.join(_images_beside(data.dataset_dir), '*.jpg')))
     evaluate = f'python eval_ssd_network.py --dataset_dir={data.dataset_dir} --checkpoint_path={train_dir}'
+    if data.dataset_name and not os.path.isfile(os.path.join(data.dataset_dir, ds_info.INFO_FILENAME)):
+        evaluate += f' --dataset_name={data.dataset_name}'   # records without dataset_info.json (SSD-Tensorflow's)
     if not has_test_split:
         evaluate += (f" once {data.dataset_dir} has a 'test' split (tf_convert_data.py --validation_fraction=0.2 "
                      f"holds a fifth of the images out)")
