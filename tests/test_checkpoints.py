@@ -101,6 +101,21 @@ def test_vgg_16_trunk_mapped_onto_the_ssd_scope(tmp_path):
                 np.testing.assert_array_equal(session.run(variable), values[name])
 
 
+def test_a_checkpoint_of_another_width_is_not_told_to_exclude_every_layer(ssd_checkpoint_21):
+    """Layers besides the class heads differ: excluding them all would be training from scratch."""
+    prefix, _ = ssd_checkpoint_21
+    with tf.Graph().as_default():
+        net = nets_factory.get_network('ssd_300_vgg', 21, depth_multiplier=DEPTH * 2)
+        with slim.arg_scope(net.arg_scope()):
+            net.build(tf.zeros([1, 300, 300, 3]), is_training=False)
+        with pytest.raises(UserError) as raised:
+            checkpoints.plan_pretrained_restore(prefix, tf.model_variables(net.scope), net.scope)
+    message = str(raised.value)
+    assert 'shapes differ' in message and '--checkpoint_exclude_scopes' not in message
+    assert message.endswith('layers besides the class heads differ, so it is another network or width: train with '
+                            'the flags it was trained with (--model_name, --depth_multiplier, --anchor_set)')
+
+
 def test_stale_train_dir_names_variables_and_remedy(ssd_checkpoint_21):
     prefix, _ = ssd_checkpoint_21
     with tf.Graph().as_default():

@@ -50,6 +50,19 @@ def test_check_resumable_names_the_flags_that_resume_another_width(tmp_path):
         mc.check_resumable(str(tmp_path), CONFIG)
 
 
+def test_fine_tuning_from_a_run_of_other_width_or_anchor_sizes_is_warned(tmp_path):
+    """A stage-2 run from a train_dir: its fitted anchor sizes would load silently into the built-in ones."""
+    prefix = str(tmp_path / 'model.ckpt-40')
+    assert mc.pretrained_mismatch_warning(prefix, CONFIG) is None            # no model_config.json: published
+    dataclasses.replace(CONFIG, anchor_sizes=(20, 40, 90, 150, 200, 260, 310)).save(str(tmp_path))
+    assert mc.pretrained_mismatch_warning(prefix, dataclasses.replace(CONFIG, num_classes=21)) == (
+        f'warning: {prefix} was trained with --anchor_sizes=20,40,90,150,200,260,310 (its model_config.json), which '
+        f"this run's flags do not give: add them to train on from it")
+    dataclasses.replace(CONFIG, depth_multiplier=0.125).save(str(tmp_path))
+    assert '--depth_multiplier=0.125 (its model_config.json)' in mc.pretrained_mismatch_warning(prefix, CONFIG)
+    assert mc.pretrained_mismatch_warning(prefix, dataclasses.replace(CONFIG, depth_multiplier=0.125)) is None
+
+
 def test_absent_config_is_none(tmp_path):
     assert ModelConfig.load(str(tmp_path)) is None
     assert ModelConfig.load(str(tmp_path / 'model.ckpt-5')) is None

@@ -201,6 +201,9 @@ def check_resume_compatible(prefix, variables):
                         f'checkpoints there to start again')
 
 
+CLASS_HEAD_SUFFIX = '_box/conv_cls'   # the per-class score layers, the ones another class count changes
+
+
 def plan_pretrained_restore(prefix, variables, model_scope, checkpoint_model_scope=None,
                             exclude_scopes=(), ignore_missing_vars=False):
     """Which `variables` (the model's weights) load from `prefix`, under which names.
@@ -218,9 +221,13 @@ def plan_pretrained_restore(prefix, variables, model_scope, checkpoint_model_sco
     missing = [m.checkpoint_name for m in mismatches if m.checkpoint_shape is None]
     if wrong:
         scopes = sorted({var_map[m.checkpoint_name].op.name.rsplit('/', 1)[0] for m in wrong})
-        raise UserError(f'{prefix}: shapes differ from this model ({format_mismatches(wrong)}); if the number of '
-                        f'classes differs, leave these layers out with --checkpoint_exclude_scopes='
-                        f'{",".join(scopes)}')
+        if all(scope.endswith(CLASS_HEAD_SUFFIX) for scope in scopes):
+            advice = (f'if the number of classes differs, leave these layers out with '
+                      f'--checkpoint_exclude_scopes={",".join(scopes)}')
+        else:   # leaving every such layer out would be training from scratch
+            advice = ('layers besides the class heads differ, so it is another network or width: train with the '
+                      'flags it was trained with (--model_name, --depth_multiplier, --anchor_set)')
+        raise UserError(f'{prefix}: shapes differ from this model ({format_mismatches(wrong)}); {advice}')
     if kept and len(missing) == len(kept):
         top_scopes = sorted({name.split('/', 1)[0] for name in read_variable_shapes(prefix)})
         raise UserError(f'{prefix}: none of this model\'s variables are in the checkpoint (its top-level '

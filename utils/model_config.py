@@ -152,11 +152,30 @@ def _resume_hint(saved, config):
     (another class count is another dataset: no flag of the training makes it the saved one)."""
     if saved.num_classes != config.num_classes:
         return ''
+    flags = _flags_to_rebuild(saved, config)
+    return f'resume with {" ".join(flags)} (the flags it was trained with), or ' if flags else ''
+
+
+def _flags_to_rebuild(saved, config):
+    """['--flag=value', ...]: the training flags on which config differs from the network `saved` describes."""
     flags = [f'--{key}={getattr(saved, key):g}' if key == 'depth_multiplier' else f'--{key}={getattr(saved, key)}'
              for key in ('model_name', 'depth_multiplier', 'anchor_set') if getattr(saved, key) != getattr(config, key)]
     if saved.anchor_sizes != config.anchor_sizes and saved.anchor_sizes:
         flags.append(f'--anchor_sizes={",".join(f"{v:g}" for v in saved.anchor_sizes)}')
-    return f'resume with {" ".join(flags)} (the flags it was trained with), or ' if flags else ''
+    return flags
+
+
+def pretrained_mismatch_warning(prefix, config):
+    """A warning when the checkpoint to fine-tune from is one of this project's (model_config.json beside it)
+    and its network differs from `config` on what a training flag sets: its weights would not fit (another
+    width) or would fit but mean other boxes (other anchor sizes, e.g. a run with --anchor_sizes=auto). None
+    otherwise, or without a model_config.json (a published checkpoint)."""
+    saved = ModelConfig.load(prefix) if prefix else None
+    flags = _flags_to_rebuild(saved, config) if saved else []
+    if not flags:
+        return None
+    return (f'warning: {prefix} was trained with {" ".join(flags)} (its {CONFIG_FILENAME}), which this run\'s flags '
+            f'do not give: add them to train on from it')
 
 
 def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):

@@ -9,6 +9,7 @@ from nets.ssd_params import num_anchors_per_cell
 from utils import devices, host
 from utils import learning_schedules as schedules
 from utils.file_io import write_text_atomically
+from utils.model_config import pretrained_mismatch_warning
 
 REPORT_FILENAME = 'training_config.txt'
 _MAX_FILES_LISTED = 4
@@ -91,7 +92,8 @@ def training_report(plan):
         ('Weights', weights_lines(deployment.is_chief, plan.restore.resume_from, plan.restore.pretrained,
                                   plan.restore.checkpoint_model_scope, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
-                                                                                 config.schedule)]))),
+                                                                                 config.schedule),
+                              pretrained_mismatch_warning(plan.restore.pretrained, plan.model)]))),
     ])
 
 
