@@ -193,8 +193,18 @@ def variables_to_train(scopes):
 # ---- Training: the restore chain ------------------------------------------------------------------------
 
 def check_resume_compatible(prefix, variables):
-    """UserError when the train_dir checkpoint lacks a graph variable or stores another shape."""
+    """UserError when the train_dir checkpoint lacks a graph variable or stores another shape. When all it
+    lacks are optimizer slots of weights it holds ('.../weights/Adam'), the run's --trainable_scopes or
+    --optimizer differ from the ones that made it, and the error says so."""
     mismatches = find_mismatches(prefix, {v.op.name: v for v in variables})
+    stored = read_variable_shapes(prefix) if mismatches else {}
+    if mismatches and all(m.checkpoint_shape is None and m.checkpoint_name.rsplit('/', 1)[0] in stored
+                          for m in mismatches):
+        train_dir = os.path.dirname(prefix)
+        raise UserError(f'{prefix}: this checkpoint in --train_dir holds the weights but not the optimizer state '
+                        f'this run needs ({format_mismatches(mismatches)}): it was trained with other '
+                        f'--trainable_scopes or another --optimizer. Resume with those (training_config.txt there '
+                        f'lists them), or train on from it in a new --train_dir with --checkpoint_path={train_dir}')
     if mismatches:
         raise UserError(f'{prefix}: this checkpoint in --train_dir was made by another model, dataset or '
                         f'optimizer ({format_mismatches(mismatches)}); use a new --train_dir, or delete the old '
