@@ -160,6 +160,19 @@ def test_dataset_name_may_name_the_builtin_list_of_a_voc_folder(records, tmp_pat
     assert check(str(voc), tmp_path, '--dataset_name=pascalvoc').net.num_classes == 21
 
 
+def test_ssd_tensorflow_records_count_the_records_they_hold_not_the_builtin_split_size(records, tmp_path):
+    """SSD-Tensorflow's record folders have no dataset_info.json: the built-in VOC2007 train size is 5011, but
+    a folder of VOC2007's train list alone, or of a subset, holds fewer; the epochs count what is there."""
+    legacy = tmp_path / 'legacy'
+    legacy.mkdir()
+    for name in os.listdir(records):
+        if name.endswith('.tfrecord'):
+            os.symlink(os.path.join(records, name), legacy / name.replace('demo_', 'voc_2007_'))
+    plan = check(str(legacy), tmp_path, '--dataset_name=pascalvoc_2007')
+    assert plan.info.num_samples == {'train': 8, 'test': 4952}   # the tiny dataset's 8 training records
+    assert plan.decay_steps == 4        # int(8 samples / 4 images a step x 2 epochs)
+
+
 def test_resuming_does_not_look_at_pretrained_path(records, tmp_path):
     train_dir = tmp_path / 'train'
     train_dir.mkdir()

@@ -11,7 +11,7 @@ import time
 from typing import Any, Optional
 
 from datasets import dataset_info as ds_info
-from datasets import split_boxes
+from datasets import record_check, split_boxes
 from datasets.label_offset import offset_then_preprocess
 from nets import nets_factory
 from preprocessing import preprocessing_factory
@@ -175,6 +175,15 @@ def _dataset_info(dataset_dir, dataset_name):
     return info
 
 
+def _counted_split(info, dataset_dir, split_name, shards):
+    """A record folder without dataset_info.json (SSD-Tensorflow's) gets the built-in VOC split sizes, those of
+    the whole VOC split; its shards may hold fewer (a subset, or VOC2007's train list alone). The training
+    split's count, which the schedule's epochs and the report use, is the records its shards hold."""
+    hint = record_check.rebuild_hint(dataset_dir, info.name)
+    counted = sum(record_check.count_records(path, hint) for path in shards)
+    return dataclasses.replace(info, num_samples={**info.num_samples, split_name: counted})
+
+
 def _model(config, info, use_gpus):
     """The ModelConfig training writes: the flags' network on the dataset's classes after labels_offset."""
     data = config.input
@@ -243,6 +252,8 @@ def make_plan(config, num_gpus):
                             'would emulate bfloat16, slower than float32'))
     info = _dataset_info(data.dataset_dir, data.dataset_name)
     shards = ds_info.list_shards(data.dataset_dir, data.split_name)
+    if not os.path.isfile(os.path.join(data.dataset_dir, ds_info.INFO_FILENAME)):
+        info = _counted_split(info, data.dataset_dir, data.split_name, shards)
     num_samples = info.num_samples.get(data.split_name, 0)
     _need(num_samples > 0, f'{data.dataset_dir}: {ds_info.INFO_FILENAME} counts no samples for split '
                            f'{data.split_name!r}')
