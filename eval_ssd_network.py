@@ -33,6 +33,8 @@ from utils.errors import UserError
 from utils.file_io import check_writable_file, check_writable_folder
 from utils.model_config import ModelConfig
 
+WARP_RESIZE = 4   # SSD-Tensorflow's Resize enum value of a warp to the input size, its evaluation's default
+
 # Data.
 flags.DEFINE_string('dataset_dir', None, 'Directory of the TFRecord shards (and dataset_info.json).')
 flags.DEFINE_string('dataset_name', None, 'Built-in class list for record directories without '
@@ -60,6 +62,14 @@ inference_flags.define_model_flags()
 inference_flags.define_postprocess_flags()
 flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
+# SSD-Tensorflow's evaluation flags, so that its commands run.
+flags.DEFINE_bool('remove_difficult', True, 'Leave objects marked difficult out of the evaluation, by VOC\'s rule: '
+                  'a detection of one is neither a true nor a false positive. False: they count as any other.')
+flags.DEFINE_integer('eval_resize', WARP_RESIZE, f'SSD-Tensorflow\'s resize mode; only {WARP_RESIZE} (WARP_RESIZE: '
+                     'the image warped to the network\'s input size, its default) is implemented.')
+flags.DEFINE_integer('eval_image_size', None, 'The network\'s input side, if given (SSD300: 300); another size '
+                     'is refused, the anchors being laid out for that one.')
+flags.DEFINE_float('gpu_memory_fraction', None, 'Fraction of the GPU memory the evaluation may take.')
 
 _SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images and detections.png
 _NUM_PLOT_IMAGES = 8             # test images in detections.png
@@ -149,10 +159,20 @@ def _batch_fetches(graph, first_batch, images_wanted):
     return fetches
 
 
-def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
+def check_ssd_tensorflow_flags(fv, image_size):
+    """UserError for an --eval_resize or --eval_image_size this evaluation does not do."""
+    if fv.eval_resize != WARP_RESIZE:
+        raise UserError(f'--eval_resize={fv.eval_resize}: only {WARP_RESIZE} (WARP_RESIZE, SSD-Tensorflow\'s default: '
+                        f'the image warped to the network\'s input) is implemented')
+    if fv.eval_image_size not in (None, image_size[0]):
+        raise UserError(f'--eval_image_size={fv.eval_image_size}: this network takes {image_size[0]}x{image_size[1]} '
+                        f'inputs (its anchors are laid out for that size)')
+
+
+def run_split(session, graph, num_classes, iou_threshold, max_num_batches, remove_difficult=True):
     """One pass over the split of `graph` (an EvalGraph) -> SplitRun. The image summary (when there is one) is
     computed with the first batch only. A skipped record gets no detections, so its ground truth, when its
-    annotations could be read, counts as missed.
+    annotations could be read, counts as missed. remove_difficult False: difficult objects count as any other.
     """
     session.run(graph.iterator_init)
     evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
@@ -170,7 +190,8 @@ def run_split(session, graph, num_classes, iou_threshold, max_num_batches):
         sizes.append(batch['original_shape'][:, :2])
         evaluator.add_batch(batch['detection_boxes'], batch['detection_scores'], batch['detection_classes'],
                             np.where(ok, batch['num_detections'], 0), batch['gt_boxes'], batch['gt_labels'],
-                            batch['gt_difficult'], batch['num_boxes'])
+                            batch['gt_difficult'] if remove_difficult else np.zeros_like(batch['gt_difficult']),
+                            batch['num_boxes'])
         num_batches += 1
     if evaluator.num_images == 0:
         raise UserError('the split holds no images')
@@ -242,7 +263,8 @@ def evaluate_one(session, graph, prefix, config, fv):
     """Runs the split with the weights of `prefix` restored (graph's saver), VOC and COCO metrics -> Outcome."""
     start = time.time()
     try:
-        run = run_split(session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches)
+        run = run_split(session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches,
+                        fv.remove_difficult)
     except tf.errors.OpError as err:
         raise UserError(f'--dataset_dir={fv.dataset_dir}: reading split {fv.dataset_split_name!r} failed: '
                         f'{bad_samples.error_line(err)}') from None
@@ -276,6 +298,7 @@ def main(fv):
         print('No checkpoint appeared within --wait_timeout_secs=%s.' % fv.wait_timeout_secs, file=sys.stderr)
         return
     config = inference_flags.model_config(fv, first, inference_flags.run_data_format(fv))
+    check_ssd_tensorflow_flags(fv, config.image_size)
     saved = ModelConfig.load(first)
     class_names = model_class_names(config, info, fv.dataset_dir, saved.num_classes if saved else None)
     run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold)
@@ -286,7 +309,7 @@ def main(fv):
         variables_map = inference_flags.weights_to_restore(fv, first, graph.network)
         saver = tf.train.Saver(var_list=variables_map)
         writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
-        with tf.Session(config=devices.session_config()) as session:
+        with tf.Session(config=devices.session_config(fv.gpu_memory_fraction)) as session:
             for prefix in itertools.chain([first], prefixes):
                 checkpoints.restore_for_inference(session, saver, prefix, variables_map, config.settings())
                 report(evaluate_one(session, graph, prefix, config, fv), class_names, writer, fv.results_json,

@@ -118,6 +118,23 @@ def test_table_is_printed(evaluated):
     assert '3 images' in evaluated.stdout
 
 
+def test_ssd_tensorflows_evaluation_flags_run_its_commands(setup):
+    """--remove_difficult=False counts 'box''s one difficult object; the resize and size it had are accepted,
+    others refused in one line."""
+    counted = _eval(setup, '--remove_difficult=False', '--eval_resize=4', '--eval_image_size=300',
+                    '--gpu_memory_fraction=0.5')
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    lines = counted.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ['class', '#GT'])
+    assert {row.split()[0]: int(row.split()[1]) for row in lines[header + 1:header + 4]} == dict(EXPECTED_NUM_GT,
+                                                                                                  box=1)
+    for flag, message in (('--eval_resize=2', '--eval_resize=2: only 4 (WARP_RESIZE'),
+                          ('--eval_image_size=512', '--eval_image_size=512: this network takes 300x300 inputs')):
+        refused = _eval(setup, flag)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1].startswith(f'eval_ssd_network.py: error: {message}')
+
+
 def test_summaries_hold_map_per_class_ap_coco_pr_curves_and_images(setup, evaluated):
     events = glob.glob(str(setup['root'] / 'eval' / 'events.out.tfevents.*'))
     assert len(events) == 1
