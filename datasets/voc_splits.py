@@ -36,8 +36,12 @@ def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0, u
     round(fraction * n) of them, chosen by a random.Random(seed) sample, into 'test'."""
     annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
     if not os.path.isdir(annotations_dir):
+        inside = sorted(name for name in (os.listdir(dataset_dir) if os.path.isdir(dataset_dir) else [])
+                        if os.path.isdir(os.path.join(dataset_dir, name, ANNOTATIONS_DIR)))
+        folders = ', '.join(os.path.join(dataset_dir, name) for name in inside)
+        hint = f'; the VOC folders inside it: {folders}' if inside else ''
         raise UserError(f'{dataset_dir}: no {ANNOTATIONS_DIR}/ folder (expected Pascal VOC layout: '
-                        f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg)')
+                        f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg){hint}')
     if not 0.0 <= validation_fraction < 1.0:
         raise UserError(f'--validation_fraction={validation_fraction}: must be in [0, 1)')
     lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR)) if use_lists else {}

@@ -184,6 +184,11 @@ def test_resolve_pretrained(tmp_path, ssd_checkpoint_21):
     (empty / 'garbage.ckpt').write_text('not a checkpoint')
     with pytest.raises(UserError, match='garbage.ckpt: not a readable TensorFlow checkpoint'):
         checkpoints.resolve_checkpoint(str(empty))
+    zipped = tmp_path / 'ssd_300_vgg.ckpt.zip'                  # the published checkpoint as downloaded
+    zipped.write_bytes(b'PK\x03\x04 not unpacked')
+    with pytest.raises(UserError, match=r'ssd_300_vgg.ckpt.zip: not a readable TensorFlow checkpoint \(.*\); it is '
+                                        r'an archive: unpack it and name the checkpoint inside$'):
+        checkpoints.read_variable_shapes(str(zipped), '--pretrained_path')
     _save(str(empty / 'second.ckpt'), {'w': np.zeros(2, np.float32)})
     with pytest.raises(UserError, match='holds several checkpoints'):
         checkpoints.resolve_checkpoint(str(empty))

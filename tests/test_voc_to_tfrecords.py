@@ -561,6 +561,9 @@ def test_shard_is_invisible_until_complete(tmp_path):
 def test_missing_annotations_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match='no Annotations/ folder'):
         convert(tmp_path)
+    (tmp_path / 'VOC2007' / 'Annotations').mkdir(parents=True)       # --dataset_dir=VOCdevkit
+    with pytest.raises(UserError, match=rf'no Annotations/ folder .*; the VOC folders inside it: {tmp_path}/VOC2007$'):
+        convert(tmp_path)
 
 
 def _run_script(*args):

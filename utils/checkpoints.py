@@ -63,7 +63,9 @@ def read_variable_shapes(prefix, flag=None):
         return dict(tf.train.list_variables(prefix))
     except (tf.errors.OpError, ValueError) as err:
         where = f'{flag}={prefix}' if flag else prefix
-        raise UserError(f'{where}: not a readable TensorFlow checkpoint ({str(err).splitlines()[0]})') from None
+        archive = prefix.lower().endswith(('.zip', '.tar', '.tar.gz', '.tgz'))
+        unpack = '; it is an archive: unpack it and name the checkpoint inside' if archive else ''
+        raise UserError(f'{where}: not a readable TensorFlow checkpoint ({str(err).splitlines()[0]}){unpack}') from None
 
 
 def _checkpoint_candidates(directory):
