@@ -26,7 +26,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from datasets import dataset_info, split_boxes  # noqa: E402
-from datasets.voc_splits import ANNOTATIONS_DIR, SPLITS_DIR  # noqa: E402
+from datasets.voc_splits import ANNOTATIONS_DIR, SPLITS_DIR, split_list_names  # noqa: E402
 from datasets.voc_to_tfrecords import DEFAULT_MAX_SHORT_SIDE, ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils import anchor_report  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -132,10 +132,10 @@ def main(flag_values):
 
 def _split_source(dataset_dir, options):
     """Where the splits' images come from, for the first line: ImageSets lists or every annotation."""
-    lists = os.path.join(dataset_dir, SPLITS_DIR)
-    if options.split_lists and os.path.isdir(lists) and any(name.endswith('.txt') for name in os.listdir(lists)):
-        listed = f'{options.split_name}.txt' if options.split_name else '<split>.txt'
-        return f'images listed in {os.path.join(lists, listed)}'
+    listed = split_list_names(dataset_dir) if options.split_lists else []
+    if listed:
+        names = [options.split_name] if options.split_name else listed
+        return f'images listed in {os.path.join(dataset_dir, SPLITS_DIR)}/{", ".join(n + ".txt" for n in names)}'
     split = options.split_name or 'train'
     why = ', as SSD-Tensorflow\'s converter (--output_name)' if not options.split_lists else ''
     return f'split {split!r}: every annotation in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}{why}'

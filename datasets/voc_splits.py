@@ -30,6 +30,11 @@ def _split_lists(splits_dir):
     return lists
 
 
+def split_list_names(dataset_dir):
+    """The splits ImageSets/Main lists ('train', 'test', ...), sorted; [] without lists."""
+    return sorted(_split_lists(os.path.join(dataset_dir, SPLITS_DIR)))
+
+
 def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0, use_lists=True):
     """split -> annotation stems. With ImageSets/Main lists (and use_lists): every list (or only split_name).
     Without: all Annotations/*.xml as split_name (default 'train'); validation_fraction > 0 moves
