@@ -119,8 +119,8 @@ def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
     assert text.splitlines() == [
         f'Training done at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3. {totals}',
         'Evaluate it: python eval_ssd_network.py --dataset_dir=./IMAGE/tfrecords --checkpoint_path=./ckpt/fine_tuning',
-        "Draw its detections: python detect.py --checkpoint_path=./ckpt/fine_tuning --images='IMAGE/JPEGImages/*.jpg' "
-        "--output_dir=out"]
+        "Draw its detections: python detect.py --checkpoint_path=./ckpt/fine_tuning "
+        "--images='path/to/your/photos/*.jpg' --output_dir=out"]
     stopped = train_plan.run_summary(config, totals, 3, 'ckpt/fine_tuning/model.ckpt-3', 'SIGINT')
     assert stopped.startswith('Stopped by SIGINT at step 3, checkpoint ckpt/fine_tuning/model.ckpt-3; run the same '
                               f'command to resume. {totals}\nEvaluate it: ')
@@ -135,10 +135,25 @@ def test_run_summary_says_how_it_ended_the_totals_and_the_next_commands_once():
 
 
 def test_draw_command_names_the_images_beside_the_records_quoted_for_the_shell(tmp_path):
-    (tmp_path / 'shop' / 'JPEGImages').mkdir(parents=True)
+    images = tmp_path / 'shop' / 'JPEGImages'
+    images.mkdir(parents=True)
+    config = _config('ckpt/shop', str(tmp_path / 'shop' / 'tfrecords'))
+    for name in ('a.jpg', 'b.JPG', 'c.png', 'notes.txt'):
+        (images / name).write_bytes(b'')
+    _, draw = train_plan.next_commands(config)
+    assert draw == (f"python detect.py --checkpoint_path=ckpt/shop --images='{images}/*.JPG,{images}/*.jpg,"
+                    f"{images}/*.png' --output_dir=out")
+    for index in range(30):                                   # a big folder: a few images, not all of them
+        (images / f'{index:03d}.jpg').write_bytes(b'')
+    assert train_plan.next_commands(config)[1] == (
+        f"python detect.py --checkpoint_path=ckpt/shop --images={images}/000.jpg,{images}/001.jpg,{images}/002.jpg "
+        f"--output_dir=out")
+
+
+def test_draw_command_without_images_beside_the_records_names_a_placeholder(tmp_path):
+    (tmp_path / 'shop' / 'JPEGImages').mkdir(parents=True)     # empty, and no IMAGE/JPEGImages in the cwd
     _, draw = train_plan.next_commands(_config('ckpt/shop', str(tmp_path / 'shop' / 'tfrecords')))
-    assert draw == (f"python detect.py --checkpoint_path=ckpt/shop --images='{tmp_path}/shop/JPEGImages/*.jpg' "
-                    f"--output_dir=out")
+    assert draw == "python detect.py --checkpoint_path=ckpt/shop --images='path/to/your/photos/*.jpg' --output_dir=out"
 
 
 def test_evaluate_command_names_the_class_list_of_records_without_dataset_info(tmp_path):

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from datasets import dataset_info as ds_info
 from datasets import record_check, split_boxes
 from datasets.label_offset import offset_then_preprocess
+from datasets.voc_reader import IMAGE_EXTENSIONS
 from nets import nets_factory
 from preprocessing import preprocessing_factory
 from utils import anchor_report, checkpoints, clones, learning_schedules, model_config
@@ -119,11 +120,31 @@ def prepare_dataset(config, log_fn, poll_secs=1.0):
                                            f'python train_ssd_network.py --flagfile=configs/demo_cpu.flags')
 
 
+_DRAW_GLOB_MAX = 20   # a folder with more images gets a few named: the command is a quick look, not a batch job
+_DRAW_SAMPLE = 3
+_NO_IMAGES = 'path/to/your/photos/*.jpg'
+
+
 def _images_beside(dataset_dir):
     """The VOC folder's JPEGImages/ when the records sit in that folder (README: IMAGE/tfrecords beside
     IMAGE/JPEGImages), else README's IMAGE/JPEGImages."""
     beside = os.path.join(os.path.dirname(os.path.normpath(dataset_dir)), 'JPEGImages')
     return beside if os.path.isdir(beside) else os.path.join('IMAGE', 'JPEGImages')
+
+
+def _images_to_draw(dataset_dir):
+    """detect.py's --images for the end-of-run command: the images beside the records as globs of the extensions
+    they have when there are at most _DRAW_GLOB_MAX, else the first _DRAW_SAMPLE by name; a placeholder where that
+    folder has none."""
+    folder = _images_beside(dataset_dir)
+    names = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+                   if name.endswith(IMAGE_EXTENSIONS))
+    if not names:
+        return shlex.quote(_NO_IMAGES)
+    if len(names) > _DRAW_GLOB_MAX:
+        return shlex.quote(','.join(os.path.join(folder, name) for name in names[:_DRAW_SAMPLE]))
+    extensions = sorted({os.path.splitext(name)[1] for name in names})
+    return shlex.quote(','.join(os.path.join(folder, '*' + extension) for extension in extensions))
 
 
 def next_commands(config, has_test_split=True):
@@ -132,7 +153,7 @@ def next_commands(config, has_test_split=True):
     train_dir, data = config.loop.train_dir, config.input
     # 000300 is the first image of the demo's test split (300 train images come first).
     images = (os.path.join(data.demo_image_dir, 'JPEGImages', '000300.jpg') if data.demo_image_dir
-              else shlex.quote(os.path.join(_images_beside(data.dataset_dir), '*.jpg')))
+              else _images_to_draw(data.dataset_dir))
     evaluate = f'python eval_ssd_network.py --dataset_dir={data.dataset_dir} --checkpoint_path={train_dir}'
     if data.dataset_name and not os.path.isfile(os.path.join(data.dataset_dir, ds_info.INFO_FILENAME)):
         evaluate += f' --dataset_name={data.dataset_name}'   # records without dataset_info.json (SSD-Tensorflow's)
