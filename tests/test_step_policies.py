@@ -25,6 +25,17 @@ def logged(caplog):
     return [record.getMessage() for record in caplog.records]
 
 
+def test_loss_jump_warns_once_when_the_loss_exceeds_a_hundred_times_the_first(caplog):
+    caplog.set_level(py_logging.WARNING)
+    watch = step_policies.LossJumpWatch()
+    for step, loss in ((5, 20.0), (6, 1999.0), (7, 2001.0), (8, 5e8), (9, 30.0)):   # 1999 = 99.95 x 20
+        watch.record(step, loss)
+    assert logged(caplog) == [
+        "step 7: loss 2001, 100 times step 5's 20: the updates are too large for these weights. If the loss does not "
+        "come back down within a few steps, stop and start again from an earlier checkpoint or a new --train_dir "
+        "with a lower --learning_rate (from scratch, --warmup_steps=50 ramps the rate up)"]
+
+
 def test_format_losses():
     line = step_policies.format_losses(40, LOSSES, 0.001, 0.5, 32)
     assert line == ('step 40: loss 5.0000 (pos 1.0000 neg 2.0000 loc 1.5000 reg 0.5000) lr 0.001 | '

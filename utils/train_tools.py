@@ -17,7 +17,7 @@ from absl import logging
 from datasets import bad_samples
 from utils import clones, distributed
 from utils.errors import UserError
-from utils.step_policies import LEARNING_RATE_TAG, LOSS_TAG_PREFIX, check_losses_finite
+from utils.step_policies import LEARNING_RATE_TAG, LOSS_TAG_PREFIX, LossJumpWatch, check_losses_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +115,7 @@ class TrainStep:
         if samples is not None:
             self.fetches['samples'] = samples.fetches
         self.loss_history = []  # (global step, total loss) of every step this process ran
+        self.loss_jump = LossJumpWatch()
         self.current_step = None
 
     def __call__(self, session, train_op, global_step, train_step_kwargs):
@@ -151,6 +152,7 @@ class TrainStep:
         check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
                             else 'train_dir')
         self.loss_history.append((step, float(losses['total'])))
+        self.loss_jump.record(*self.loss_history[-1])
         if self.samples is not None and (problem := self.samples.check(values['samples'])):
             self._save_and_fail(session, problem)
         if summary_due:
