@@ -46,13 +46,14 @@ def record_objects(paths, records_per_shard=None):
             raise UserError(f'{path}: cannot read ({err.message.splitlines()[0]})') from None
 
 
-def split_boxes(paths, num_records, max_records=MAX_RECORDS):
+def split_boxes(paths, num_records, max_records=MAX_RECORDS, labels_offset=0):
     """(boxes [M, 4] float32 normalised yxyx, records read) of the shards `paths` holding num_records
-    records; above max_records, the first max_records / len(paths) records of each shard."""
+    records; above max_records, the first max_records / len(paths) records of each shard. labels_offset: only
+    the boxes training keeps (label > labels_offset; datasets/label_offset.py)."""
     per_shard = None if num_records <= max_records else max(1, max_records // len(paths))
     boxes, records = [], 0
-    for _, _, record_boxes in record_objects(paths, per_shard):
-        boxes.append(record_boxes)
+    for _, labels, record_boxes in record_objects(paths, per_shard):
+        boxes.append(record_boxes[labels > labels_offset])
         records += 1
     return (np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)), records
 

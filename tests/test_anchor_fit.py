@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
 from datasets import demo_drawing, split_boxes
 from nets import anchor_fit, anchors, nets_factory
@@ -172,6 +173,10 @@ def test_split_boxes_reads_the_records_back(small_records):
     assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
     sample, read = split_boxes.split_boxes(paths, 6, max_records=3)
     assert read == 3 and len(sample) < len(boxes)
+    labels = np.concatenate([tf.train.Example.FromString(record).features.feature['image/object/bbox/label']
+                             .int64_list.value for path in paths for record in tf.io.tf_record_iterator(path)])
+    kept, _ = split_boxes.split_boxes(paths, 6, labels_offset=1)    # class 1's boxes are not trained
+    assert len(labels) == len(boxes) and len(kept) == np.sum(labels > 1) and 0 < len(kept) < len(boxes)
 
 
 def test_auto_sizes_train_and_reach_every_inference_tool(small_records, tmp_path):

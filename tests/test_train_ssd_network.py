@@ -387,6 +387,13 @@ def test_labels_offset_is_applied_before_the_augmentation(records, tmp_path):
             values = session.run(batch)
     labels = values['gt_labels'][np.arange(values['gt_labels'].shape[1])[None, :] < values['num_boxes'][:, None]]
     assert labels.size and set(labels.tolist()) == {1}
+    report = startup_report.training_report(plan)
+    assert ("classes (5 with background): bag, bottle, box, can; trained with --labels_offset=3: can (the others' "
+            "boxes are dropped)") in report
+    record_labels = [label for path in dataset_info.list_shards(records, 'train') for record in
+                     tf.io.tf_record_iterator(path) for label in tf.train.Example.FromString(record).features
+                     .feature['image/object/bbox/label'].int64_list.value]
+    assert f'anchor fit on {record_labels.count(4)} boxes of split ' in report      # only the cans' boxes
 
 
 def test_a_cluster_worker_does_not_make_the_demo_data_but_waits_for_the_chief(tmp_path, monkeypatch):

@@ -31,15 +31,18 @@ def ssd_lines(net, data_format, anchor_source=None):
     return lines
 
 
-def dataset_lines(dataset_dir, split_name, shards, info):
-    """Where the records are, how many samples each split has, and the class names."""
+def dataset_lines(dataset_dir, split_name, shards, info, labels_offset=0):
+    """Where the records are, how many samples each split has, the class names, and those trained when
+    labels_offset drops the first ones."""
     names = [os.path.basename(path) for path in shards]
     shown = ', '.join(names[:_MAX_FILES_LISTED]) + (f', ... ({len(names)} files)' if len(names) > _MAX_FILES_LISTED
                                                     else '')
     samples = ', '.join(f'{split} {count}' for split, count in sorted(info.num_samples.items()))
     return [f'dataset {info.name} in {dataset_dir}: training on split {split_name!r} from {shown}',
             f'  samples per split: {samples}',
-            f'  classes ({info.num_classes} with background): {", ".join(info.class_names[1:])}']
+            f'  classes ({info.num_classes} with background): {", ".join(info.class_names[1:])}'
+            + (f'; trained with --labels_offset={labels_offset}: {", ".join(info.class_names[1 + labels_offset:])} '
+               f'(the others\' boxes are dropped)' if labels_offset else '')]
 
 
 def device_lines(devices, batch_size, role=None):
@@ -78,7 +81,8 @@ def training_report(plan):
         'fitted to the training boxes (--anchor_sizes=auto)' if config.fit_anchor_sizes else 'given (--anchor_sizes)')
     return format_report([
         ('SSD network', ssd_lines(plan.net, plan.model.data_format, anchor_source)),
-        ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info)
+        ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info,
+                                  config.input.labels_offset)
          + list(plan.anchor_lines)),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format, config.devices.bfloat16,

@@ -249,7 +249,7 @@ def fit_anchors(plan):
     """The plan with its anchor fit (anchor_lines) on the training split's boxes, read back from its records;
     with --anchor_sizes=auto and no sizes yet (a new run), the model's anchor sizes are fitted to them first."""
     config, model = plan.config, plan.model
-    boxes, records = split_boxes.split_boxes(plan.shards, plan.num_samples)
+    boxes, records = split_boxes.split_boxes(plan.shards, plan.num_samples, labels_offset=config.input.labels_offset)
     threshold = config.input.match_threshold
     if config.fit_anchor_sizes and not model.anchor_sizes:
         model = dataclasses.replace(model, anchor_sizes=anchor_report.fitted_sizes(boxes, plan.net.params, threshold))
