@@ -147,9 +147,10 @@ def read_labels_file(path):
     """Object class names (no background), one per line, in label order (first line = label 1).
 
     Blank lines and '#' comments are skipped; TF-Slim's 'index:name' lines are accepted, and a
-    leading 'none'/'background' entry is dropped since label 0 is always the background."""
+    leading 'none'/'background' entry is dropped since label 0 is always the background. A UTF-8 byte
+    order mark (Windows Notepad writes one) is not part of the first name."""
     try:
-        with open(path, encoding='utf-8') as source:
+        with open(path, encoding='utf-8-sig') as source:
             lines = source.read().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f'{path}: cannot read labels file ({err})') from None

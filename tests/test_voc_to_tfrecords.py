@@ -641,3 +641,10 @@ def test_labels_txt_in_the_dataset_folder_sets_the_class_order(tmp_path):
                          f'--labels_file={tmp_path / "other.txt"}')
     assert 'Class names from' not in chosen.stdout
     assert dataset_info.load_dataset_info(str(tmp_path / 'chosen')).class_names == ['none', 'bag', 'can']
+
+
+def test_labels_file_with_a_byte_order_mark_keeps_its_first_class(tmp_path):
+    """Windows Notepad saves UTF-8 with a BOM; it must not become part of the first class name."""
+    labels = tmp_path / 'labels.txt'
+    labels.write_bytes(b'\xef\xbb\xbfcoke can\nchips\n')
+    assert dataset_info.read_labels_file(str(labels)) == ['coke can', 'chips']
