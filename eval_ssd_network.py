@@ -31,7 +31,7 @@ from utils import checkpoints, coco_eval, devices, eval_report, inference_flags,
     voc_eval
 from utils.errors import UserError
 from utils.file_io import check_writable_file, check_writable_folder
-from utils.model_config import ModelConfig
+from utils.model_config import ModelConfig, class_differences
 
 WARP_RESIZE = 4   # SSD-Tensorflow's Resize enum value of a warp to the input size, its evaluation's default
 
@@ -220,9 +220,7 @@ def model_class_names(config, info, dataset_dir, saved_num_classes=None):
         raise UserError(f'--dataset_dir={dataset_dir}: the dataset has {info.num_classes} classes with the '
                         f'background{offset_note}, the model {config.num_classes}; {advice}')
     if config.names_from_file and tuple(names[1:]) != tuple(config.class_names[1:]):
-        differences = ['label %d is %r in the dataset, %r in the model' % (label, ours, theirs)
-                       for label, (ours, theirs) in enumerate(zip(names, config.class_names)) if label and
-                       ours != theirs]
+        differences = class_differences(names, config.class_names)
         raise UserError(f'--dataset_dir={dataset_dir}: its classes are not those the model was trained on '
                         f'({"; ".join(differences)}); evaluate on records converted with the model\'s class list '
                         f'(tf_convert_data.py --labels_file), or evaluate a checkpoint trained on this dataset')

@@ -98,6 +98,11 @@ class SSDNet:
         """Scopes of the variables whose shapes follow num_classes (exclude them to fine-tune)."""
         return ['%s/%s_box' % (self.scope, layer) for layer in self.params.feat_layers]
 
+    @property
+    def class_head_scopes(self):
+        """Scopes of the per-class score layers (ssd_layers.box_head's conv_cls): what another class list changes."""
+        return [scope + '/conv_cls' for scope in self.box_head_scopes]
+
     def arg_scope(self, weight_decay=0.0005, data_format='NHWC'):
         """tf-slim arg_scope: ReLU, Xavier init, zero biases, L2 weight decay (see ssd_layers)."""
         return ssd_layers.ssd_arg_scope(weight_decay, data_format)

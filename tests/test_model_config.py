@@ -50,6 +50,36 @@ def test_check_resumable_names_the_flags_that_resume_another_width(tmp_path):
         mc.check_resumable(str(tmp_path), CONFIG)
 
 
+def test_resuming_on_other_classes_of_the_same_count_is_refused(tmp_path):
+    """Reconverted with another class order (or another dataset): the checkpoints would load, the labels swapped."""
+    CONFIG.save(str(tmp_path))
+    swapped = dataclasses.replace(CONFIG, class_names=('none', 'box', 'can'))
+    with pytest.raises(UserError) as refused:
+        mc.check_resumable(str(tmp_path), swapped)
+    assert str(refused.value) == (
+        f"--train_dir={tmp_path}: its checkpoints learned other classes than this dataset's (label 1 is 'box' in the "
+        f"dataset, 'can' in the model; label 2 is 'can' in the dataset, 'box' in the model); convert the records with "
+        f"a labels file listing can, box in that order, or use a new --train_dir (if only the names changed, not the "
+        f"objects, edit class_names in {tmp_path / mc.CONFIG_FILENAME})")
+    assert json.loads((tmp_path / mc.CONFIG_FILENAME).read_text())['class_names'] == ['none', 'can', 'box']
+
+
+def test_fine_tuning_from_a_run_on_other_classes_is_warned_unless_its_class_heads_are_left_out(tmp_path):
+    prefix = str(tmp_path / 'model.ckpt-40')
+    CONFIG.save(str(tmp_path))
+    assert mc.pretrained_mismatch_warning(prefix, CONFIG) is None
+    other = dataclasses.replace(CONFIG, class_names=('none', 'can', 'bag'))
+    heads = ','.join(f'ssd_300_vgg/{layer}_box/conv_cls'
+                     for layer in ('block4', 'block7', 'block8', 'block9', 'block10', 'block11'))
+    assert mc.pretrained_mismatch_warning(prefix, other) == (
+        f"warning: {prefix} learned other classes (label 2 is 'bag' in the dataset, 'box' in the model; its "
+        f"model_config.json): each class would start from another's scores. To train on its classes, convert the "
+        f"records with a labels file listing can, box in that order; to learn new ones, leave its class heads out "
+        f"with --checkpoint_exclude_scopes={heads}")
+    assert mc.pretrained_mismatch_warning(prefix, other, exclude_scopes=heads.split(',')) is None
+    assert mc.pretrained_mismatch_warning(prefix, other, exclude_scopes=['ssd_300_vgg/block4_box']) is not None
+
+
 def test_fine_tuning_from_a_run_of_other_width_or_anchor_sizes_is_warned(tmp_path):
     """A stage-2 run from a train_dir: its fitted anchor sizes would load silently into the built-in ones."""
     prefix = str(tmp_path / 'model.ckpt-40')

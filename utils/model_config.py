@@ -14,6 +14,7 @@ import os
 from datasets.dataset_info import VOC_CLASSES, with_background
 from nets import nets_factory
 from nets.ssd_params import anchor_sizes_problem
+from utils.checkpoints import in_scopes
 from utils.errors import UserError
 from utils.file_io import read_json_object, write_json_atomically
 
@@ -137,14 +138,36 @@ def config_path(path_or_dir):
     return os.path.join(os.path.dirname(path_or_dir) or '.', CONFIG_FILENAME)
 
 
+def class_differences(dataset_names, model_names):
+    """["label 1 is 'a' in the dataset, 'b' in the model", ...]: the labels (1..) whose names differ between two
+    class lists of equal length, background first; [] when they agree."""
+    return ['label %d is %r in the dataset, %r in the model' % (label, ours, theirs)
+            for label, (ours, theirs) in enumerate(zip(dataset_names, model_names)) if label and ours != theirs]
+
+
+def _same_count_other_classes(saved, config):
+    """class_differences of config's classes (the dataset's) against saved's when the counts agree, else []."""
+    return class_differences(config.class_names, saved.class_names) if saved.num_classes == config.num_classes else []
+
+
+def _in_models_order(saved):
+    return f'convert the records with a labels file listing {", ".join(saved.class_names[1:])} in that order'
+
+
 def check_resumable(train_dir, config):
-    """UserError when train_dir's saved config (if any) differs from `config` on an architecture key:
-    its checkpoints could not be loaded into this network."""
+    """UserError when train_dir's saved config (if any) differs from `config` on an architecture key (its
+    checkpoints could not be loaded into this network) or names other classes (they would load, each class's
+    scores trained on another class's boxes)."""
     saved = ModelConfig.load(train_dir)
     differences = saved.architecture_differences(config) if saved else []
     if differences:
         raise UserError(f'--train_dir={train_dir}: its checkpoints are of another model ({"; ".join(differences)}); '
                         f'{_resume_hint(saved, config)}use a new --train_dir or delete them to start again')
+    renamed = _same_count_other_classes(saved, config) if saved else []
+    if renamed:
+        raise UserError(f'--train_dir={train_dir}: its checkpoints learned other classes than this dataset\'s '
+                        f'({"; ".join(renamed)}); {_in_models_order(saved)}, or use a new --train_dir (if only the '
+                        f'names changed, not the objects, edit class_names in {config_path(train_dir)})')
 
 
 def _resume_hint(saved, config):
@@ -165,17 +188,26 @@ def _flags_to_rebuild(saved, config):
     return flags
 
 
-def pretrained_mismatch_warning(prefix, config):
+def pretrained_mismatch_warning(prefix, config, exclude_scopes=()):
     """A warning when the checkpoint to fine-tune from is one of this project's (model_config.json beside it)
     and its network differs from `config` on what a training flag sets: its weights would not fit (another
-    width) or would fit but mean other boxes (other anchor sizes, e.g. a run with --anchor_sizes=auto). None
-    otherwise, or without a model_config.json (a published checkpoint)."""
+    width) or would fit but mean other boxes (other anchor sizes, e.g. a run with --anchor_sizes=auto); or when
+    it has as many classes as the dataset but other ones, and exclude_scopes (--checkpoint_exclude_scopes) do not
+    leave its class heads out. None otherwise, or without a model_config.json (a published checkpoint)."""
     saved = ModelConfig.load(prefix) if prefix else None
-    flags = _flags_to_rebuild(saved, config) if saved else []
-    if not flags:
+    if not saved:
         return None
-    return (f'warning: {prefix} was trained with {" ".join(flags)} (its {CONFIG_FILENAME}), which this run\'s flags '
-            f'do not give: add them to train on from it')
+    flags = _flags_to_rebuild(saved, config)
+    if flags:
+        return (f'warning: {prefix} was trained with {" ".join(flags)} (its {CONFIG_FILENAME}), which this run\'s '
+                f'flags do not give: add them to train on from it')
+    heads = config.build_network().class_head_scopes
+    renamed = _same_count_other_classes(saved, config)
+    if not renamed or all(in_scopes(head, exclude_scopes) for head in heads):
+        return None
+    return (f'warning: {prefix} learned other classes ({"; ".join(renamed)}; its {CONFIG_FILENAME}): each class '
+            f'would start from another\'s scores. To train on its classes, {_in_models_order(saved)}; to learn new '
+            f'ones, leave its class heads out with --checkpoint_exclude_scopes={",".join(heads)}')
 
 
 def inference_config(checkpoint_prefix, overrides, data_format='NHWC'):

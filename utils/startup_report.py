@@ -97,7 +97,8 @@ def training_report(plan):
                                   plan.restore.checkpoint_model_scope, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
-                              pretrained_mismatch_warning(plan.restore.pretrained, plan.model)]))),
+                              pretrained_mismatch_warning(plan.restore.pretrained, plan.model,
+                                                          plan.restore.exclude_scopes)]))),
     ])
 
 
