@@ -146,7 +146,7 @@ def list_shards(dataset_dir, split_name, dataset_name=None):
 def read_labels_file(path):
     """Object class names (no background), one per line, in label order (first line = label 1).
 
-    Blank lines and '#' comments are skipped; TF-Slim's 'index:name' lines are accepted, and a
+    Blank lines and lines starting with '#' are skipped ('chips #2' is a name); TF-Slim's 'index:name' lines are accepted, and a
     leading 'none'/'background' entry is dropped since label 0 is always the background. A UTF-8 byte
     order mark (Windows Notepad writes one) is not part of the first name."""
     try:
@@ -156,8 +156,8 @@ def read_labels_file(path):
         raise UserError(f'{path}: cannot read labels file ({err})') from None
     names = []
     for line in lines:
-        line = line.split('#', 1)[0].strip()
-        if not line:
+        line = line.strip()
+        if not line or line.startswith('#'):
             continue
         index, sep, rest = line.partition(':')
         names.append(rest.strip() if sep and index.strip().isdigit() else line)

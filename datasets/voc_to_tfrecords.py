@@ -161,13 +161,17 @@ def _label_names(dataset_dir, parsed, class_names):
     return ds_info.with_background(class_names), f'the names in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}'
 
 
+def _look_alike_key(name):
+    """What is left of a class name without case, '_', '-' and extra spaces: 'Soda_Can' -> 'soda can'."""
+    return ' '.join(name.casefold().replace('_', ' ').replace('-', ' ').split())
+
+
 def _look_alike_names(class_names, class_source):
     """'warning' Issues for class names that differ only in case, spaces, '_' or '-' ('Can', 'can', 'soda_can',
     'Soda Can'): separate classes, though usually one class typed two ways."""
     groups = {}
     for name in class_names[1:]:
-        key = ' '.join(name.casefold().replace('_', ' ').replace('-', ' ').split())
-        groups.setdefault(key, []).append(name)
+        groups.setdefault(_look_alike_key(name), []).append(name)
     return [Issue('warning', class_source, f'class names {", ".join(map(repr, names))} differ only in case, spaces, '
                                            f"'_' or '-': they are {len(names)} classes; if they are one, name it "
                                            f'alike in every annotation')
@@ -233,7 +237,7 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
             lines.append(f'  ... and {len(issues) - max_lines_per_kind} more {kind}; all are listed in '
                          f'{os.path.join(output_dir, REPORT_FILENAME)}')
         if kind == 'excluded':
-            lines += _unknown_class_lines(issues)
+            lines += _unknown_class_lines(issues, result.info.class_names)
     if result.downscaled:
         lines.append(f'  {result.downscaled} image(s) with a shorter side over {result.max_short_side} px stored '
                      f'downscaled to it (--max_short_side; 0 keeps every image\'s resolution)')
@@ -244,15 +248,19 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
     return lines
 
 
-def _unknown_class_lines(excluded):
-    """One line for the images left out for classes the label list lacks: which, and in how many images."""
+def _unknown_class_lines(excluded, class_names):
+    """One line for the images left out for classes the label list lacks: which, in how many images, and
+    the label list's name that each one matches up to case, spaces, '_' or '-', if any."""
     images = collections.Counter(name for issue in excluded for name in issue.unknown_classes)
     if not images:
         return []
     count = sum(bool(issue.unknown_classes) for issue in excluded)
     classes = ', '.join(f'{name!r} in {n}' for name, n in sorted(images.items()))
+    listed = {_look_alike_key(name): name for name in class_names[1:]}
+    typed_like = [(name, listed[_look_alike_key(name)]) for name in sorted(images) if _look_alike_key(name) in listed]
+    hints = ''.join(f'; {name!r}: did you mean {like!r} (labels file)?' for name, like in typed_like)
     return [f'  {count} image(s) left out for classes not in the label list ({classes}); add those classes to '
-            f'the labels file to keep the images']
+            f'the labels file to keep the images{hints}']
 
 
 def _previous_info(output_dir, dataset_name, merging, log_fn):

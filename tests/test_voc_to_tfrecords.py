@@ -648,3 +648,20 @@ def test_labels_file_with_a_byte_order_mark_keeps_its_first_class(tmp_path):
     labels = tmp_path / 'labels.txt'
     labels.write_bytes(b'\xef\xbb\xbfcoke can\nchips\n')
     assert dataset_info.read_labels_file(str(labels)) == ['coke can', 'chips']
+
+
+def test_hash_is_a_comment_only_at_the_start_of_a_labels_line(tmp_path):
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('# drinks\n  # crisps below\nchips #2\ncola\n')
+    assert dataset_info.read_labels_file(str(labels)) == ['chips #2', 'cola']
+
+
+def test_class_typed_like_a_labels_file_name_is_pointed_at_it(tmp_path):
+    write_sample(tmp_path, 'a', [('coke can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    write_sample(tmp_path, 'b', [('coke_can', 1, 1, 9, 9, ''), ('jar', 1, 1, 9, 9, '')], image=jpeg_bytes(21, 20),
+                 size=(21, 20))
+    write_sample(tmp_path, 'c', [('chips', 1, 1, 9, 9, '')], image=jpeg_bytes(22, 20), size=(22, 20))
+    _, summary = convert(tmp_path, class_names=['Coke Can', 'chips'])
+    assert ("  2 image(s) left out for classes not in the label list ('coke can' in 1, 'coke_can' in 1, 'jar' in 1); "
+            "add those classes to the labels file to keep the images; 'coke can': did you mean 'Coke Can' (labels "
+            "file)?; 'coke_can': did you mean 'Coke Can' (labels file)?") in summary.splitlines()
