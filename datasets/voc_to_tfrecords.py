@@ -178,6 +178,17 @@ def _look_alike_names(class_names, class_source):
             for names in groups.values() if len(names) > 1]
 
 
+def _normalised_coordinates(parsed, boxes_per_class):
+    """A 'warning' Issue when boxes were written and every box coordinate in the XML files read is 1 or less:
+    some export scripts write fractions of the image, where Pascal VOC gives pixels."""
+    coordinates = [value for annotation in parsed.values() for obj in annotation.objects
+                   for value in (obj.xmin, obj.ymin, obj.xmax, obj.ymax)]
+    if not coordinates or max(coordinates) > 1.0 or not sum(boxes_per_class.values()):
+        return []
+    return [Issue('warning', ANNOTATIONS_DIR, 'every box coordinate is 1 or less: they look normalised to 0..1, '
+                                              'while Pascal VOC gives pixels; the boxes cover at most 1 pixel')]
+
+
 class _SplitWriter:
     """Writes the splits of one conversion into shards, tallying issues, boxes per class and progress
     over all of them; progress_fn(done, total), when given, is called after each image."""
@@ -372,6 +383,7 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     shards = {}
     for split in annotations.splits:
         shards[split], num_samples[split] = writer.write(split)
+    annotations.issues.extend(_normalised_coordinates(annotations.parsed, boxes_per_class))
     info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
     result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
                               writer.kept_large)

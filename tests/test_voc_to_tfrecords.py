@@ -665,3 +665,14 @@ def test_class_typed_like_a_labels_file_name_is_pointed_at_it(tmp_path):
     assert ("  2 image(s) left out for classes not in the label list ('coke can' in 1, 'coke_can' in 1, 'jar' in 1); "
             "add those classes to the labels file to keep the images; 'coke can': did you mean 'Coke Can' (labels "
             "file)?; 'coke_can': did you mean 'Coke Can' (labels file)?") in summary.splitlines()
+
+
+@pytest.mark.parametrize('largest, warned', [(1.0, True), (2, False)])
+def test_box_coordinates_all_within_0_and_1_are_warned_about_as_normalised(tmp_path, largest, warned):
+    write_sample(tmp_path, 'a', [('can', 0.1, 0.2, 0.5, 0.6, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    write_sample(tmp_path, 'b', [('can', 0, 0.25, largest, 0.75, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    _, summary = convert(tmp_path)
+    line = ('  warning: Annotations: every box coordinate is 1 or less: they look normalised to 0..1, while Pascal '
+            'VOC gives pixels; the boxes cover at most 1 pixel')
+    assert (line in summary.splitlines()) == warned
+    assert (line in (tmp_path / 'out' / voc_to_tfrecords.REPORT_FILENAME).read_text()) == warned
