@@ -6,10 +6,10 @@ as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK,
 whose EXIF orientation says it is stored turned) is turned upright, converted to RGB, alpha composited on
 white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95; so is a photo whose shorter side is
 over the converter's limit, downscaled to it. Records hold photos upright, as detect.py and image viewers show
-them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x
-[0, height] pixels of the image they were drawn on; those of zero area, before or after clipping, are
-dropped; then they are turned upright with the photo. A sample that cannot be used raises SampleError, whose
-message is the reason. No TensorFlow here.
+them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x [0, height] pixels of the image
+they were drawn on; those with swapped corners (a max below its min), and those of zero area before or after
+clipping, are dropped; then they are turned upright with the photo. A sample that cannot be used raises
+SampleError, whose message is the reason. No TensorFlow here.
 """
 import collections
 import dataclasses
@@ -286,11 +286,19 @@ def turn_upright(objects, orientation, stored_height, stored_width):
 
 
 def repair_boxes(objects, height, width):
-    """Boxes clipped to [0, width] x [0, height] pixels; zero-area ones dropped. -> (kept, notes)."""
+    """Boxes clipped to [0, width] x [0, height] pixels; those with swapped corners or zero area dropped.
+    -> (kept, notes)."""
     kept, notes = [], []
     for index, obj in enumerate(objects, 1):
         label = f'box {index} ({obj.name!r}, x {obj.xmin:g}..{obj.xmax:g}, y {obj.ymin:g}..{obj.ymax:g})'
-        if obj.xmax <= obj.xmin or obj.ymax <= obj.ymin:
+        swapped = [f'{high} {high_value:g} < {low} {low_value:g}'
+                   for low, low_value, high, high_value in (('xmin', obj.xmin, 'xmax', obj.xmax),
+                                                            ('ymin', obj.ymin, 'ymax', obj.ymax))
+                   if high_value < low_value]
+        if swapped:
+            notes.append(f'{label} has {" and ".join(swapped)}: dropped')
+            continue
+        if obj.xmax == obj.xmin or obj.ymax == obj.ymin:
             notes.append(f'{label} has zero area: dropped')
             continue
         clipped = dataclasses.replace(

@@ -123,6 +123,8 @@ def _bad_inputs_dataset(root):
     write_sample(root, 'out_of_image', [('can', -5, 10, 130, 50, '')], image=jpeg_bytes(103, 40), size=(103, 40))
     write_sample(root, 'zero_area', [('can', 10, 10, 10, 30, ''), ('bottle', 2, 3, 40, 30, '')],
                  image=jpeg_bytes(104, 40), size=(104, 40))
+    write_sample(root, 'swapped', [('can', 94, 5, 30, 30, ''), ('can', 2, 30, 20, 3, ''), ('bottle', 1, 2, 9, 9, '')],
+                 image=jpeg_bytes(112, 40), size=(112, 40))
     write_sample(root, 'no_object', [], image=jpeg_bytes(105, 40), size=(105, 40))
     write_sample(root, 'wrong_size', [('can', 2, 2, 20, 20, '')], image=jpeg_bytes(106, 40), size=(500, 400))
     for stem, width, mode, colour in (('gray', 107, 'L', 128), ('palette', 108, 'P', 3),
@@ -155,6 +157,8 @@ def bad_inputs(tmp_path_factory):
     ('unknown_class', 'excluded', "class 'alien' not in the label list"),
     ('out_of_image', 'repaired', 'extends outside the 103x40 image: clipped'),
     ('zero_area', 'repaired', "box 1 ('can', x 10..10, y 10..30) has zero area: dropped"),
+    ('swapped', 'repaired', "box 1 ('can', x 94..30, y 5..30) has xmax 30 < xmin 94: dropped"),
+    ('swapped', 'repaired', "box 2 ('can', x 2..20, y 30..3) has ymax 3 < ymin 30: dropped"),
     ('no_object', 'background-only', 'no objects: kept as a background-only sample'),
     ('wrong_size', 'warning', '<size> 500x400 differs from the real image size 106x40'),
     ('gray', 'converted', 'L PNG converted to RGB'),
@@ -164,20 +168,21 @@ def bad_inputs(tmp_path_factory):
 ])
 def test_bad_input_is_named_in_summary_and_good_images_written(bad_inputs, stem, kind, reason):
     result, summary, records = bad_inputs
-    line = next(line for line in summary.splitlines() if f'Annotations/{stem}.xml' in line)
-    assert f'{kind}: ' in line and reason in line
+    lines = [line for line in summary.splitlines() if f'Annotations/{stem}.xml' in line]
+    assert any(f'{kind}: ' in line and reason in line for line in lines), lines
     assert {101, 111} <= set(records)  # the good images on either side (first and last by name) were written
 
 
 def test_bad_inputs_counts_and_repaired_records(bad_inputs):
     result, summary, records = bad_inputs
     assert result.count('excluded') == 7
-    assert sorted(records) == [101, 103, 104, 105, 106, 107, 108, 109, 110, 111]
+    assert sorted(records) == [101, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112]
     assert (list(records)[0], list(records)[-1]) == (101, 111)  # in file order: a_good first, zz_good last
-    assert summary.splitlines()[0].startswith('Wrote 10 images (train 10)')
+    assert summary.splitlines()[0].startswith('Wrote 11 images (train 11)')
     np.testing.assert_allclose([records[103][f'image/object/bbox/{k}'][0] for k in ('xmin', 'xmax')],
                                [0.0, 1.0], atol=1e-6)                      # clipped to the image
     assert list(records[104]['image/object/bbox/label_text']) == [b'bottle']  # zero-area box dropped
+    assert list(records[112]['image/object/bbox/label_text']) == [b'bottle']  # swapped-corner boxes dropped
     assert records[105]['image/object/bbox/label'].size == 0                   # background-only sample
     assert (records[106]['image/height'], records[106]['image/width']) == (40, 106)  # real size wins
     np.testing.assert_allclose(records[106]['image/object/bbox/xmax'], [20 / 106], atol=1e-6)
