@@ -29,12 +29,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
+from datasets.voc_reader import IMAGE_EXTENSIONS
 from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
 from utils.file_io import check_writable_folder
 
-flags.DEFINE_string('images', None, 'Comma-separated image files or glob patterns.')
+flags.DEFINE_string('images', None, 'Comma-separated image files, glob patterns or folders (the images in them).')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
 flags.DEFINE_string('model', None, 'A .tflite model (deployment/export_tflite.py) to run instead of '
                     '--checkpoint_path; its own post-processing applies, so only --score_threshold is used.')
@@ -45,14 +46,25 @@ flags.adopt_module_key_flags(inference_flags)   # --help lists them with this sc
 _SAVE_FORMATS = {'JPEG': ('JPEG', '.jpg'), 'PNG': ('PNG', '.png')}   # others are written as PNG
 
 
+def _images_in(folder):
+    """The image files directly in `folder` (by extension, any case), sorted."""
+    extensions = {extension.lower() for extension in IMAGE_EXTENSIONS}
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if os.path.splitext(name)[1].lower() in extensions)
+
+
 def expand_image_patterns(patterns):
-    """'a.jpg,dir/*.png' -> (sorted unique existing files, the patterns that match no file); UserError when no
-    pattern matches a file."""
+    """'a.jpg,dir/*.png,photos/' -> (sorted unique existing files, the patterns that match no file); a folder
+    stands for the images in it, and a whole value naming one file is that file even with commas in its name.
+    UserError when no pattern matches a file."""
     paths, unmatched = [], []
-    for pattern in (item.strip() for item in patterns.split(',')):
+    for pattern in [patterns] if os.path.isfile(patterns) else (item.strip() for item in patterns.split(',')):
         if not pattern:
             continue
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if os.path.isdir(pattern):
+            matches = _images_in(pattern)
+        else:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         matches = [path for path in matches if os.path.isfile(path)]
         if not matches:
             unmatched.append(pattern)

@@ -23,7 +23,11 @@ def detected(tmp_path_factory):
     (root / 'other' / 'wide.png').write_bytes(png)                       # same name in another folder
     Image.fromarray(fixtures.make_image(150, 70, 1)).convert('CMYK').save(root / 'cmyk.jpg')
     Image.fromarray(fixtures.make_image(64, 64, 2)).convert('L').save(root / 'gray.png')
-    images = [root / 'wide.png', root / '*.jpg', root / 'other' / '*.png', root / 'absent.jpg', root / '*.gif']
+    (root / 'folder').mkdir()
+    (root / 'folder' / 'shelf.PNG').write_bytes(png)
+    (root / 'folder' / 'notes.txt').write_text('not an image')
+    images = [root / 'wide.png', root / '*.jpg', root / 'other' / '*.png', root / 'absent.jpg', root / '*.gif',
+              root / 'folder']
     result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % prefix, '--images=%s' % ','.join(map(str, images)),
                                   '--output_dir=%s' % (root / 'out'), '--score_threshold=%g' % SCORE_THRESHOLD])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -38,6 +42,20 @@ def test_output_holds_no_tensorflow_noise(detected):
 def test_a_missing_file_or_a_pattern_matching_nothing_is_skipped_with_one_line(detected):
     for missing in (detected['root'] / 'absent.jpg', detected['root'] / '*.gif'):
         assert '%s: no such image file; skipped' % missing in detected['output']
+
+
+def test_a_folder_stands_for_the_images_in_it(detected):
+    folder = detected['root'] / 'folder'
+    assert f'{folder / "shelf.PNG"}: ' in detected['output'] and 'notes.txt' not in detected['output']
+
+
+def test_a_file_with_a_comma_in_its_name_is_that_file(detected, tmp_path):
+    photo = tmp_path / 'shelf, left.png'
+    photo.write_bytes(detected['png'])
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % detected['prefix'], '--images=%s' % photo,
+                                  '--output_dir=%s' % (tmp_path / 'out')])
+    assert result.returncode == 0 and f'{photo}: ' in result.stderr
+    assert os.listdir(tmp_path / 'out') == ['shelf, left.png']
 
 
 def test_images_that_all_miss_are_one_line_before_the_model_loads(detected, tmp_path):
@@ -59,7 +77,7 @@ def test_each_image_says_how_many_detections_it_has_and_what_to_do_with_none(det
 
 def test_pictures_are_written_with_original_sizes(detected):
     out = detected['root'] / 'out'
-    assert sorted(os.listdir(out)) == ['cmyk.jpg', 'wide.png', 'wide_2.png']
+    assert sorted(os.listdir(out)) == ['cmyk.jpg', 'shelf.png', 'wide.png', 'wide_2.png']
     assert Image.open(out / 'wide.png').size == (130, 90)
     assert Image.open(out / 'cmyk.jpg').size == (70, 150)
     assert Image.open(out / 'cmyk.jpg').mode == 'RGB'
@@ -69,7 +87,8 @@ def test_json_lines_have_pixel_boxes_inside_the_image(detected):
     lines = detected['lines']
     assert lines, 'the fixture checkpoint favours class 1: there must be confident detections'
     sizes = {str(detected['root'] / 'wide.png'): (90, 130), str(detected['root'] / 'cmyk.jpg'): (150, 70),
-             str(detected['root'] / 'other' / 'wide.png'): (90, 130)}
+             str(detected['root'] / 'other' / 'wide.png'): (90, 130),
+             str(detected['root'] / 'folder' / 'shelf.PNG'): (90, 130)}
     for line in lines:
         assert set(line) == {'image', 'class', 'class_id', 'score', 'box'}
         height, width = sizes[line['image']]
