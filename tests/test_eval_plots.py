@@ -1,5 +1,7 @@
 """utils/eval_plots.py: pr_curves data against hand-counted values, PNG files opened and their colours checked."""
+import dataclasses
 import glob
+import os
 
 import numpy as np
 from PIL import Image
@@ -83,6 +85,15 @@ def test_pr_curve_pngs_have_their_size_and_curve(tmp_path):
         with Image.open(path) as picture:
             assert picture.size == (480, 400)
             assert eval_plots.CURVE_COLOUR in {colour for _, colour in picture.convert('RGB').getcolors(1 << 16)}
+
+
+def test_classes_whose_file_names_coincide_get_one_png_each(tmp_path):
+    """'Coke Can' and 'Coke_Can' both become pr_Coke_Can; 'coke_can' is the same file where case is ignored."""
+    curves = [dataclasses.replace(CURVE, name=name) for name in ('Coke Can', 'Coke_Can', 'coke_can', 'box')]
+    paths = eval_plots.save_pr_curve_pngs(str(tmp_path), curves)
+    assert [os.path.basename(path) for path in paths] == ['pr_Coke_Can.png', 'pr_Coke_Can_2.png', 'pr_coke_can_3.png',
+                                                          'pr_box.png']
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(path) for path in paths)
 
 
 def _colour_at(grid, image_index, box, columns, cell=(160, 120)):

@@ -92,8 +92,16 @@ def write_pr_curves(log_dir, curves, step):
     writer.close()
 
 
-def _file_name(class_name):
-    return 'pr_%s.png' % (re.sub(r'[^A-Za-z0-9_.-]+', '_', class_name) or 'class')
+def _file_name(class_name, taken):
+    """'pr_<class name>.png' with the characters file systems object to as '_'; '_2', '_3', ... after the name
+    when an earlier class took it (or its case-insensitive twin), so that 'Coke Can' and 'Coke_Can' both get one."""
+    stem = 'pr_%s' % (re.sub(r'[^A-Za-z0-9_.-]+', '_', class_name) or 'class')
+    name, copy = stem + '.png', 1
+    while name.lower() in taken:
+        copy += 1
+        name = '%s_%d.png' % (stem, copy)
+    taken.add(name.lower())
+    return name
 
 
 def draw_pr_curve(curve):
@@ -128,11 +136,11 @@ def draw_pr_curve(curve):
 
 
 def save_pr_curve_pngs(plot_dir, curves):
-    """One PNG per ClassCurve in plot_dir (created), 'pr_<class name>.png'; returns the paths."""
+    """One PNG per ClassCurve in plot_dir (created), 'pr_<class name>.png' (see _file_name); returns the paths."""
     os.makedirs(plot_dir, exist_ok=True)
-    paths = []
+    paths, taken = [], set()
     for curve in curves:
-        paths.append(os.path.join(plot_dir, _file_name(curve.name)))
+        paths.append(os.path.join(plot_dir, _file_name(curve.name, taken)))
         draw_pr_curve(curve).save(paths[-1])
     return paths
 
