@@ -10,9 +10,9 @@ IMAGES_DIR = 'JPEGImages'
 SPLITS_DIR = os.path.join('ImageSets', 'Main')
 
 
-def annotation_stems(annotations_dir):
-    """Sorted file stems of annotations_dir/*.xml."""
-    return sorted(name[:-4] for name in os.listdir(annotations_dir) if name.lower().endswith('.xml'))
+def annotation_files(annotations_dir):
+    """Stem -> file name of annotations_dir/*.xml, the extension in any case ('img_007.XML'), sorted by stem."""
+    return dict(sorted((name[:-4], name) for name in os.listdir(annotations_dir) if name.lower().endswith('.xml')))
 
 
 def _split_lists(splits_dir):
@@ -60,7 +60,7 @@ def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0, u
             raise UserError(f'{os.path.join(dataset_dir, SPLITS_DIR, split_name + ".txt")}: not found '
                             f'(lists there: {", ".join(lists)})')
         return {split_name: lists[split_name]}
-    stems = annotation_stems(annotations_dir)
+    stems = list(annotation_files(annotations_dir))
     if not stems:
         raise UserError(f'{annotations_dir}: no .xml annotation files')
     split_name = split_name or 'train'

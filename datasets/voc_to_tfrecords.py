@@ -20,7 +20,7 @@ from datasets.split_boxes import count_boxes
 from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
 from datasets.voc_reader import (SampleError, boxes_frame_note, drawn_on_stored, find_image, load_image,
                                  missing_image_reason, parse_voc_xml, repair_boxes, turn_upright)
-from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_stems, plan_splits
+from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_files, plan_splits
 from utils.errors import UserError
 
 REPORT_FILENAME = 'conversion_report.txt'
@@ -82,39 +82,42 @@ class _Annotations:
     """A VOC folder's annotations as read for one conversion."""
     dataset_dir: str
     splits: dict           # split -> annotation stems
+    files: dict            # stem -> file name of every Annotations/*.xml
     parsed: dict           # stem -> VocAnnotation, for the stems whose XML parses
     issues: list           # Issues so far: the XML files that do not parse
+
+    def relative_path(self, stem):
+        """Annotations/<stem>.xml as the file is named ('.XML' too), relative to the dataset folder."""
+        return os.path.join(ANNOTATIONS_DIR, self.files.get(stem, stem + '.xml'))
 
 
 def _read_annotations(dataset_dir, options):
     splits = plan_splits(dataset_dir, options.split_name, options.validation_fraction, options.seed,
                          options.split_lists)
-    issues = []
-    parsed = _parse_all(dataset_dir, splits, issues)
-    return _Annotations(dataset_dir, splits, parsed, issues)
+    annotations = _Annotations(dataset_dir, splits, annotation_files(os.path.join(dataset_dir, ANNOTATIONS_DIR)),
+                               {}, [])
+    _parse_all(annotations)
+    return annotations
 
 
-def _parse_all(dataset_dir, splits, issues):
-    """stem -> VocAnnotation for every listed stem that parses; failures become 'excluded' issues."""
-    parsed = {}
-    for stem in dict.fromkeys(s for stems in splits.values() for s in stems):
-        relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
+def _parse_all(annotations):
+    """Fill annotations.parsed for every listed stem that parses; failures become 'excluded' issues."""
+    for stem in dict.fromkeys(s for stems in annotations.splits.values() for s in stems):
+        relative = annotations.relative_path(stem)
         try:
-            parsed[stem] = parse_voc_xml(os.path.join(dataset_dir, relative))
+            annotations.parsed[stem] = parse_voc_xml(os.path.join(annotations.dataset_dir, relative))
         except SampleError as err:
-            issues.append(Issue('excluded', relative, str(err)))
-    return parsed
+            annotations.issues.append(Issue('excluded', relative, str(err)))
 
 
-def _class_names_in_annotations(dataset_dir, parsed):
+def _class_names_in_annotations(annotations):
     """Sorted object names over every Annotations/*.xml, not only this run's splits, so that splits
-    converted one at a time get the same label ids. parsed: stem -> annotation already read."""
-    names = {obj.name for annotation in parsed.values() for obj in annotation.objects}
-    annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
-    for stem in annotation_stems(annotations_dir):
-        if stem not in parsed:
+    converted one at a time get the same label ids."""
+    names = {obj.name for annotation in annotations.parsed.values() for obj in annotation.objects}
+    for stem in annotations.files:
+        if stem not in annotations.parsed:
             try:
-                annotation = parse_voc_xml(os.path.join(annotations_dir, stem + '.xml'))
+                annotation = parse_voc_xml(os.path.join(annotations.dataset_dir, annotations.relative_path(stem)))
                 names.update(obj.name for obj in annotation.objects)
             except SampleError:
                 pass  # not in this run's splits: reported when its split is converted
@@ -151,14 +154,15 @@ def _build_sample(dataset_dir, stem, annotation, class_index, max_short_side):
     return example.SerializeToString(), objects, notes, loaded
 
 
-def _label_names(dataset_dir, parsed, class_names):
+def _label_names(annotations, class_names):
     """(class names in label order, 'none' first; where they come from, for error messages)."""
     if class_names is not None:
         return ds_info.with_background(class_names), 'the class list given'
-    class_names = _class_names_in_annotations(dataset_dir, parsed)
-    if parsed and not class_names:
-        raise UserError(f'{dataset_dir}: the annotations name no object class; pass --labels_file')
-    return ds_info.with_background(class_names), f'the names in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}'
+    class_names = _class_names_in_annotations(annotations)
+    if annotations.parsed and not class_names:
+        raise UserError(f'{annotations.dataset_dir}: the annotations name no object class; pass --labels_file')
+    return (ds_info.with_background(class_names),
+            f'the names in {os.path.join(annotations.dataset_dir, ANNOTATIONS_DIR)}')
 
 
 def _look_alike_key(name):
@@ -216,8 +220,8 @@ class _SplitWriter:
 
     def _write_sample(self, writer, stem):
         """1 when the sample was written, 0 when it is left out (an 'excluded' issue)."""
-        relative = os.path.join(ANNOTATIONS_DIR, stem + '.xml')
         source = self._annotations
+        relative = source.relative_path(stem)
         try:
             serialized, objects, notes, loaded = _build_sample(source.dataset_dir, stem, source.parsed[stem],
                                                                    self._class_index, self._options.max_short_side)
@@ -375,7 +379,7 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     if options.max_short_side < 0:
         raise UserError(f'--max_short_side={options.max_short_side}: must be 0 (no limit) or more')
     annotations = _read_annotations(dataset_dir, options)
-    all_names, class_source = _label_names(dataset_dir, annotations.parsed, options.class_names)
+    all_names, class_source = _label_names(annotations, options.class_names)
     annotations.issues.extend(_look_alike_names(all_names, class_source))
     previous, num_samples, boxes_per_class = _start_output(output_dir, options, all_names, class_source,
                                                            set(annotations.splits), log_fn)

@@ -681,3 +681,11 @@ def test_box_coordinates_all_within_0_and_1_are_warned_about_as_normalised(tmp_p
             'VOC gives pixels; the boxes cover at most 1 pixel')
     assert (line in summary.splitlines()) == warned
     assert (line in (tmp_path / 'out' / voc_to_tfrecords.REPORT_FILENAME).read_text()) == warned
+
+
+def test_annotation_with_an_uppercase_extension_is_read(tmp_path):
+    write_sample(tmp_path, 'img_007', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    os.rename(tmp_path / 'Annotations' / 'img_007.xml', tmp_path / 'Annotations' / 'img_007.XML')
+    result, summary = convert(tmp_path)
+    assert result.info.num_samples == {'train': 1} and result.issues == [], summary
+    assert result.info.boxes_per_class == {'can': 1}
