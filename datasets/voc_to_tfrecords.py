@@ -193,6 +193,17 @@ def _normalised_coordinates(parsed, boxes_per_class):
                                               'while Pascal VOC gives pixels; the boxes cover at most 1 pixel')]
 
 
+def _classes_without_boxes(boxes_per_class, class_source):
+    """A 'warning' Issue naming the classes with no box in the dataset ('sprite' in labels.txt, a first line
+    '__background__'): the model would learn to detect a class it never sees."""
+    empty = [name for name, count in boxes_per_class.items() if not count]
+    if not empty:
+        return []
+    return [Issue('warning', class_source, f'{len(empty)} class(es) with 0 boxes in the converted data: '
+                                           f'{", ".join(map(repr, empty))}; the model would train classes it never '
+                                           f'sees (annotate them, or drop them from the class list)')]
+
+
 class _SplitWriter:
     """Writes the splits of one conversion into shards, tallying issues, boxes per class and progress
     over all of them; progress_fn(done, total), when given, is called after each image."""
@@ -388,6 +399,7 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     for split in annotations.splits:
         shards[split], num_samples[split] = writer.write(split)
     annotations.issues.extend(_normalised_coordinates(annotations.parsed, boxes_per_class))
+    annotations.issues.extend(_classes_without_boxes(boxes_per_class, class_source))
     info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
     result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
                               writer.kept_large)

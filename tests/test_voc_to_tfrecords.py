@@ -689,3 +689,15 @@ def test_annotation_with_an_uppercase_extension_is_read(tmp_path):
     result, summary = convert(tmp_path)
     assert result.info.num_samples == {'train': 1} and result.issues == [], summary
     assert result.info.boxes_per_class == {'can': 1}
+
+
+def test_classes_of_the_label_list_without_a_box_are_warned_about(tmp_path):
+    write_sample(tmp_path, 'a', [('coke can', 1, 1, 9, 9, ''), ('chips', 2, 2, 9, 9, '')], image=jpeg_bytes(20, 20),
+                 size=(20, 20))
+    result, summary = convert(tmp_path, class_names=['__background__', 'coke can', 'chips', 'sprite'])
+    assert result.info.boxes_per_class == {'__background__': 0, 'coke can': 1, 'chips': 1, 'sprite': 0}
+    assert ("  warning: the class list given: 2 class(es) with 0 boxes in the converted data: '__background__', "
+            "'sprite'; the model would train classes it never sees (annotate them, or drop them from the class "
+            "list)") in summary.splitlines()
+    _, summary = convert(tmp_path, class_names=['coke can', 'chips'])
+    assert 'with 0 boxes' not in summary
