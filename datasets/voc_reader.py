@@ -113,9 +113,14 @@ def parse_voc_xml(path):
     return VocAnnotation((root.findtext('filename') or '').strip(), _xml_size(root), objects)
 
 
+def filename_base(filename):
+    """An XML's <filename> without folders, Windows ones included; '' when it is ''."""
+    return os.path.basename(filename.replace('\\', '/'))
+
+
 def _image_names(filename, annotation_stem):
     """(the XML's <filename> without folders, or ''; the stems tried with each of IMAGE_EXTENSIONS)."""
-    base = os.path.basename(filename.replace('\\', '/')) if filename else ''
+    base = filename_base(filename)
     stems = ([os.path.splitext(base)[0]] if base else []) + [annotation_stem]
     return base, list(dict.fromkeys(stems))
 

@@ -18,8 +18,9 @@ import os
 from datasets import dataset_info as ds_info
 from datasets.split_boxes import count_boxes
 from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
-from datasets.voc_reader import (SampleError, boxes_frame_note, drawn_on_stored, find_image, load_image,
-                                 missing_image_reason, parse_voc_xml, repair_boxes, turn_upright)
+from datasets.voc_reader import (IMAGE_EXTENSIONS, SampleError, boxes_frame_note, drawn_on_stored, filename_base,
+                                 find_image, load_image, missing_image_reason, parse_voc_xml, repair_boxes,
+                                 turn_upright)
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_files, plan_splits
 from utils.errors import UserError
 
@@ -28,8 +29,9 @@ REPORT_FILENAME = 'conversion_report.txt'
 # so a shorter side of 1536 still gives it 300+ pixels, while a phone's 12 MP photo holds 4x fewer pixels to
 # decode at every step (bench/RESULTS.md, "Large photos"). ssd_512_vgg's crop wants 512 / 0.21 = 2415.
 DEFAULT_MAX_SHORT_SIDE = 1536
-# Kinds of Issue, in the summary's order; 'background-only': an image without objects, kept as a background sample.
-ISSUE_KINDS = ('excluded', 'repaired', 'warning', 'background-only', 'converted')
+# Kinds of Issue, in the summary's order; 'unannotated': an image no XML names, left out; 'background-only': an
+# image without objects, kept as a background sample.
+ISSUE_KINDS = ('excluded', 'unannotated', 'repaired', 'warning', 'background-only', 'converted')
 
 
 @dataclasses.dataclass
@@ -97,6 +99,7 @@ def _read_annotations(dataset_dir, options):
     annotations = _Annotations(dataset_dir, splits, annotation_files(os.path.join(dataset_dir, ANNOTATIONS_DIR)),
                                {}, [])
     _parse_all(annotations)
+    annotations.issues.extend(_images_without_annotation(annotations))
     return annotations
 
 
@@ -108,6 +111,23 @@ def _parse_all(annotations):
             annotations.parsed[stem] = parse_voc_xml(os.path.join(annotations.dataset_dir, relative))
         except SampleError as err:
             annotations.issues.append(Issue('excluded', relative, str(err)))
+
+
+def _images_without_annotation(annotations):
+    """'unannotated' Issues for the images in JPEGImages/ that no annotation names, by its stem, a split list
+    or its <filename>: labelImg writes no XML for an image the user never saved."""
+    images_dir = os.path.join(annotations.dataset_dir, IMAGES_DIR)
+    if not os.path.isdir(images_dir):
+        return []
+    annotated = set(annotations.files).union(*annotations.splits.values())
+    named = {filename_base(annotation.filename) for annotation in annotations.parsed.values()}
+    issues = []
+    for name in sorted(os.listdir(images_dir)):
+        stem, extension = os.path.splitext(name)
+        if extension in IMAGE_EXTENSIONS and stem not in annotated and name not in named:
+            issues.append(Issue('unannotated', os.path.join(IMAGES_DIR, name), f'no {ANNOTATIONS_DIR}/{stem}.xml: left '
+                                f'out (a background-only image needs an XML with no <object>)'))
+    return issues
 
 
 def _class_names_in_annotations(annotations):

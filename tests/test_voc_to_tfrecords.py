@@ -701,3 +701,20 @@ def test_classes_of_the_label_list_without_a_box_are_warned_about(tmp_path):
             "list)") in summary.splitlines()
     _, summary = convert(tmp_path, class_names=['coke can', 'chips'])
     assert 'with 0 boxes' not in summary
+
+
+def test_images_without_an_annotation_are_counted_and_listed(tmp_path):
+    write_sample(tmp_path, 'a', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    write_sample(tmp_path, 'b', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20),
+                 filename='photo_b.jpg')                                  # named by b.xml's <filename>
+    (tmp_path / 'JPEGImages' / 'never_saved.jpg').write_bytes(jpeg_bytes(20, 20))
+    (tmp_path / 'JPEGImages' / 'shelf.PNG').write_bytes(b'any bytes')
+    (tmp_path / 'JPEGImages' / 'notes.txt').write_text('not an image')
+    result, summary = convert(tmp_path)
+    assert result.info.num_samples == {'train': 2}
+    assert 'excluded 0, unannotated 2, repaired 0,' in summary.splitlines()[0]
+    report = (tmp_path / 'out' / voc_to_tfrecords.REPORT_FILENAME).read_text().splitlines()
+    hint = 'left out (a background-only image needs an XML with no <object>)'
+    assert [line for line in report if 'unannotated: ' in line] == [
+        f'  unannotated: JPEGImages/never_saved.jpg: no Annotations/never_saved.xml: {hint}',
+        f'  unannotated: JPEGImages/shelf.PNG: no Annotations/shelf.xml: {hint}']
