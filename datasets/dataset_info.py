@@ -146,9 +146,9 @@ def list_shards(dataset_dir, split_name, dataset_name=None):
 def read_labels_file(path):
     """Object class names (no background), one per line, in label order (first line = label 1).
 
-    Blank lines and lines starting with '#' are skipped ('chips #2' is a name); TF-Slim's 'index:name' lines are accepted, and a
-    leading 'none'/'background' entry is dropped since label 0 is always the background. A UTF-8 byte
-    order mark (Windows Notepad writes one) is not part of the first name."""
+    Blank lines and lines starting with '#' are skipped ('chips #2' is a name); TF-Slim's 'index:name' lines
+    are accepted, and a leading 'none'/'background' entry is dropped since label 0 is always the background.
+    A UTF-8 byte order mark (Windows Notepad writes one) is not part of the first name."""
     try:
         with open(path, encoding='utf-8-sig') as source:
             lines = source.read().splitlines()
