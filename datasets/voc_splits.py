@@ -3,6 +3,7 @@ them, every Annotations/*.xml in one split plus an optional seeded validation 't
 import os
 import random
 
+from datasets.voc_reader import IMAGE_EXTENSIONS
 from utils.errors import UserError
 
 ANNOTATIONS_DIR = 'Annotations'
@@ -15,9 +16,15 @@ def annotation_files(annotations_dir):
     return dict(sorted((name[:-4], name) for name in os.listdir(annotations_dir) if name.lower().endswith('.xml')))
 
 
+def _listed_stem(entry):
+    """A split list's entry as an annotation stem: 'img_020' as is, 'img_020.jpg' without its image extension."""
+    stem, extension = os.path.splitext(entry)
+    return stem if extension in IMAGE_EXTENSIONS else entry
+
+
 def _split_lists(splits_dir):
-    """split -> ids from ImageSets/Main/<split>.txt (first word per line); VOC's per-class
-    '<class>_<split>.txt' lists are skipped."""
+    """split -> ids from ImageSets/Main/<split>.txt (first word per line, an image extension dropped); VOC's
+    per-class '<class>_<split>.txt' lists are skipped."""
     if not os.path.isdir(splits_dir):
         return {}
     stems = [name[:-4] for name in sorted(os.listdir(splits_dir)) if name.endswith('.txt')]
@@ -26,7 +33,7 @@ def _split_lists(splits_dir):
         if any(stem.endswith('_' + other) for other in stems if other != stem):
             continue
         with open(os.path.join(splits_dir, stem + '.txt'), encoding='utf-8', errors='replace') as source:
-            lists[stem] = [line.split()[0] for line in source if line.split()]
+            lists[stem] = [_listed_stem(line.split()[0]) for line in source if line.split()]
     return lists
 
 

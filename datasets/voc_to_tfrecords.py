@@ -21,7 +21,7 @@ from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_sha
 from datasets.voc_reader import (IMAGE_EXTENSIONS, SampleError, boxes_frame_note, drawn_on_stored, filename_base,
                                  find_image, load_image, missing_image_reason, parse_voc_xml, repair_boxes,
                                  turn_upright)
-from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, annotation_files, plan_splits
+from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, SPLITS_DIR, annotation_files, plan_splits, split_list_names
 from utils.errors import UserError
 
 REPORT_FILENAME = 'conversion_report.txt'
@@ -84,6 +84,7 @@ class _Annotations:
     """A VOC folder's annotations as read for one conversion."""
     dataset_dir: str
     splits: dict           # split -> annotation stems
+    listed: bool           # whether the splits are ImageSets/Main lists
     files: dict            # stem -> file name of every Annotations/*.xml
     parsed: dict           # stem -> VocAnnotation, for the stems whose XML parses
     issues: list           # Issues so far: the XML files that do not parse
@@ -92,25 +93,55 @@ class _Annotations:
         """Annotations/<stem>.xml as the file is named ('.XML' too), relative to the dataset folder."""
         return os.path.join(ANNOTATIONS_DIR, self.files.get(stem, stem + '.xml'))
 
+    def split_source(self, split):
+        """Where a split's images are named: its ImageSets/Main/<split>.txt, or Annotations/."""
+        return os.path.join(SPLITS_DIR, split + '.txt') if self.listed else ANNOTATIONS_DIR
+
 
 def _read_annotations(dataset_dir, options):
     splits = plan_splits(dataset_dir, options.split_name, options.validation_fraction, options.seed,
                          options.split_lists)
-    annotations = _Annotations(dataset_dir, splits, annotation_files(os.path.join(dataset_dir, ANNOTATIONS_DIR)),
-                               {}, [])
+    listed = options.split_lists and bool(split_list_names(dataset_dir))
+    annotations = _Annotations(dataset_dir, splits, listed,
+                               annotation_files(os.path.join(dataset_dir, ANNOTATIONS_DIR)), {}, [])
+    annotations.issues.extend(_test_images_in_other_splits(annotations))
     _parse_all(annotations)
     annotations.issues.extend(_images_without_annotation(annotations))
     return annotations
 
 
 def _parse_all(annotations):
-    """Fill annotations.parsed for every listed stem that parses; failures become 'excluded' issues."""
-    for stem in dict.fromkeys(s for stems in annotations.splits.values() for s in stems):
+    """Fill annotations.parsed for every listed stem that parses; failures, and stems a split list names
+    without an XML, become 'excluded' issues."""
+    first_split = {}
+    for split, stems in annotations.splits.items():
+        for stem in stems:
+            first_split.setdefault(stem, split)
+    for stem, split in first_split.items():
         relative = annotations.relative_path(stem)
+        if stem not in annotations.files:
+            annotations.issues.append(Issue('excluded', relative, f'listed in {annotations.split_source(split)}, '
+                                                                  f'but does not exist'))
+            continue
         try:
             annotations.parsed[stem] = parse_voc_xml(os.path.join(annotations.dataset_dir, relative))
         except SampleError as err:
             annotations.issues.append(Issue('excluded', relative, str(err)))
+
+
+def _test_images_in_other_splits(annotations, shown=5):
+    """'warning' Issues for the images the 'test' split shares with another split (train.txt and test.txt
+    listing the same image): its mAP would include training images."""
+    test = set(annotations.splits.get('test', ()))
+    issues = []
+    for split, stems in annotations.splits.items():
+        shared = [stem for stem in dict.fromkeys(stems) if stem in test]
+        if shared and split != 'test':
+            names = ', '.join(shared[:shown]) + (', ...' if len(shared) > shown else '')
+            issues.append(Issue('warning', annotations.split_source('test'),
+                                f'{len(shared)} image(s) also in {annotations.split_source(split)} ({names}): the '
+                                f'test mAP would include training images'))
+    return issues
 
 
 def _images_without_annotation(annotations):
@@ -418,6 +449,10 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     shards = {}
     for split in annotations.splits:
         shards[split], num_samples[split] = writer.write(split)
+        if not num_samples[split]:
+            annotations.issues.append(Issue('warning', annotations.split_source(split),
+                                            f'split {split!r} has 0 images: none of its entries could be used (see the '
+                                            f'excluded lines)'))
     annotations.issues.extend(_normalised_coordinates(annotations.parsed, boxes_per_class))
     annotations.issues.extend(_classes_without_boxes(boxes_per_class, class_source))
     info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)

@@ -260,7 +260,8 @@ def test_split_lists_write_one_set_per_split(tmp_path):
     (lists / 'can_train.txt').write_text('000000  1\n')                 # VOC per-class list: ignored
     result, summary = convert(tmp_path)
     assert result.info.num_samples == {'test': 1, 'train': 3}
-    assert 'excluded: Annotations/000009.xml: cannot read the annotation file' in summary
+    assert 'excluded: Annotations/000009.xml: listed in ImageSets/Main/test.txt, but does not exist' in summary
+    assert result.count('warning') == 0
     with pytest.raises(UserError, match='split lists exist'):
         convert(tmp_path, validation_fraction=0.2)
     with pytest.raises(UserError, match='val.txt: not found'):
@@ -718,3 +719,21 @@ def test_images_without_an_annotation_are_counted_and_listed(tmp_path):
     assert [line for line in report if 'unannotated: ' in line] == [
         f'  unannotated: JPEGImages/never_saved.jpg: no Annotations/never_saved.xml: {hint}',
         f'  unannotated: JPEGImages/shelf.PNG: no Annotations/shelf.xml: {hint}']
+
+
+def test_split_list_mistakes_are_named(tmp_path):
+    _folder(tmp_path, {f'img_{index:03d}': ['can'] for index in range(8)})
+    lists = tmp_path / 'ImageSets' / 'Main'
+    lists.mkdir(parents=True)
+    (lists / 'train.txt').write_text('img_000\nimg_001.jpg\nimg_002\nimg_003\nimg_004\nimg_005\nimg_006\nimg_007\n')
+    (lists / 'test.txt').write_text('img_007\nimg_006\nimg_005\nimg_004\nimg_003\nimg_002\n')   # all in train
+    (lists / 'val.txt').write_text('img_098\nimg_099\n')                                           # none exists
+    result, summary = convert(tmp_path)
+    assert result.info.num_samples == {'test': 6, 'train': 8, 'val': 0}     # img_001.jpg is img_001
+    lines = summary.splitlines()
+    assert ('  warning: ImageSets/Main/test.txt: 6 image(s) also in ImageSets/Main/train.txt (img_002, img_003, '
+            'img_004, img_005, img_006, ...): the test mAP would include training images') in lines
+    assert ("  warning: ImageSets/Main/val.txt: split 'val' has 0 images: none of its entries could be used (see the "
+            "excluded lines)") in lines
+    assert '  excluded: Annotations/img_099.xml: listed in ImageSets/Main/val.txt, but does not exist' in lines
+    assert result.count('warning') == 2 and result.count('excluded') == 2
