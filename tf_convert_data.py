@@ -26,7 +26,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from datasets import dataset_info, split_boxes  # noqa: E402
-from datasets.voc_splits import ANNOTATIONS_DIR, SPLITS_DIR, split_list_names  # noqa: E402
+from datasets.voc_splits import ANNOTATIONS_DIR, CVAT_LIST, SPLITS_DIR, split_list_names  # noqa: E402
 from datasets.voc_to_tfrecords import DEFAULT_MAX_SHORT_SIDE, ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils import anchor_report  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -137,7 +137,13 @@ def _split_source(dataset_dir, options):
         names = [options.split_name] if options.split_name else listed
         return f'images listed in {os.path.join(dataset_dir, SPLITS_DIR)}/{", ".join(n + ".txt" for n in names)}'
     split = options.split_name or 'train'
-    why = ', as SSD-Tensorflow\'s converter (--output_name)' if not options.split_lists else ''
+    cvat_list = os.path.join(dataset_dir, SPLITS_DIR, CVAT_LIST + '.txt')
+    if not options.split_lists:
+        why = ', as SSD-Tensorflow\'s converter (--output_name)'
+    elif os.path.isfile(cvat_list):   # the only list there, else it would be listed above
+        why = f'; {cvat_list}, the only list, names every image (CVAT\'s export): no split list'
+    else:
+        why = ''
     return f'split {split!r}: every annotation in {os.path.join(dataset_dir, ANNOTATIONS_DIR)}{why}'
 
 

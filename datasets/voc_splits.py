@@ -9,6 +9,7 @@ from utils.errors import UserError
 ANNOTATIONS_DIR = 'Annotations'
 IMAGES_DIR = 'JPEGImages'
 SPLITS_DIR = os.path.join('ImageSets', 'Main')
+CVAT_LIST = 'default'   # CVAT's VOC export lists every image in ImageSets/Main/default.txt: no split
 
 
 def annotation_files(annotations_dir):
@@ -24,7 +25,7 @@ def _listed_stem(entry):
 
 def _split_lists(splits_dir):
     """split -> ids from ImageSets/Main/<split>.txt (first word per line, an image extension dropped); VOC's
-    per-class '<class>_<split>.txt' lists are skipped."""
+    per-class '<class>_<split>.txt' lists are skipped, and CVAT's default.txt alone is no split list."""
     if not os.path.isdir(splits_dir):
         return {}
     stems = [name[:-4] for name in sorted(os.listdir(splits_dir)) if name.endswith('.txt')]
@@ -34,7 +35,7 @@ def _split_lists(splits_dir):
             continue
         with open(os.path.join(splits_dir, stem + '.txt'), encoding='utf-8', errors='replace') as source:
             lists[stem] = [_listed_stem(line.split()[0]) for line in source if line.split()]
-    return lists
+    return {} if list(lists) == [CVAT_LIST] else lists
 
 
 def split_list_names(dataset_dir):

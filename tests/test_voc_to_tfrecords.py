@@ -737,3 +737,19 @@ def test_split_list_mistakes_are_named(tmp_path):
             "excluded lines)") in lines
     assert '  excluded: Annotations/img_099.xml: listed in ImageSets/Main/val.txt, but does not exist' in lines
     assert result.count('warning') == 2 and result.count('excluded') == 2
+
+
+def test_cvat_default_list_alone_is_no_split_list(tmp_path):
+    """CVAT's VOC export lists every image in ImageSets/Main/default.txt; the normal split applies."""
+    _folder(tmp_path, {'a': ['can'], 'b': ['can']})
+    os.makedirs(tmp_path / 'ImageSets' / 'Main')
+    (tmp_path / 'ImageSets' / 'Main' / 'default.txt').write_text('a\nb\n')
+    done = _run_script(f'--dataset_dir={tmp_path}', f'--output_dir={tmp_path / "out"}', '--validation_fraction=0.5')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].endswith(
+        f"(dataset commodity; split 'train': every annotation in {tmp_path / 'Annotations'}; "
+        f"{tmp_path / 'ImageSets' / 'Main' / 'default.txt'}, the only list, names every image (CVAT's export): no "
+        f"split list)")
+    assert dataset_info.load_dataset_info(str(tmp_path / 'out')).num_samples == {'train': 1, 'test': 1}
+    (tmp_path / 'ImageSets' / 'Main' / 'test.txt').write_text('b\n')        # with another list, it is one
+    assert plan_splits(str(tmp_path)) == {'default': ['a', 'b'], 'test': ['b']}
