@@ -187,7 +187,12 @@ def test_auto_sizes_train_and_reach_every_inference_tool(small_records, tmp_path
     sizes = plan.model.anchor_sizes
     assert len(sizes) == 7 and sizes[0] < DEFAULT_300[0]
     report = startup_report.training_report(plan)
-    assert 'anchor sizes fitted to the training boxes (--anchor_sizes=auto)' in report
+    assert (f'anchor sizes fitted to the training boxes (--anchor_sizes=auto: --anchor_sizes='
+            f'{",".join(f"{s:g}" for s in sizes)})') in report
+    boxes, _ = split_boxes.split_boxes(plan.shards, plan.num_samples)
+    fitted, builtin = (anchor_fit.anchor_fit(boxes, params, 0.5).bpr
+                       for params in (anchor_fit.with_sizes(SSD300, sizes), SSD300))
+    assert f'best possible recall {fitted:.3f} (the built-in sizes: {builtin:.3f})' in report
     assert f'sizes {sizes[0]:g},{sizes[1]:g} px' in report and 'best possible recall' in report
     train_fixtures.train_ssd_network.train(plan, train_fixtures.StopRequest())
     saved = json.loads(open(os.path.join(train_dir, model_config.CONFIG_FILENAME)).read())
@@ -201,7 +206,8 @@ def test_auto_sizes_train_and_reach_every_inference_tool(small_records, tmp_path
     resumed = train_fixtures.plan_from_flags(train_fixtures.parse_flags(
         [a.replace('--max_number_of_steps=2', '--max_number_of_steps=3') for a in args]))
     assert resumed.model.anchor_sizes == sizes
-    with pytest.raises(UserError, match='resume with --anchor_sizes=' + ','.join(f'{s:g}' for s in sizes)):
+    with pytest.raises(UserError, match=r"-> ssd_tensorflow's\); resume with --anchor_sizes=" +
+                       ','.join(f'{s:g}' for s in sizes)):
         train_fixtures.plan_from_flags(train_fixtures.parse_flags([a for a in args if 'anchor_sizes' not in a]))
 
 

@@ -52,21 +52,24 @@ def options(boxes, model_name, params, threshold, fitted):
     return sorted((option for option in found if option.bpr > current), key=lambda option: -option.bpr)
 
 
-def fit_lines(boxes, model_name, params, threshold, fitted=False, where='the training boxes'):
-    """The report's lines for params' anchors (SSDParams of model_name; `fitted`: the sizes are
-    --anchor_sizes=auto's) on boxes (normalised yxyx [M, 4]); the last lines warn when BPR is low."""
+def fit_lines(boxes, model_name, params, threshold, builtin_params=None, where='the training boxes'):
+    """The report's lines for params' anchors (SSDParams of model_name) on boxes (normalised yxyx [M, 4]);
+    builtin_params: the model's own anchors when params' sizes are --anchor_sizes=auto's, whose recall is then
+    shown beside; the last lines warn when BPR is low."""
     fit = anchor_fit.anchor_fit(boxes, params, threshold)
     if not fit.num_boxes:
         return [f'anchor fit: no boxes in {where}']
     sides = np.quantile(anchor_fit.box_sides_px(boxes, params.img_shape), anchor_fit.SIDE_QUANTILES)
     height, width = params.img_shape
-    lines = [f'anchor fit on {fit.num_boxes} boxes of {where}: best possible recall {fit.bpr:.3f} (boxes with '
-             f'an anchor at IoU >= {threshold:g}), median best IoU {fit.median_iou:.2f}',
+    builtin = (f' (the built-in sizes: {anchor_fit.anchor_fit(boxes, builtin_params, threshold).bpr:.3f})'
+               if builtin_params else '')
+    lines = [f'anchor fit on {fit.num_boxes} boxes of {where}: best possible recall {fit.bpr:.3f}{builtin} (boxes '
+             f'with an anchor at IoU >= {threshold:g}), median best IoU {fit.median_iou:.2f}',
              f'  box sides at {height}x{width} (sqrt of area, px, quantiles): ' + ', '.join(
                  f'{"median" if q == 0.5 else f"{q:.0%}"} {s:.0f}' for q, s in zip(anchor_fit.SIDE_QUANTILES, sides))]
     if fit.bpr >= anchor_fit.BPR_WARNING:
         return lines
-    better = options(boxes, model_name, params, threshold, fitted)
+    better = options(boxes, model_name, params, threshold, fitted=builtin_params is not None)
     lines.append(f'  WARNING: only {fit.bpr:.0%} of these boxes have an anchor at IoU >= {threshold:g}; the others '
                  f'train only through their one forced best match. '
                  + ('What would help:' if better else 'No other anchor sizes or SSD model do better.'))

@@ -124,6 +124,8 @@ class ModelConfig:
         """['key: self's -> other's', ...] for the architecture keys on which the two disagree."""
         def shown(config, key):
             value = getattr(config, key)
+            if key == 'anchor_sizes' and not value:
+                return f"{config.anchor_set}'s"
             return list(value) if isinstance(value, tuple) else value
         return [f'{key}: {shown(self, key)} -> {shown(other, key)}'
                 for key in ARCHITECTURE_KEYS if getattr(self, key) != getattr(other, key)]

@@ -8,6 +8,7 @@ import os
 from nets.ssd_params import num_anchors_per_cell
 from utils import devices, host
 from utils import learning_schedules as schedules
+from utils.anchor_report import sizes_text
 from utils.file_io import write_text_atomically
 from utils.model_config import pretrained_mismatch_warning
 
@@ -78,7 +79,8 @@ def training_report(plan):
     schedule = schedules.describe_schedule(config.schedule, plan.decay_steps, plan.decay_source)
     from_scratch = deployment.is_chief and not plan.restore.resume_from and not plan.restore.pretrained
     anchor_source = None if not plan.model.anchor_sizes else (
-        'fitted to the training boxes (--anchor_sizes=auto)' if config.fit_anchor_sizes else 'given (--anchor_sizes)')
+        f'fitted to the training boxes (--anchor_sizes=auto: --anchor_sizes={sizes_text(plan.model.anchor_sizes)})'
+        if config.fit_anchor_sizes else 'given (--anchor_sizes)')
     return format_report([
         ('SSD network', ssd_lines(plan.net, plan.model.data_format, anchor_source)),
         ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info,

@@ -254,7 +254,8 @@ def fit_anchors(plan):
     if config.fit_anchor_sizes and not model.anchor_sizes:
         model = dataclasses.replace(model, anchor_sizes=anchor_report.fitted_sizes(boxes, plan.net.params, threshold))
     net = model.build_network()
-    lines = anchor_report.fit_lines(boxes, model.model_name, net.params, threshold, config.fit_anchor_sizes,
+    builtin = dataclasses.replace(model, anchor_sizes=()).build_network().params if config.fit_anchor_sizes else None
+    lines = anchor_report.fit_lines(boxes, model.model_name, net.params, threshold, builtin,
                                     f'split {config.input.split_name!r} ({records} records)')
     return dataclasses.replace(plan, model=model, net=net, anchor_lines=tuple(lines))
 
