@@ -227,9 +227,19 @@ def model_class_names(config, info, dataset_dir, saved_num_classes=None):
     return names
 
 
+def watched_directory(checkpoint_path):
+    """The folder whose checkpoints --wait_for_checkpoints evaluates: checkpoint_path itself, or its folder when
+    it names a checkpoint (an existing prefix, or a name with '.ckpt' as model.ckpt-60). A path that does not
+    exist yet is a train_dir training has still to make, not a prefix in its parent."""
+    name = os.path.basename(os.path.normpath(checkpoint_path))
+    if os.path.isdir(checkpoint_path) or not ('.ckpt' in name or os.path.isfile(checkpoint_path + '.index')):
+        return checkpoint_path
+    return os.path.dirname(checkpoint_path)
+
+
 def new_checkpoints(checkpoint_path, interval_secs, timeout_secs):
-    """Every new checkpoint of checkpoint_path's directory as training writes it, until the timeout."""
-    directory = checkpoint_path if os.path.isdir(checkpoint_path) else os.path.dirname(checkpoint_path)
+    """Every new checkpoint of checkpoint_path's watched_directory as training writes it, until the timeout."""
+    directory = watched_directory(checkpoint_path)
     print('Waiting for checkpoints in %s' % directory, flush=True)
     for prefix in tf.train.checkpoints_iterator(directory, min_interval_secs=interval_secs, timeout=timeout_secs):
         if tf.io.gfile.exists(prefix + '.index'):

@@ -161,10 +161,10 @@ def test_no_summary_images_writes_only_the_scalars(setup):
 
 
 def test_waiting_eval_builds_the_model_of_the_first_checkpoint_written(setup, tmp_path):
-    """Eval starts before training has written anything: the model (4 classes, depth 0.125, not the VOC
-    defaults) is read from the model_config.json that comes with the first checkpoint."""
+    """Eval starts before training has made its train_dir: that folder is watched (not its parent), and the
+    model (4 classes, depth 0.125, not the VOC defaults) is read from the model_config.json that comes with the
+    first checkpoint."""
     watched = tmp_path / 'train'
-    watched.mkdir()
     process = fixtures.start_script(_eval_args(setup, watched, '--wait_for_checkpoints', '--eval_interval_secs=0',
                                                '--wait_timeout_secs=5', '--max_num_batches=1'))
     try:
@@ -175,6 +175,18 @@ def test_waiting_eval_builds_the_model_of_the_first_checkpoint_written(setup, tm
         process.kill()
     assert process.returncode == 0, stderr[-2000:]
     assert '%s (step %d): 2 images' % (prefix, fixtures.GLOBAL_STEP) in stdout
+
+
+def test_waiting_watches_a_folder_yet_to_be_made_and_the_folder_of_a_prefix(tmp_path):
+    import eval_ssd_network
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'step-60.index').write_bytes(b'')
+    for path, watched in ((tmp_path / 'w1', tmp_path / 'w1'),                        # not made yet
+                          (tmp_path / 'run', tmp_path / 'run'),
+                          (tmp_path / 'w1' / 'model.ckpt-60', tmp_path / 'w1'),
+                          (tmp_path / 'w1' / 'ssd_300_vgg.ckpt', tmp_path / 'w1'),
+                          (tmp_path / 'run' / 'step-60', tmp_path / 'run')):         # an existing prefix
+        assert eval_ssd_network.watched_directory(str(path)) == str(watched), path
 
 
 def test_dataset_with_other_class_names_is_one_line_naming_them(setup, tmp_path):
