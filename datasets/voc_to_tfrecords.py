@@ -176,17 +176,23 @@ def _class_names_in_annotations(annotations):
 
 
 def _build_sample(dataset_dir, stem, annotation, class_index, max_short_side):
-    """(serialized Example, kept objects, [(kind, reason)], its LoadedImage) of one sample; SampleError to
-    leave it out."""
+    """(serialized Example, kept objects, [(kind, reason)], its LoadedImage, its image path) of one sample;
+    SampleError to leave it out."""
     unknown = sorted({obj.name for obj in annotation.objects} - set(class_index))
     if unknown:
         raise _UnknownClasses(unknown)
-    image_path = find_image(os.path.join(dataset_dir, IMAGES_DIR), annotation.filename, stem)
+    images_dir = os.path.join(dataset_dir, IMAGES_DIR)
+    image_path = find_image(images_dir, annotation.filename, stem)
     if image_path is None:
         raise SampleError(missing_image_reason(IMAGES_DIR, annotation.filename, stem))
     loaded = load_image(image_path, max_short_side)
     converted = '; '.join(filter(None, [loaded.note, boxes_frame_note(loaded, annotation.size)]))
     notes = [('converted', converted)] if converted else []
+    own_image = find_image(images_dir, '', stem)
+    if own_image not in (None, image_path):   # a copied XML whose <filename> was not changed, usually
+        notes.append(('warning', f'<filename> names {os.path.basename(image_path)}, though '
+                                 f'{os.path.basename(own_image)} exists too: the boxes go on '
+                                 f'{os.path.basename(image_path)}'))
     on_stored, frame_warning = drawn_on_stored(loaded, annotation.size)
     notes += [('warning', frame_warning)] if frame_warning else []
     height, width = loaded.stored_size if on_stored else (loaded.height, loaded.width)   # of the boxes' image
@@ -202,7 +208,7 @@ def _build_sample(dataset_dir, stem, annotation, class_index, max_short_side):
         notes.append(('background-only', 'no objects: kept as a background-only sample'))
     example = make_example(loaded.encoded, loaded.image_format, *loaded.encoded_size, objects, class_index,
                            box_frame=(loaded.height, loaded.width))
-    return example.SerializeToString(), objects, notes, loaded
+    return example.SerializeToString(), objects, notes, loaded, image_path
 
 
 def _label_names(annotations, class_names):
@@ -265,6 +271,7 @@ class _SplitWriter:
         self.boxes_per_class, self._progress_fn = boxes_per_class, progress_fn
         self._done, self._total = 0, sum(map(len, annotations.splits.values()))
         self.downscaled = self.kept_large = 0
+        self._xml_of_image = {}   # image path -> the first annotation written with it, relative
 
     def write(self, split):
         """Write one split's shards; -> (shard paths, records written)."""
@@ -285,8 +292,8 @@ class _SplitWriter:
         source = self._annotations
         relative = source.relative_path(stem)
         try:
-            serialized, objects, notes, loaded = _build_sample(source.dataset_dir, stem, source.parsed[stem],
-                                                                   self._class_index, self._options.max_short_side)
+            serialized, objects, notes, loaded, image_path = _build_sample(
+                source.dataset_dir, stem, source.parsed[stem], self._class_index, self._options.max_short_side)
         except SampleError as err:
             unknown = err.names if isinstance(err, _UnknownClasses) else ()
             source.issues.append(Issue('excluded', relative, str(err), unknown))
@@ -296,6 +303,10 @@ class _SplitWriter:
         self.kept_large += min(loaded.encoded_size) > DEFAULT_MAX_SHORT_SIDE
         for obj in objects:
             self.boxes_per_class[obj.name] += 1
+        first_xml = self._xml_of_image.setdefault(image_path, relative)
+        if first_xml != relative:
+            notes.append(('warning', f'{os.path.relpath(image_path, source.dataset_dir)} is also the image of '
+                                     f'{first_xml}: two records of one image'))
         source.issues.extend(Issue(kind, relative, reason) for kind, reason in notes)
         return 1
 

@@ -753,3 +753,21 @@ def test_cvat_default_list_alone_is_no_split_list(tmp_path):
     assert dataset_info.load_dataset_info(str(tmp_path / 'out')).num_samples == {'train': 1, 'test': 1}
     (tmp_path / 'ImageSets' / 'Main' / 'test.txt').write_text('b\n')        # with another list, it is one
     assert plan_splits(str(tmp_path)) == {'default': ['a', 'b'], 'test': ['b']}
+
+
+def test_filename_naming_another_image_and_two_annotations_of_one_image_are_warned_about(tmp_path):
+    write_sample(tmp_path, 'img_002', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    write_sample(tmp_path, 'img_003', [('can', 2, 2, 9, 9, '')], image=jpeg_bytes(21, 20), size=(21, 20))
+    write_sample(tmp_path, 'img_004', [('can', 3, 3, 9, 9, '')], size=(20, 20),
+                 filename='img_002.jpg')                   # copied from img_002.xml, <filename> left
+    (tmp_path / 'JPEGImages' / 'img_004.jpg').write_bytes(jpeg_bytes(22, 20))
+    write_sample(tmp_path, 'img_005', [('can', 3, 3, 9, 9, '')], size=(23, 20), filename='photo_5.jpg')
+    (tmp_path / 'JPEGImages' / 'photo_5.jpg').write_bytes(jpeg_bytes(23, 20))   # no img_005 image: no warning
+    result, summary = convert(tmp_path)
+    warnings = [str(issue) for issue in result.issues if issue.kind == 'warning']
+    assert warnings == [
+        '  warning: Annotations/img_004.xml: <filename> names img_002.jpg, though img_004.jpg exists too: the boxes '
+        'go on img_002.jpg',
+        '  warning: Annotations/img_004.xml: JPEGImages/img_002.jpg is also the image of Annotations/img_002.xml: '
+        'two records of one image'], summary
+    assert result.info.num_samples == {'train': 4}
