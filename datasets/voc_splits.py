@@ -43,18 +43,28 @@ def split_list_names(dataset_dir):
     return sorted(_split_lists(os.path.join(dataset_dir, SPLITS_DIR)))
 
 
+def _check_layout(dataset_dir):
+    """UserError unless dataset_dir holds Annotations/ and JPEGImages/, naming what it holds instead."""
+    if not os.path.isdir(dataset_dir):
+        raise UserError(f'{dataset_dir}: no such directory')
+    folders = sorted(name for name in os.listdir(dataset_dir) if os.path.isdir(os.path.join(dataset_dir, name)))
+    layout = f'expected Pascal VOC layout: {ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg'
+    if ANNOTATIONS_DIR not in folders:
+        inside = [os.path.join(dataset_dir, name) for name in folders
+                  if os.path.isdir(os.path.join(dataset_dir, name, ANNOTATIONS_DIR))]
+        hint = f'; the VOC folders inside it: {", ".join(inside)}' if inside else ''
+        raise UserError(f'{dataset_dir}: no {ANNOTATIONS_DIR}/ folder ({layout}){hint}')
+    if IMAGES_DIR not in folders:
+        raise UserError(f'{dataset_dir}: no {IMAGES_DIR}/ folder ({layout}); the folders there: '
+                        f'{", ".join(name + "/" for name in folders)}')
+
+
 def plan_splits(dataset_dir, split_name=None, validation_fraction=0.0, seed=0, use_lists=True):
     """split -> annotation stems. With ImageSets/Main lists (and use_lists): every list (or only split_name).
     Without: all Annotations/*.xml as split_name (default 'train'); validation_fraction > 0 moves
     round(fraction * n) of them, chosen by a random.Random(seed) sample, into 'test'."""
+    _check_layout(dataset_dir)
     annotations_dir = os.path.join(dataset_dir, ANNOTATIONS_DIR)
-    if not os.path.isdir(annotations_dir):
-        inside = sorted(name for name in (os.listdir(dataset_dir) if os.path.isdir(dataset_dir) else [])
-                        if os.path.isdir(os.path.join(dataset_dir, name, ANNOTATIONS_DIR)))
-        folders = ', '.join(os.path.join(dataset_dir, name) for name in inside)
-        hint = f'; the VOC folders inside it: {folders}' if inside else ''
-        raise UserError(f'{dataset_dir}: no {ANNOTATIONS_DIR}/ folder (expected Pascal VOC layout: '
-                        f'{ANNOTATIONS_DIR}/*.xml and {IMAGES_DIR}/*.jpg){hint}')
     if not 0.0 <= validation_fraction < 1.0:
         raise UserError(f'--validation_fraction={validation_fraction}: must be in [0, 1)')
     lists = _split_lists(os.path.join(dataset_dir, SPLITS_DIR)) if use_lists else {}

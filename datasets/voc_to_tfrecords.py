@@ -148,8 +148,6 @@ def _images_without_annotation(annotations):
     """'unannotated' Issues for the images in JPEGImages/ that no annotation names, by its stem, a split list
     or its <filename>: labelImg writes no XML for an image the user never saved."""
     images_dir = os.path.join(annotations.dataset_dir, IMAGES_DIR)
-    if not os.path.isdir(images_dir):
-        return []
     annotated = set(annotations.files).union(*annotations.splits.values())
     named = {filename_base(annotation.filename) for annotation in annotations.parsed.values()}
     issues = []

@@ -572,6 +572,19 @@ def test_missing_annotations_folder_is_a_user_error(tmp_path):
         convert(tmp_path)
 
 
+def test_missing_dataset_or_images_folder_is_one_line(tmp_path):
+    with pytest.raises(UserError) as raised:
+        convert(tmp_path / 'IMAGES')
+    assert str(raised.value) == f'{tmp_path / "IMAGES"}: no such directory'
+    write_sample(tmp_path, 'a', [('can', 1, 1, 9, 9, '')], size=(20, 20))
+    os.rmdir(tmp_path / 'JPEGImages')
+    (tmp_path / 'images').mkdir()                                      # Label Studio's layout
+    with pytest.raises(UserError) as raised:
+        convert(tmp_path)
+    assert str(raised.value) == (f'{tmp_path}: no JPEGImages/ folder (expected Pascal VOC layout: Annotations/*.xml '
+                                 f'and JPEGImages/*.jpg); the folders there: Annotations/, images/')
+
+
 def _run_script(*args):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tf_convert_data.py'), *args],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
