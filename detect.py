@@ -33,7 +33,6 @@ from datasets.voc_reader import IMAGE_EXTENSIONS
 from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
-from utils.file_io import check_writable_folder
 
 flags.DEFINE_string('images', None, 'Comma-separated image files, glob patterns or folders (the images in them).')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
@@ -145,11 +144,11 @@ def detections_said(count, score_threshold):
 
 
 @contextlib.contextmanager
-def checkpoint_detector(fv, prefix):
+def checkpoint_detector(fv, prefix, detect_options):
     """(detect_fn, class names) of the checkpoint at `prefix` (--checkpoint_path's), restored once."""
     config = inference_flags.model_config(fv, prefix, inference_flags.run_data_format(fv))
     with tf.Graph().as_default():
-        image_input, network, detections = build_graph(config, inference_flags.postprocess_options(fv, 'score_threshold'))
+        image_input, network, detections = build_graph(config, detect_options)
         variables_map = inference_flags.weights_to_restore(fv, prefix, network)
         with tf.Session(config=devices.session_config()) as session:
             checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix, variables_map,
@@ -176,7 +175,8 @@ def main(fv):
     """Loads the model once (checkpoint or TFLite), then detects, prints and draws image by image."""
     if bool(fv.checkpoint_path) == bool(fv.model):
         raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
-    check_writable_folder(fv.output_dir, '--output_dir')
+    detect_options = inference_flags.postprocess_options(fv, 'score_threshold')
+    inference_flags.make_output_folder(fv.output_dir, '--output_dir')
     # The model's file and the images are looked for before the model loads: a typo shows at once.
     if fv.model and not os.path.isfile(fv.model):
         raise UserError(f'--model={fv.model}: no such file')
@@ -184,9 +184,8 @@ def main(fv):
     image_paths, unmatched = expand_image_patterns(fv.images)
     for pattern in unmatched:   # like an unreadable file: said, and the others are processed
         print(f'{pattern}: no such image file; skipped', file=sys.stderr)
-    detector = tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv, prefix)
+    detector = tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv, prefix, detect_options)
     with detector as (detect_fn, class_names):
-        os.makedirs(fv.output_dir, exist_ok=True)
         written, unreadable = set(), []
         for path in image_paths:
             try:

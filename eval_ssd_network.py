@@ -30,7 +30,7 @@ from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
 from utils import checkpoints, coco_eval, devices, eval_report, inference_flags, inference_model, visualization, \
     voc_eval
 from utils.errors import UserError
-from utils.file_io import check_writable_file, check_writable_folder
+from utils.file_io import check_writable_file
 from utils.model_config import ModelConfig, class_differences
 
 WARP_RESIZE = 4   # SSD-Tensorflow's Resize enum value of a warp to the input size, its evaluation's default
@@ -61,7 +61,7 @@ flags.DEFINE_string('plot_dir', None, 'Write PNG files here: pr_<class>.png (pre
 inference_flags.define_model_flags()
 inference_flags.define_postprocess_flags()
 flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
-flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth.')
+flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth, in (0, 1].')
 # SSD-Tensorflow's evaluation flags, so that its commands run.
 flags.DEFINE_bool('remove_difficult', True, 'Leave objects marked difficult out of the evaluation, by VOC\'s rule: '
                   'a detection of one is neither a true nor a false positive. False: they count as any other.')
@@ -116,6 +116,21 @@ def reader_from_flags(fv):
         raise UserError(f'--max_num_batches={fv.max_num_batches}: must be >= 1 (leave it out for the whole split)')
     return SplitReader(fv.dataset_dir, fv.dataset_split_name, fv.batch_size, fv.num_readers,
                        fv.num_preprocessing_threads, fv.max_num_batches)
+
+
+def check_eval_flags(fv):
+    """UserError for a matching threshold or image count that cannot work; the output folders are made and the
+    --results_json file checked, so that a bad path costs one line before the evaluation, not after it."""
+    if not 0 < fv.matching_threshold <= 1:
+        raise UserError(f'--matching_threshold={fv.matching_threshold:g}: must be in (0, 1] (an IoU; 0 would match '
+                        f'any detection to any ground truth)')
+    if fv.num_summary_images < 0:
+        raise UserError(f'--num_summary_images={fv.num_summary_images}: must be >= 0 (0: none)')
+    for flag in ('eval_dir', 'plot_dir'):
+        if fv[flag].value:
+            inference_flags.make_output_folder(fv[flag].value, '--' + flag)
+    if fv.results_json:
+        check_writable_file(fv.results_json, '--results_json')
 
 
 def build_eval_graph(config, reader, detect_options, num_summary_images, num_plot_images=0):
@@ -291,11 +306,8 @@ def main(fv):
     model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
     """
     reader = reader_from_flags(fv)
-    for flag in ('eval_dir', 'plot_dir'):
-        if getattr(fv, flag):
-            check_writable_folder(getattr(fv, flag), '--' + flag)
-    if fv.results_json:
-        check_writable_file(fv.results_json, '--results_json')
+    detect_options = inference_flags.postprocess_options(fv)
+    check_eval_flags(fv)
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
     # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
     if fv.check_records:
@@ -311,7 +323,7 @@ def main(fv):
     class_names = model_class_names(config, info, fv.dataset_dir, saved.num_classes if saved else None)
     run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold)
     with tf.Graph().as_default():
-        graph = build_eval_graph(config, reader, inference_flags.postprocess_options(fv), fv.num_summary_images,
+        graph = build_eval_graph(config, reader, detect_options, fv.num_summary_images,
                                  _NUM_PLOT_IMAGES if fv.plot_dir else 0)
         # Which weights the first checkpoint holds (moving averages or not) sets the saver for all.
         variables_map = inference_flags.weights_to_restore(fv, first, graph.network)

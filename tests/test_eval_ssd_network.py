@@ -238,6 +238,22 @@ def test_max_num_batches_must_be_positive():
         fv.unparse_flags()
 
 
+@pytest.mark.parametrize('arg, message', [
+    ('--matching_threshold=1.5', '--matching_threshold=1.5: must be in (0, 1]'),
+    ('--matching_threshold=0', '--matching_threshold=0: must be in (0, 1]'),
+    ('--num_summary_images=-1', '--num_summary_images=-1: must be >= 0 (0: none)')])
+def test_evaluation_flags_that_cannot_work_are_one_line(arg, message):
+    import eval_ssd_network
+    fv = flags.FLAGS
+    fv(['eval_ssd_network.py', '--dataset_dir=d', '--checkpoint_path=c', arg])
+    try:
+        with pytest.raises(UserError) as raised:
+            eval_ssd_network.check_eval_flags(fv)
+        assert str(raised.value).startswith(message)
+    finally:
+        fv.unparse_flags()
+
+
 @pytest.mark.parametrize('script', ['eval_ssd_network.py', 'train_ssd_network.py'])
 def test_usage_example_keeps_its_line_break(script):
     """A backslash at the end of a docstring line must be escaped, or --help joins the two lines."""

@@ -4,11 +4,14 @@ Defined once here so the three tools spell and document them alike; each script 
 functions at import and turns the values into a ModelConfig, restore settings and post-processing options
 with the functions below.
 """
+import os
+
 from absl import flags
 
 from nets import nets_factory
 from utils import checkpoints, devices
 from utils.errors import UserError
+from utils.file_io import check_writable_folder
 from utils.model_config import OVERRIDABLE_KEYS, inference_config
 
 
@@ -29,10 +32,10 @@ def define_model_flags(data_format_default=None, data_format_help='NHWC or NCHW 
 def define_postprocess_flags(score_flag='select_threshold', score_default=0.01,
                              score_help='Minimum class score of a detection.'):
     """Detection post-processing: score threshold, per-class top-k and NMS, detections kept."""
-    flags.DEFINE_float(score_flag, score_default, score_help)
-    flags.DEFINE_float('nms_threshold', 0.45, 'Per-class non-maximum suppression IoU.')
-    flags.DEFINE_integer('select_top_k', 400, 'Best anchors per class kept before NMS.')
-    flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS.')
+    flags.DEFINE_float(score_flag, score_default, score_help + ' In [0, 1].')
+    flags.DEFINE_float('nms_threshold', 0.45, 'Per-class non-maximum suppression IoU, in [0, 1].')
+    flags.DEFINE_integer('select_top_k', 400, 'Best anchors per class kept before NMS (>= 1).')
+    flags.DEFINE_integer('keep_top_k', 200, 'Detections kept per image after NMS (>= 1).')
 
 
 def run_data_format(flag_values):
@@ -57,9 +60,27 @@ def use_moving_averages(flag_values):
 
 
 def postprocess_options(flag_values, score_flag='select_threshold'):
-    """Keyword arguments of the network's detect() from the post-processing flags."""
+    """Keyword arguments of the network's detect() from the post-processing flags; UserError naming the flag for
+    a value it cannot use (TensorFlow would fail deep in the NMS, or silently keep nothing). Every tool calls it
+    before its model loads."""
+    for name in (score_flag, 'nms_threshold'):
+        if not 0 <= flag_values[name].value <= 1:
+            raise UserError(f'--{name}={flag_values[name].value:g}: must be in [0, 1]')
+    for name in ('select_top_k', 'keep_top_k'):
+        if flag_values[name].value < 1:
+            raise UserError(f'--{name}={flag_values[name].value}: must be >= 1')
     return dict(score_threshold=flag_values[score_flag].value, nms_threshold=flag_values.nms_threshold,
                 top_k=flag_values.select_top_k, keep_top_k=flag_values.keep_top_k)
+
+
+def make_output_folder(path, flag):
+    """Creates the output folder `path` (and its parents) now, before the model loads; UserError naming `flag`
+    when it cannot be made (check_writable_folder's permission test passes /proc for root, where nothing can)."""
+    check_writable_folder(path, flag)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(f'{flag}={path}: cannot create the folder ({err.strerror})') from None
 
 
 def weights_to_restore(flag_values, prefix, network):
