@@ -5,7 +5,8 @@ Images: an RGB JPEG (MPO, a JPEG with extra preview frames, included) or an 8-bi
 as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit, or a photo
 whose EXIF orientation says it is stored turned) is turned upright, converted to RGB, alpha composited on
 white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95; so is a photo whose shorter side is
-over the converter's limit, downscaled to it. Records hold photos upright, as detect.py and image viewers show
+over the converter's limit, downscaled to it. Other formats Pillow reads (WebP, BMP, TIFF, GIF: its first frame)
+are converted so too, and re-encoded as JPEG, which TensorFlow's decoders read. Records hold photos upright, as detect.py and image viewers show
 them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x [0, height] pixels of the image
 they were drawn on; those with swapped corners (a max below its min), and those of zero area before or after
 clipping, are dropped; then they are turned upright with the photo. A sample that cannot be used raises
@@ -205,25 +206,26 @@ def _exif_orientation(image):
 
 
 def load_image(path, max_short_side=0):
-    """LoadedImage of a fully decodable JPEG/PNG: upright 3-channel RGB, downscaled (Lanczos) when its shorter
-    side is over max_short_side pixels (0: no limit), the file's bytes kept when they are all that already."""
+    """LoadedImage of a fully decodable JPEG/PNG (another format Pillow reads becomes a JPEG): upright 3-channel
+    RGB, downscaled (Lanczos) when its shorter side is over max_short_side pixels (0: no limit), the file's bytes
+    kept when they are all that already."""
     try:
         with open(path, 'rb') as source:
             data = source.read()
         with Image.open(io.BytesIO(data)) as image:
             # A camera JPEG with an MPF preview frame opens as 'MPO': its bytes start with the main
             # JPEG frame, which is all a JPEG decoder (TensorFlow's too) reads.
-            image_format = 'JPEG' if image.format == 'MPO' else image.format
-            if image_format not in ('JPEG', 'PNG'):
-                raise SampleError(f'unsupported image format {image_format} (JPEG or PNG expected)')
+            source_format = 'JPEG' if image.format == 'MPO' else image.format
+            image_format = source_format if source_format in ('JPEG', 'PNG') else 'JPEG'
             image.load()  # full decode: truncated or corrupt files fail here, not in training
             orientation = _exif_orientation(image)
-            is_rgb = image.mode == 'RGB' and (image_format == 'JPEG' or _is_8bit_rgb_png(data))
+            is_rgb = image.mode == 'RGB' and (source_format == 'JPEG' or
+                                              (source_format == 'PNG' and _is_8bit_rgb_png(data)))
             width, height = image.size
             over_limit = 0 < max_short_side < min(width, height)   # turning keeps the shorter side
             if is_rgb and orientation == 1 and not over_limit:
                 return LoadedImage(data, image_format, height, width)
-            changes = [] if is_rgb else [f'{image.mode} {image_format} converted to RGB']
+            changes = [] if is_rgb else [f'{image.mode} {source_format} converted to RGB']
             if orientation != 1:
                 changes.insert(0, f'turned upright per its EXIF orientation {orientation}')
                 image = ImageOps.exif_transpose(image)
@@ -235,7 +237,7 @@ def load_image(path, max_short_side=0):
     except SampleError:
         raise
     except UnidentifiedImageError:
-        raise SampleError(f'cannot decode image {os.path.basename(path)} (not a JPEG or PNG file)') from None
+        raise SampleError(f'cannot decode image {os.path.basename(path)} (not an image file Pillow reads)') from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise SampleError(f'cannot decode image {os.path.basename(path)} ({err})') from None
     out = io.BytesIO()

@@ -784,3 +784,24 @@ def test_filename_naming_another_image_and_two_annotations_of_one_image_are_warn
         '  warning: Annotations/img_004.xml: JPEGImages/img_002.jpg is also the image of Annotations/img_002.xml: '
         'two records of one image'], summary
     assert result.info.num_samples == {'train': 4}
+
+
+@pytest.mark.parametrize('image_format, mode, colour, note', [
+    ('WEBP', 'RGB', (200, 60, 30), 'RGB WEBP converted to RGB, re-encoded as JPEG'),
+    ('BMP', 'RGB', (200, 60, 30), 'RGB BMP converted to RGB, re-encoded as JPEG'),
+    ('TIFF', 'RGB', (200, 60, 30), 'RGB TIFF converted to RGB, re-encoded as JPEG'),
+    ('GIF', 'P', 7, 'P GIF converted to RGB, re-encoded as JPEG')])
+def test_other_image_formats_pillow_reads_are_stored_as_jpeg(tmp_path, image_format, mode, colour, note):
+    image = Image.new(mode, (40, 24), colour)
+    if mode == 'P':
+        image.putpalette([200, 60, 30] * 256)              # every index is (200, 60, 30)
+    out = io.BytesIO()
+    image.save(out, format=image_format, **({'lossless': True} if image_format == 'WEBP' else {}))
+    name = f'p.{image_format.lower()}'
+    write_sample(tmp_path, 'p', [('can', 8, 8, 24, 16, '')], image=out.getvalue(), size=(40, 24), filename=name)
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    assert record['image/format'] == b'JPEG' and record['pixels'].shape == (24, 40, 3)
+    assert np.all(np.abs(record['pixels'].astype(int) - [200, 60, 30]) < 8)
+    assert f'  converted: Annotations/p.xml: {note}' in summary.splitlines()
+    np.testing.assert_allclose(record_box(record), (8, 8, 24, 16), atol=1e-4)
