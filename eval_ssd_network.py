@@ -48,7 +48,8 @@ flags.DEFINE_bool('check_records', True, 'Read every shard of the split once bef
                   'record count against dataset_info.json); a damaged one stops the run naming it.')
 # Outputs.
 flags.DEFINE_string('eval_dir', None, 'Directory for TensorBoard summaries.')
-flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, the COCO figures, checkpoint and step here.')
+flags.DEFINE_string('results_json', None, 'Write per-class AP, mAP, the COCO figures, checkpoint, step and the '
+                    'settings behind them here (an existing file is replaced).')
 flags.DEFINE_bool('wait_for_checkpoints', False, 'Evaluate every new checkpoint until stopped.')
 flags.DEFINE_integer('eval_interval_secs', 60, 'Minimum seconds between two evaluations when waiting.')
 flags.DEFINE_integer('wait_timeout_secs', None, 'Stop waiting after this many seconds without a new '
@@ -265,14 +266,22 @@ def new_checkpoints(checkpoint_path, interval_secs, timeout_secs):
 
 def report(outcome, class_names, writer, results_json, plot_dir, run_facts):
     """Prints the tables; writes the summaries (when writer), results_json with the run_facts (dataset, split,
-    IoU threshold) added, and the plot_dir PNGs, each when set."""
+    matching and post-processing settings) added, and the plot_dir PNGs, each when set; then one line saying
+    what went where, and that results_json replaced a file (an earlier evaluation's) when it did."""
     eval_report.print_tables(outcome, class_names)
+    written = []
     if writer is not None:
         eval_report.write_summaries(writer, outcome, class_names)
+        written.append(f'TensorBoard summaries to {writer.get_logdir()}')
     if results_json:
+        replaced = os.path.exists(results_json)
         eval_report.write_results_json(results_json, outcome, class_names, run_facts)
+        written.append(f'results to {results_json}' + (' (replacing the file that was there)' if replaced else ''))
     if plot_dir:
-        eval_report.write_plots(plot_dir, outcome, class_names, _SUMMARY_SCORE_THRESHOLD)
+        paths = eval_report.write_plots(plot_dir, outcome, class_names, _SUMMARY_SCORE_THRESHOLD)
+        written.append(f'{len(paths)} PNG files to {plot_dir}')
+    if written:
+        print('Wrote ' + ', '.join(written), flush=True)
 
 
 def checkpoints_to_evaluate(fv):
@@ -321,7 +330,10 @@ def main(fv):
     check_ssd_tensorflow_flags(fv, config.image_size)
     saved = ModelConfig.load(first)
     class_names = model_class_names(config, info, fv.dataset_dir, saved.num_classes if saved else None)
-    run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold)
+    # Every setting that changes the figures, so that two results files tell how they differ.
+    run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold,
+                     remove_difficult=fv.remove_difficult, select_threshold=fv.select_threshold,
+                     nms_threshold=fv.nms_threshold, select_top_k=fv.select_top_k, keep_top_k=fv.keep_top_k)
     with tf.Graph().as_default():
         graph = build_eval_graph(config, reader, detect_options, fv.num_summary_images,
                                  _NUM_PLOT_IMAGES if fv.plot_dir else 0)

@@ -52,7 +52,10 @@ def _copy_checkpoint(source_dir, target_dir):
 
 @pytest.fixture(scope='module')
 def evaluated(setup):
+    """The evaluation with every output; results.json holds an earlier run's."""
     root = setup['root']
+    (root / 'eval').mkdir()
+    (root / 'eval' / 'results.json').write_text('{}')
     result = _eval(setup, '--eval_dir=%s' % (root / 'eval'), '--results_json=%s' % (root / 'eval' / 'results.json'),
                    '--plot_dir=%s' % (root / 'plots'))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -65,6 +68,10 @@ def test_results_json_is_well_formed(setup, evaluated):
     assert results['global_step'] == fixtures.GLOBAL_STEP
     assert results['num_images'] == len(fixtures.EVAL_IMAGES)
     assert results['split'] == 'test'
+    assert {key: results[key] for key in ('iou_threshold', 'remove_difficult', 'select_threshold', 'nms_threshold',
+                                          'select_top_k', 'keep_top_k')} == dict(
+        iou_threshold=0.5, remove_difficult=True, select_threshold=0.01, nms_threshold=0.45, select_top_k=400,
+        keep_top_k=200)
     assert {name: entry['num_gt'] for name, entry in results['per_class'].items()} == EXPECTED_NUM_GT
     assert results['per_class']['box']['ap_voc07'] is None                  # no ground truth: no AP
     for name in ('bottle', 'can'):
@@ -90,6 +97,13 @@ def test_coco_table_is_printed_under_the_voc_table(evaluated):
     mean_row = next(i for i, line in enumerate(lines) if line.startswith('mAP '))
     assert lines[mean_row + 1].split()[:4] == ['COCO', 'AP@[.5:.95]', 'AP50', 'AP75']
     assert len(lines[mean_row + 2].split()) == 7
+
+
+def test_last_line_says_what_was_written_where_and_what_was_replaced(setup, evaluated):
+    root = setup['root']
+    assert evaluated.stdout.strip().splitlines()[-1] == (
+        f'Wrote TensorBoard summaries to {root / "eval"}, results to {root / "eval" / "results.json"} (replacing '
+        f'the file that was there), 3 PNG files to {root / "plots"}')
 
 
 def test_plot_dir_holds_pr_curves_of_classes_with_ground_truth_and_the_detection_grid(setup, evaluated):
