@@ -186,7 +186,7 @@ def main(fv):
         print(f'{pattern}: no such image file; skipped', file=sys.stderr)
     detector = tflite_model_detector(fv.model) if fv.model else checkpoint_detector(fv, prefix, detect_options)
     with detector as (detect_fn, class_names):
-        written, unreadable = set(), []
+        written, unreadable, num_detections = set(), [], 0
         for path in image_paths:
             try:
                 picture, image_format, count = detect_and_draw(detect_fn, path, class_names, fv.score_threshold)
@@ -196,9 +196,13 @@ def main(fv):
                 continue
             destination, save_format = output_path(fv.output_dir, path, image_format, written)
             picture.save(destination, format=save_format)
+            num_detections += count
             print(f'{path}: {detections_said(count, fv.score_threshold)} -> {destination}', file=sys.stderr)
         if len(unreadable) == len(image_paths):   # nothing drawn: the run failed
             raise unreadable[-1]
+    # After many images the per-image lines have scrolled away: the totals.
+    print(f'{len(written)} image(s) drawn in {fv.output_dir}, {num_detections} detection(s) scoring '
+          f'{fv.score_threshold:g} or more, {len(unreadable) + len(unmatched)} skipped', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -32,7 +32,8 @@ def detected(tmp_path_factory):
                                   '--output_dir=%s' % (root / 'out'), '--score_threshold=%g' % SCORE_THRESHOLD])
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    return {'root': root, 'prefix': prefix, 'png': png, 'lines': lines, 'output': result.stdout + result.stderr}
+    return {'root': root, 'prefix': prefix, 'png': png, 'lines': lines, 'output': result.stdout + result.stderr,
+            'stderr': result.stderr}
 
 
 def test_output_holds_no_tensorflow_noise(detected):
@@ -73,6 +74,13 @@ def test_each_image_says_how_many_detections_it_has_and_what_to_do_with_none(det
         count = sum(line['image'] == path for line in detected['lines'])
         said = {0: 'no detection scoring 0.5 or more (--score_threshold shows weaker ones)', 1: '1 detection'}
         assert '%s: %s -> ' % (path, said.get(count, '%d detections' % count)) in detected['output']
+
+
+def test_last_line_counts_the_images_drawn_the_detections_and_the_skipped(detected):
+    """Four images drawn; absent.jpg and *.gif skipped."""
+    last = detected['stderr'].strip().splitlines()[-1]
+    assert last == '4 image(s) drawn in %s, %d detection(s) scoring 0.5 or more, 2 skipped' % (
+        detected['root'] / 'out', len(detected['lines']))
 
 
 def test_pictures_are_written_with_original_sizes(detected):
