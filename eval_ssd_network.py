@@ -268,7 +268,7 @@ def report(outcome, class_names, writer, results_json, plot_dir, run_facts):
     """Prints the tables; writes the summaries (when writer), results_json with the run_facts (dataset, split,
     matching and post-processing settings) added, and the plot_dir PNGs, each when set; then one line saying
     what went where, and that results_json replaced a file (an earlier evaluation's) when it did."""
-    eval_report.print_tables(outcome, class_names)
+    eval_report.print_tables(outcome, class_names, run_facts['split'], run_facts['iou_threshold'])
     written = []
     if writer is not None:
         eval_report.write_summaries(writer, outcome, class_names)

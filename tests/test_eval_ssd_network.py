@@ -126,6 +126,8 @@ def test_output_holds_no_tensorflow_noise(evaluated):
 def test_table_is_printed(evaluated):
     lines = evaluated.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:4] == ['class', '#GT', 'AP07', 'AP10'])
+    assert lines[header - 1] == ("Split 'test', IoU >= 0.5. AP07: VOC2007 11-point AP; AP10: VOC2010+ area under "
+                                 "the PR curve (10: the year, not an IoU)")
     rows = [line.split() for line in lines[header + 1:header + 5]]
     assert [row[0] for row in rows] == ['bottle', 'can', 'box', 'mAP']
     assert rows[2][1:] == ['0', 'no', 'GT']

@@ -54,11 +54,15 @@ def _class_curves(outcome, class_names):
     return eval_plots.class_curves(detections, matches, class_names)
 
 
-def print_tables(outcome, class_names):
-    """Speed line, VOC table, COCO table, and the line about skipped records."""
+def print_tables(outcome, class_names, split, iou_threshold):
+    """Speed line, the VOC table under a legend (split, IoU threshold, which AP rules), COCO table, and the line
+    about skipped records."""
     print('%s (step %s): %d images in %.1f s (%.1f images/s)' % (
         outcome.prefix, outcome.step, outcome.num_images, outcome.elapsed,
         outcome.num_images / max(outcome.elapsed, 1e-9)))
+    # Beside COCO's AP50 and AP75, 'AP10' reads as AP at IoU 0.10.
+    print(f'Split {split!r}, IoU >= {iou_threshold:g}. AP07: VOC2007 11-point AP; AP10: VOC2010+ area under the PR '
+          f'curve (10: the year, not an IoU)')
     print(voc_eval.format_results_table(outcome.results, class_names))
     print(coco_eval.format_results_table(outcome.coco), flush=True)
     if outcome.skipped:
