@@ -72,8 +72,17 @@ def _case():
 def test_class_curves_leave_out_ignored_detections():
     _, (detections, _, matches) = _case()
     curves = eval_plots.class_curves(detections, matches, CLASS_NAMES)
-    assert [(c.name, c.num_gt, c.scores.tolist(), c.true_positive.tolist()) for c in curves] == [
-        ('can', 1, [0.9, 0.7], [True, False]), ('box', 1, [0.1], [True])]
+    assert [(c.name, c.num_gt, c.scores.tolist(), c.true_positive.tolist(), c.num_ignored) for c in curves] == [
+        ('can', 1, [0.9, 0.7], [True, False], 1), ('box', 1, [0.1], [True], 0)]
+
+
+def test_curve_title_names_the_detections_left_out_for_difficult_objects():
+    """results.json's num_detections counts the can on the difficult box: the title says why the curve has one
+    fewer. Both curves reach recall 1 at precision 1 first (the can's FP scores below its TP): AP 1 by both rules."""
+    _, (detections, _, matches) = _case()
+    assert [eval_plots.curve_title(curve) for curve in eval_plots.class_curves(detections, matches, CLASS_NAMES)] == [
+        ['can: AP07 1.0000  AP10 1.0000', '1 GT, 2 detections counted, 1 on difficult objects ignored'],
+        ['box: AP07 1.0000  AP10 1.0000', '1 GT, 1 detections']]
 
 
 def test_pr_curve_pngs_have_their_size_and_curve(tmp_path):

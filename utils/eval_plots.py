@@ -29,11 +29,13 @@ _MARGIN = 48                # pixels around the plot area of a PR curve (axis la
 
 @dataclasses.dataclass
 class ClassCurve:
-    """One class's detections that count (not ignored): scores [n], true_positive [n], and its num_gt."""
+    """One class's detections that count (not ignored): scores [n], true_positive [n], and its num_gt;
+    num_ignored: its detections left out for taking a difficult object."""
     name: str
     scores: np.ndarray
     true_positive: np.ndarray
     num_gt: int
+    num_ignored: int = 0
 
 
 @dataclasses.dataclass
@@ -52,10 +54,22 @@ def class_curves(detections, matches, class_names):
     scores = np.asarray(detections.scores, dtype=np.float64).reshape(-1)
     curves = []
     for class_id in np.flatnonzero(matches.num_gt):
-        counted = (classes == class_id) & ~matches.ignored
+        of_class = classes == class_id
+        counted = of_class & ~matches.ignored
         curves.append(ClassCurve(class_names[class_id], scores[counted], matches.true_positive[counted],
-                                 int(matches.num_gt[class_id])))
+                                 int(matches.num_gt[class_id]), int(np.sum(of_class & matches.ignored))))
     return curves
+
+
+def curve_title(curve):
+    """The two title lines of a PR curve: its AP by both VOC rules; its counts, naming the detections on difficult
+    objects that the curve leaves out (results.json's num_detections counts them)."""
+    recall, precision = voc_eval.precision_recall(curve.scores, curve.true_positive, curve.num_gt)
+    counts = '%d GT, %d detections' % (curve.num_gt, len(curve.scores))
+    if curve.num_ignored:
+        counts += ' counted, %d on difficult objects ignored' % curve.num_ignored
+    return ['%s: AP07 %.4f  AP10 %.4f' % (curve.name, voc_eval.voc_ap(recall, precision, True),
+                                          voc_eval.voc_ap(recall, precision, False)), counts]
 
 
 def pr_curve_counts(curve, num_thresholds=PR_CURVE_THRESHOLDS):
@@ -128,10 +142,7 @@ def draw_pr_curve(curve):
     if points:
         draw.line(points, fill=CURVE_COLOUR, width=2)
         draw.ellipse([points[-1][0] - 3, points[-1][1] - 3, points[-1][0] + 3, points[-1][1] + 3], fill=CURVE_COLOUR)
-    title = '%s: AP07 %.4f  AP10 %.4f  (%d GT, %d detections)' % (
-        curve.name, voc_eval.voc_ap(recall, precision, True), voc_eval.voc_ap(recall, precision, False),
-        curve.num_gt, len(recall))
-    draw.text((left, 6), title, fill='black', font=font)
+    draw.multiline_text((left, 4), '\n'.join(curve_title(curve)), fill='black', font=font, spacing=1)
     return picture
 
 
