@@ -33,6 +33,7 @@ from datasets.voc_reader import IMAGE_EXTENSIONS
 from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
+from utils.file_io import make_writable_folder
 
 flags.DEFINE_string('images', None, 'Comma-separated image files, glob patterns or folders (the images in them).')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
@@ -176,7 +177,7 @@ def main(fv):
     if bool(fv.checkpoint_path) == bool(fv.model):
         raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
     detect_options = inference_flags.postprocess_options(fv, 'score_threshold')
-    inference_flags.make_output_folder(fv.output_dir, '--output_dir')
+    make_writable_folder(fv.output_dir, '--output_dir')
     # The model's file and the images are looked for before the model loads: a typo shows at once.
     if fv.model and not os.path.isfile(fv.model):
         raise UserError(f'--model={fv.model}: no such file')

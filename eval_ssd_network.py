@@ -30,7 +30,7 @@ from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
 from utils import checkpoints, coco_eval, devices, eval_report, inference_flags, inference_model, visualization, \
     voc_eval
 from utils.errors import UserError
-from utils.file_io import check_writable_file
+from utils.file_io import check_writable_file, make_writable_folder
 from utils.model_config import ModelConfig, class_differences
 
 WARP_RESIZE = 4   # SSD-Tensorflow's Resize enum value of a warp to the input size, its evaluation's default
@@ -129,7 +129,7 @@ def check_eval_flags(fv):
         raise UserError(f'--num_summary_images={fv.num_summary_images}: must be >= 0 (0: none)')
     for flag in ('eval_dir', 'plot_dir'):
         if fv[flag].value:
-            inference_flags.make_output_folder(fv[flag].value, '--' + flag)
+            make_writable_folder(fv[flag].value, '--' + flag)
     if fv.results_json:
         check_writable_file(fv.results_json, '--results_json')
 

@@ -82,7 +82,7 @@ def test_curve_title_names_the_detections_left_out_for_difficult_objects():
     _, (detections, _, matches) = _case()
     assert [eval_plots.curve_title(curve) for curve in eval_plots.class_curves(detections, matches, CLASS_NAMES)] == [
         ['can: AP07 1.0000  AP10 1.0000', '1 GT, 2 detections counted, 1 on difficult objects ignored'],
-        ['box: AP07 1.0000  AP10 1.0000', '1 GT, 1 detections']]
+        ['box: AP07 1.0000  AP10 1.0000', '1 GT, 1 detection']]
 
 
 def test_pr_curve_pngs_have_their_size_and_curve(tmp_path):

@@ -49,6 +49,15 @@ def test_output_folder_may_be_new_or_existing(tmp_path):
     assert os.listdir(tmp_path) == []                       # a check, not a mkdir
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs Linux /proc')
+def test_a_folder_where_nothing_can_be_created_is_one_line_even_for_root():
+    """os.access lets root write in /proc (another user has no permission); creating a file there fails."""
+    with pytest.raises(UserError, match=r'^--output_dir=/proc/x: (cannot|no permission to) write in /proc'):
+        file_io.check_writable_folder('/proc/x', '--output_dir')
+    with pytest.raises(UserError, match=r'^--results_json=/proc/x.json: (cannot|no permission to) write in /proc'):
+        file_io.check_writable_file('/proc/x.json', '--results_json')
+
+
 def test_a_file_in_the_way_of_an_output_folder_is_one_line_naming_it(tmp_path):
     taken = tmp_path / 'taken'
     taken.write_text('x')

@@ -65,7 +65,7 @@ def curve_title(curve):
     """The two title lines of a PR curve: its AP by both VOC rules; its counts, naming the detections on difficult
     objects that the curve leaves out (results.json's num_detections counts them)."""
     recall, precision = voc_eval.precision_recall(curve.scores, curve.true_positive, curve.num_gt)
-    counts = '%d GT, %d detections' % (curve.num_gt, len(curve.scores))
+    counts = '%d GT, %d detection%s' % (curve.num_gt, len(curve.scores), '' if len(curve.scores) == 1 else 's')
     if curve.num_ignored:
         counts += ' counted, %d on difficult objects ignored' % curve.num_ignored
     return ['%s: AP07 %.4f  AP10 %.4f' % (curve.name, voc_eval.voc_ap(recall, precision, True),

@@ -65,6 +65,16 @@ def _check_writable(folder, path, flag):
         raise UserError(f'{flag}={path}: {where}, not a folder')
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f'{flag}={path}: no permission to write in {existing}')
+    try:   # root passes os.access where nothing can be created (/proc, a read-only mount)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise UserError(f'{flag}={path}: cannot write in {existing} ({err.strerror})') from None
+
+
+def make_writable_folder(path, flag):
+    """check_writable_folder, then the folder (and its parents) made now, before the script's work."""
+    check_writable_folder(path, flag)
+    os.makedirs(path, exist_ok=True)
 
 
 def read_json_object(path):

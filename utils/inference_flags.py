@@ -1,17 +1,15 @@
-"""Flags shared by the inference tools (eval_ssd_network.py, detect.py, deployment/export_serving_model.py).
+"""Flags shared by the inference tools (eval_ssd_network.py, detect.py, deployment/export_serving_model.py,
+deployment/export_tflite.py).
 
-Defined once here so the three tools spell and document them alike; each script calls the define_*
+Defined once here so the four tools spell and document them alike; each script calls the define_*
 functions at import and turns the values into a ModelConfig, restore settings and post-processing options
 with the functions below.
 """
-import os
-
 from absl import flags
 
 from nets import nets_factory
 from utils import checkpoints, devices
 from utils.errors import UserError
-from utils.file_io import check_writable_folder
 from utils.model_config import OVERRIDABLE_KEYS, inference_config
 
 
@@ -71,16 +69,6 @@ def postprocess_options(flag_values, score_flag='select_threshold'):
             raise UserError(f'--{name}={flag_values[name].value}: must be >= 1')
     return dict(score_threshold=flag_values[score_flag].value, nms_threshold=flag_values.nms_threshold,
                 top_k=flag_values.select_top_k, keep_top_k=flag_values.keep_top_k)
-
-
-def make_output_folder(path, flag):
-    """Creates the output folder `path` (and its parents) now, before the model loads; UserError naming `flag`
-    when it cannot be made (check_writable_folder's permission test passes /proc for root, where nothing can)."""
-    check_writable_folder(path, flag)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as err:
-        raise UserError(f'{flag}={path}: cannot create the folder ({err.strerror})') from None
 
 
 def weights_to_restore(flag_values, prefix, network):
