@@ -152,8 +152,8 @@ def checkpoint_detector(fv, prefix, detect_options):
         image_input, network, detections = build_graph(config, detect_options)
         variables_map = inference_flags.weights_to_restore(fv, prefix, network)
         with tf.Session(config=devices.session_config()) as session:
-            checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix, variables_map,
-                                              config.settings())
+            checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix,
+                                              variables_map, config)
             yield (lambda pixels: session.run(detections, {image_input: pixels})), config.class_names
 
 

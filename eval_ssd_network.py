@@ -343,7 +343,7 @@ def main(fv):
         writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
         with tf.Session(config=devices.session_config(fv.gpu_memory_fraction)) as session:
             for prefix in itertools.chain([first], prefixes):
-                checkpoints.restore_for_inference(session, saver, prefix, variables_map, config.settings())
+                checkpoints.restore_for_inference(session, saver, prefix, variables_map, config)
                 report(evaluate_one(session, graph, prefix, config, fv), class_names, writer, fv.results_json,
                        fv.plot_dir, run_facts)
 

@@ -94,8 +94,8 @@ def detect_model(checkpoint_dir, batch, iterations):
         network, detections = inference_model.detect_images(images, config, DETECT_OPTIONS)
         variables_map = checkpoints.inference_variable_map(prefix, network)
         with tf.Session(config=devices.session_config()) as sess:
-            checkpoints.restore_for_inference(sess, tf.train.Saver(var_list=variables_map), prefix, variables_map,
-                                              config.settings())
+            checkpoints.restore_for_inference(sess, tf.train.Saver(var_list=variables_map), prefix,
+                                           variables_map, config)
             feed = {images: _uint8_images(batch)}
             seconds = median_seconds(lambda: sess.run(detections, feed), iterations)
     report(images_per_s=batch / seconds)

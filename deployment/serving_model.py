@@ -73,7 +73,7 @@ def frozen_signatures(prefix, config, detect_options, use_moving_averages, names
                           for info in signature.outputs.values()} | {'class_names_asset'})
         with tf.Session(config=devices.session_config()) as session:
             checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix,
-                                              variables_map, config.settings())
+                                              variables_map, config)
             graph_def = tf.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), outputs)
     return graph_def, signatures
 

@@ -86,7 +86,7 @@ def frozen_network(prefix, config, use_moving_averages=False):
         variables_map = checkpoints.inference_variable_map(prefix, network, use_moving_averages)
         with tf.Session(config=devices.session_config()) as session:
             checkpoints.restore_for_inference(session, tf.train.Saver(var_list=variables_map), prefix,
-                                              variables_map, config.settings())
+                                              variables_map, config)
             return tf.graph_util.convert_variables_to_constants(session, graph.as_graph_def(),
                                                                 list(_NETWORK_OUTPUTS))
 

@@ -82,7 +82,7 @@ def test_moving_averages_are_restored_when_asked(tmp_path):
             variables_map = checkpoints.inference_variable_map(prefix, network, use_moving_averages=use_averages)
             with tf.Session() as session:
                 checkpoints.restore_for_inference(session, tf.train.Saver(variables_map), prefix, variables_map,
-                                                  config.settings())
+                                                  config)
                 restored = session.run(checkpoints.network_variables(network)[WEIGHT])
         np.testing.assert_allclose(restored, factor * stored_weight, rtol=1e-6)
 
@@ -102,8 +102,10 @@ def test_mismatched_checkpoint_is_one_line_naming_variable_and_settings(train_di
     with tf.Graph().as_default():
         network = _network_in_new_graph(config)
         with pytest.raises(UserError) as caught:
-            checkpoints.check_checkpoint_fits(prefix, checkpoints.network_variables(network), config.settings())
+            checkpoints.check_checkpoint_fits(prefix, checkpoints.network_variables(network), config)
     message = str(caught.value)
     assert '\n' not in message and message.startswith(prefix + ': does not fit')
     assert 'num_classes=6' in message and 'conv_cls' in message
+    assert message.endswith('; its model_config.json says num_classes=%d: leave --num_classes out'
+                            % len(fixtures.CLASS_NAMES))
     assert os.path.basename(prefix) in message

@@ -93,6 +93,17 @@ def test_fine_tuning_from_a_run_of_other_width_or_anchor_sizes_is_warned(tmp_pat
     assert mc.pretrained_mismatch_warning(prefix, dataclasses.replace(CONFIG, depth_multiplier=0.125)) is None
 
 
+def test_refit_advice_names_what_model_config_json_says(tmp_path):
+    prefix = str(tmp_path / 'model.ckpt-40')
+    assert CONFIG.refit_advice(prefix).startswith('pass the training settings (--model_name, --num_classes, ')
+    dataclasses.replace(CONFIG, depth_multiplier=0.125).save(str(tmp_path))
+    assert CONFIG.refit_advice(prefix) == ('its model_config.json says depth_multiplier=0.125: leave '
+                                           '--depth_multiplier out')
+    CONFIG.save(str(tmp_path))
+    assert CONFIG.refit_advice(prefix) == ('it is not the checkpoint its model_config.json describes (copied from '
+                                           'another run?)')
+
+
 def test_absent_config_is_none(tmp_path):
     assert ModelConfig.load(str(tmp_path)) is None
     assert ModelConfig.load(str(tmp_path / 'model.ckpt-5')) is None

@@ -326,21 +326,19 @@ def inference_variable_map(prefix, network, use_moving_averages=False):
     return mapping
 
 
-def check_checkpoint_fits(prefix, variables_map, settings):
-    """UserError naming the mismatched variables and `settings` (the model configuration in use, one line)
-    when the checkpoint lacks one of `variables_map` or stores another shape."""
+def check_checkpoint_fits(prefix, variables_map, config):
+    """UserError naming the mismatched variables, the settings of `config` (the ModelConfig in use) and its
+    refit_advice when the checkpoint lacks one of `variables_map` or stores another shape."""
     mismatches = find_mismatches(prefix, variables_map)
     if mismatches:
-        raise UserError(f'{prefix}: does not fit the network built with {settings}: '
-                        f'{format_mismatches(mismatches)}; pass the training settings (--model_name, '
-                        f'--num_classes, --depth_multiplier, --anchor_set) or keep model_config.json beside the '
-                        f'checkpoint')
+        raise UserError(f'{prefix}: does not fit the network built with {config.settings()}: '
+                        f'{format_mismatches(mismatches)}; {config.refit_advice(prefix)}')
 
 
-def restore_for_inference(session, saver, prefix, variables_map, settings):
+def restore_for_inference(session, saver, prefix, variables_map, config):
     """check_checkpoint_fits, then restore with `saver` (a tf.train.Saver over `variables_map`); read errors
     become UserError."""
-    check_checkpoint_fits(prefix, variables_map, settings)
+    check_checkpoint_fits(prefix, variables_map, config)
     try:
         saver.restore(session, prefix)
     except (tf.errors.OpError, ValueError) as err:

@@ -86,6 +86,20 @@ class ModelConfig:
         """'model_name=..., num_classes=..., depth_multiplier=..., anchor_set=...' for messages."""
         return ', '.join(f'{key}={getattr(self, key)}' for key in OVERRIDABLE_KEYS)
 
+    def refit_advice(self, prefix):
+        """What makes the checkpoint at `prefix`, which does not fit this network, load: the values its
+        model_config.json gives where this configuration (the inference flags') differs, else the training
+        settings to pass."""
+        saved = ModelConfig.load(prefix)
+        if saved is None:
+            return ('pass the training settings (--model_name, --num_classes, --depth_multiplier, --anchor_set) or '
+                    f'keep {CONFIG_FILENAME} beside the checkpoint')
+        differing = [key for key in OVERRIDABLE_KEYS if getattr(saved, key) != getattr(self, key)]
+        if not differing:
+            return f'it is not the checkpoint its {CONFIG_FILENAME} describes (copied from another run?)'
+        return (f'its {CONFIG_FILENAME} says {", ".join(f"{key}={getattr(saved, key)}" for key in differing)}: leave '
+                f'{" ".join("--" + key for key in differing)} out')
+
     def to_json(self):
         return {'model_name': self.model_name, 'num_classes': self.num_classes, 'class_names': list(self.class_names),
                 'depth_multiplier': self.depth_multiplier, 'anchor_set': self.anchor_set,
