@@ -77,6 +77,7 @@ def test_results_json_is_well_formed(setup, evaluated):
     for name in ('bottle', 'can'):
         assert 0.0 <= results['per_class'][name]['ap_voc07'] <= 1.0
         assert 0.0 <= results['per_class'][name]['ap_voc2010'] <= 1.0
+        assert 0.0 <= results['per_class'][name]['recall'] <= 1.0
     mean07 = (results['per_class']['bottle']['ap_voc07'] + results['per_class']['can']['ap_voc07']) / 2
     assert results['map_voc07'] == pytest.approx(mean07)
     assert results['num_classes_with_gt'] == 2
@@ -127,7 +128,10 @@ def test_table_is_printed(evaluated):
     lines = evaluated.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:4] == ['class', '#GT', 'AP07', 'AP10'])
     assert lines[header - 1] == ("Split 'test', IoU >= 0.5. AP07: VOC2007 11-point AP; AP10: VOC2010+ area under "
-                                 "the PR curve (10: the year, not an IoU)")
+                                 "the PR curve (10: the year, not an IoU); recall: of all detections; R@0.5, P@0.5: "
+                                 "recall and precision of those scoring 0.5 or more (detect.py's default "
+                                 "--score_threshold)")
+    assert lines[header].split()[4:] == ['recall', 'R@0.5', 'P@0.5']
     rows = [line.split() for line in lines[header + 1:header + 5]]
     assert [row[0] for row in rows] == ['bottle', 'can', 'box', 'mAP']
     assert rows[2][1:] == ['0', 'no', 'GT']

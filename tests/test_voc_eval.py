@@ -170,6 +170,19 @@ def test_eleven_point_and_area_differ_as_hand_computed():
     assert results.ap07[1] != pytest.approx(results.ap10[1])
 
 
+def test_recall_and_the_operating_point_as_hand_computed():
+    # Three ground truths; detections .9 TP, .8 FP, .3 TP: 2 of 3 found in all; at >= .5, 1 TP of 2 detections.
+    gts = [(0, 1, _box(0.3, 0.3), 0), (1, 1, _box(0.6, 0.6), 0), (2, 1, _box(0.5, 0.5), 0)]
+    dets = [(0, 1, 0.9, _box(0.3, 0.3)), (0, 1, 0.8, _box(0.8, 0.8)), (1, 1, 0.3, _box(0.6, 0.6)),
+            (2, 2, 0.2, _box(0.5, 0.5))]    # a class without ground truth
+    results = _evaluate(dets, gts)
+    assert results.recall[1] == pytest.approx(2 / 3) and results.operating_score == 0.5
+    assert results.recall_at_score[1] == pytest.approx(1 / 3) and results.precision_at_score[1] == 0.5
+    assert np.isnan(results.recall[2]) and np.isnan(results.precision_at_score[2])
+    low = _evaluate([(0, 1, 0.3, _box(0.3, 0.3))], gts[:1])     # nothing scores 0.5: no precision at it
+    assert low.recall[1] == 1.0 and low.recall_at_score[1] == 0.0 and np.isnan(low.precision_at_score[1])
+
+
 def test_duplicates_are_false_positives():
     # Second detection of the same box is FP: same curve as TP, FP, TP.
     gts = [(0, 1, _box(0.3, 0.3), 0), (0, 1, _box(0.7, 0.7), 0)]
@@ -295,8 +308,8 @@ def test_format_table_lists_classes_and_no_gt():
     results = _evaluate([(0, 1, 0.9, _box(0.3, 0.3))], [(0, 1, _box(0.3, 0.3), 0)])
     table = voc_eval.format_results_table(results, ['none', 'cat', 'dog', 'bird'])
     lines = table.splitlines()
-    assert lines[0].split() == ['class', '#GT', 'AP07', 'AP10']
-    assert lines[1].split() == ['cat', '1', '1.0000', '1.0000']
+    assert lines[0].split() == ['class', '#GT', 'AP07', 'AP10', 'recall', 'R@0.5', 'P@0.5']
+    assert lines[1].split() == ['cat', '1', '1.0000', '1.0000', '1.0000', '1.0000', '1.0000']
     assert lines[2].split() == ['dog', '0', 'no', 'GT']
     assert lines[-1].split() == ['mAP', '1', '1.0000', '1.0000']
 
@@ -305,8 +318,10 @@ def test_results_as_dict_is_json_ready():
     results = _evaluate([(0, 1, 0.9, _box(0.3, 0.3)), (0, 2, 0.8, _box(0.6, 0.6))], [(0, 1, _box(0.3, 0.3), 0)])
     summary = json.loads(json.dumps(voc_eval.results_as_dict(results, ['none', 'cat', 'dog', 'bird'])))
     assert summary['map_voc07'] == 1.0 and summary['num_classes_with_gt'] == 1
-    assert summary['per_class']['cat'] == {'class_id': 1, 'num_gt': 1, 'num_detections': 1,
-                                           'ap_voc07': 1.0, 'ap_voc2010': 1.0}
+    assert summary['per_class']['cat'] == {'class_id': 1, 'num_gt': 1, 'num_detections': 1, 'ap_voc07': 1.0,
+                                           'ap_voc2010': 1.0, 'recall': 1.0, 'recall_at_score': 1.0,
+                                           'precision_at_score': 1.0}
+    assert summary['operating_score'] == 0.5
     assert summary['per_class']['dog']['ap_voc2010'] is None and summary['per_class']['dog']['num_detections'] == 1
 
 

@@ -61,8 +61,10 @@ def print_tables(outcome, class_names, split, iou_threshold):
         outcome.prefix, outcome.step, outcome.num_images, outcome.elapsed,
         outcome.num_images / max(outcome.elapsed, 1e-9)))
     # Beside COCO's AP50 and AP75, 'AP10' reads as AP at IoU 0.10.
+    at = f'{outcome.results.operating_score:g}'
     print(f'Split {split!r}, IoU >= {iou_threshold:g}. AP07: VOC2007 11-point AP; AP10: VOC2010+ area under the PR '
-          f'curve (10: the year, not an IoU)')
+          f'curve (10: the year, not an IoU); recall: of all detections; R@{at}, P@{at}: recall and precision of '
+          f'those scoring {at} or more (detect.py\'s default --score_threshold)')
     print(voc_eval.format_results_table(outcome.results, class_names))
     print(coco_eval.format_results_table(outcome.coco), flush=True)
     if outcome.skipped:

@@ -50,6 +50,9 @@ class VOCResults:
     ap07, ap10: AP by the VOC2007 and VOC2010+ rules, NaN where the class has no non-difficult ground truth.
     num_gt: non-difficult ground truths per class; num_detections: detections per class.
     map07, map10: mean of ap07 / ap10 over classes 1.. with num_gt > 0 (NaN when there are none).
+    recall: the fraction of the ground truth found by any detection (the curve's end: what AP can reach);
+    recall_at_score, precision_at_score: those of the detections scoring at least operating_score, the cut a
+    deployed detector makes (precision NaN when none does); all three NaN without ground truth.
     matches: each detection's outcome (for curves and pictures).
     """
     ap07: np.ndarray
@@ -58,6 +61,10 @@ class VOCResults:
     num_detections: np.ndarray
     map07: float
     map10: float
+    recall: np.ndarray
+    recall_at_score: np.ndarray
+    precision_at_score: np.ndarray
+    operating_score: float
     matches: Matches = None
 
     @property
@@ -80,27 +87,33 @@ def precision_recall(scores, true_positive, num_gt):
     return tp_cumulative / max(num_gt, 1), precision
 
 
-def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
+def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5, operating_score=0.5):
     """VOC AP per class by both rules for a whole data set (voc_matching's Detections, GroundTruth) -> VOCResults.
 
     num_classes: classes including background (VOC: 21). iou_threshold: TP when IoU >= it (VOC: 0.5).
+    operating_score: the score cut of recall_at_score and precision_at_score (detect.py's default).
     """
     matches = match_detections(detections, ground_truth, num_classes, iou_threshold)
     classes = np.asarray(detections.classes, dtype=np.int64).reshape(-1)
     scores = np.asarray(detections.scores, dtype=np.float64).reshape(-1)
-    ap07 = np.full(num_classes, np.nan)
-    ap10 = np.full(num_classes, np.nan)
+    ap07, ap10, found, recall_at, precision_at = (np.full(num_classes, np.nan) for _ in range(5))
     for class_id in np.flatnonzero(matches.num_gt):
         counted = (classes == class_id) & ~matches.ignored
-        recall, precision = precision_recall(scores[counted], matches.true_positive[counted], matches.num_gt[class_id])
+        num_gt, hits = matches.num_gt[class_id], matches.true_positive[counted]
+        recall, precision = precision_recall(scores[counted], hits, num_gt)
         ap07[class_id] = voc_ap(recall, precision, use_07_metric=True)
         ap10[class_id] = voc_ap(recall, precision, use_07_metric=False)
+        found[class_id] = hits.sum() / num_gt
+        confident = scores[counted] >= operating_score
+        recall_at[class_id] = hits[confident].sum() / num_gt
+        precision_at[class_id] = hits[confident].mean() if confident.any() else np.nan
     has_gt = matches.num_gt[1:] > 0
     map07 = float(np.mean(ap07[1:][has_gt])) if has_gt.any() else float('nan')
     map10 = float(np.mean(ap10[1:][has_gt])) if has_gt.any() else float('nan')
     return VOCResults(ap07=ap07, ap10=ap10, num_gt=matches.num_gt,
                       num_detections=np.bincount(classes, minlength=num_classes).astype(np.int64),
-                      map07=map07, map10=map10, matches=matches)
+                      map07=map07, map10=map10, recall=found, recall_at_score=recall_at,
+                      precision_at_score=precision_at, operating_score=operating_score, matches=matches)
 
 
 class VOCEvaluator:
@@ -167,34 +180,42 @@ def _class_names(num_classes, class_names):
 
 
 def format_results_table(results, class_names=None):
-    """A text table: one row per class (name, #GT, AP VOC07, AP VOC10+), then the mAP row.
+    """A text table: one row per class (name, #GT, AP VOC07, AP VOC10+, recall, and recall and precision at
+    results.operating_score), then the mAP row.
 
     class_names: list indexed by class id (index 0 = background); defaults to 'class <id>'.
-    Classes without ground truth show 'no GT' and are not in the mean.
+    Classes without ground truth show 'no GT' and are not in the mean; '-' where no detection scores enough.
     """
     num_classes = len(results.num_gt)
     names = _class_names(num_classes, class_names)
     width = max([len('class'), len('mAP')] + [len(name) for name in names[1:]])
-    lines = ['%-*s %7s %8s %8s' % (width, 'class', '#GT', 'AP07', 'AP10')]
+    at = f'@{results.operating_score:g}'
+    lines = ['%-*s %7s %8s %8s %8s %8s %8s' % (width, 'class', '#GT', 'AP07', 'AP10', 'recall', 'R' + at, 'P' + at)]
     for class_id in range(1, num_classes):
         if results.num_gt[class_id] > 0:
-            ap_text = '%8.4f %8.4f' % (results.ap07[class_id], results.ap10[class_id])
+            values = (results.ap07[class_id], results.ap10[class_id], results.recall[class_id],
+                      results.recall_at_score[class_id], results.precision_at_score[class_id])
+            text = ' '.join('%8s' % '-' if np.isnan(value) else '%8.4f' % value for value in values)
         else:
-            ap_text = '%17s' % 'no GT'
-        lines.append('%-*s %7d %s' % (width, names[class_id], results.num_gt[class_id], ap_text))
+            text = '%17s' % 'no GT'
+        lines.append('%-*s %7d %s' % (width, names[class_id], results.num_gt[class_id], text))
     lines.append('%-*s %7d %8.4f %8.4f' % (width, 'mAP', int(results.num_gt[1:].sum()), results.map07, results.map10))
     return '\n'.join(lines)
 
 
 def results_as_dict(results, class_names=None):
-    """JSON-ready summary: {'map_voc07', 'map_voc2010', 'num_classes_with_gt', 'per_class': {name: {'class_id',
-    'num_gt', 'num_detections', 'ap_voc07', 'ap_voc2010'}}}; NaN (no ground truth) becomes None."""
+    """JSON-ready summary: {'map_voc07', 'map_voc2010', 'num_classes_with_gt', 'operating_score', 'per_class':
+    {name: {'class_id', 'num_gt', 'num_detections', 'ap_voc07', 'ap_voc2010', 'recall', 'recall_at_score',
+    'precision_at_score'}}}; NaN (no ground truth, or no detection at the score) becomes None."""
     def number(value):
         return None if np.isnan(value) else float(value)
     names = _class_names(len(results.num_gt), class_names)
     per_class = {names[i]: {'class_id': i, 'num_gt': int(results.num_gt[i]),
                             'num_detections': int(results.num_detections[i]),
-                            'ap_voc07': number(results.ap07[i]), 'ap_voc2010': number(results.ap10[i])}
+                            'ap_voc07': number(results.ap07[i]), 'ap_voc2010': number(results.ap10[i]),
+                            'recall': number(results.recall[i]), 'recall_at_score': number(results.recall_at_score[i]),
+                            'precision_at_score': number(results.precision_at_score[i])}
                  for i in range(1, len(names))}
     return {'map_voc07': number(results.map07), 'map_voc2010': number(results.map10),
-            'num_classes_with_gt': int(results.has_gt.sum()), 'per_class': per_class}
+            'num_classes_with_gt': int(results.has_gt.sum()), 'operating_score': results.operating_score,
+            'per_class': per_class}
