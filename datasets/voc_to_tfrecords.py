@@ -11,16 +11,16 @@ replaces the dataset; one of a single split (SSD-Tensorflow's way: train, then t
 merges into the dataset_info.json there. While writing, dataset_info.json lists only complete splits (the
 kept ones, or none), and the splits it lists are the only ones list_shards reads.
 """
-import collections
 import dataclasses
 import os
 
+from datasets import conversion_checks
+from datasets.conversion_checks import ISSUE_KINDS, Issue
 from datasets import dataset_info as ds_info
 from datasets.split_boxes import count_boxes
 from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
-from datasets.voc_reader import (IMAGE_EXTENSIONS, SampleError, boxes_frame_note, drawn_on_stored, filename_base,
-                                 find_image, load_image, missing_image_reason, parse_voc_xml, repair_boxes,
-                                 turn_upright)
+from datasets.voc_reader import (SampleError, boxes_frame_note, drawn_on_stored, find_image, load_image,
+                                 missing_image_reason, parse_voc_xml, repair_boxes, turn_upright)
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, SPLITS_DIR, annotation_files, plan_splits, split_list_names
 from utils.errors import UserError
 
@@ -29,9 +29,6 @@ REPORT_FILENAME = 'conversion_report.txt'
 # so a shorter side of 1536 still gives it 300+ pixels, while a phone's 12 MP photo holds 4x fewer pixels to
 # decode at every step (bench/RESULTS.md, "Large photos"). ssd_512_vgg's crop wants 512 / 0.21 = 2415.
 DEFAULT_MAX_SHORT_SIDE = 1536
-# Kinds of Issue, in the summary's order; 'unannotated': an image no XML names, left out; 'background-only': an
-# image without objects, kept as a background sample.
-ISSUE_KINDS = ('excluded', 'unannotated', 'repaired', 'warning', 'background-only', 'converted')
 
 
 @dataclasses.dataclass
@@ -45,17 +42,6 @@ class ConversionOptions:
     seed: int = 0                     # of the validation split
     max_short_side: int = DEFAULT_MAX_SHORT_SIDE   # shorter sides over this are downscaled to it; 0: no limit
     split_lists: bool = True          # False: ImageSets/Main lists ignored, every annotation in split_name
-
-
-@dataclasses.dataclass
-class Issue:
-    kind: str              # one of ISSUE_KINDS
-    path: str              # file the issue is about, relative to the dataset folder
-    reason: str
-    unknown_classes: tuple = ()   # excluded for these class names, which the label list lacks
-
-    def __str__(self):
-        return f'  {self.kind}: {self.path}: {self.reason}'
 
 
 class _UnknownClasses(SampleError):
@@ -104,9 +90,9 @@ def _read_annotations(dataset_dir, options):
     listed = options.split_lists and bool(split_list_names(dataset_dir))
     annotations = _Annotations(dataset_dir, splits, listed,
                                annotation_files(os.path.join(dataset_dir, ANNOTATIONS_DIR)), {}, [])
-    annotations.issues.extend(_test_images_in_other_splits(annotations))
+    annotations.issues.extend(conversion_checks.shared_test_images(annotations))
     _parse_all(annotations)
-    annotations.issues.extend(_images_without_annotation(annotations))
+    annotations.issues.extend(conversion_checks.images_without_annotation(annotations))
     return annotations
 
 
@@ -127,36 +113,6 @@ def _parse_all(annotations):
             annotations.parsed[stem] = parse_voc_xml(os.path.join(annotations.dataset_dir, relative))
         except SampleError as err:
             annotations.issues.append(Issue('excluded', relative, str(err)))
-
-
-def _test_images_in_other_splits(annotations, shown=5):
-    """'warning' Issues for the images the 'test' split shares with another split (train.txt and test.txt
-    listing the same image): its mAP would include training images."""
-    test = set(annotations.splits.get('test', ()))
-    issues = []
-    for split, stems in annotations.splits.items():
-        shared = [stem for stem in dict.fromkeys(stems) if stem in test]
-        if shared and split != 'test':
-            names = ', '.join(shared[:shown]) + (', ...' if len(shared) > shown else '')
-            issues.append(Issue('warning', annotations.split_source('test'),
-                                f'{len(shared)} image(s) also in {annotations.split_source(split)} ({names}): the '
-                                f'test mAP would include training images'))
-    return issues
-
-
-def _images_without_annotation(annotations):
-    """'unannotated' Issues for the images in JPEGImages/ that no annotation names, by its stem, a split list
-    or its <filename>: labelImg writes no XML for an image the user never saved."""
-    images_dir = os.path.join(annotations.dataset_dir, IMAGES_DIR)
-    annotated = set(annotations.files).union(*annotations.splits.values())
-    named = {filename_base(annotation.filename) for annotation in annotations.parsed.values()}
-    issues = []
-    for name in sorted(os.listdir(images_dir)):
-        stem, extension = os.path.splitext(name)
-        if extension in IMAGE_EXTENSIONS and stem not in annotated and name not in named:
-            issues.append(Issue('unannotated', os.path.join(IMAGES_DIR, name), f'no {ANNOTATIONS_DIR}/{stem}.xml: left '
-                                f'out (a background-only image needs an XML with no <object>)'))
-    return issues
 
 
 def _class_names_in_annotations(annotations):
@@ -218,45 +174,6 @@ def _label_names(annotations, class_names):
         raise UserError(f'{annotations.dataset_dir}: the annotations name no object class; pass --labels_file')
     return (ds_info.with_background(class_names),
             f'the names in {os.path.join(annotations.dataset_dir, ANNOTATIONS_DIR)}')
-
-
-def _look_alike_key(name):
-    """What is left of a class name without case, '_', '-' and extra spaces: 'Soda_Can' -> 'soda can'."""
-    return ' '.join(name.casefold().replace('_', ' ').replace('-', ' ').split())
-
-
-def _look_alike_names(class_names, class_source):
-    """'warning' Issues for class names that differ only in case, spaces, '_' or '-' ('Can', 'can', 'soda_can',
-    'Soda Can'): separate classes, though usually one class typed two ways."""
-    groups = {}
-    for name in class_names[1:]:
-        groups.setdefault(_look_alike_key(name), []).append(name)
-    return [Issue('warning', class_source, f'class names {", ".join(map(repr, names))} differ only in case, spaces, '
-                                           f"'_' or '-': they are {len(names)} classes; if they are one, name it "
-                                           f'alike in every annotation')
-            for names in groups.values() if len(names) > 1]
-
-
-def _normalised_coordinates(parsed, boxes_per_class):
-    """A 'warning' Issue when boxes were written and every box coordinate in the XML files read is 1 or less:
-    some export scripts write fractions of the image, where Pascal VOC gives pixels."""
-    coordinates = [value for annotation in parsed.values() for obj in annotation.objects
-                   for value in (obj.xmin, obj.ymin, obj.xmax, obj.ymax)]
-    if not coordinates or max(coordinates) > 1.0 or not sum(boxes_per_class.values()):
-        return []
-    return [Issue('warning', ANNOTATIONS_DIR, 'every box coordinate is 1 or less: they look normalised to 0..1, '
-                                              'while Pascal VOC gives pixels; the boxes cover at most 1 pixel')]
-
-
-def _classes_without_boxes(boxes_per_class, class_source):
-    """A 'warning' Issue naming the classes with no box in the dataset ('sprite' in labels.txt, a first line
-    '__background__'): the model would learn to detect a class it never sees."""
-    empty = [name for name, count in boxes_per_class.items() if not count]
-    if not empty:
-        return []
-    return [Issue('warning', class_source, f'{len(empty)} class(es) with 0 boxes in the converted data: '
-                                           f'{", ".join(map(repr, empty))}; the model would train classes it never '
-                                           f'sees (annotate them, or drop them from the class list)')]
 
 
 class _SplitWriter:
@@ -323,7 +240,7 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
             lines.append(f'  ... and {len(issues) - max_lines_per_kind} more {kind}; all are listed in '
                          f'{os.path.join(output_dir, REPORT_FILENAME)}')
         if kind == 'excluded':
-            lines += _unknown_class_lines(issues, result.info.class_names)
+            lines += conversion_checks.unknown_class_lines(issues, result.info.class_names)
     if result.downscaled:
         lines.append(f'  {result.downscaled} image(s) with a shorter side over {result.max_short_side} px stored '
                      f'downscaled to it (--max_short_side; 0 keeps every image\'s resolution)')
@@ -332,21 +249,6 @@ def format_summary(result, output_dir, max_lines_per_kind=20):
                      f'full size (--max_short_side=0): training decodes each at every step, a 12 MP photo in '
                      f'about 50 ms of CPU')
     return lines
-
-
-def _unknown_class_lines(excluded, class_names):
-    """One line for the images left out for classes the label list lacks: which, in how many images, and
-    the label list's name that each one matches up to case, spaces, '_' or '-', if any."""
-    images = collections.Counter(name for issue in excluded for name in issue.unknown_classes)
-    if not images:
-        return []
-    count = sum(bool(issue.unknown_classes) for issue in excluded)
-    classes = ', '.join(f'{name!r} in {n}' for name, n in sorted(images.items()))
-    listed = {_look_alike_key(name): name for name in class_names[1:]}
-    typed_like = [(name, listed[_look_alike_key(name)]) for name in sorted(images) if _look_alike_key(name) in listed]
-    hints = ''.join(f'; {name!r}: did you mean {like!r} (labels file)?' for name, like in typed_like)
-    return [f'  {count} image(s) left out for classes not in the label list ({classes}); add those classes to '
-            f'the labels file to keep the images{hints}']
 
 
 def _previous_info(output_dir, dataset_name, merging, log_fn):
@@ -451,7 +353,7 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
         raise UserError(f'--max_short_side={options.max_short_side}: must be 0 (no limit) or more')
     annotations = _read_annotations(dataset_dir, options)
     all_names, class_source = _label_names(annotations, options.class_names)
-    annotations.issues.extend(_look_alike_names(all_names, class_source))
+    annotations.issues.extend(conversion_checks.look_alike_names(all_names, class_source))
     previous, num_samples, boxes_per_class = _start_output(output_dir, options, all_names, class_source,
                                                            set(annotations.splits), log_fn)
     writer = _SplitWriter(annotations, output_dir, options, all_names, boxes_per_class, progress_fn)
@@ -462,8 +364,8 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
             annotations.issues.append(Issue('warning', annotations.split_source(split),
                                             f'split {split!r} has 0 images: none of its entries could be used (see the '
                                             f'excluded lines)'))
-    annotations.issues.extend(_normalised_coordinates(annotations.parsed, boxes_per_class))
-    annotations.issues.extend(_classes_without_boxes(boxes_per_class, class_source))
+    annotations.issues.extend(conversion_checks.normalised_coordinates(annotations.parsed, boxes_per_class))
+    annotations.issues.extend(conversion_checks.classes_without_boxes(boxes_per_class, class_source))
     info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
     result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
                               writer.kept_large)
