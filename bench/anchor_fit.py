@@ -80,7 +80,7 @@ def main(flag_values):
             ('the report with a warning\'s four options (anchor_report.options)',
              lambda: anchor_report.options(boxes, 'ssd_300_vgg', params, 0.5, False))):
         rows.append((name, _median_seconds(function, flag_values.repeats)[0]))
-    print(f'| step ({flag_values.repeats} runs, median) | seconds |\n|---|---|')
+    print(f'| step (median of --repeats={flag_values.repeats}) | seconds |\n|---|---|')
     for name, seconds in rows:
         print(f'| {name} | {seconds:.2f} |')
     fit = anchor_fit.anchor_fit(boxes, params, 0.5)

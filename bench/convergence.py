@@ -63,6 +63,7 @@ flags.DEFINE_multi_string('train_flags', [], 'Extra flags for train_ssd_network.
 FLAGS = flags.FLAGS
 
 STOP_SECS = 5.0  # what the training script needs after SIGTERM to save a checkpoint and exit
+MIN_SEGMENT_SECS = 20.0  # a segment with less budget left would end during the training script's start-up
 LOSS_RE = re.compile(r'step (\d+): loss ([0-9.eE+-]+)')
 COLUMNS = ('segment', 'step', 'images_seen', 'epochs', 'train_minutes', 'loss', 'learning_rate_horizon', 'load',
            'map_voc07', 'map_voc2010', 'eval_seconds')
@@ -189,6 +190,9 @@ def main(argv):
     last = False
     while not last:
         remaining = budget - trained_secs
+        if rows and remaining < MIN_SEGMENT_SECS:   # a segment overran into the last seconds of the budget
+            _log(f'{remaining:.0f} s of budget left: too little for a segment, the run ends here')
+            break
         horizon = step + max(1, int(remaining / sec_per_step))  # the step at which the budget should run out
         target = step + max(1, int(min(segment, remaining) / sec_per_step))
         last = remaining < 1.5 * segment  # a short tail would mostly be start-up: fold it into this segment

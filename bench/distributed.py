@@ -28,9 +28,12 @@ STEP_SECONDS = re.compile(r'^\d\d:\d\d:\d\d step \d+: loss .* ([\d.]+) sec/step'
 
 
 def images_per_second(log, batch_size, warmup):
-    """A worker's images/s from the sec/step of its step lines (one a step: --log_every_n_steps=1)."""
-    seconds = [float(s) for s in STEP_SECONDS.findall(log)][warmup:]
-    return len(seconds) * batch_size / sum(seconds) if seconds else 0.0
+    """A worker's images/s from the sec/step of its step lines after the first `warmup` (one line a step:
+    --log_every_n_steps=1); RuntimeError when it logged no more than those (its steps went to the others)."""
+    logged = [float(s) for s in STEP_SECONDS.findall(log)]
+    if len(logged) <= warmup:
+        raise RuntimeError(f'a worker logged {len(logged)} step(s), none after --warmup={warmup}: give more --steps')
+    return (len(logged) - warmup) * batch_size / sum(logged[warmup:])
 
 
 def size_args():

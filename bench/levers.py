@@ -16,10 +16,11 @@ Levers (variants in the order timed):
 Inputs are random images and labels (1% positives); the step is the gradients of the SSD loss plus weight
 decay applied by Adam.
 """
+import os
 import statistics
 import time
 
-from absl import flags
+from absl import app, flags
 
 from utils import script_setup
 
@@ -48,6 +49,9 @@ def variants(lever):
                 for intra, inter in ((0, 0), (1, 2), (2, 1), (1, 1))]
     if lever == 'bf16':
         return [('float32', {}, {}), ('oneDNN bfloat16 rewrite', {}, {'bf16': True})]
+    if '--tf_xla_cpu_global_jit' not in os.environ.get('TF_XLA_FLAGS', ''):   # ON_1 alone leaves the CPU out
+        raise app.UsageError('--lever=xla: run with TF_XLA_FLAGS=--tf_xla_cpu_global_jit, else XLA does not '
+                             'cluster CPU ops and both rows time the same graph')
     return [('no XLA', {}, {}), ('XLA ON_1', {}, {'jit': True})]
 
 
@@ -77,7 +81,8 @@ def training_session(tf, build_options, session_options):
             config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
         if session_options.get('bf16'):
             from tensorflow.core.protobuf import rewriter_config_pb2
-            config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+            config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
+                rewriter_config_pb2.RewriterConfig.ON
         session = tf.Session(graph=graph, config=config)
         session.run(tf.global_variables_initializer())
         session.run(train_op)   # warm-up: kernels, primitives, XLA compilation

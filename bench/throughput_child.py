@@ -1,11 +1,13 @@
 """One measurement of bench/train_throughput.py, in its own process (so each has its own peak RSS).
 
-    python bench/throughput_child.py matmul
-    python bench/throughput_child.py flops DEPTH_MULTIPLIER
-    python bench/throughput_child.py saved_model EXPORT_DIR BATCH ITERATIONS
-    python bench/throughput_child.py detect_model CHECKPOINT_DIR BATCH ITERATIONS
-    python bench/throughput_child.py torch_train BATCH STEPS WARMUP      (with torch + torchvision)
-    python bench/throughput_child.py torch_infer BATCH ITERATIONS        (with torch + torchvision)
+    python -m bench.throughput_child matmul
+    python -m bench.throughput_child flops DEPTH_MULTIPLIER NUM_CLASSES
+    python -m bench.throughput_child saved_model EXPORT_DIR BATCH ITERATIONS
+    python -m bench.throughput_child detect_model CHECKPOINT_DIR BATCH ITERATIONS
+    PYTHONPATH=. /tmp/tv/bin/python -m bench.throughput_child torch_train BATCH STEPS WARMUP   (torch + torchvision)
+    PYTHONPATH=. /tmp/tv/bin/python -m bench.throughput_child torch_infer BATCH ITERATIONS     (torch + torchvision)
+
+(from the repository root; train_throughput.py runs them so, the torch ones with its --torch_python).
 
 Prints one line 'RESULT {json}'. Inputs are random 300x300 RGB images (uint8 for our models; floats in
 [0, 1] for torchvision's, whose transform then normalises them); inference times the median run after one

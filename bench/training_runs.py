@@ -28,8 +28,10 @@ def time_training(repo_dir, dataset_dir, work_dir, depth_multiplier, batch_size,
     """(images/s of our real training step, peak RSS GiB, train_dir) from train_ssd_network.py's per-step
     log (the median of the steps after warmup_steps), training from scratch into a new folder of work_dir."""
     train_dir = tempfile.mkdtemp(prefix='train-', dir=work_dir)
+    no_checkpoint = os.path.join(work_dir, 'no_pretrained')   # an empty folder: every revision reads it as none
+    os.makedirs(no_checkpoint, exist_ok=True)
     args = ['train_ssd_network.py', f'--dataset_dir={dataset_dir}', f'--train_dir={train_dir}',
-            f'--pretrained_path={tempfile.mkdtemp()}', f'--depth_multiplier={depth_multiplier}',
+            f'--pretrained_path={no_checkpoint}', f'--depth_multiplier={depth_multiplier}',
             f'--batch_size={batch_size}', f'--max_number_of_steps={train_steps}',
             '--log_every_n_steps=1', '--save_interval_secs=0', '--save_summaries_secs=0',
             '--opt_epsilon=1e-8']

@@ -57,8 +57,11 @@ def main():
         start = time.perf_counter()
         results = voc_eval.evaluate(detections, ground_truth, num_classes=21)
         timings.append(time.perf_counter() - start)
-    print('evaluate: best %.2f s, mean %.2f s over %d runs; mAP07 %.4f mAP10 %.4f'
-          % (min(timings), float(np.mean(timings)), args.repeats, results.map07, results.map10))
+    print('| measure | images | detections | best s | mean s | runs | mAP07 | mAP10 |')
+    print('|---|---|---|---|---|---|---|---|')
+    print('| voc_eval.evaluate | %d | %d | %.3f | %.3f | %d | %.4f | %.4f |'
+          % (args.images, len(detections.image_ids), min(timings), float(np.mean(timings)), args.repeats,
+             results.map07, results.map10))
 
 
 if __name__ == '__main__':
