@@ -308,6 +308,8 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
         startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan), config.flag_lines,
                                     time.strftime('%Y-%m-%d %H:%M:%S'))
         plan.model.save(config.loop.train_dir)
+        if plan.restore.resume_note:   # slim's supervisor restores what the state file names
+            checkpoints.point_state_file_at(config.loop.train_dir, plan.restore.resume_from)
     else:
         distributed.wait_until_initialised(deployment.master, session_config, config.cluster.wait_secs,
                                            interrupted=lambda: stop_request.requested)

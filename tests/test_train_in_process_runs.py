@@ -39,6 +39,16 @@ def test_resume_keeps_the_adam_state_and_ignores_a_missing_pretrained_path(recor
         np.testing.assert_allclose(second.get_tensor(name), beta ** 4, rtol=1e-6)
 
 
+def test_a_lost_state_file_resumes_the_newest_checkpoint_instead_of_saving_over_it(records, tmp_path):
+    train_dir = tmp_path / 'train'
+    train_in_process(records, str(train_dir), f'--pretrained_path={tmp_path}', '--max_number_of_steps=2')
+    (train_dir / 'checkpoint').unlink()        # a crash or a partial copy; the checkpoint files are all there
+    step_fn = train_in_process(records, str(train_dir), f'--pretrained_path={tmp_path}', '--max_number_of_steps=3')
+    assert [step for step, _ in step_fn.loss_history] == [3]
+    assert tf.train.latest_checkpoint(str(train_dir)).endswith('model.ckpt-3')
+    assert 'warning: resume ' in (train_dir / 'training_config.txt').read_text()
+
+
 def test_two_clones_on_two_logical_cpus(records, tmp_path):
     train_dir = tmp_path / 'train'
     step_fn = train_in_process(records, str(train_dir), f'--pretrained_path={tmp_path}', '--num_clones=2',

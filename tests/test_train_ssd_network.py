@@ -173,21 +173,25 @@ def test_ssd_tensorflow_records_count_the_records_they_hold_not_the_builtin_spli
     assert plan.decay_steps == 4        # int(8 samples / 4 images a step x 2 epochs)
 
 
+def _save_checkpoint_5(train_dir):
+    """A real (one-variable) train_dir/model.ckpt-5 and the state file naming it: resuming reads it back."""
+    with tf.Graph().as_default():
+        weight = tf.Variable(1.0, name='w')
+        with tf.Session() as session:
+            session.run(weight.initializer)
+            tf.train.Saver().save(session, str(train_dir / 'model.ckpt'), global_step=5)
+
+
 def test_resuming_does_not_look_at_pretrained_path(records, tmp_path):
     train_dir = tmp_path / 'train'
-    train_dir.mkdir()
-    (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
-    (train_dir / 'model.ckpt-5.index').write_text('')
+    _save_checkpoint_5(train_dir)
     plan = check(records, tmp_path, '--pretrained_path=/no/such.ckpt')
     assert plan.restore.resume_from == str(train_dir / 'model.ckpt-5') and plan.restore.pretrained is None
 
 
 def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
     train_dir = tmp_path / 'train'
-    train_dir.mkdir()
-    (train_dir / 'checkpoint').write_text('model_checkpoint_path: "model.ckpt-5"\n')
-    for suffix in ('.index', '.data-00000-of-00001'):
-        (train_dir / f'model.ckpt-5{suffix}').write_text('')
+    _save_checkpoint_5(train_dir)
     config = dict(check(records, tmp_path).model.to_json(), num_classes=21, class_names=['c'] * 21)
     (train_dir / 'model_config.json').write_text(json.dumps(config))
     with pytest.raises(UserError, match=r'its checkpoints are of another model \(num_classes: 21 -> 5\); use a new '

@@ -32,6 +32,7 @@ RestorePlan = collections.namedtuple('RestorePlan', [
 class RestoreConfig:
     """Where training's weights come from (resolved before the graph) and how a pretrained one maps."""
     resume_from: str = None             # train_dir checkpoint to resume, else None
+    resume_note: str = None             # why it is not the one train_dir's state file names, when it is not
     pretrained: str = None              # checkpoint to fine-tune from when there is nothing to resume
     checkpoint_model_scope: str = None  # the model's scope inside `pretrained` (e.g. vgg_16)
     exclude_scopes: tuple = ()          # scopes not restored from `pretrained`
@@ -84,6 +85,64 @@ def _is_checkpoint(prefix):
 def latest_train_checkpoint(train_dir):
     """The prefix train_dir's 'checkpoint' state file points to, or None."""
     return tf.train.latest_checkpoint(train_dir) if os.path.isdir(train_dir) else None
+
+
+def _readable(prefix):
+    """'' when every tensor of the checkpoint reads back (index, data shards and their checksums), else why not."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as err:   # IndexError: a data file cut short
+        return str(err).splitlines()[0] or type(err).__name__
+    return ''
+
+
+def _train_checkpoints(train_dir):
+    """The model.ckpt-N prefixes in train_dir that have an index file, newest (highest N) first."""
+    prefixes = [os.path.normpath(path[:-len('.index')]) for path in
+                glob.glob(os.path.join(glob.escape(train_dir), glob.escape(CHECKPOINT_BASENAME) + '-*.index'))]
+    return sorted((p for p in prefixes if checkpoint_name_step(p) is not None), key=checkpoint_name_step, reverse=True)
+
+
+def checkpoint_to_resume(train_dir):
+    """(prefix, note): the checkpoint training resumes from train_dir, or (None, None) when it holds none.
+
+    It is the one the 'checkpoint' state file names, when that reads back whole; else the newest model.ckpt-N
+    that does, with a note saying why (the state file missing or unreadable after a crash or a copy, or naming
+    a checkpoint deleted or damaged): slim's supervisor would otherwise start from scratch and save over them."""
+    if not os.path.isdir(train_dir):
+        return None, None
+    state = None
+    try:
+        state = tf.train.get_checkpoint_state(train_dir)
+    except (tf.errors.OpError, ValueError):   # a damaged state file (text protobuf that does not parse)
+        pass
+    # get_checkpoint_state puts a relative name in train_dir, as the Saver does.
+    named = os.path.normpath(state.model_checkpoint_path) if state and state.model_checkpoint_path else None
+    problem = ''
+    if named:
+        problem = _readable(named) if os.path.isfile(named + '.index') else 'it is gone'
+        if not problem:
+            return named, None
+    for prefix in _train_checkpoints(train_dir):
+        if prefix != named and not _readable(prefix):
+            state_file = os.path.join(train_dir, 'checkpoint')
+            why = (f'{state_file} names {os.path.basename(named)}, which cannot be read ({problem})' if named
+                   else f'{state_file} is damaged' if os.path.isfile(state_file) else f'{state_file} is missing')
+            return prefix, f'the newest checkpoint that reads back whole: {why}'
+    if named:
+        raise UserError(f'--train_dir={train_dir}: its checkpoint {os.path.basename(named)} cannot be read ({problem}) '
+                        f'and no other checkpoint there can; move the folder aside to start again')
+    return None, None
+
+
+def point_state_file_at(train_dir, prefix):
+    """Rewrites train_dir's 'checkpoint' state file (atomically) to name `prefix`, the older checkpoints listed
+    before it, so that slim's supervisor restores it and the Saver keeps counting the ones it may delete."""
+    step = checkpoint_name_step(prefix)
+    older = [p for p in reversed(_train_checkpoints(train_dir)) if checkpoint_name_step(p) < step]
+    tf.train.update_checkpoint_state(train_dir, prefix, all_model_checkpoint_paths=older + [prefix])
 
 
 def resolve_checkpoint(path, flag='--pretrained_path', missing_ok=False):

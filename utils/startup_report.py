@@ -56,15 +56,18 @@ def device_lines(devices, batch_size, role=None):
     return lines
 
 
-def weights_lines(is_chief, resume_from, pretrained, checkpoint_model_scope, train_dir):
-    """Where the weights come from (the restore chain's choice) and where the run writes."""
+def weights_lines(is_chief, restore, train_dir):
+    """Where the weights come from (the restore chain's choice, a checkpoints.RestoreConfig) and where the run
+    writes."""
     if not is_chief:
         source = 'from the chief (worker 0), through the parameter servers'
-    elif resume_from:
-        source = f'resume {resume_from} (--train_dir holds a checkpoint; --pretrained_path is not used)'
-    elif pretrained:
-        source = f'pretrained {pretrained}' + (f', checkpoint scope {checkpoint_model_scope}'
-                                               if checkpoint_model_scope else '')
+    elif restore.resume_from:
+        source = f'resume {restore.resume_from} (--train_dir holds a checkpoint; --pretrained_path is not used)'
+        if restore.resume_note:
+            source = f'warning: {source}, {restore.resume_note}; the state file will name it'
+    elif restore.pretrained:
+        source = f'pretrained {restore.pretrained}' + (f', checkpoint scope {restore.checkpoint_model_scope}'
+                                                       if restore.checkpoint_model_scope else '')
     else:
         source = 'from scratch (random initialisation): no checkpoint in --train_dir or --pretrained_path'
     return [source, f'checkpoints and events in {train_dir}']
@@ -95,8 +98,7 @@ def training_report(plan):
                           f'{config.loop.max_number_of_steps or "unlimited"}']
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
                                                             config.loop.max_number_of_steps)]))),
-        ('Weights', weights_lines(deployment.is_chief, plan.restore.resume_from, plan.restore.pretrained,
-                                  plan.restore.checkpoint_model_scope, config.loop.train_dir)
+        ('Weights', weights_lines(deployment.is_chief, plan.restore, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
                               pretrained_mismatch_warning(plan.restore.pretrained, plan.model,

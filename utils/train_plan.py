@@ -228,10 +228,11 @@ def _restore(config):
     the parameter servers); a checkpoint to resume wins, and --pretrained_path is then not looked at."""
     if not config.cluster.is_chief:
         return dataclasses.replace(config.restore, pretrained=None)
-    resume_from = checkpoints.latest_train_checkpoint(config.loop.train_dir)
+    resume_from, resume_note = checkpoints.checkpoint_to_resume(config.loop.train_dir)
     pretrained = None if resume_from or not config.restore.pretrained else checkpoints.resolve_checkpoint(
         config.restore.pretrained, '--pretrained_path', missing_ok=config.pretrained_optional)
-    return dataclasses.replace(config.restore, resume_from=resume_from, pretrained=pretrained)
+    return dataclasses.replace(config.restore, resume_from=resume_from, resume_note=resume_note,
+                               pretrained=pretrained)
 
 
 def _resumed_anchor_sizes(model, train_dir):
