@@ -10,6 +10,7 @@ With no flags it trains on your records in ./IMAGE/tfrecords (README sections 1-
 trains on the demo data in ./demo (generated and converted on first use) into ./ckpt/demo. Ctrl-C saves a
 checkpoint and exits; the same command resumes. See README.md for the workflow.
 """
+import contextlib
 import dataclasses
 import functools
 import os
@@ -27,7 +28,8 @@ import tf_slim as slim
 from datasets import bad_samples, record_check, tfrecord_pipeline
 from nets import nets_factory
 from preprocessing import ssd_vgg_preprocessing
-from utils import checkpoints, clones, devices, distributed, startup_report, step_policies, train_plan, train_tools
+from utils import checkpoints, clones, devices, distributed, file_io, startup_report, step_policies, train_plan, \
+    train_tools
 from utils import learning_schedules as schedules
 from utils.errors import UserError
 from utils.model_config import ModelConfig
@@ -304,22 +306,26 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
                                             deployment.device_filters,
                                             config.cluster.wait_secs if config.cluster.in_cluster else 0,
                                             config.devices.bfloat16, plan.single_threaded_ops)
-    if deployment.is_chief:
-        startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan), config.flag_lines,
-                                    time.strftime('%Y-%m-%d %H:%M:%S'))
-        plan.model.save(config.loop.train_dir)
-        if plan.restore.resume_note:   # slim's supervisor restores what the state file names
-            checkpoints.point_state_file_at(config.loop.train_dir, plan.restore.resume_from)
-    else:
-        distributed.wait_until_initialised(deployment.master, session_config, config.cluster.wait_secs,
-                                           interrupted=lambda: stop_request.requested)
-    local_init_op = tf.group(tf.local_variables_initializer(), tf.tables_initializer(),
-                             *([cluster_stop.init_op(deployment.is_chief)] if cluster_stop else []))
-    slim.learning.train(
-        train_op.train_tensor, logdir=config.loop.train_dir, train_step_fn=step_fn, train_step_kwargs={},
-        master=deployment.master, is_chief=deployment.is_chief, global_step=global_step, init_fn=init_fn,
-        local_init_op=local_init_op, summary_op=None, save_summaries_secs=config.loop.save_summaries_secs,
-        saver=saver, save_interval_secs=0, session_config=session_config, sync_optimizer=train_op.sync_optimizer)
+    # The chief alone writes the train_dir, and one training at a time.
+    in_use = file_io.exclusive_use(config.loop.train_dir, '--train_dir') if deployment.is_chief else None
+    with in_use or contextlib.nullcontext():
+        if deployment.is_chief:
+            startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan),
+                                        config.flag_lines, time.strftime('%Y-%m-%d %H:%M:%S'))
+            plan.model.save(config.loop.train_dir)
+            if plan.restore.resume_note:   # slim's supervisor restores what the state file names
+                checkpoints.point_state_file_at(config.loop.train_dir, plan.restore.resume_from)
+        else:
+            distributed.wait_until_initialised(deployment.master, session_config, config.cluster.wait_secs,
+                                               interrupted=lambda: stop_request.requested)
+        local_init_op = tf.group(tf.local_variables_initializer(), tf.tables_initializer(),
+                                 *([cluster_stop.init_op(deployment.is_chief)] if cluster_stop else []))
+        slim.learning.train(
+            train_op.train_tensor, logdir=config.loop.train_dir, train_step_fn=step_fn, train_step_kwargs={},
+            master=deployment.master, is_chief=deployment.is_chief, global_step=global_step, init_fn=init_fn,
+            local_init_op=local_init_op, summary_op=None, save_summaries_secs=config.loop.save_summaries_secs,
+            saver=saver, save_interval_secs=0, session_config=session_config,
+            sync_optimizer=train_op.sync_optimizer)
 
 
 def _setup_logging():

@@ -91,3 +91,16 @@ def test_each_script_checks_its_output_path_before_its_work(tmp_path, script, ar
     where = f'{taken} is a file' if output != taken else 'is a file'
     assert result.stderr.strip().splitlines()[-1] == (
         f'{os.path.basename(script)}: error: {flag}={output}: {where}, not a folder')
+
+
+def test_a_folder_in_exclusive_use_refuses_a_second_user_until_released(tmp_path):
+    folder = tmp_path / 'train'
+    with file_io.exclusive_use(str(folder), '--train_dir'):
+        holder = (folder / file_io.LOCK_FILENAME).read_text().strip()
+        assert holder.startswith(f'process {os.getpid()} on ')
+        with pytest.raises(UserError, match=f'^--train_dir={folder}: {holder} is training in it; wait for it to end '
+                                            f'or give another --train_dir'):
+            with file_io.exclusive_use(str(folder), '--train_dir'):
+                pass
+    with file_io.exclusive_use(str(folder), '--train_dir'):   # released at the end of the block
+        pass

@@ -3,11 +3,20 @@
 Writing goes to a temporary file in the target's folder, then os.replace swaps it in (atomic on POSIX
 and Windows within one file system): a reader or a crash never sees half a file.
 """
+import contextlib
 import json
 import os
+import socket
 import tempfile
 
+try:
+    import fcntl
+except ImportError:   # Windows: no advisory locks; exclusive_use then guards nothing
+    fcntl = None
+
 from utils.errors import UserError
+
+LOCK_FILENAME = '.lock'
 
 
 def write_text_atomically(path, text):
@@ -87,3 +96,25 @@ def read_json_object(path):
     if not isinstance(payload, dict):
         raise UserError(f'{path}: expected a JSON object')
     return payload
+
+
+@contextlib.contextmanager
+def exclusive_use(folder, flag):
+    """Holds an exclusive advisory lock on folder/.lock (made with the folder if need be) while the block runs;
+    UserError naming `flag` and the holder when another process holds it. The operating system drops the lock
+    when the holder ends, however it ends: no stale lock to clear after a crash."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_FILENAME), 'a+') as lock:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.seek(0)
+                holder = lock.read().strip() or 'another process'
+                raise UserError(f'{flag}={folder}: {holder} is training in it; wait for it to end or give another '
+                                f'{flag} (two trainings in one folder save over each other\'s checkpoints)') from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f'process {os.getpid()} on {socket.gethostname()}\n')
+        lock.flush()
+        yield
