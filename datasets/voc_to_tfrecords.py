@@ -8,11 +8,14 @@ conversion: it names each sample's problems and keeps dataset_info.json right.
 Bad input never stops the run: each sample left out, repaired or converted is an Issue, listed in the
 summary (20 per kind) and in full in conversion_report.txt beside the shards. A conversion of every split
 replaces the dataset; one of a single split (SSD-Tensorflow's way: train, then test, into one folder)
-merges into the dataset_info.json there. While writing, dataset_info.json lists only complete splits (the
-kept ones, or none), and the splits it lists are the only ones list_shards reads.
+merges into the dataset_info.json there. The new shards are written into a staging folder inside the output
+folder and moved in at the end, dataset_info.json last, so until then the previous dataset stays whole and
+usable (a conversion killed midway leaves it as it was; the next one clears the staging folder).
 """
 import dataclasses
 import os
+import shutil
+import tempfile
 
 from datasets import conversion_checks
 from datasets.conversion_checks import ISSUE_KINDS, Issue
@@ -25,6 +28,7 @@ from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, SPLITS_DIR, annotat
 from utils.errors import UserError
 
 REPORT_FILENAME = 'conversion_report.txt'
+STAGING_PREFIX = '.converting-'   # the folder inside output_dir where a conversion writes its shards
 # SSD300's smallest random crop spans 0.3 / sqrt(2) = 0.21 of an image side (preprocessing's crop sampler),
 # so a shorter side of 1536 still gives it 300+ pixels, while a phone's 12 MP photo holds 4x fewer pixels to
 # decode at every step (bench/RESULTS.md, "Large photos"). ssd_512_vgg's crop wants 512 / 0.21 = 2415.
@@ -180,8 +184,8 @@ class _SplitWriter:
     """Writes the splits of one conversion into shards, tallying issues, boxes per class and progress
     over all of them; progress_fn(done, total), when given, is called after each image."""
 
-    def __init__(self, annotations, output_dir, options, all_names, boxes_per_class, progress_fn):
-        self._annotations, self._output_dir, self._options = annotations, output_dir, options
+    def __init__(self, annotations, staging_dir, options, all_names, boxes_per_class, progress_fn):
+        self._annotations, self._staging_dir, self._options = annotations, staging_dir, options
         self._class_index = {name: label for label, name in enumerate(all_names)}
         self.boxes_per_class, self._progress_fn = boxes_per_class, progress_fn
         self._done, self._total = 0, sum(map(len, annotations.splits.values()))
@@ -189,9 +193,9 @@ class _SplitWriter:
         self._xml_of_image = {}   # image path -> the first annotation written with it, relative
 
     def write(self, split):
-        """Write one split's shards; -> (shard paths, records written)."""
+        """Write one split's shards into the staging folder; -> (shard paths, records written)."""
         written, source = 0, self._annotations
-        with ShardWriter(self._output_dir, self._options.dataset_name, split,
+        with ShardWriter(self._staging_dir, self._options.dataset_name, split,
                          self._options.samples_per_file) as writer:
             for stem in source.splits[split]:
                 if stem in source.parsed:  # else already reported by _parse_all
@@ -199,7 +203,6 @@ class _SplitWriter:
                 self._done += 1
                 if self._progress_fn:
                     self._progress_fn(self._done, self._total)
-        remove_stale_shards(self._output_dir, self._options.dataset_name, split, set(writer.paths))
         return writer.paths, written
 
     def _write_sample(self, writer, stem):
@@ -291,12 +294,14 @@ def _kept_splits(output_dir, previous, rewritten, log_fn):
 
 
 def _start_output(output_dir, options, all_names, class_source, rewritten, log_fn):
-    """Make output_dir ready for writing the splits rewritten; -> (its previous DatasetInfo or None,
-    kept split -> samples, class name -> boxes in the kept splits).
-
-    When merging (options.split_name given) into a dataset of the same name, its classes must be
-    all_names and its other splits are kept; dataset_info.json then lists only those until the end."""
+    """Make output_dir ready for writing the splits rewritten (a staging folder left by a killed conversion is
+    removed); -> (its previous DatasetInfo or None, kept split -> samples, class name -> boxes in the kept
+    splits). When merging (options.split_name given) into a dataset of the same name, its classes must be
+    all_names and its other splits are kept."""
     os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(output_dir):
+        if name.startswith(STAGING_PREFIX):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
     info_path = os.path.join(output_dir, ds_info.INFO_FILENAME)
     merging = options.split_name is not None
     previous = _previous_info(output_dir, options.dataset_name, merging, log_fn)
@@ -307,16 +312,12 @@ def _start_output(output_dir, options, all_names, class_source, rewritten, log_f
                             f'this run\'s ({", ".join(all_names[1:])}: {class_source}), so label ids would not '
                             f'match; pass the same --labels_file for every split, or delete {info_path}')
         num_samples, boxes_per_class = _kept_splits(output_dir, previous, rewritten, log_fn)
-    if num_samples:  # while writing, the json lists only the complete, kept splits
-        ds_info.write_dataset_info(output_dir, ds_info.DatasetInfo(options.dataset_name, all_names, num_samples,
-                                                                   boxes_per_class))
-    elif os.path.exists(info_path):
-        os.remove(info_path)
     return previous, num_samples, boxes_per_class
 
 
 def _finish(result, dataset_dir, output_dir, replaced, log_fn):
-    """Report, then publish result.info. replaced: the DatasetInfo a full conversion replaces (its
+    """Report, then publish: the staged shards replace the rewritten splits' old ones and result.shards names
+    them in output_dir; result.info is written last. replaced: the DatasetInfo a full conversion replaces (its
     splits not rewritten lose their shards), or None."""
     issues = result.issues
     with open(os.path.join(output_dir, REPORT_FILENAME), 'w') as report:
@@ -326,6 +327,14 @@ def _finish(result, dataset_dir, output_dir, replaced, log_fn):
     if not sum(result.info.num_samples[split] for split in result.shards):
         raise UserError(f'{dataset_dir}: no usable sample was written ({result.count("excluded")} excluded, '
                         f'see the summary above)')
+    info_path = os.path.join(output_dir, ds_info.INFO_FILENAME)
+    if os.path.exists(info_path):   # renames take milliseconds; were they cut short, no json lists a mix
+        os.remove(info_path)
+    for split, staged in result.shards.items():
+        remove_stale_shards(output_dir, result.info.name, split, keep=())
+        result.shards[split] = [os.path.join(output_dir, os.path.basename(path)) for path in staged]
+        for source, destination in zip(staged, result.shards[split]):
+            os.replace(source, destination)
     if replaced:
         for split in sorted(set(replaced.num_samples) - set(result.shards)):
             remove_stale_shards(output_dir, result.info.name, split, keep=())
@@ -356,18 +365,22 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
     annotations.issues.extend(conversion_checks.look_alike_names(all_names, class_source))
     previous, num_samples, boxes_per_class = _start_output(output_dir, options, all_names, class_source,
                                                            set(annotations.splits), log_fn)
-    writer = _SplitWriter(annotations, output_dir, options, all_names, boxes_per_class, progress_fn)
-    shards = {}
-    for split in annotations.splits:
-        shards[split], num_samples[split] = writer.write(split)
-        if not num_samples[split]:
-            annotations.issues.append(Issue('warning', annotations.split_source(split),
-                                            f'split {split!r} has 0 images: none of its entries could be used (see the '
-                                            f'excluded lines)'))
-    annotations.issues.extend(conversion_checks.normalised_coordinates(annotations.parsed, boxes_per_class))
-    annotations.issues.extend(conversion_checks.classes_without_boxes(boxes_per_class, class_source))
-    info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
-    result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
-                              writer.kept_large)
-    _finish(result, dataset_dir, output_dir, previous if options.split_name is None else None, log_fn)
+    staging_dir = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir)
+    try:
+        writer = _SplitWriter(annotations, staging_dir, options, all_names, boxes_per_class, progress_fn)
+        shards = {}
+        for split in annotations.splits:
+            shards[split], num_samples[split] = writer.write(split)
+            if not num_samples[split]:
+                annotations.issues.append(Issue('warning', annotations.split_source(split),
+                                                f'split {split!r} has 0 images: none of its entries could be used '
+                                                f'(see the excluded lines)'))
+        annotations.issues.extend(conversion_checks.normalised_coordinates(annotations.parsed, boxes_per_class))
+        annotations.issues.extend(conversion_checks.classes_without_boxes(boxes_per_class, class_source))
+        info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
+        result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
+                                  writer.kept_large)
+        _finish(result, dataset_dir, output_dir, previous if options.split_name is None else None, log_fn)
+    finally:   # a failure, Ctrl-C included, leaves the previous dataset as it was
+        shutil.rmtree(staging_dir, ignore_errors=True)
     return result

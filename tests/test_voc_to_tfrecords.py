@@ -537,24 +537,33 @@ def test_negative_max_short_side_is_a_user_error(tmp_path):
         convert(tmp_path, max_short_side=-1)
 
 
-def test_failure_mid_shard_leaves_no_partial_tfrecord(tmp_path, monkeypatch):
+def test_a_conversion_that_fails_midway_leaves_the_previous_dataset_whole(tmp_path, monkeypatch):
+    """Its shards are staged: the previous conversion's shards and dataset_info.json stay until the end."""
     for index in range(5):
         write_sample(tmp_path, f'img{index}', [('can', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
     out = tmp_path / 'out'
-    out.mkdir()
-    (out / 'dataset_info.json').write_text('{}')                        # from an older run
+    convert(tmp_path, samples_per_file=3)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    assert sorted(before) == ['commodity_train_000.tfrecord', 'commodity_train_001.tfrecord',
+                              'conversion_report.txt', 'dataset_info.json']
+    (out / (voc_to_tfrecords.STAGING_PREFIX + 'left-by-kill-9')).mkdir()   # a conversion killed before
     real_make_example, calls = voc_to_tfrecords.make_example, []
 
     def failing_make_example(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:
-            raise RuntimeError('disk on fire')
+        if len(calls) == 4:                 # after a first shard of 2 was complete
+            raise KeyboardInterrupt
         return real_make_example(*args, **kwargs)
     monkeypatch.setattr(voc_to_tfrecords, 'make_example', failing_make_example)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KeyboardInterrupt):
         convert(tmp_path, samples_per_file=2)
-    assert sorted(os.listdir(out)) == ['commodity_train_000.tfrecord']  # complete; no .partial, no json
-    assert len(read_records([str(out / 'commodity_train_000.tfrecord')])) == 2
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before   # nothing staged left
+    monkeypatch.setattr(voc_to_tfrecords, 'make_example', real_make_example)
+    result, _ = convert(tmp_path, samples_per_file=2)
+    assert result.shards['train'] == [str(out / f'commodity_train_00{i}.tfrecord') for i in range(3)]
+    assert sorted(os.listdir(out)) == ['commodity_train_000.tfrecord', 'commodity_train_001.tfrecord',
+                                       'commodity_train_002.tfrecord', 'conversion_report.txt', 'dataset_info.json']
+    assert len(read_records(result.shards['train'])) == 5
 
 
 def test_shard_is_invisible_until_complete(tmp_path):
