@@ -41,3 +41,24 @@ def test_log_lines_are_the_time_and_the_message(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_full_disk_is_one_line_whichever_thread_meets_it_first():
+    program = (
+        'import threading\n'
+        'from absl import flags\n'
+        'from utils import script_setup\n'
+        'def main(_):\n'
+        '    def writer():\n'
+        '        raise RuntimeError("out/events.x; No space left on device")\n'
+        '    thread = threading.Thread(target=writer)\n'
+        '    thread.start()\n'
+        '    thread.join()\n'
+        '    raise OSError(28, "No space left on device", "out/model.ckpt-20.index")\n'
+        'script_setup.run_main(main, flags.FLAGS, graph_mode=False)\n')
+    result = subprocess.run([sys.executable, '-c', program], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "-c: error: [Errno 28] No space left on device: 'out/model.ckpt-20.index': free some space and run the same "
+        "command again (files are replaced only when complete: the last checkpoint or records are intact)"]

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -124,17 +125,32 @@ def exit_now(status):
     os._exit(status)
 
 
+NO_SPACE = 'No space left on device'   # strerror(ENOSPC), in OSError's and TensorFlow's messages alike
+
+
+def report_full_disk_once():
+    """A full disk fails TensorFlow's writer threads too (the event file's): their tracebacks are left out, as the
+    main thread meets the same error and run_main says it in one line. Other thread errors print as before."""
+    default_hook = threading.excepthook
+
+    def hook(args):
+        if NO_SPACE not in str(args.exc_value):
+            default_hook(args)
+    threading.excepthook = hook
+
+
 def run_main(main_fn, flag_values, required_flags=(), graph_mode=True):
     """Runs main_fn(flag_values) under absl (flags parsed); its return value (None = 0) is the exit status.
 
     Positional arguments, a missing flag of `required_flags` or a UserError raised by main_fn print one
-    print_error line and exit 1; Ctrl-C prints '<script>: stopped' and exits 130. graph_mode: TensorFlow's
-    v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs. Log lines take
+    print_error line and exit 1, as does a full disk; Ctrl-C prints '<script>: stopped' and exits 130.
+    graph_mode: TensorFlow's v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs. Log lines take
     PlainLogFormat; TensorFlow's start-up, deprecation and info notices are left out unless
     TF_CPP_MIN_LOG_LEVEL is 0 or 1.
     """
     def main(argv):
         use_plain_log_format()
+        report_full_disk_once()
         try:
             if len(argv) > 1:
                 raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -148,6 +164,12 @@ def run_main(main_fn, flag_values, required_flags=(), graph_mode=True):
         except KeyboardInterrupt:
             print(f'{program_name()}: stopped', file=sys.stderr)
             return 130
+        except Exception as err:   # a full disk, met by whichever writer (event file, checkpoint, shard) came first
+            if NO_SPACE not in str(err):
+                raise
+            print_error(UserError(f'{str(err).splitlines()[0]}: free some space and run the same command again (files '
+                                  f'are replaced only when complete: the last checkpoint or records are intact)'))
+            return 1
 
     if graph_mode:
         import tensorflow.compat.v1 as tf
