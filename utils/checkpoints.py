@@ -87,6 +87,17 @@ def latest_train_checkpoint(train_dir):
     return tf.train.latest_checkpoint(train_dir) if os.path.isdir(train_dir) else None
 
 
+def _state_file_checkpoint(directory):
+    """The prefix directory's 'checkpoint' state file names (whether it exists or not), or None when it names none
+    or cannot be parsed. tf.train.latest_checkpoint would log an error of its own for a missing one."""
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError):   # a damaged state file (a text protobuf that does not parse)
+        return None
+    # get_checkpoint_state puts a relative name in directory, as the Saver does.
+    return os.path.normpath(state.model_checkpoint_path) if state and state.model_checkpoint_path else None
+
+
 def _readable(prefix):
     """'' when every tensor of the checkpoint reads back (index, data shards and their checksums), else why not."""
     try:
@@ -113,13 +124,7 @@ def checkpoint_to_resume(train_dir):
     a checkpoint deleted or damaged): slim's supervisor would otherwise start from scratch and save over them."""
     if not os.path.isdir(train_dir):
         return None, None
-    state = None
-    try:
-        state = tf.train.get_checkpoint_state(train_dir)
-    except (tf.errors.OpError, ValueError):   # a damaged state file (text protobuf that does not parse)
-        pass
-    # get_checkpoint_state puts a relative name in train_dir, as the Saver does.
-    named = os.path.normpath(state.model_checkpoint_path) if state and state.model_checkpoint_path else None
+    named = _state_file_checkpoint(train_dir)
     problem = ''
     if named:
         problem = _readable(named) if os.path.isfile(named + '.index') else 'it is gone'
@@ -150,8 +155,8 @@ def resolve_checkpoint(path, flag='--pretrained_path', missing_ok=False):
     holding one; None for a directory with no checkpoint or, with missing_ok, a path that does not exist."""
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, 'checkpoint')):
-            prefix = tf.train.latest_checkpoint(path)
-            if prefix is None:
+            prefix = _state_file_checkpoint(path)
+            if prefix is None or not _is_checkpoint(prefix):
                 raise UserError(f'{flag}={path}: its checkpoint state file points to a missing checkpoint')
         else:
             candidates = _checkpoint_candidates(path)
@@ -400,5 +405,5 @@ def restore_for_inference(session, saver, prefix, variables_map, config):
     check_checkpoint_fits(prefix, variables_map, config)
     try:
         saver.restore(session, prefix)
-    except (tf.errors.OpError, ValueError) as err:
-        raise UserError(f'{prefix}: cannot restore ({str(err).splitlines()[0]})') from None
+    except (tf.errors.OpError, ValueError) as err:   # the reading's own error says why ('Graph execution error:')
+        raise UserError(f'{prefix}: cannot restore ({_readable(prefix) or str(err).splitlines()[0]})') from None
