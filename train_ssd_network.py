@@ -310,6 +310,9 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
     in_use = file_io.exclusive_use(config.loop.train_dir, '--train_dir') if deployment.is_chief else None
     with in_use or contextlib.nullcontext():
         if deployment.is_chief:
+            left = checkpoints.remove_unfinished_saves(config.loop.train_dir)
+            if left:
+                logging.info('Removed %d temporary file(s) of a save cut short: %s', len(left), ', '.join(left))
             startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan),
                                         config.flag_lines, time.strftime('%Y-%m-%d %H:%M:%S'))
             plan.model.save(config.loop.train_dir)

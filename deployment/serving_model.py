@@ -83,11 +83,14 @@ def export(prefix, config, output_dir, detect_options, version=None, use_moving_
     in its data_format) and returns its path.
 
     The model is built and saved in a temporary directory inside output_dir, then renamed: the version
-    directory appears only when complete. version: an integer, default next_version(output_dir).
+    directory appears only when complete (one an export killed midway left is removed by the next). version: an integer, default next_version(output_dir).
     use_moving_averages: export the checkpoint's moving averages of the weights (see
     checkpoints.inference_variable_map); the SavedModel stores them under the variables' own names.
     """
     os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(output_dir):   # left by an export that was killed
+        if name.startswith(_TEMP_PREFIX):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
     version = next_version(output_dir) if version is None else int(version)
     final_dir = os.path.join(output_dir, str(version))
     if os.path.exists(final_dir):

@@ -260,3 +260,13 @@ def test_trainable_scopes():
         with pytest.raises(UserError, match="--trainable_scopes: 'ssd_300_vgg/blok8' matches no trainable variable "
                                             r"\(valid scopes: ssd_300_vgg/block10, .*, ssd_300_vgg/conv7\)"):
             checkpoints.variables_to_train('ssd_300_vgg/blok8')
+
+
+def test_unfinished_saves_are_removed_and_nothing_else(tmp_path):
+    left = ['model.ckpt-2.data-00000-of-00001.tempstate18269105204775312479',
+            'model.ckpt-10.meta.tmp0d7308c66e1b4b9896136d842cc68b89', 'checkpoint.tmp5f2e']
+    kept = ['model.ckpt-2.data-00000-of-00001', 'model.ckpt-2.index', 'checkpoint', 'notes.tmp1', 'events.out.x']
+    for name in left + kept:
+        (tmp_path / name).write_text('x')
+    assert checkpoints.remove_unfinished_saves(str(tmp_path)) == sorted(left)
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)

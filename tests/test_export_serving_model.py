@@ -60,6 +60,7 @@ def exported(tmp_path_factory):
     Image.fromarray(fixtures.make_image(90, 160, 2)).save(turned, format='JPEG', exif=exif)
     (root / 'c.jpg').write_bytes(turned.getvalue())
     model_base = root / 'model'
+    (model_base / '.export-tmp-killed').mkdir(parents=True)   # what an export killed midway leaves
     export_run = fixtures.run_script(['deployment/export_serving_model.py', '--checkpoint_path=%s' % (root / 'train'),
                                       '--output_dir=%s' % model_base])
     assert export_run.returncode == 0, export_run.stderr[-2000:]
@@ -73,7 +74,7 @@ def exported(tmp_path_factory):
 
 
 def test_version_directory_is_complete_and_alone(exported):
-    assert sorted(os.listdir(exported['model_base'])) == ['1']   # no temporary directory left behind
+    assert sorted(os.listdir(exported['model_base'])) == ['1']   # no temporary directory left, its own or older
     version_dir = exported['model_base'] / '1'
     assert (version_dir / 'saved_model.pb').is_file()
     # The weights are constants of the graph (oneDNN keeps their reordered copy): no variables to restore.

@@ -142,6 +142,19 @@ def checkpoint_to_resume(train_dir):
     return None, None
 
 
+# What a save killed midway leaves: TensorFlow's temporary files of the data, index, meta and state files.
+_UNFINISHED_SAVE = re.compile(rf'({re.escape(CHECKPOINT_BASENAME)}-\d+\..+|checkpoint)\.(tempstate\d+|tmp[0-9a-f]+)')
+
+
+def remove_unfinished_saves(train_dir):
+    """Deletes the temporary files of saves that a killed training left in train_dir; -> their names. Only for
+    the one training that holds train_dir (file_io.exclusive_use): another's would be saves in progress."""
+    names = sorted(name for name in os.listdir(train_dir) if _UNFINISHED_SAVE.fullmatch(name))
+    for name in names:
+        os.remove(os.path.join(train_dir, name))
+    return names
+
+
 def point_state_file_at(train_dir, prefix):
     """Rewrites train_dir's 'checkpoint' state file (atomically) to name `prefix`, the older checkpoints listed
     before it, so that slim's supervisor restores it and the Saver keeps counting the ones it may delete."""
