@@ -5,12 +5,12 @@ Images: an RGB JPEG (MPO, a JPEG with extra preview frames, included) or an 8-bi
 as its original bytes (fast, lossless); anything else (grayscale, palette, CMYK, alpha, 16-bit, or a photo
 whose EXIF orientation says it is stored turned) is turned upright, converted to RGB, alpha composited on
 white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95; so is a photo whose shorter side is
-over the converter's limit, downscaled to it. Other formats Pillow reads (WebP, BMP, TIFF, GIF: its first frame)
-are converted so too, and re-encoded as JPEG, which TensorFlow's decoders read. Records hold photos upright, as detect.py and image viewers show
-them; TensorFlow's decoders ignore EXIF. Boxes are clipped to [0, width] x [0, height] pixels of the image
-they were drawn on; those with swapped corners (a max below its min), and those of zero area before or after
-clipping, are dropped; then they are turned upright with the photo. A sample that cannot be used raises
-SampleError, whose message is the reason. No TensorFlow here.
+over the converter's limit, downscaled to it. Other formats Pillow reads (WebP, BMP, TIFF, GIF: its first
+frame) are converted so too, and re-encoded as JPEG, which TensorFlow's decoders read. Records hold photos
+upright, as detect.py and image viewers show them; TensorFlow's decoders ignore EXIF. Boxes are clipped to
+[0, width] x [0, height] pixels of the image they were drawn on; those with swapped corners (a max below its
+min), and those of zero area before or after clipping, are dropped; then they are turned upright with the
+photo. A sample that cannot be used raises SampleError, whose message is the reason. No TensorFlow here.
 """
 import collections
 import dataclasses
@@ -225,7 +225,10 @@ def load_image(path, max_short_side=0):
             over_limit = 0 < max_short_side < min(width, height)   # turning keeps the shorter side
             if is_rgb and orientation == 1 and not over_limit:
                 return LoadedImage(data, image_format, height, width)
-            changes = [] if is_rgb else [f'{image.mode} {source_format} converted to RGB']
+            if image.mode == 'RGB' and source_format != image_format:   # only its format changes: 'RGB WEBP, re-...'
+                changes = [f'RGB {source_format}']
+            else:
+                changes = [] if is_rgb else [f'{image.mode} {source_format} converted to RGB']
             if orientation != 1:
                 changes.insert(0, f'turned upright per its EXIF orientation {orientation}')
                 image = ImageOps.exif_transpose(image)

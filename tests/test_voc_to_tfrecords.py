@@ -796,9 +796,9 @@ def test_filename_naming_another_image_and_two_annotations_of_one_image_are_warn
 
 
 @pytest.mark.parametrize('image_format, mode, colour, note', [
-    ('WEBP', 'RGB', (200, 60, 30), 'RGB WEBP converted to RGB, re-encoded as JPEG'),
-    ('BMP', 'RGB', (200, 60, 30), 'RGB BMP converted to RGB, re-encoded as JPEG'),
-    ('TIFF', 'RGB', (200, 60, 30), 'RGB TIFF converted to RGB, re-encoded as JPEG'),
+    ('WEBP', 'RGB', (200, 60, 30), 'RGB WEBP, re-encoded as JPEG'),
+    ('BMP', 'RGB', (200, 60, 30), 'RGB BMP, re-encoded as JPEG'),
+    ('TIFF', 'RGB', (200, 60, 30), 'RGB TIFF, re-encoded as JPEG'),
     ('GIF', 'P', 7, 'P GIF converted to RGB, re-encoded as JPEG')])
 def test_other_image_formats_pillow_reads_are_stored_as_jpeg(tmp_path, image_format, mode, colour, note):
     image = Image.new(mode, (40, 24), colour)
