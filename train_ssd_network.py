@@ -28,8 +28,8 @@ import tf_slim as slim
 from datasets import bad_samples, record_check, tfrecord_pipeline
 from nets import nets_factory
 from preprocessing import ssd_vgg_preprocessing
-from utils import checkpoints, clones, devices, distributed, file_io, startup_report, step_policies, train_plan, \
-    train_tools
+from utils import checkpoints, clones, devices, distributed, file_io, resume, startup_report, step_policies, \
+    train_plan, train_tools
 from utils import learning_schedules as schedules
 from utils.errors import UserError
 from utils.model_config import ModelConfig
@@ -310,14 +310,14 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
     in_use = file_io.exclusive_use(config.loop.train_dir, '--train_dir') if deployment.is_chief else None
     with in_use or contextlib.nullcontext():
         if deployment.is_chief:
-            left = checkpoints.remove_unfinished_saves(config.loop.train_dir)
+            left = resume.remove_unfinished_saves(config.loop.train_dir)
             if left:
                 logging.info('Removed %d temporary file(s) of a save cut short: %s', len(left), ', '.join(left))
             startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan),
                                         config.flag_lines, time.strftime('%Y-%m-%d %H:%M:%S'))
             plan.model.save(config.loop.train_dir)
             if plan.restore.resume_note:   # slim's supervisor restores what the state file names
-                checkpoints.point_state_file_at(config.loop.train_dir, plan.restore.resume_from)
+                resume.point_state_file_at(config.loop.train_dir, plan.restore.resume_from)
         else:
             distributed.wait_until_initialised(deployment.master, session_config, config.cluster.wait_secs,
                                                interrupted=lambda: stop_request.requested)

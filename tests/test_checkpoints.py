@@ -207,44 +207,6 @@ def test_resolve_pretrained_follows_the_state_file(tmp_path):
     assert checkpoints.latest_train_checkpoint(str(tmp_path / 'absent')) is None
 
 
-def _three_checkpoints(folder):
-    with tf.Graph().as_default():
-        weight = tf.Variable(tf.zeros([1000]), name='w')
-        saver = tf.train.Saver()
-        with tf.Session() as session:
-            session.run(weight.initializer)
-            for step in (10, 20, 30):
-                saver.save(session, str(folder / 'model.ckpt'), global_step=step)
-    return [str(folder / f'model.ckpt-{step}') for step in (10, 20, 30)]
-
-
-def test_resume_takes_the_newest_checkpoint_that_reads_back_when_the_state_file_fails(tmp_path):
-    """Without this, slim's supervisor finds no state, starts from scratch and saves over the checkpoints."""
-    ten, twenty, thirty = _three_checkpoints(tmp_path)
-    state = tmp_path / 'checkpoint'
-    assert checkpoints.checkpoint_to_resume(str(tmp_path)) == (thirty, None)
-    good_state = state.read_text()
-    state.unlink()
-    assert checkpoints.checkpoint_to_resume(str(tmp_path)) == (thirty, f'the newest checkpoint that reads back '
-                                                                       f'whole: {state} is missing')
-    state.write_text('garbage')
-    assert checkpoints.checkpoint_to_resume(str(tmp_path))[1].endswith(f'{state} is damaged')
-    state.write_text(good_state)
-    with open(thirty + '.data-00000-of-00001', 'r+b') as data:   # cut short, as a crash or a full disk leaves it
-        data.truncate(100)
-    prefix, note = checkpoints.checkpoint_to_resume(str(tmp_path))
-    assert prefix == twenty and note.startswith(f'the newest checkpoint that reads back whole: {state} names '
-                                                f'model.ckpt-30, which cannot be read (')
-    checkpoints.point_state_file_at(str(tmp_path), twenty)
-    assert tf.train.get_checkpoint_state(str(tmp_path)).all_model_checkpoint_paths == [ten, twenty]
-    for path in tmp_path.glob('model.ckpt-*.data-*'):
-        path.write_bytes(b'')
-    with pytest.raises(UserError, match=r"--train_dir=.*: its checkpoint model.ckpt-20 cannot be read \(.*\) and no "
-                                        r"other checkpoint there can; move the folder aside to start again"):
-        checkpoints.checkpoint_to_resume(str(tmp_path))
-    assert checkpoints.checkpoint_to_resume(str(tmp_path / 'absent')) == (None, None)
-
-
 def test_scopes_match_whole_name_components():
     assert checkpoints.split_scopes(' a/b, c/ ,') == ['a/b', 'c']
     assert checkpoints.in_scopes('ssd_300_vgg/block1/w', ['ssd_300_vgg/block1'])
@@ -260,13 +222,3 @@ def test_trainable_scopes():
         with pytest.raises(UserError, match="--trainable_scopes: 'ssd_300_vgg/blok8' matches no trainable variable "
                                             r"\(valid scopes: ssd_300_vgg/block10, .*, ssd_300_vgg/conv7\)"):
             checkpoints.variables_to_train('ssd_300_vgg/blok8')
-
-
-def test_unfinished_saves_are_removed_and_nothing_else(tmp_path):
-    left = ['model.ckpt-2.data-00000-of-00001.tempstate18269105204775312479',
-            'model.ckpt-10.meta.tmp0d7308c66e1b4b9896136d842cc68b89', 'checkpoint.tmp5f2e']
-    kept = ['model.ckpt-2.data-00000-of-00001', 'model.ckpt-2.index', 'checkpoint', 'notes.tmp1', 'events.out.x']
-    for name in left + kept:
-        (tmp_path / name).write_text('x')
-    assert checkpoints.remove_unfinished_saves(str(tmp_path)) == sorted(left)
-    assert sorted(os.listdir(tmp_path)) == sorted(kept)

@@ -87,7 +87,7 @@ def latest_train_checkpoint(train_dir):
     return tf.train.latest_checkpoint(train_dir) if os.path.isdir(train_dir) else None
 
 
-def _state_file_checkpoint(directory):
+def state_file_checkpoint(directory):
     """The prefix directory's 'checkpoint' state file names (whether it exists or not), or None when it names none
     or cannot be parsed. tf.train.latest_checkpoint would log an error of its own for a missing one."""
     try:
@@ -98,7 +98,7 @@ def _state_file_checkpoint(directory):
     return os.path.normpath(state.model_checkpoint_path) if state and state.model_checkpoint_path else None
 
 
-def _readable(prefix):
+def unreadable_reason(prefix):
     """'' when every tensor of the checkpoint reads back (index, data shards and their checksums), else why not."""
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -109,66 +109,12 @@ def _readable(prefix):
     return ''
 
 
-def _train_checkpoints(train_dir):
-    """The model.ckpt-N prefixes in train_dir that have an index file, newest (highest N) first."""
-    prefixes = [os.path.normpath(path[:-len('.index')]) for path in
-                glob.glob(os.path.join(glob.escape(train_dir), glob.escape(CHECKPOINT_BASENAME) + '-*.index'))]
-    return sorted((p for p in prefixes if checkpoint_name_step(p) is not None), key=checkpoint_name_step, reverse=True)
-
-
-def checkpoint_to_resume(train_dir):
-    """(prefix, note): the checkpoint training resumes from train_dir, or (None, None) when it holds none.
-
-    It is the one the 'checkpoint' state file names, when that reads back whole; else the newest model.ckpt-N
-    that does, with a note saying why (the state file missing or unreadable after a crash or a copy, or naming
-    a checkpoint deleted or damaged): slim's supervisor would otherwise start from scratch and save over them."""
-    if not os.path.isdir(train_dir):
-        return None, None
-    named = _state_file_checkpoint(train_dir)
-    problem = ''
-    if named:
-        problem = _readable(named) if os.path.isfile(named + '.index') else 'it is gone'
-        if not problem:
-            return named, None
-    for prefix in _train_checkpoints(train_dir):
-        if prefix != named and not _readable(prefix):
-            state_file = os.path.join(train_dir, 'checkpoint')
-            why = (f'{state_file} names {os.path.basename(named)}, which cannot be read ({problem})' if named
-                   else f'{state_file} is damaged' if os.path.isfile(state_file) else f'{state_file} is missing')
-            return prefix, f'the newest checkpoint that reads back whole: {why}'
-    if named:
-        raise UserError(f'--train_dir={train_dir}: its checkpoint {os.path.basename(named)} cannot be read ({problem}) '
-                        f'and no other checkpoint there can; move the folder aside to start again')
-    return None, None
-
-
-# What a save killed midway leaves: TensorFlow's temporary files of the data, index, meta and state files.
-_UNFINISHED_SAVE = re.compile(rf'({re.escape(CHECKPOINT_BASENAME)}-\d+\..+|checkpoint)\.(tempstate\d+|tmp[0-9a-f]+)')
-
-
-def remove_unfinished_saves(train_dir):
-    """Deletes the temporary files of saves that a killed training left in train_dir; -> their names. Only for
-    the one training that holds train_dir (file_io.exclusive_use): another's would be saves in progress."""
-    names = sorted(name for name in os.listdir(train_dir) if _UNFINISHED_SAVE.fullmatch(name))
-    for name in names:
-        os.remove(os.path.join(train_dir, name))
-    return names
-
-
-def point_state_file_at(train_dir, prefix):
-    """Rewrites train_dir's 'checkpoint' state file (atomically) to name `prefix`, the older checkpoints listed
-    before it, so that slim's supervisor restores it and the Saver keeps counting the ones it may delete."""
-    step = checkpoint_name_step(prefix)
-    older = [p for p in reversed(_train_checkpoints(train_dir)) if checkpoint_name_step(p) < step]
-    tf.train.update_checkpoint_state(train_dir, prefix, all_model_checkpoint_paths=older + [prefix])
-
-
 def resolve_checkpoint(path, flag='--pretrained_path', missing_ok=False):
     """A readable checkpoint prefix from a prefix, a file of one ('x.ckpt.index' -> 'x.ckpt'), or a directory
     holding one; None for a directory with no checkpoint or, with missing_ok, a path that does not exist."""
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, 'checkpoint')):
-            prefix = _state_file_checkpoint(path)
+            prefix = state_file_checkpoint(path)
             if prefix is None or not _is_checkpoint(prefix):
                 raise UserError(f'{flag}={path}: its checkpoint state file points to a missing checkpoint')
         else:
@@ -419,4 +365,4 @@ def restore_for_inference(session, saver, prefix, variables_map, config):
     try:
         saver.restore(session, prefix)
     except (tf.errors.OpError, ValueError) as err:   # the reading's own error says why ('Graph execution error:')
-        raise UserError(f'{prefix}: cannot restore ({_readable(prefix) or str(err).splitlines()[0]})') from None
+        raise UserError(f'{prefix}: cannot restore ({unreadable_reason(prefix) or str(err).splitlines()[0]})') from None

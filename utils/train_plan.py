@@ -16,7 +16,7 @@ from datasets.label_offset import offset_then_preprocess
 from datasets.voc_reader import IMAGE_EXTENSIONS
 from nets import nets_factory
 from preprocessing import preprocessing_factory
-from utils import anchor_report, checkpoints, clones, learning_schedules, model_config
+from utils import anchor_report, checkpoints, clones, learning_schedules, model_config, resume
 from utils import devices as device_info
 from utils.distributed import ClusterConfig
 from utils.errors import UserError
@@ -228,7 +228,7 @@ def _restore(config):
     the parameter servers); a checkpoint to resume wins, and --pretrained_path is then not looked at."""
     if not config.cluster.is_chief:
         return dataclasses.replace(config.restore, pretrained=None)
-    resume_from, resume_note = checkpoints.checkpoint_to_resume(config.loop.train_dir)
+    resume_from, resume_note = resume.checkpoint_to_resume(config.loop.train_dir)
     pretrained = None if resume_from or not config.restore.pretrained else checkpoints.resolve_checkpoint(
         config.restore.pretrained, '--pretrained_path', missing_ok=config.pretrained_optional)
     return dataclasses.replace(config.restore, resume_from=resume_from, resume_note=resume_note,
