@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
-from datasets.voc_reader import IMAGE_EXTENSIONS
+from datasets.voc_reader import image_names
 from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
@@ -46,13 +46,6 @@ flags.adopt_module_key_flags(inference_flags)   # --help lists them with this sc
 _SAVE_FORMATS = {'JPEG': ('JPEG', '.jpg'), 'PNG': ('PNG', '.png')}   # others are written as PNG
 
 
-def _images_in(folder):
-    """The image files directly in `folder` (by extension, any case), sorted."""
-    extensions = {extension.lower() for extension in IMAGE_EXTENSIONS}
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if os.path.splitext(name)[1].lower() in extensions)
-
-
 def expand_image_patterns(patterns):
     """'a.jpg,dir/*.png,photos/' -> (sorted unique existing files, the patterns that match no file); a folder
     stands for the images in it, and a whole value naming one file is that file even with commas in its name.
@@ -62,7 +55,7 @@ def expand_image_patterns(patterns):
         if not pattern:
             continue
         if os.path.isdir(pattern):
-            matches = _images_in(pattern)
+            matches = [os.path.join(pattern, name) for name in image_names(pattern)]
         else:
             matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         matches = [path for path in matches if os.path.isfile(path)]

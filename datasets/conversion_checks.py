@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import os
 
-from datasets.voc_reader import IMAGE_EXTENSIONS, filename_base
+from datasets.voc_reader import filename_base, image_names
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR
 
 # Kinds of Issue, in the summary's order; 'unannotated': an image no XML names, left out; 'background-only': an
@@ -51,9 +51,9 @@ def images_without_annotation(annotations):
     annotated = set(annotations.files).union(*annotations.splits.values())
     named = {filename_base(annotation.filename) for annotation in annotations.parsed.values()}
     issues = []
-    for name in sorted(os.listdir(images_dir)):
-        stem, extension = os.path.splitext(name)
-        if extension in IMAGE_EXTENSIONS and stem not in annotated and name not in named:
+    for name in image_names(images_dir):
+        stem = os.path.splitext(name)[0]
+        if stem not in annotated and name not in named:
             issues.append(Issue('unannotated', os.path.join(IMAGES_DIR, name), f'no {ANNOTATIONS_DIR}/{stem}.xml: left '
                                 f'out (a background-only image needs an XML with no <object>)'))
     return issues

@@ -114,6 +114,12 @@ def parse_voc_xml(path):
     return VocAnnotation((root.findtext('filename') or '').strip(), _xml_size(root), objects)
 
 
+def image_names(folder):
+    """The sorted names of the files in `folder` (none when it does not exist) that IMAGE_EXTENSIONS name."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(name for name in names if os.path.splitext(name)[1] in IMAGE_EXTENSIONS)
+
+
 def filename_base(filename):
     """An XML's <filename> without folders, Windows ones included; '' when it is ''."""
     return os.path.basename(filename.replace('\\', '/'))

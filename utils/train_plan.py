@@ -13,7 +13,7 @@ from typing import Any, Optional
 from datasets import dataset_info as ds_info
 from datasets import record_check, split_boxes
 from datasets.label_offset import offset_then_preprocess
-from datasets.voc_reader import IMAGE_EXTENSIONS
+from datasets.voc_reader import image_names
 from nets import nets_factory
 from preprocessing import preprocessing_factory
 from utils import anchor_report, checkpoints, clones, learning_schedules, model_config, resume
@@ -137,8 +137,7 @@ def _images_to_draw(dataset_dir):
     they have when there are at most _DRAW_GLOB_MAX, else the first _DRAW_SAMPLE by name; a placeholder where that
     folder has none."""
     folder = _images_beside(dataset_dir)
-    names = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else [])
-                   if name.endswith(IMAGE_EXTENSIONS))
+    names = image_names(folder)
     if not names:
         return shlex.quote(_NO_IMAGES)
     if len(names) > _DRAW_GLOB_MAX:
