@@ -83,8 +83,9 @@ def _is_checkpoint(prefix):
 
 
 def latest_train_checkpoint(train_dir):
-    """The prefix train_dir's 'checkpoint' state file points to, or None."""
-    return tf.train.latest_checkpoint(train_dir) if os.path.isdir(train_dir) else None
+    """The prefix train_dir's 'checkpoint' state file points to, or None (no such file, or a checkpoint gone)."""
+    prefix = state_file_checkpoint(train_dir) if os.path.isdir(train_dir) else None
+    return prefix if prefix and _is_checkpoint(prefix) else None
 
 
 def state_file_checkpoint(directory):

@@ -144,8 +144,8 @@ def run_main(main_fn, flag_values, required_flags=(), graph_mode=True):
 
     Positional arguments, a missing flag of `required_flags` or a UserError raised by main_fn print one
     print_error line and exit 1, as does a full disk; Ctrl-C prints '<script>: stopped' and exits 130.
-    graph_mode: TensorFlow's v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs. Log lines take
-    PlainLogFormat; TensorFlow's start-up, deprecation and info notices are left out unless
+    graph_mode: TensorFlow's v1 graph mode (tf.compat.v1), which every tool but the demo-data generator needs.
+    Log lines take PlainLogFormat; TensorFlow's start-up, deprecation and info notices are left out unless
     TF_CPP_MIN_LOG_LEVEL is 0 or 1.
     """
     def main(argv):
