@@ -95,8 +95,8 @@ def state_file_checkpoint(directory):
         state = tf.train.get_checkpoint_state(directory)
     except (tf.errors.OpError, ValueError):   # a damaged state file (a text protobuf that does not parse)
         return None
-    # get_checkpoint_state puts a relative name in directory, as the Saver does.
-    return os.path.normpath(state.model_checkpoint_path) if state and state.model_checkpoint_path else None
+    # get_checkpoint_state puts a relative name in directory, as the Saver does (./ckpt/demo/model.ckpt-4500).
+    return state.model_checkpoint_path if state and state.model_checkpoint_path else None
 
 
 def unreadable_reason(prefix):

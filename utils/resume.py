@@ -29,6 +29,7 @@ def checkpoint_to_resume(train_dir):
     if not os.path.isdir(train_dir):
         return None, None
     named = state_file_checkpoint(train_dir)
+    named = os.path.normpath(named) if named else None   # as _train_checkpoints' names, to compare them
     problem = ''
     if named:
         problem = unreadable_reason(named) if os.path.isfile(named + '.index') else 'it is gone'
