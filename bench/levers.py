@@ -8,7 +8,6 @@ Levers (variants in the order timed):
 - conv6:   conv6 as one dilated Conv2D (native) / as one 1x1 Conv2D per tap (the portable form)
 - layout:  NHWC / NCHW (oneDNN runs both on this CPU build)
 - wgrad:   weight gradients by oneDNN's NHWC kernel / the wide layers' in NCHW (nets/conv_gradients.py)
-- threads: tf.Session intra-op,inter-op threads 0,0 (TensorFlow's default: one per core) / 1,2 / 2,1 / 1,1
 - xla:     no XLA / XLA auto-clustering (global_jit_level ON_1; run with
            TF_XLA_FLAGS=--tf_xla_cpu_global_jit so that it applies on the CPU)
 - bf16:    float32 / Grappler's auto_mixed_precision_onednn_bfloat16 rewrite (convolutions and matmuls in
@@ -24,7 +23,7 @@ from absl import app, flags
 
 from utils import script_setup
 
-flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'wgrad', 'threads', 'xla', 'bf16'], 'Which lever to time.')
+flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'wgrad', 'xla', 'bf16'], 'Which lever to time.')
 flags.DEFINE_float('depth_multiplier', 1.0, 'Network width.')
 flags.DEFINE_integer('batch_size', 8, 'Images per step.')
 flags.DEFINE_integer('rounds', 4, 'Alternated rounds (the table shows medians).')
@@ -43,10 +42,6 @@ def variants(lever):
         return [('NHWC', {'data_format': 'NHWC'}, {}), ('NCHW', {'data_format': 'NCHW'}, {})]
     if lever == 'wgrad':
         return [('NHWC weight gradients', {}, {}), ('wide layers\' weight gradients in NCHW', {'wgrad_nchw': True}, {})]
-    if lever == 'threads':
-        return [(f'intra {intra}, inter {inter}', {}, {'intra_op_parallelism_threads': intra,
-                                                        'inter_op_parallelism_threads': inter})
-                for intra, inter in ((0, 0), (1, 2), (2, 1), (1, 1))]
     if lever == 'bf16':
         return [('float32', {}, {}), ('oneDNN bfloat16 rewrite', {}, {'bf16': True})]
     if '--tf_xla_cpu_global_jit' not in os.environ.get('TF_XLA_FLAGS', ''):   # ON_1 alone leaves the CPU out
@@ -76,7 +71,7 @@ def training_session(tf, build_options, session_options):
         losses = net.losses(logits, localisations, tf.constant(labels), tf.zeros_like(localisations))
         total = losses['total'] + tf.add_n(tf.losses.get_regularization_losses())
         train_op = tf.train.AdamOptimizer(1e-4).minimize(total, global_step=tf.train.get_or_create_global_step())
-        config = tf.ConfigProto(**{k: v for k, v in session_options.items() if k not in ('jit', 'bf16')})
+        config = tf.ConfigProto()
         if session_options.get('jit'):
             config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
         if session_options.get('bf16'):
