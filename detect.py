@@ -2,10 +2,11 @@
 
     python detect.py --checkpoint_path=ckpt/fine_tuning --images=a.jpg,photos/*.png --output_dir=out/
 
-Images of any size and mode (JPEG, PNG, CMYK, grayscale, ...) are read with Pillow, upright per their EXIF
-orientation; the network sees them resized to its input size, and boxes are reported in pixels of the
-original: {"image", "class", "class_id", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}, with
-x = x_normalised * width and y = y_normalised * height. Detections scoring below --score_threshold are
+Images of any size and mode (JPEG, PNG, CMYK, grayscale, 16-bit, alpha, ...) are read with Pillow, upright per
+their EXIF orientation, in RGB as the converter stores them (datasets/voc_reader.to_rgb); the network sees
+them resized to its input size, and boxes are reported in pixels of the original: {"image", "class",
+"class_id", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}, with x = x_normalised * width and
+y = y_normalised * height. Detections scoring below --score_threshold are
 neither drawn nor printed. The model configuration is read from model_config.json beside the checkpoint;
 --model_name, --num_classes, --depth_multiplier, --anchor_set override it.
 
@@ -29,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 import tensorflow.compat.v1 as tf
 
-from datasets.voc_reader import image_names
+from datasets.voc_reader import image_names, to_rgb
 from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from utils import checkpoints, devices, inference_flags, inference_model, tflite_detector, visualization
 from utils.errors import UserError
@@ -69,11 +70,12 @@ def expand_image_patterns(patterns):
 
 
 def read_image(path):
-    """(PIL RGB image upright per EXIF, original format name); UserError for an unreadable file."""
+    """(PIL RGB image upright per EXIF, converted as the converter converts it, original format name); UserError
+    for an unreadable file."""
     try:
         with Image.open(path) as source:
             image_format = source.format
-            image = ImageOps.exif_transpose(source).convert('RGB')
+            image = to_rgb(ImageOps.exif_transpose(source))
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise UserError(f'{path}: cannot read the image ({err})') from None
     return image, image_format

@@ -158,8 +158,10 @@ def _is_8bit_rgb_png(data):
     return len(data) > 25 and data[24] == 8 and data[25] == 2
 
 
-def _to_rgb(image):
-    """RGB copy of any Pillow image: alpha composited on white, 16-bit gray scaled to 8 bits."""
+def to_rgb(image):
+    """RGB copy of any Pillow image: alpha composited on white, 16-bit gray scaled to 8 bits (Pillow's own
+    convert('RGB') clips 16-bit values to white and drops alpha). detect.py reads images through it too: the
+    network sees them as training did."""
     if image.mode in ('I', 'I;16', 'I;16B', 'I;16L'):
         gray = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
         image = Image.fromarray(np.clip(np.round(gray), 0, 255).astype(np.uint8))
@@ -238,7 +240,7 @@ def load_image(path, max_short_side=0):
             if orientation != 1:
                 changes.insert(0, f'turned upright per its EXIF orientation {orientation}')
                 image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
+            rgb = to_rgb(image)
             upright_height, upright_width = rgb.height, rgb.width
             if over_limit:
                 small_height, small_width = downscaled_size(upright_height, upright_width, max_short_side)

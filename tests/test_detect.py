@@ -143,3 +143,23 @@ def test_output_dir_that_is_a_file_is_one_line_before_the_model_loads(detected, 
                                   '--images=%s' % (detected['root'] / 'wide.png'), '--output_dir=%s' % taken])
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == 'detect.py: error: --output_dir=%s: is a file, not a folder' % taken
+
+
+def test_16bit_and_transparent_pngs_are_seen_as_the_converter_stores_them(detected, tmp_path):
+    """A 16-bit gray PNG is scaled to 8 bits (Pillow's convert('RGB') makes it all white), and a PNG's
+    alpha is composited on white (convert('RGB') shows what the transparent pixels hold, black here)."""
+    gray16 = np.linspace(0, 65535, 40 * 50).reshape(40, 50).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / 'gray16.png')
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[..., :3] = fixtures.make_image(40, 50, 3)
+    rgba[..., 3] = np.repeat([0, 128, 255], [20, 10, 20])[None, :]   # transparent, half, opaque columns
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
+    result = fixtures.run_script(['detect.py', '--checkpoint_path=%s' % detected['prefix'], '--score_threshold=1',
+                                  '--images=%s,%s' % (tmp_path / 'gray16.png', tmp_path / 'alpha.png'),
+                                  '--output_dir=%s' % (tmp_path / 'out')])
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = np.asarray(Image.open(tmp_path / 'out' / 'gray16.png').convert('RGB')).astype(float)
+    np.testing.assert_array_equal(seen, np.round(gray16 * 255.0 / 65535.0)[..., None].repeat(3, axis=2))
+    seen = np.asarray(Image.open(tmp_path / 'out' / 'alpha.png').convert('RGB')).astype(float)
+    alpha = rgba[..., 3:] / 255.0
+    np.testing.assert_allclose(seen, rgba[..., :3] * alpha + 255.0 * (1 - alpha), atol=1)
