@@ -137,6 +137,21 @@ def test_stale_train_dir_names_variables_and_remedy(ssd_checkpoint_21):
             checkpoints.check_resume_compatible(prefix, tf.global_variables())
 
 
+def test_resuming_with_adam_a_checkpoint_trained_with_sgd_names_the_optimizer(ssd_checkpoint_21):
+    """An SGD run's checkpoint holds every weight but none of Adam's variables: its slots and its own
+    beta1_power and beta2_power. The remedy is another --optimizer, not deleting the checkpoints."""
+    prefix, _ = ssd_checkpoint_21
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(21)
+        tf.train.AdamOptimizer(0.001).minimize(tf.add_n([tf.reduce_sum(v) for v in variables]))
+        assert 'beta1_power' in [v.op.name for v in tf.global_variables()]
+        with pytest.raises(UserError) as raised:
+            checkpoints.check_resume_compatible(prefix, tf.global_variables())
+    message = str(raised.value)
+    assert 'holds the weights but not the optimizer state this run needs (beta1_power absent' in message
+    assert 'another --optimizer' in message and 'delete the old checkpoints' not in message
+
+
 def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21):
     prefix, values = ssd_checkpoint_21
     said = []

@@ -220,11 +220,14 @@ def variables_to_train(scopes):
 
 def check_resume_compatible(prefix, variables):
     """UserError when the train_dir checkpoint lacks a graph variable or stores another shape. When all it
-    lacks are optimizer slots of weights it holds ('.../weights/Adam'), the run's --trainable_scopes or
-    --optimizer differ from the ones that made it, and the error says so."""
-    mismatches = find_mismatches(prefix, {v.op.name: v for v in variables})
+    lacks are optimizer state (slots of weights it holds, '.../weights/Adam', or an optimizer's own untrained
+    variables such as Adam's beta1_power), the run's --trainable_scopes or --optimizer differ from the ones that
+    made it, and the error says so."""
+    by_name = {v.op.name: v for v in variables}
+    mismatches = find_mismatches(prefix, by_name)
     stored = read_variable_shapes(prefix) if mismatches else {}
-    if mismatches and all(m.checkpoint_shape is None and m.checkpoint_name.rsplit('/', 1)[0] in stored
+    if mismatches and all(m.checkpoint_shape is None and (m.checkpoint_name.rsplit('/', 1)[0] in stored
+                                                          or not by_name[m.checkpoint_name].trainable)
                           for m in mismatches):
         train_dir = os.path.dirname(prefix)
         raise UserError(f'{prefix}: this checkpoint in --train_dir holds the weights but not the optimizer state '
