@@ -39,8 +39,21 @@ def test_check_resumable(tmp_path):
     CONFIG.save(str(tmp_path))
     mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, data_format='NCHW', labels_offset=2))
     with pytest.raises(UserError, match=r'its checkpoints are of another model \(num_classes: 3 -> 21\); use a new '
-                                        r'--train_dir or delete them to start again'):
+                                        r'--train_dir \(.*\) or delete them to start again'):
         mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, num_classes=21))
+
+
+def test_check_resumable_after_a_class_is_added_says_how_to_keep_the_training(tmp_path):
+    """A new class changes the class heads only: the refusal gives the flags that train on from the old
+    checkpoints in a new train_dir (README section 6), not just 'start again'."""
+    CONFIG.save(str(tmp_path))
+    heads = ','.join(f'ssd_300_vgg/block{b}_box/conv_cls' for b in (4, 7, 8, 9, 10, 11))
+    with pytest.raises(UserError) as refused:
+        mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, num_classes=4,
+                                                              class_names=CONFIG.class_names + ('jar',)))
+    assert str(refused.value).endswith(
+        f'; use a new --train_dir (to keep what they learned, train there from them with --checkpoint_path={tmp_path} '
+        f'--checkpoint_exclude_scopes={heads}) or delete them to start again')
 
 
 def test_check_resumable_names_the_flags_that_resume_another_width(tmp_path):

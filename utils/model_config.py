@@ -178,7 +178,8 @@ def check_resumable(train_dir, config):
     differences = saved.architecture_differences(config) if saved else []
     if differences:
         raise UserError(f'--train_dir={train_dir}: its checkpoints are of another model ({"; ".join(differences)}); '
-                        f'{_resume_hint(saved, config)}use a new --train_dir or delete them to start again')
+                        f'{_resume_hint(saved, config)}use a new --train_dir{_train_on_hint(train_dir, saved, config)} '
+                        f'or delete them to start again')
     renamed = _same_count_other_classes(saved, config) if saved else []
     if renamed:
         raise UserError(f'--train_dir={train_dir}: its checkpoints learned other classes than this dataset\'s '
@@ -193,6 +194,16 @@ def _resume_hint(saved, config):
         return ''
     flags = _flags_to_rebuild(saved, config)
     return f'resume with {" ".join(flags)} (the flags it was trained with), or ' if flags else ''
+
+
+def _train_on_hint(train_dir, saved, config):
+    """' (... --checkpoint_path=train_dir ...)' when the classes changed (a class added, say): days of training
+    need not be lost, as everything but the class heads loads into the new network (README section 6)."""
+    if saved.num_classes == config.num_classes:
+        return ''
+    flags = [f'--checkpoint_path={train_dir}',
+             f'--checkpoint_exclude_scopes={",".join(config.build_network().class_head_scopes)}']
+    return f' (to keep what they learned, train there from them with {" ".join(flags + _flags_to_rebuild(saved, config))})'
 
 
 def _flags_to_rebuild(saved, config):
