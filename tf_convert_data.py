@@ -25,7 +25,7 @@ from utils import script_setup  # first: sets TensorFlow's environment before it
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from datasets import dataset_info, split_boxes  # noqa: E402
+from datasets import conversion_checks, dataset_info, split_boxes  # noqa: E402
 from datasets.voc_splits import ANNOTATIONS_DIR, CVAT_LIST, SPLITS_DIR, split_list_names  # noqa: E402
 from datasets.voc_to_tfrecords import DEFAULT_MAX_SHORT_SIDE, ConversionOptions, convert_voc_dataset  # noqa: E402
 from utils import anchor_report  # noqa: E402
@@ -164,7 +164,7 @@ def _anchor_fit_lines(result):
     written = [split for split in result.shards if result.shards[split]]
     if not written:
         return []
-    split = next((name for name in ('train', 'trainval') if name in written), written[0])
+    split = conversion_checks.training_split(written)
     boxes, records = split_boxes.split_boxes(result.shards[split], result.info.num_samples[split])
     return anchor_report.models_fit_lines(boxes, f'split {split!r} ({records} records)')
 

@@ -2,8 +2,8 @@
 
 Each sample's own problems (an XML that does not parse, a missing image, a box clipped) become Issues where
 the sample is read; the checks here look across samples: class names typed two ways, boxes that look
-normalised, classes without a box, images the test split shares with another, images no annotation names,
-and the classes a labels file lacks. `annotations` below is the conversion's reading of the VOC folder
+normalised, classes without a box (or without one in the training split), images the test split shares with
+another, images no annotation names, and the classes a labels file lacks. `annotations` below is the conversion's reading of the VOC folder
 (voc_to_tfrecords._Annotations: dataset_dir, splits, files, parsed, split_source).
 """
 import collections
@@ -16,6 +16,7 @@ from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR
 # Kinds of Issue, in the summary's order; 'unannotated': an image no XML names, left out; 'background-only': an
 # image without objects, kept as a background sample.
 ISSUE_KINDS = ('excluded', 'unannotated', 'repaired', 'warning', 'background-only', 'converted')
+TRAINING_SPLITS = ('train', 'trainval')   # the split training reads, by preference
 
 
 @dataclasses.dataclass
@@ -96,6 +97,32 @@ def classes_without_boxes(boxes_per_class, class_source):
     return [Issue('warning', class_source, f'{len(empty)} class(es) with 0 boxes in the converted data: '
                                            f'{", ".join(map(repr, empty))}; the model would train classes it never '
                                            f'sees (annotate them, or drop them from the class list)')]
+
+
+def training_split(splits):
+    """The split of `splits` that training reads: 'train', else 'trainval' (VOC's), else the first; None when
+    there is none."""
+    return next((name for name in TRAINING_SPLITS if name in splits), next(iter(splits), None))
+
+
+def classes_missing_from_training(split_boxes, split_source):
+    """A 'warning' Issue naming the classes with boxes in another split but none in the training split (a class
+    whose only images went to 'test'): the model never learns them, so their test AP is 0. split_boxes:
+    split -> {class name: boxes}, in class order; split_source(split): where the split's images are named."""
+    train = training_split(split_boxes)
+    if len(split_boxes) < 2 or train is None:
+        return []
+    elsewhere = collections.Counter()
+    for split, counts in split_boxes.items():
+        if split != train:
+            elsewhere.update(counts)
+    missing = [f'{name!r} ({count})' for name, count in elsewhere.items() if count and not split_boxes[train][name]]
+    if not missing:
+        return []
+    others = ', '.join(repr(split) for split in split_boxes if split != train)
+    return [Issue('warning', split_source(train), f'{len(missing)} class(es) with boxes in split {others} but none '
+                                                  f'in split {train!r}: {", ".join(missing)}; the model never learns '
+                                                  f'them (AP 0); put some of their images in split {train!r}')]
 
 
 def unknown_class_lines(excluded, class_names):

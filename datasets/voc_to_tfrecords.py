@@ -188,6 +188,7 @@ class _SplitWriter:
         self._annotations, self._staging_dir, self._options = annotations, staging_dir, options
         self._class_index = {name: label for label, name in enumerate(all_names)}
         self.boxes_per_class, self._progress_fn = boxes_per_class, progress_fn
+        self.split_boxes = {}   # split -> {class name: boxes this run wrote in it}, in class order
         self._done, self._total = 0, sum(map(len, annotations.splits.values()))
         self.downscaled = self.kept_large = 0
         self._xml_of_image = {}   # image path -> the first annotation written with it, relative
@@ -195,17 +196,18 @@ class _SplitWriter:
     def write(self, split):
         """Write one split's shards into the staging folder; -> (shard paths, records written)."""
         written, source = 0, self._annotations
+        self.split_boxes[split] = dict.fromkeys(self.boxes_per_class, 0)
         with ShardWriter(self._staging_dir, self._options.dataset_name, split,
                          self._options.samples_per_file) as writer:
             for stem in source.splits[split]:
                 if stem in source.parsed:  # else already reported by _parse_all
-                    written += self._write_sample(writer, stem)
+                    written += self._write_sample(writer, split, stem)
                 self._done += 1
                 if self._progress_fn:
                     self._progress_fn(self._done, self._total)
         return writer.paths, written
 
-    def _write_sample(self, writer, stem):
+    def _write_sample(self, writer, split, stem):
         """1 when the sample was written, 0 when it is left out (an 'excluded' issue)."""
         source = self._annotations
         relative = source.relative_path(stem)
@@ -221,6 +223,7 @@ class _SplitWriter:
         self.kept_large += min(loaded.encoded_size) > DEFAULT_MAX_SHORT_SIDE
         for obj in objects:
             self.boxes_per_class[obj.name] += 1
+            self.split_boxes[split][obj.name] += 1
         first_xml = self._xml_of_image.setdefault(image_path, relative)
         if first_xml != relative:
             notes.append(('warning', f'{os.path.relpath(image_path, source.dataset_dir)} is also the image of '
@@ -377,6 +380,8 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
                                                 f'(see the excluded lines)'))
         annotations.issues.extend(conversion_checks.normalised_coordinates(annotations.parsed, boxes_per_class))
         annotations.issues.extend(conversion_checks.classes_without_boxes(boxes_per_class, class_source))
+        annotations.issues.extend(conversion_checks.classes_missing_from_training(writer.split_boxes,
+                                                                                  annotations.split_source))
         info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
         result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
                                   writer.kept_large)
