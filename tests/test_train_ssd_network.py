@@ -189,6 +189,23 @@ def test_resuming_does_not_look_at_pretrained_path(records, tmp_path):
     assert plan.restore.resume_from == str(train_dir / 'model.ckpt-5') and plan.restore.pretrained is None
 
 
+def test_train_more_on_a_finished_cosine_run_warns_that_the_rate_goes_back_up(records, tmp_path):
+    """A run of 5 steps whose cosine ended at step 5, resumed with --max_number_of_steps=10: the cosine now spans
+    10 steps, so at step 5 the rate is halfway down again, 0.0001 + (0.001 - 0.0001) / 2, not the end rate."""
+    train_dir = tmp_path / 'train'
+    _save_checkpoint_5(train_dir)
+    cosine = ['--learning_rate_decay_type=cosine', '--warmup_steps=2']
+    startup_report.write_report(str(train_dir), 'report\n', ['--max_number_of_steps=5'], 'earlier')
+    report = startup_report.training_report(check(records, tmp_path, *cosine, '--max_number_of_steps=10'))
+    assert ('warning: resuming at step 5 with --max_number_of_steps=10, where the run that saved the checkpoint '
+            'had 5: the cosine now falls over 10 steps, so the rate at step 5 goes back up from 0.0001 to 0.00055, '
+            'a restart of its fall that can raise the loss for a while; it reaches 0.0001 at step 10') in report
+    # The same length as the run that saved it (Ctrl-C, then the same command): nothing to say.
+    startup_report.write_report(str(train_dir), 'report\n', ['--max_number_of_steps=10'], 'later')
+    assert 'warning: resuming' not in startup_report.training_report(
+        check(records, tmp_path, *cosine, '--max_number_of_steps=10'))
+
+
 def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
     train_dir = tmp_path / 'train'
     _save_checkpoint_5(train_dir)

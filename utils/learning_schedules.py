@@ -13,6 +13,7 @@ from utils.errors import UserError
 DECAY_TYPES = ('exponential', 'fixed', 'polynomial', 'piecewise', 'cosine')
 # Schedules that fall to an end rate: without an explicit num_epochs_per_decay they fall over the whole run.
 RUN_LENGTH_DECAY_TYPES = ('polynomial', 'cosine')
+RUN_LENGTH_SOURCE = '= --max_number_of_steps'   # decay_length's source when they fall over the whole run
 # early_decay_warning: a rate at 1% of its start has all but stopped training; spent within the first 1000
 # steps, it is a schedule measured in epochs of a dataset smaller than a few batches.
 LOW_RATE_FRACTION = 0.01
@@ -73,7 +74,7 @@ def decay_length(config, num_samples, images_per_step, max_number_of_steps=None,
     that changing the run's length keeps the rate ending at its last step; otherwise
     D = decay_steps_for(num_samples, images_per_step, num_epochs_per_decay)."""
     if max_number_of_steps and not epochs_given and config.learning_rate_decay_type in RUN_LENGTH_DECAY_TYPES:
-        return max_number_of_steps, '= --max_number_of_steps'
+        return max_number_of_steps, RUN_LENGTH_SOURCE
     return (decay_steps_for(num_samples, images_per_step, config.num_epochs_per_decay),
             f'--num_epochs_per_decay={config.num_epochs_per_decay:g}')
 
@@ -143,22 +144,20 @@ def learning_rate_tensor(config, global_step, decay_steps):
     Then, when warmup_steps = W > 0, the rate is multiplied by min(1, (step + 1) / W) (linear warm-up).
     """
     kind = config.learning_rate_decay_type
-    lr0, end = config.learning_rate, config.end_learning_rate
+    lr0 = config.learning_rate
     with tf.name_scope('learning_rate_schedule'):
         if kind == 'exponential':
             rate = tf.train.exponential_decay(lr0, global_step, decay_steps,
                                               config.learning_rate_decay_factor, staircase=True)
         elif kind == 'fixed':
             rate = tf.constant(lr0, tf.float32)
-        elif kind == 'polynomial':
-            rate = tf.train.polynomial_decay(lr0, global_step, decay_steps, end, power=1.0, cycle=False)
+        elif kind in RUN_LENGTH_DECAY_TYPES:
+            progress = tf.minimum(tf.cast(global_step, tf.float32), float(decay_steps)) / decay_steps
+            rate = _falling_rate(config, progress, tf.cos)
         elif kind == 'piecewise':
             rate = tf.train.piecewise_constant(
                 tf.cast(global_step, tf.int64), [int(b) for b in config.learning_rate_boundaries],
                 [float(v) for v in piecewise_values(config)])
-        elif kind == 'cosine':
-            progress = tf.minimum(tf.cast(global_step, tf.float32), float(decay_steps)) / decay_steps
-            rate = end + (lr0 - end) * 0.5 * (1.0 + tf.cos(math.pi * progress))
         else:
             raise UserError(f'--learning_rate_decay_type={kind}: unknown; use one of {", ".join(DECAY_TYPES)}')
         rate = tf.cast(rate, tf.float32)
@@ -166,6 +165,33 @@ def learning_rate_tensor(config, global_step, decay_steps):
             ramp = tf.minimum(1.0, (tf.cast(global_step, tf.float32) + 1.0) / config.warmup_steps)
             rate = rate * ramp
         return tf.identity(rate, name='value')
+
+
+def _falling_rate(config, progress, cos):
+    """polynomial (linear) and cosine at `progress` = min(step, D) / D: a tensor with cos=tf.cos, or a number
+    with cos=math.cos (the start-up report's figures)."""
+    lr0, end = config.learning_rate, config.end_learning_rate
+    if config.learning_rate_decay_type == 'polynomial':
+        return end + (lr0 - end) * (1.0 - progress)
+    return end + (lr0 - end) * 0.5 * (1.0 + cos(math.pi * progress))
+
+
+def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earlier_max_steps):
+    """A start-up warning when a resumed run's polynomial or cosine falls over --max_number_of_steps and the run
+    that saved the checkpoint (at resumed_step, past the warm-up) had another one, earlier_max_steps: the rate
+    at resumed_step moves, and after a finished run ('train more') it goes back up from the end rate, a restart
+    of the decay. None otherwise."""
+    if (decay_source != RUN_LENGTH_SOURCE or not earlier_max_steps or earlier_max_steps == decay_steps
+            or not config.warmup_steps <= resumed_step < decay_steps):
+        return None
+    before, now = (_falling_rate(config, min(resumed_step, steps) / steps, math.cos)
+                   for steps in (earlier_max_steps, decay_steps))
+    change = (f'back up from {before:.3g} to {now:.3g}, a restart of its fall that can raise the loss for a while'
+              if now > before else f'from {before:.3g} to {now:.3g}')
+    return (f'warning: resuming at step {resumed_step} with --max_number_of_steps={decay_steps}, where the run '
+            f'that saved the checkpoint had {earlier_max_steps}: the {config.learning_rate_decay_type} now falls '
+            f'over {decay_steps} steps, so the rate at step {resumed_step} goes {change}; it reaches '
+            f'{config.end_learning_rate:g} at step {decay_steps}')
 
 
 def describe_schedule(config, decay_steps, decay_source=None):

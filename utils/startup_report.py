@@ -9,10 +9,12 @@ from nets.ssd_params import num_anchors_per_cell
 from utils import devices, host
 from utils import learning_schedules as schedules
 from utils.anchor_report import sizes_text
+from utils.checkpoints import checkpoint_name_step
 from utils.file_io import write_text_atomically
 from utils.model_config import pretrained_mismatch_warning
 
 REPORT_FILENAME = 'training_config.txt'
+_RUN_HEADER = '# Run started '
 _MAX_FILES_LISTED = 4
 
 
@@ -97,7 +99,11 @@ def training_report(plan):
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '
                           f'{config.loop.max_number_of_steps or "unlimited"}']
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
-                                                            config.loop.max_number_of_steps)]))),
+                                                            config.loop.max_number_of_steps),
+                              plan.restore.resume_from and schedules.horizon_change_warning(
+                                  config.schedule, plan.decay_steps, plan.decay_source,
+                                  checkpoint_name_step(plan.restore.resume_from),
+                                  earlier_max_steps(config.loop.train_dir))]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
@@ -125,6 +131,18 @@ def write_report(train_dir, text, flag_lines, started):
             earlier = report.read() + '\n'
     # The flags as given: a value the run changed (towers for --num_clones, a cosine over --max_number_of_steps
     # instead of --num_epochs_per_decay) shows in the report above; the header says so.
-    write_text_atomically(path, earlier + f'# Run started {started}\n' + text
+    write_text_atomically(path, earlier + f'{_RUN_HEADER}{started}\n' + text
                           + '# Flags (as given or defaulted; the report above says what the run made of them)\n'
                           + ''.join(line + '\n' for line in flag_lines))
+
+
+def earlier_max_steps(train_dir):
+    """--max_number_of_steps of the newest run in train_dir's training_config.txt (write_report's blocks): the
+    run that saved the checkpoint being resumed. None without one (no file, unlimited steps)."""
+    path = os.path.join(train_dir, REPORT_FILENAME)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as report:
+        last_run = report.read().rsplit(_RUN_HEADER, 1)[-1]
+    values = [line.split('=', 1)[1] for line in last_run.splitlines() if line.startswith('--max_number_of_steps=')]
+    return int(values[-1]) if values and values[-1].isdigit() else None
