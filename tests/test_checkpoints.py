@@ -152,6 +152,29 @@ def test_resuming_with_adam_a_checkpoint_trained_with_sgd_names_the_optimizer(ss
     assert 'another --optimizer' in message and 'delete the old checkpoints' not in message
 
 
+def test_resuming_an_adam_checkpoint_with_sgd_says_its_adam_state_is_dropped(tmp_path):
+    """SGD needs none of Adam's 2 accumulators and 2 slots per weight: the run resumes, saying they go."""
+    prefix = str(tmp_path / 'model.ckpt')
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(5)
+        tf.train.get_or_create_global_step()
+        tf.train.AdamOptimizer(0.001).minimize(tf.add_n([tf.reduce_sum(v) for v in variables]))
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            prefix = tf.train.Saver().save(session, prefix, global_step=0)
+    said = []
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(5)
+        tf.train.get_or_create_global_step()
+        assert checkpoints.restore_chain(checkpoints.RestoreConfig(resume_from=prefix), variables, 'ssd_300_vgg',
+                                         log_fn=said.append) is None
+    assert said[0].startswith(f'Resuming from {prefix} at step 0: all {len(variables) + 1} variables')
+    assert said[0].endswith(f'; warning: {2 * len(variables) + 2} of its variables are not used (beta1_power, '
+                            f'beta2_power, {sorted(v.op.name for v in variables)[0]}/Adam (and '
+                            f'{2 * len(variables) - 1} more)), the state of another --optimizer or '
+                            f'--trainable_scopes, and this run\'s checkpoints will not hold them')
+
+
 def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21):
     prefix, values = ssd_checkpoint_21
     said = []

@@ -305,8 +305,14 @@ def restore_chain(config, model_variables, model_scope, after_restore_op=None, l
     if config.resume_from:
         check_resume_compatible(config.resume_from, tf.global_variables())
         step = tf.train.load_variable(config.resume_from, 'global_step')
+        # Resumed with another --optimizer (or fewer trainable scopes), the checkpoint's optimizer state is
+        # dropped: the next checkpoints lack it, and resuming with the earlier flags would then be refused.
+        unused = sorted(set(read_variable_shapes(config.resume_from)) - {v.op.name for v in tf.global_variables()})
         log_fn(f'Resuming from {config.resume_from} at step {step}: all {len(tf.global_variables())} variables '
-               f'(optimizer state included) come from it')
+               f'(optimizer state included) come from it' + (
+                   f'; warning: {len(unused)} of its variables are not used ({_listing(unused)}), the state of '
+                   f'another --optimizer or --trainable_scopes, and this run\'s checkpoints will not hold them'
+                   if unused else ''))
         return None
     if not config.pretrained:
         log_fn(f'Starting from scratch: all {len(model_variables)} model variables initialised randomly')
