@@ -7,7 +7,8 @@ whose EXIF orientation says it is stored turned) is turned upright, converted to
 white, and re-encoded in its own format: PNG losslessly, JPEG at quality 95; so is a photo whose shorter side is
 over the converter's limit, downscaled to it. Other formats Pillow reads (WebP, BMP, TIFF, GIF: its first
 frame) are converted so too, and re-encoded as JPEG, which TensorFlow's decoders read. Records hold photos
-upright, as detect.py and image viewers show them; TensorFlow's decoders ignore EXIF. Boxes are clipped to
+upright, as detect.py and image viewers show them; TensorFlow's decoders ignore EXIF. Boxes are scaled to the
+image when its <size> is its shape at another scale (resized after labelling), and clipped to
 [0, width] x [0, height] pixels of the image they were drawn on; those with swapped corners (a max below its
 min), and those of zero area before or after clipping, are dropped; then they are turned upright with the
 photo. A sample that cannot be used raises SampleError, whose message is the reason. No TensorFlow here.
@@ -263,7 +264,7 @@ def drawn_on_stored(loaded, xml_size):
     None: -> (bool, warning or None). A tool that shows a photo upright writes its upright size; LabelImg,
     which ignores EXIF, shows the stored pixels and writes their size. When <size> is absent, or both
     sizes are the same (a photo turned 180 degrees or mirrored, a square one), the stored image is assumed,
-    with a warning; a <size> that is neither is the converter's size warning."""
+    with a warning; a <size> that is neither is fit_to_image's to judge."""
     upright_size = (loaded.height, loaded.width)
     if loaded.orientation == 1 or xml_size not in (None, upright_size):
         return True, None
@@ -301,6 +302,24 @@ def turn_upright(objects, orientation, stored_height, stored_width):
         turned.append(dataclasses.replace(obj, xmin=min(x0, x1), ymin=min(y0, y1), xmax=max(x0, x1),
                                           ymax=max(y0, y1)))
     return turned
+
+
+def fit_to_image(objects, xml_size, height, width, image_name):
+    """Boxes drawn on an image of <size> xml_size (height, width; None: not given) -> on the real height x
+    width image, and a (kind, reason) note or None. A <size> of the image's shape at another scale is the
+    photo as labelled, resized since (to save space, or by a phone's export): its boxes are scaled with it
+    (SSD-Tensorflow's converter divides them by <size>, which comes to the same). Another <size> is taken
+    as wrong: the boxes stay as drawn on the real image, with a warning."""
+    if xml_size is None or xml_size == (height, width):
+        return objects, None
+    xml_height, xml_width = xml_size
+    differs = f'<size> {xml_width}x{xml_height} differs from the real image size {width}x{height} of {image_name}'
+    if abs(xml_height * width - xml_width * height) > max(xml_height, xml_width):   # more than a pixel of rounding
+        return objects, ('warning', differs + ': real size used')
+    x_scale, y_scale = width / xml_width, height / xml_height
+    scaled = [dataclasses.replace(obj, xmin=obj.xmin * x_scale, xmax=obj.xmax * x_scale, ymin=obj.ymin * y_scale,
+                                  ymax=obj.ymax * y_scale) for obj in objects]
+    return scaled, ('repaired', f'{differs}, the same shape (resized after labelling): boxes scaled by {x_scale:.4g}')
 
 
 def repair_boxes(objects, height, width):

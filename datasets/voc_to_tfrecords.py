@@ -23,7 +23,7 @@ from datasets import dataset_info as ds_info
 from datasets.split_boxes import count_boxes
 from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_shards
 from datasets.voc_reader import (SampleError, boxes_frame_note, drawn_on_stored, find_image, load_image,
-                                 missing_image_reason, parse_voc_xml, repair_boxes, turn_upright)
+                                 fit_to_image, missing_image_reason, parse_voc_xml, repair_boxes, turn_upright)
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, SPLITS_DIR, annotation_files, plan_splits, split_list_names
 from utils.errors import UserError
 
@@ -154,11 +154,10 @@ def _build_sample(dataset_dir, stem, annotation, class_index, max_short_side):
     on_stored, frame_warning = drawn_on_stored(loaded, annotation.size)
     notes += [('warning', frame_warning)] if frame_warning else []
     height, width = loaded.stored_size if on_stored else (loaded.height, loaded.width)   # of the boxes' image
-    if annotation.size is not None and annotation.size != (height, width):
-        xml_height, xml_width = annotation.size
-        notes.append(('warning', f'<size> {xml_width}x{xml_height} differs from the real image size '
-                                 f'{width}x{height} of {os.path.basename(image_path)}: real size used'))
-    objects, repairs = repair_boxes(annotation.objects, height, width)
+    objects, size_note = fit_to_image(annotation.objects, annotation.size, height, width,
+                                      os.path.basename(image_path))
+    notes += [size_note] if size_note else []
+    objects, repairs = repair_boxes(objects, height, width)
     notes += [('repaired', reason) for reason in repairs]
     if on_stored:
         objects = turn_upright(objects, loaded.orientation, height, width)

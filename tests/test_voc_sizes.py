@@ -1,0 +1,38 @@
+"""A <size> that differs from the real image: a photo resized after labelling, or a wrong <size>."""
+import io
+
+from PIL import Image, ImageDraw
+
+from tests.test_voc_to_tfrecords import convert, read_records, record_box, white_box, write_sample
+
+
+def _photo(width, height, box):
+    """JPEG bytes: a grey photo with a white rectangle at box (xmin, ymin, xmax, ymax), pixel edges."""
+    image = Image.new('RGB', (width, height), (60, 60, 60))
+    ImageDraw.Draw(image).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, format='JPEG', quality=95)
+    return out.getvalue()
+
+
+def test_boxes_of_a_photo_resized_after_labelling_are_scaled_with_it(tmp_path):
+    # Labelled at 4000 x 2250, resized to 640 x 360 (0.16) before the conversion.
+    write_sample(tmp_path, 'shelf', [('can', 1000, 500, 2500, 1750, '')], image=_photo(640, 360, (160, 80, 400, 280)),
+                 size=(4000, 2250))
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    assert white_box(record['pixels']) == (160, 80, 400, 280)
+    assert max(abs(a - b) for a, b in zip(record_box(record), (160, 80, 400, 280))) < 1e-3
+    assert ('  repaired: Annotations/shelf.xml: <size> 4000x2250 differs from the real image size 640x360 of '
+            'shelf.jpg, the same shape (resized after labelling): boxes scaled by 0.16') in summary.splitlines()
+    assert result.count('background-only') == 0
+
+
+def test_a_size_of_another_shape_is_a_warning_and_the_boxes_stay_as_drawn(tmp_path):
+    write_sample(tmp_path, 'shelf', [('can', 160, 80, 400, 280, '')], image=_photo(640, 360, (160, 80, 400, 280)),
+                 size=(500, 400))
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    assert max(abs(a - b) for a, b in zip(record_box(record), (160, 80, 400, 280))) < 1e-3
+    assert ('  warning: Annotations/shelf.xml: <size> 500x400 differs from the real image size 640x360 of '
+            'shelf.jpg: real size used') in summary.splitlines()
