@@ -177,20 +177,21 @@ def _falling_rate(config, progress, cos):
 
 
 def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earlier_max_steps):
-    """A start-up warning when a resumed run's polynomial or cosine falls over --max_number_of_steps and the run
-    that saved the checkpoint (at resumed_step, past the warm-up) had another one, earlier_max_steps: the rate
-    at resumed_step moves, and after a finished run ('train more') it goes back up from the end rate, a restart
-    of the decay. None otherwise."""
-    if (decay_source != RUN_LENGTH_SOURCE or not earlier_max_steps or earlier_max_steps == decay_steps
+    """A start-up warning when a resumed run's polynomial or cosine falls over --max_number_of_steps, the run that
+    saved the checkpoint (at resumed_step, past the warm-up) had the same schedule over earlier_max_steps, and the
+    rate at resumed_step is now over twice what it was: 'train more' after a finished run restarts the fall from
+    near --learning_rate. None otherwise."""
+    if (decay_source != RUN_LENGTH_SOURCE or not earlier_max_steps
             or not config.warmup_steps <= resumed_step < decay_steps):
         return None
     before, now = (_falling_rate(config, min(resumed_step, steps) / steps, math.cos)
                    for steps in (earlier_max_steps, decay_steps))
-    change = (f'back up from {before:.3g} to {now:.3g}, a restart of its fall that can raise the loss for a while'
-              if now > before else f'from {before:.3g} to {now:.3g}')
+    if now <= 2 * before:
+        return None
     return (f'warning: resuming at step {resumed_step} with --max_number_of_steps={decay_steps}, where the run '
             f'that saved the checkpoint had {earlier_max_steps}: the {config.learning_rate_decay_type} now falls '
-            f'over {decay_steps} steps, so the rate at step {resumed_step} goes {change}; it reaches '
+            f'over {decay_steps} steps, so the rate at step {resumed_step} goes back up from {before:.3g} to '
+            f'{now:.3g}, a restart of its fall that can raise the loss for a while; it reaches '
             f'{config.end_learning_rate:g} at step {decay_steps}')
 
 

@@ -3,6 +3,7 @@
 Formatting: every function takes values and returns lines of text (the kernel line asks utils.devices, the
 memory line utils.host).
 """
+import dataclasses
 import os
 
 from nets.ssd_params import num_anchors_per_cell
@@ -100,10 +101,7 @@ def training_report(plan):
                           f'{config.loop.max_number_of_steps or "unlimited"}']
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
                                                             config.loop.max_number_of_steps),
-                              plan.restore.resume_from and schedules.horizon_change_warning(
-                                  config.schedule, plan.decay_steps, plan.decay_source,
-                                  checkpoint_name_step(plan.restore.resume_from),
-                                  earlier_max_steps(config.loop.train_dir))]))),
+                              _horizon_warning(plan)]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
@@ -136,13 +134,31 @@ def write_report(train_dir, text, flag_lines, started):
                           + ''.join(line + '\n' for line in flag_lines))
 
 
-def earlier_max_steps(train_dir):
-    """--max_number_of_steps of the newest run in train_dir's training_config.txt (write_report's blocks): the
-    run that saved the checkpoint being resumed. None without one (no file, unlimited steps)."""
+
+def _horizon_warning(plan):
+    """schedules.horizon_change_warning for a resumed run, against the run that saved its checkpoint (the newest
+    block of training_config.txt) when that had this run's schedule flags: else it is the user's change."""
+    if not plan.restore.resume_from:
+        return None
+    earlier, now = earlier_run_flags(plan.config.loop.train_dir), _flag_values(plan.config.flag_lines)
+    steps = earlier.get('max_number_of_steps', '')
+    if not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
+                                  for field in dataclasses.fields(schedules.ScheduleConfig)):
+        return None
+    return schedules.horizon_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source,
+                                            checkpoint_name_step(plan.restore.resume_from), int(steps))
+
+
+def _flag_values(flag_lines):
+    """{name: value as written} of '--name=value' lines."""
+    return dict(line[2:].split('=', 1) for line in flag_lines if line.startswith('--') and '=' in line)
+
+
+def earlier_run_flags(train_dir):
+    """{flag name: value as written} of the newest run in train_dir's training_config.txt (write_report's
+    blocks); {} without one."""
     path = os.path.join(train_dir, REPORT_FILENAME)
     if not os.path.isfile(path):
-        return None
+        return {}
     with open(path) as report:
-        last_run = report.read().rsplit(_RUN_HEADER, 1)[-1]
-    values = [line.split('=', 1)[1] for line in last_run.splitlines() if line.startswith('--max_number_of_steps=')]
-    return int(values[-1]) if values and values[-1].isdigit() else None
+        return _flag_values(report.read().rsplit(_RUN_HEADER, 1)[-1].splitlines())
