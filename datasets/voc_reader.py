@@ -24,7 +24,10 @@ import defusedxml.ElementTree as safe_xml
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')   # tried after an image's stem, in order
+# The extensions, in any case, of the image files a folder lists (image_names): JPEG, PNG, and the formats the
+# converter stores re-encoded as JPEG, which detect.py reads too; a folder's .webp photo was passed over unsaid.
+LISTED_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 JPEG_QUALITY = 95
 # Pillow warns (naming no file) about images over 89 MP and refuses those over twice that as possible
 # decompression bombs: a phone's 108 MP photo was warned about and its 200 MP mode's photos left out. The files
@@ -120,9 +123,9 @@ def parse_voc_xml(path):
 
 
 def image_names(folder):
-    """The sorted names of the files in `folder` (none when it does not exist) that IMAGE_EXTENSIONS name."""
+    """The sorted names of the files in `folder` (none when it does not exist) that LISTED_EXTENSIONS name."""
     names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(name for name in names if os.path.splitext(name)[1] in IMAGE_EXTENSIONS)
+    return sorted(name for name in names if os.path.splitext(name)[1].lower() in LISTED_EXTENSIONS)
 
 
 def filename_base(filename):

@@ -1,4 +1,6 @@
 """The converter's whole-dataset checks (datasets/conversion_checks.py), through convert_voc_dataset."""
+from PIL import Image
+
 from tests.test_voc_to_tfrecords import convert, jpeg_bytes, write_sample
 
 
@@ -27,3 +29,15 @@ def test_a_class_only_in_the_training_split_is_no_warning(tmp_path):
     _split_folder(tmp_path, train={'a': ['can'], 'b': ['chips']}, test={'c': ['can']})
     result, summary = convert(tmp_path)
     assert result.count('warning') == 0, summary
+
+
+def test_images_of_every_format_read_are_named_when_no_annotation_names_them(tmp_path):
+    _split_folder(tmp_path, train={'a': ['can']}, test={'b': ['can']})
+    images = tmp_path / 'JPEGImages'
+    for name, image_format in (('web.webp', 'WEBP'), ('scan.BMP', 'BMP'), ('phone.Jpg', 'JPEG')):
+        Image.new('RGB', (20, 20)).save(images / name, format=image_format)
+    (images / 'notes.txt').write_text('not an image')
+    _, summary = convert(tmp_path)
+    assert [line for line in summary.splitlines() if line.startswith('  unannotated')] == [
+        f'  unannotated: JPEGImages/{name}: no Annotations/{name.split(".")[0]}.xml: left out (a background-only '
+        f'image needs an XML with no <object>)' for name in ('phone.Jpg', 'scan.BMP', 'web.webp')]
