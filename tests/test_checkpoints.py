@@ -171,8 +171,23 @@ def test_resuming_an_adam_checkpoint_with_sgd_says_its_adam_state_is_dropped(tmp
     assert said[0].startswith(f'Resuming from {prefix} at step 0: all {len(variables) + 1} variables')
     assert said[0].endswith(f'; warning: {2 * len(variables) + 2} of its variables are not used (beta1_power, '
                             f'beta2_power, {sorted(v.op.name for v in variables)[0]}/Adam (and '
-                            f'{2 * len(variables) - 1} more)), the state of another --optimizer or '
-                            f'--trainable_scopes, and this run\'s checkpoints will not hold them')
+                            f'{2 * len(variables) - 1} more)), the state of another --optimizer, '
+                            f'--trainable_scopes or --moving_average_decay, and this run\'s checkpoints will not '
+                            f'hold them')
+
+
+def test_resuming_with_moving_averages_a_checkpoint_trained_without_names_that_flag(ssd_checkpoint_21):
+    """--moving_average_decay added on resume: the checkpoint lacks the averages, not any optimizer's state."""
+    prefix, _ = ssd_checkpoint_21
+    with tf.Graph().as_default():
+        _, variables = _build_ssd(21)
+        tf.train.ExponentialMovingAverage(0.999).apply(variables)
+        with pytest.raises(UserError) as raised:
+            checkpoints.check_resume_compatible(prefix, tf.global_variables())
+    message = str(raised.value)
+    assert ('holds the weights but not the moving averages this run needs (ssd_300_vgg/block10/conv1x1/biases/'
+            'ExponentialMovingAverage absent from the checkpoint;') in message
+    assert 'it was trained without --moving_average_decay. Resume with its flags' in message
 
 
 def test_restore_chain_logs_the_source_and_the_restored_count(ssd_checkpoint_21):

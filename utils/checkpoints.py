@@ -17,6 +17,7 @@ from utils.errors import UserError
 
 CHECKPOINT_BASENAME = 'model.ckpt'   # slim.learning.train's final save uses the same prefix
 MAX_LISTED = 3   # names shown in a message before '(and N more)'
+MOVING_AVERAGE_SUFFIX = '/ExponentialMovingAverage'   # a weight's average with --moving_average_decay
 
 # One variable whose shape differs between the model and a checkpoint; checkpoint_shape None = absent.
 CheckpointMismatch = collections.namedtuple('CheckpointMismatch',
@@ -221,8 +222,8 @@ def variables_to_train(scopes):
 def check_resume_compatible(prefix, variables):
     """UserError when the train_dir checkpoint lacks a graph variable or stores another shape. When all it
     lacks are optimizer state (slots of weights it holds, '.../weights/Adam', or an optimizer's own untrained
-    variables such as Adam's beta1_power), the run's --trainable_scopes or --optimizer differ from the ones that
-    made it, and the error says so."""
+    variables such as Adam's beta1_power) or moving averages, the run's --trainable_scopes, --optimizer or
+    --moving_average_decay differ from the ones that made it, and the error says which."""
     by_name = {v.op.name: v for v in variables}
     mismatches = find_mismatches(prefix, by_name)
     stored = read_variable_shapes(prefix) if mismatches else {}
@@ -230,10 +231,13 @@ def check_resume_compatible(prefix, variables):
                                                           or not by_name[m.checkpoint_name].trainable)
                           for m in mismatches):
         train_dir = os.path.dirname(prefix)
-        raise UserError(f'{prefix}: this checkpoint in --train_dir holds the weights but not the optimizer state '
-                        f'this run needs ({format_mismatches(mismatches)}): it was trained with other '
-                        f'--trainable_scopes or another --optimizer. Resume with those (training_config.txt there '
-                        f'lists them), or train on from it in a new --train_dir with --checkpoint_path={train_dir}')
+        state, cause = (('moving averages', 'without --moving_average_decay')
+                        if all(m.checkpoint_name.endswith(MOVING_AVERAGE_SUFFIX) for m in mismatches) else
+                        ('optimizer state', 'with other --trainable_scopes or another --optimizer'))
+        raise UserError(f'{prefix}: this checkpoint in --train_dir holds the weights but not the {state} this run '
+                        f'needs ({format_mismatches(mismatches)}): it was trained {cause}. Resume with its flags '
+                        f'(training_config.txt there lists them), or train on from it in a new --train_dir with '
+                        f'--checkpoint_path={train_dir}')
     if mismatches:
         raise UserError(f'{prefix}: this checkpoint in --train_dir was made by another model, dataset or '
                         f'optimizer ({format_mismatches(mismatches)}); use a new --train_dir, or delete the old '
@@ -311,7 +315,8 @@ def restore_chain(config, model_variables, model_scope, after_restore_op=None, l
         log_fn(f'Resuming from {config.resume_from} at step {step}: all {len(tf.global_variables())} variables '
                f'(optimizer state included) come from it' + (
                    f'; warning: {len(unused)} of its variables are not used ({_listing(unused)}), the state of '
-                   f'another --optimizer or --trainable_scopes, and this run\'s checkpoints will not hold them'
+                   f'another --optimizer, --trainable_scopes or --moving_average_decay, and this run\'s checkpoints '
+                   f'will not hold them'
                    if unused else ''))
         return None
     if not config.pretrained:
