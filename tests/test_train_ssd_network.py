@@ -196,18 +196,20 @@ def test_train_more_on_a_finished_cosine_run_warns_that_the_rate_goes_back_up(re
     _save_checkpoint_5(train_dir)
     cosine = ['--learning_rate_decay_type=cosine', '--warmup_steps=2']
 
-    def report_after(*earlier_flags, now='--max_number_of_steps=10'):
+    def report_after(*earlier_flags, now=('--max_number_of_steps=10',)):
         earlier = check(records, tmp_path, *cosine, *earlier_flags)
         startup_report.write_report(str(train_dir), 'report\n', earlier.config.flag_lines, 'earlier')
-        return startup_report.training_report(check(records, tmp_path, *cosine, now))
+        return startup_report.training_report(check(records, tmp_path, *cosine, *now))
     assert ('warning: resuming at step 5 with --max_number_of_steps=10, where the run that saved the checkpoint '
             'had 5: the cosine now falls over 10 steps, so the rate at step 5 goes back up from 0.0001 to 0.00055, '
             'a restart of its fall that can raise the loss for a while; it reaches 0.0001 at step 10'
             ) in report_after('--max_number_of_steps=5')
-    # Nothing to say: the same length (Ctrl-C, then the same command), a rate up by less than twice (0.00016 at
-    # step 5 of 6), or a schedule the user changed too.
+    # Nothing to say: the same length (Ctrl-C, then the same command), a rate up by under a tenth of the way to
+    # --learning_rate (at step 5 of 6, 0.067 of it: 1e-05 + 0.067 x 0.00099, 7 times the end rate but still
+    # low), or a schedule the user changed too.
     assert 'warning: resuming' not in report_after('--max_number_of_steps=10')
-    assert 'warning: resuming' not in report_after('--max_number_of_steps=5', now='--max_number_of_steps=6')
+    assert 'warning: resuming' not in report_after('--max_number_of_steps=5', '--end_learning_rate=1e-5',
+                                                   now=('--max_number_of_steps=6', '--end_learning_rate=1e-5'))
     assert 'warning: resuming' not in report_after('--max_number_of_steps=5', '--learning_rate=0.01')
 
 

@@ -18,6 +18,8 @@ RUN_LENGTH_SOURCE = '= --max_number_of_steps'   # decay_length's source when the
 # steps, it is a schedule measured in epochs of a dataset smaller than a few batches.
 LOW_RATE_FRACTION = 0.01
 EARLY_STEPS = 1000
+# horizon_change_warning: a rate back up by a tenth of its range is a restart; less is a few more steps' worth.
+RESTART_FRACTION = 0.1
 OPTIMIZER_NAMES = ('adadelta', 'adagrad', 'adam', 'ftrl', 'momentum', 'rmsprop', 'sgd')
 
 
@@ -179,14 +181,14 @@ def _falling_rate(config, progress, cos):
 def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earlier_max_steps):
     """A start-up warning when a resumed run's polynomial or cosine falls over --max_number_of_steps, the run that
     saved the checkpoint (at resumed_step, past the warm-up) had the same schedule over earlier_max_steps, and the
-    rate at resumed_step is now over twice what it was: 'train more' after a finished run restarts the fall from
-    near --learning_rate. None otherwise."""
+    rate at resumed_step is now higher by over RESTART_FRACTION of the schedule's range: 'train more' after a
+    finished run restarts the fall. None otherwise."""
     if (decay_source != RUN_LENGTH_SOURCE or not earlier_max_steps
             or not config.warmup_steps <= resumed_step < decay_steps):
         return None
     before, now = (_falling_rate(config, min(resumed_step, steps) / steps, math.cos)
                    for steps in (earlier_max_steps, decay_steps))
-    if now <= 2 * before:
+    if now - before <= RESTART_FRACTION * (config.learning_rate - config.end_learning_rate):
         return None
     return (f'warning: resuming at step {resumed_step} with --max_number_of_steps={decay_steps}, where the run '
             f'that saved the checkpoint had {earlier_max_steps}: the {config.learning_rate_decay_type} now falls '
