@@ -3,8 +3,9 @@
 Each sample's own problems (an XML that does not parse, a missing image, a box clipped) become Issues where
 the sample is read; the checks here look across samples: class names typed two ways, boxes that look
 normalised, classes without a box (or without one in the training split), images the test split shares with
-another, images no annotation names, and the classes a labels file lacks. `annotations` below is the conversion's reading of the VOC folder
-(voc_to_tfrecords._Annotations: dataset_dir, splits, files, parsed, split_source).
+another, images no annotation names, and the classes a labels file lacks. `annotations` below is the
+conversion's reading of the VOC folder (voc_to_tfrecords._Annotations: dataset_dir, splits, files, parsed,
+split_source).
 """
 import collections
 import dataclasses
