@@ -211,6 +211,13 @@ def test_train_more_on_a_finished_cosine_run_warns_that_the_rate_goes_back_up(re
     assert 'warning: resuming' not in report_after('--max_number_of_steps=5', '--end_learning_rate=1e-5',
                                                    now=('--max_number_of_steps=6', '--end_learning_rate=1e-5'))
     assert 'warning: resuming' not in report_after('--max_number_of_steps=5', '--learning_rate=0.01')
+    # A checkpoint whose step cannot be told (no global_step, no -N in its name): nothing to compare.
+    with tf.Graph().as_default():
+        weight = tf.Variable(1.0, name='w')
+        with tf.Session() as session:
+            session.run(weight.initializer)
+            tf.train.Saver().save(session, str(train_dir / 'model.ckpt'))
+    assert 'warning: resuming' not in report_after('--max_number_of_steps=5')
 
 
 def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):

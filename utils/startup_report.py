@@ -10,7 +10,7 @@ from nets.ssd_params import num_anchors_per_cell
 from utils import devices, host
 from utils import learning_schedules as schedules
 from utils.anchor_report import sizes_text
-from utils.checkpoints import checkpoint_name_step
+from utils.checkpoints import checkpoint_global_step
 from utils.file_io import write_text_atomically
 from utils.model_config import pretrained_mismatch_warning
 
@@ -141,12 +141,12 @@ def _horizon_warning(plan):
     if not plan.restore.resume_from:
         return None
     earlier, now = earlier_run_flags(plan.config.loop.train_dir), _flag_values(plan.config.flag_lines)
-    steps = earlier.get('max_number_of_steps', '')
-    if not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
-                                  for field in dataclasses.fields(schedules.ScheduleConfig)):
+    steps, step = earlier.get('max_number_of_steps', ''), checkpoint_global_step(plan.restore.resume_from)
+    if step is None or not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
+                                                  for field in dataclasses.fields(schedules.ScheduleConfig)):
         return None
-    return schedules.horizon_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source,
-                                            checkpoint_name_step(plan.restore.resume_from), int(steps))
+    return schedules.horizon_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source, step,
+                                            int(steps))
 
 
 def _flag_values(flag_lines):
