@@ -266,16 +266,26 @@ def load_image(path, max_short_side=0):
                        (rgb.height, rgb.width) if over_limit else None)
 
 
+def same_shape(xml_size, size):
+    """Whether <size> xml_size (height, width; None: not given) is the image of `size` at some scale, within a
+    pixel of rounding: the photo as labelled, if resized since."""
+    if xml_size is None:
+        return False
+    (xml_height, xml_width), (height, width) = xml_size, size
+    return abs(xml_height * width - xml_width * height) <= max(xml_height, xml_width)
+
+
 def drawn_on_stored(loaded, xml_size):
     """Whether the boxes were drawn on the image as the file stores it, told by <size> (height, width) or
     None: -> (bool, warning or None). A tool that shows a photo upright writes its upright size; LabelImg,
-    which ignores EXIF, shows the stored pixels and writes their size. When <size> is absent, or both
-    sizes are the same (a photo turned 180 degrees or mirrored, a square one), the stored image is assumed,
-    with a warning; a <size> that is neither is fit_to_image's to judge."""
-    upright_size = (loaded.height, loaded.width)
-    if loaded.orientation == 1 or xml_size not in (None, upright_size):
+    which ignores EXIF, shows the stored pixels and writes their size (either at the labelled photo's scale,
+    same_shape). When <size> is absent, or both shapes are the same (a photo turned 180 degrees or mirrored,
+    a square one), the stored image is assumed, with a warning; a <size> of neither shape is fit_to_image's
+    to judge."""
+    upright = same_shape(xml_size, (loaded.height, loaded.width))
+    if loaded.orientation == 1 or (xml_size is not None and not upright):
         return True, None
-    if xml_size == upright_size != loaded.stored_size:
+    if upright and not same_shape(xml_size, loaded.stored_size):
         return False, None
     why = 'no <size>' if xml_size is None else '<size> fits the photo both upright and as stored'
     return True, (f'EXIF orientation {loaded.orientation} and {why}: boxes taken as drawn on the stored pixels '
@@ -288,9 +298,9 @@ def boxes_frame_note(loaded, xml_size):
     the size warning then says so)."""
     if loaded.orientation == 1 or loaded.stored_size == (loaded.height, loaded.width):
         return None
-    if xml_size == (loaded.height, loaded.width):
+    if same_shape(xml_size, (loaded.height, loaded.width)):
         return 'boxes as drawn on the upright photo (its <size>)'
-    if xml_size == loaded.stored_size:
+    if same_shape(xml_size, loaded.stored_size):
         return 'boxes as drawn on the stored pixels (its <size>, as LabelImg writes it), turned with the photo'
     return None
 
@@ -321,7 +331,7 @@ def fit_to_image(objects, xml_size, height, width, image_name):
         return objects, None
     xml_height, xml_width = xml_size
     differs = f'<size> {xml_width}x{xml_height} differs from the real image size {width}x{height} of {image_name}'
-    if abs(xml_height * width - xml_width * height) > max(xml_height, xml_width):   # more than a pixel of rounding
+    if not same_shape(xml_size, (height, width)):
         return objects, ('warning', differs + ': real size used')
     x_scale, y_scale = width / xml_width, height / xml_height
     scaled = [dataclasses.replace(obj, xmin=obj.xmin * x_scale, xmax=obj.xmax * x_scale, ymin=obj.ymin * y_scale,

@@ -1,9 +1,12 @@
 """A <size> that differs from the real image: a photo resized after labelling, or a wrong <size>."""
 import io
 
-from PIL import Image, ImageDraw
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
 
-from tests.test_voc_to_tfrecords import convert, read_records, record_box, white_box, write_sample
+from tests.test_voc_to_tfrecords import (STORED_BOX, convert, exif_photo, read_records, record_box, white_box,
+                                         write_sample)
 
 
 def _photo(width, height, box):
@@ -36,3 +39,17 @@ def test_a_size_of_another_shape_is_a_warning_and_the_boxes_stay_as_drawn(tmp_pa
     assert max(abs(a - b) for a, b in zip(record_box(record), (160, 80, 400, 280))) < 1e-3
     assert ('  warning: Annotations/shelf.xml: <size> 500x400 differs from the real image size 640x360 of '
             'shelf.jpg: real size used') in summary.splitlines()
+
+
+@pytest.mark.parametrize('orientation', [5, 6, 7, 8])
+@pytest.mark.parametrize('drawn_upright', [True, False])   # a tool that shows photos upright, or LabelImg
+def test_a_turned_photo_resized_after_labelling_has_its_boxes_scaled_and_turned(tmp_path, orientation, drawn_upright):
+    data = exif_photo(orientation)   # 40 x 24 as stored, labelled at 10 times that size
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    box, (height, width) = ((white_box(upright), upright.shape[:2]) if drawn_upright else (STORED_BOX, (24, 40)))
+    write_sample(tmp_path, 'p', [('can', *(10 * v for v in box), '')], image=data, size=(10 * width, 10 * height))
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    np.testing.assert_allclose(record_box(record), white_box(upright), atol=1e-4)
+    assert result.count('warning') == 0, summary
+    assert 'the same shape (resized after labelling): boxes scaled by 0.1' in summary
