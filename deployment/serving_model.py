@@ -2,7 +2,8 @@
 
 Signatures (tag 'serve'):
   serving_default  inputs  image_bytes: string [B], each a JPEG or PNG file (any size; GIF / BMP / WebP
-                           also decode; 1 or 4 channels become RGB; a JPEG's EXIF orientation is applied)
+                           also decode; gray becomes RGB, a PNG's transparency is composited on white; a JPEG's EXIF
+                           orientation is applied)
   serving_uint8    inputs  images: uint8 [B, H, W, 3] (one size per batch)
   both             outputs detection_boxes [B, K, 4] float32, normalised (ymin, xmin, ymax, xmax) in the
                            original image (the network input is the whole image resized, so normalised
