@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+from datasets.dataset_info import DatasetInfo, write_dataset_info
 from utils import checkpoints, devices, step_policies, train_tools
+from utils.errors import UserError
 from utils.step_policies import TrainingDiverged
 from utils.stop_request import StopRequest
 
@@ -100,6 +102,30 @@ def test_stops_at_max_steps_and_on_request(tmp_path):
     stop.signal_name = 'SIGINT'
     assert run.step()[1] is True and run.step_fn.current_step == 1   # no further step once asked to stop
     assert run.latest() is None                                       # slim.learning.train saves then
+
+
+def test_records_converted_again_with_another_class_stop_the_run_with_a_checkpoint(tmp_path):
+    """A product added and the records converted into the folder the run reads: it stops at the next step,
+    saved; more images of the same classes do not stop it."""
+    records = tmp_path / 'records'
+
+    def convert(class_names, train_samples):
+        write_dataset_info(str(records), DatasetInfo('shop', class_names, {'train': train_samples}, {}))
+    convert(['none', 'can', 'box'], 10)
+    run = TinyTraining(tmp_path / 'train', save_interval_secs=0)
+    run.step_fn.dataset_watch = step_policies.DatasetWatch(str(records), ('none', 'can', 'box'))
+    run.step()
+    convert(['none', 'can', 'box'], 12)
+    run.step()
+    convert(['none', 'can', 'box', 'jar'], 14)
+    with pytest.raises(UserError) as stopped:
+        run.step()
+    assert str(stopped.value) == (
+        f"step 3: {records / 'dataset_info.json'} changed while training: the records now hold the classes can, "
+        f"box, jar, not this network's can, box, and would train its class scores on other classes' boxes; "
+        f"checkpoint saved at step 3: run the same command for the flags that train on from it with the new "
+        f"classes")
+    assert run.latest().endswith('model.ckpt-3')
 
 
 def test_the_last_steps_scalars_are_written_when_the_run_stops(tmp_path):

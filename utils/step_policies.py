@@ -18,6 +18,7 @@ import time
 from absl import logging
 from tensorflow.core.framework.summary_pb2 import Summary
 
+from datasets import dataset_info as ds_info
 from utils.checkpoints import CHECKPOINT_BASENAME
 from utils.errors import UserError
 
@@ -250,6 +251,41 @@ class SummaryPolicy:
                   for name, value in sorted(losses.items())]
         values.append(Summary.Value(tag=LEARNING_RATE_TAG, simple_value=float(learning_rate)))
         self.write(train_step_kwargs, Summary(value=values), step)
+
+
+class DatasetWatch:
+    """Notices a conversion into the records folder while the run reads it (dataset_info.json goes in last):
+    records of other classes, or of the same in another order (a product added, labels.txt reordered), would
+    from the next epoch on train the network's class scores on other classes' boxes, and labels past its
+    classes would train none. More images of the same classes are fine: the run's shards are read anew each
+    epoch (a new shard, after a restart)."""
+
+    def __init__(self, dataset_dir, class_names):
+        self.path = os.path.join(dataset_dir, ds_info.INFO_FILENAME)
+        self.class_names, self.seen = tuple(class_names), self._stamp()
+
+    def _stamp(self):
+        try:
+            stat = os.stat(self.path)
+        except OSError:   # none (SSD-Tensorflow's records), or a conversion's moment between two files
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def problem(self):
+        """None, or the line saying the records' classes changed; reads the file only when it changed."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self.seen:
+            return None
+        self.seen = stamp
+        try:
+            names = tuple(ds_info.load_dataset_info(self.path).class_names)
+        except UserError:
+            return None
+        if names == self.class_names:
+            return None
+        return (f'{self.path} changed while training: the records now hold the classes {", ".join(names[1:])}, '
+                f'not this network\'s {", ".join(self.class_names[1:])}, and would train its class scores on '
+                f'other classes\' boxes')
 
 
 class LossJumpWatch:

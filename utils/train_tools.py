@@ -108,10 +108,11 @@ class TrainStep:
     adds up the undecodable records each batch passed over. When reading the records fails, or too many samples
     are bad, the chief saves a checkpoint at the last completed step before the UserError."""
 
-    def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None, samples=None):
+    def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None, samples=None,
+                 dataset_watch=None):
         self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
         self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
-        self.samples = samples
+        self.samples, self.dataset_watch = samples, dataset_watch
         if samples is not None:
             self.fetches['samples'] = samples.fetches
         self.loss_history = []  # (global step, total loss) of every step this process ran
@@ -155,6 +156,9 @@ class TrainStep:
         self.loss_jump.record(*self.loss_history[-1])
         if self.samples is not None and (problem := self.samples.check(values['samples'])):
             self._save_and_fail(session, problem)
+        if self.dataset_watch is not None and (problem := self.dataset_watch.problem()):
+            self._save_and_fail(session, f'step {step}: {problem}', 'run the same command for the flags that train '
+                                                                    'on from it with the new classes')
         if summary_due:
             self.summaries.write(train_step_kwargs, values['summary'], step)
         self.speed_log.record(step, time.time() - start, losses, float(values['learning_rate']),
@@ -178,10 +182,10 @@ class TrainStep:
                 self.stop.cluster_stop.announce(session)
         return (self.loss_history[-1][1] if self.loss_history else None), True
 
-    def _save_and_fail(self, session, message):
+    def _save_and_fail(self, session, message, then='run the same command to resume'):
         """UserError(message), after the chief saved a checkpoint at the last completed step (weights checked
-        finite first), so that the same command resumes from there once the data is fixed."""
+        finite first), so that the same command resumes from there once the data is fixed; `then`: what to do."""
         if self.checkpoints is not None:
             self.checkpoints.save(session, self.current_step)
-            message += f'; checkpoint saved at step {self.current_step}: run the same command to resume'
+            message += f'; checkpoint saved at step {self.current_step}: {then}'
         raise UserError(message)
