@@ -202,8 +202,9 @@ def _train_on_hint(train_dir, saved, config):
     if saved.num_classes == config.num_classes:
         return ''
     flags = [f'--checkpoint_path={train_dir}',
-             f'--checkpoint_exclude_scopes={",".join(config.build_network().class_head_scopes)}']
-    return f' (to keep what they learned, train there from them with {" ".join(flags + _flags_to_rebuild(saved, config))})'
+             f'--checkpoint_exclude_scopes={",".join(config.build_network().class_head_scopes)}',
+             *_flags_to_rebuild(saved, config)]
+    return f' (to keep what they learned, train there from them with {" ".join(flags)})'
 
 
 def _flags_to_rebuild(saved, config):

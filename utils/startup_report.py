@@ -1,7 +1,8 @@
 """The start-up report printed before the first training step (and saved as train_dir/training_config.txt).
 
 Formatting: every function takes values and returns lines of text (the kernel line asks utils.devices, the
-memory line utils.host).
+memory line utils.host, and a resumed run's schedule warning reads the flags of the run before it from
+training_config.txt).
 """
 import dataclasses
 import os
@@ -134,13 +135,12 @@ def write_report(train_dir, text, flag_lines, started):
                           + ''.join(line + '\n' for line in flag_lines))
 
 
-
 def _horizon_warning(plan):
     """schedules.horizon_change_warning for a resumed run, against the run that saved its checkpoint (the newest
     block of training_config.txt) when that had this run's schedule flags: else it is the user's change."""
     if not plan.restore.resume_from:
         return None
-    earlier, now = earlier_run_flags(plan.config.loop.train_dir), _flag_values(plan.config.flag_lines)
+    earlier, now = _earlier_run_flags(plan.config.loop.train_dir), _flag_values(plan.config.flag_lines)
     steps, step = earlier.get('max_number_of_steps', ''), checkpoint_global_step(plan.restore.resume_from)
     if step is None or not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
                                                   for field in dataclasses.fields(schedules.ScheduleConfig)):
@@ -154,7 +154,7 @@ def _flag_values(flag_lines):
     return dict(line[2:].split('=', 1) for line in flag_lines if line.startswith('--') and '=' in line)
 
 
-def earlier_run_flags(train_dir):
+def _earlier_run_flags(train_dir):
     """{flag name: value as written} of the newest run in train_dir's training_config.txt (write_report's
     blocks); {} without one."""
     path = os.path.join(train_dir, REPORT_FILENAME)
