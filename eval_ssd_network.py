@@ -12,7 +12,6 @@ and predicted ones in red) to --eval_dir and, when asked, --results_json and PNG
 (first) checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it. The dataset's
 classes must be the model's, after the labels_offset training applied (the ground truth gets it too).
 """
-import dataclasses
 import itertools
 import os
 import sys
@@ -20,15 +19,10 @@ import time
 
 from utils import script_setup  # first: sets TensorFlow's log level before it loads
 from absl import flags
-import numpy as np
 import tensorflow.compat.v1 as tf
 
-from datasets import bad_samples, dataset_info, record_check, tfrecord_pipeline
-from datasets.label_offset import offset_then_preprocess
-from preprocessing import preprocessing_factory
-from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
-from utils import checkpoints, coco_eval, devices, eval_report, inference_flags, inference_model, visualization, \
-    voc_eval
+from datasets import bad_samples, dataset_info, record_check
+from utils import checkpoints, coco_eval, devices, eval_report, eval_split, inference_flags
 from utils.errors import UserError
 from utils.file_io import check_writable_file, make_writable_folder
 from utils.model_config import ModelConfig, class_differences
@@ -72,42 +66,6 @@ flags.DEFINE_integer('eval_image_size', None, 'The network\'s input side, if giv
                      'is refused, the anchors being laid out for that one.')
 flags.DEFINE_float('gpu_memory_fraction', None, 'Fraction of the GPU memory the evaluation may take.')
 
-_SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images and detections.png
-_NUM_PLOT_IMAGES = 8             # test images in detections.png
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitReader:
-    """The split to evaluate and how to read it."""
-    dataset_dir: str
-    split_name: str = 'test'
-    batch_size: int = 8
-    num_readers: int = 2
-    num_threads: int = 2
-    max_num_batches: int = None   # None: the whole split
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalGraph:
-    """The evaluation graph's handles."""
-    network: object              # the SSDNet
-    iterator_init: tf.Operation  # (re)starts the one pass over the split
-    fetches: dict                # per-batch tensors: detections, ground truth, original_shape
-    image_summary: tf.Tensor = None   # image summary op, or None
-    plot_images: tf.Tensor = None     # the batch's network inputs as uint8 [B, h, w, 3], or None
-    num_plot_images: int = 0          # how many of the first images run_split keeps
-
-
-@dataclasses.dataclass
-class SplitRun:
-    """What one pass over the split gathered; image ids are the reading order 0..N-1."""
-    evaluator: voc_eval.VOCEvaluator   # detections and ground truth of every image
-    image_sizes: np.ndarray            # [N, 2] (height, width) as decoded; 1 x 1 for an image that did not decode
-    images_summary: bytes = None       # serialized image summary of the first batch, or None
-    skipped: list = dataclasses.field(default_factory=list)   # records that could not be decoded
-    images: list = dataclasses.field(default_factory=list)    # uint8 [h, w, 3] of the first images
-
-
 def reader_from_flags(fv):
     """SplitReader of the data flags; UserError for a count that cannot work."""
     for name in ('batch_size', 'num_readers', 'num_preprocessing_threads'):
@@ -115,7 +73,7 @@ def reader_from_flags(fv):
             raise UserError(f'--{name}={fv[name].value}: must be >= 1')
     if fv.max_num_batches is not None and fv.max_num_batches < 1:
         raise UserError(f'--max_num_batches={fv.max_num_batches}: must be >= 1 (leave it out for the whole split)')
-    return SplitReader(fv.dataset_dir, fv.dataset_split_name, fv.batch_size, fv.num_readers,
+    return eval_split.SplitReader(fv.dataset_dir, fv.dataset_split_name, fv.batch_size, fv.num_readers,
                        fv.num_preprocessing_threads, fv.max_num_batches)
 
 
@@ -134,47 +92,6 @@ def check_eval_flags(fv):
         check_writable_file(fv.results_json, '--results_json')
 
 
-def build_eval_graph(config, reader, detect_options, num_summary_images, num_plot_images=0):
-    """Input pipeline (one pass, last batch kept) + network + detections, in the default graph: an EvalGraph.
-
-    The ground truth is relabelled as training did (label - labels_offset, boxes falling to 0 or below
-    dropped) before the model's eval preprocessing. No image summary when num_summary_images is 0, no
-    plot_images when num_plot_images is 0.
-    """
-    preprocess = offset_then_preprocess(preprocessing_factory.get_preprocessing(config.model_name, is_training=False),
-                                        config.labels_offset)
-    dataset = tfrecord_pipeline.make_dataset(
-        dataset_info.list_shards(reader.dataset_dir, reader.split_name), preprocess, tfrecord_pipeline.PipelineConfig(
-            reader.batch_size, out_shape=tuple(config.image_size), is_training=False, num_readers=reader.num_readers,
-            num_parallel_calls=reader.num_threads))
-    iterator = tf.data.make_initializable_iterator(dataset)
-    batch = iterator.get_next()
-    network, detections = inference_model.build_detections(batch['image'], config, detect_options)
-    fetches = dict(detections)
-    fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes', 'image_ok',
-                                                'bad_record', 'original_shape')})
-    pixels = batch['image'] + tf.constant(VGG_MEAN_RGB)   # the network's input as the picture it shows
-    plot_images = tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8) if num_plot_images else None
-    image_summary = None
-    if num_summary_images:
-        pictures = visualization.draw_boxes_graph(
-            pixels, detections['detection_boxes'], detections['detection_scores'], batch['gt_boxes'],
-            batch['num_boxes'], _SUMMARY_SCORE_THRESHOLD)
-        image_summary = tf.summary.image('detections', pictures, max_outputs=num_summary_images)
-    return EvalGraph(network, iterator.initializer, fetches, image_summary, plot_images, num_plot_images)
-
-
-def _batch_fetches(graph, first_batch, images_wanted):
-    """What to run for one batch: the fetches, plus the image summary (first batch) and the plot images (while
-    fewer than wanted are kept)."""
-    fetches = {'batch': graph.fetches}
-    if first_batch and graph.image_summary is not None:
-        fetches['summary'] = graph.image_summary
-    if images_wanted > 0:
-        fetches['images'] = graph.plot_images
-    return fetches
-
-
 def check_ssd_tensorflow_flags(fv, image_size):
     """UserError for an --eval_resize or --eval_image_size this evaluation does not do."""
     if fv.eval_resize != WARP_RESIZE:
@@ -183,35 +100,6 @@ def check_ssd_tensorflow_flags(fv, image_size):
     if fv.eval_image_size not in (None, image_size[0]):
         raise UserError(f'--eval_image_size={fv.eval_image_size}: this network takes {image_size[0]}x{image_size[1]} '
                         f'inputs (its anchors are laid out for that size)')
-
-
-def run_split(session, graph, num_classes, iou_threshold, max_num_batches, remove_difficult=True):
-    """One pass over the split of `graph` (an EvalGraph) -> SplitRun. The image summary (when there is one) is
-    computed with the first batch only. A skipped record gets no detections, so its ground truth, when its
-    annotations could be read, counts as missed. remove_difficult False: difficult objects count as any other.
-    """
-    session.run(graph.iterator_init)
-    evaluator = voc_eval.VOCEvaluator(num_classes, iou_threshold)
-    summary, num_batches, skipped, sizes, images = None, 0, [], [], []
-    while max_num_batches is None or num_batches < max_num_batches:
-        try:
-            values = session.run(_batch_fetches(graph, num_batches == 0, graph.num_plot_images - len(images)))
-        except tf.errors.OutOfRangeError:
-            break
-        summary = values.get('summary', summary)
-        images.extend(values.get('images', [])[:graph.num_plot_images - len(images)])
-        batch = values['batch']
-        ok = batch['image_ok']
-        skipped.extend(name.decode('utf-8', 'replace') for name in batch['bad_record'][~ok])
-        sizes.append(batch['original_shape'][:, :2])
-        evaluator.add_batch(batch['detection_boxes'], batch['detection_scores'], batch['detection_classes'],
-                            np.where(ok, batch['num_detections'], 0), batch['gt_boxes'], batch['gt_labels'],
-                            batch['gt_difficult'] if remove_difficult else np.zeros_like(batch['gt_difficult']),
-                            batch['num_boxes'])
-        num_batches += 1
-    if evaluator.num_images == 0:
-        raise UserError('the split holds no images')
-    return SplitRun(evaluator, np.concatenate(sizes), summary, skipped, images)
 
 
 def model_class_names(config, info, dataset_dir, saved_num_classes=None):
@@ -278,7 +166,7 @@ def report(outcome, class_names, writer, results_json, plot_dir, run_facts):
         eval_report.write_results_json(results_json, outcome, class_names, run_facts)
         written.append(f'results to {results_json}' + (' (replacing the file that was there)' if replaced else ''))
     if plot_dir:
-        paths = eval_report.write_plots(plot_dir, outcome, class_names, _SUMMARY_SCORE_THRESHOLD)
+        paths = eval_report.write_plots(plot_dir, outcome, class_names, eval_split.SUMMARY_SCORE_THRESHOLD)
         written.append(f'{len(paths)} PNG files to {plot_dir}')
     if written:
         print('Wrote ' + ', '.join(written), flush=True)
@@ -295,7 +183,7 @@ def evaluate_one(session, graph, prefix, config, fv):
     """Runs the split with the weights of `prefix` restored (graph's saver), VOC and COCO metrics -> Outcome."""
     start = time.time()
     try:
-        run = run_split(session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches,
+        run = eval_split.run_split(session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches,
                         fv.remove_difficult)
     except tf.errors.OpError as err:
         raise UserError(f'--dataset_dir={fv.dataset_dir}: reading split {fv.dataset_split_name!r} failed: '
@@ -335,8 +223,8 @@ def main(fv):
                      remove_difficult=fv.remove_difficult, select_threshold=fv.select_threshold,
                      nms_threshold=fv.nms_threshold, select_top_k=fv.select_top_k, keep_top_k=fv.keep_top_k)
     with tf.Graph().as_default():
-        graph = build_eval_graph(config, reader, detect_options, fv.num_summary_images,
-                                 _NUM_PLOT_IMAGES if fv.plot_dir else 0)
+        graph = eval_split.build_eval_graph(config, reader, detect_options, fv.num_summary_images,
+                                            eval_split.NUM_PLOT_IMAGES if fv.plot_dir else 0)
         # Which weights the first checkpoint holds (moving averages or not) sets the saver for all.
         variables_map = inference_flags.weights_to_restore(fv, first, graph.network)
         saver = tf.train.Saver(var_list=variables_map)
