@@ -11,6 +11,8 @@ and predicted ones in red) to --eval_dir and, when asked, --results_json and PNG
 --wait_timeout_secs pass without one. The model configuration is read from model_config.json beside the
 (first) checkpoint; --model_name, --num_classes, --depth_multiplier, --anchor_set override it. The dataset's
 classes must be the model's, after the labels_offset training applied (the ground truth gets it too).
+--model evaluates a TFLite model of deployment/export_tflite.py instead (what int8 or float16 costs), with the
+post-processing set at its export.
 """
 import itertools
 import os
@@ -22,7 +24,7 @@ from absl import flags
 import tensorflow.compat.v1 as tf
 
 from datasets import bad_samples, dataset_info, record_check
-from utils import checkpoints, coco_eval, devices, eval_report, eval_split, inference_flags
+from utils import checkpoints, coco_eval, devices, eval_report, eval_split, inference_flags, tflite_detector
 from utils.errors import UserError
 from utils.file_io import check_writable_file, make_writable_folder
 from utils.model_config import ModelConfig, class_differences
@@ -54,6 +56,8 @@ flags.DEFINE_string('plot_dir', None, 'Write PNG files here: pr_<class>.png (pre
                     'positives scoring >= 0.5, grey missed ground truth). With --wait_for_checkpoints each '
                     'evaluation overwrites them.')
 inference_flags.define_model_flags()
+flags.DEFINE_string('model', None, 'A .tflite model (deployment/export_tflite.py) to evaluate instead of a checkpoint '
+                    '(what int8 or float16 costs); its post-processing is the one set at export.')
 inference_flags.define_postprocess_flags()
 flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth, in (0, 1].')
@@ -179,21 +183,73 @@ def checkpoints_to_evaluate(fv):
     return iter([checkpoints.require_checkpoint(fv.checkpoint_path)])
 
 
-def evaluate_one(session, graph, prefix, config, fv):
-    """Runs the split with the weights of `prefix` restored (graph's saver), VOC and COCO metrics -> Outcome."""
+def evaluate_one(session, graph, name, step, num_classes, fv):
+    """Runs the split through the model of `graph` (the weights of checkpoint `name` restored, or a TFLite model),
+    VOC and COCO metrics -> Outcome."""
     start = time.time()
     try:
-        run = eval_split.run_split(session, graph, config.num_classes, fv.matching_threshold, fv.max_num_batches,
-                        fv.remove_difficult)
+        run = eval_split.run_split(session, graph, num_classes, fv.matching_threshold, fv.max_num_batches,
+                                   fv.remove_difficult)
     except tf.errors.OpError as err:
         raise UserError(f'--dataset_dir={fv.dataset_dir}: reading split {fv.dataset_split_name!r} failed: '
                         f'{bad_samples.error_line(err)}') from None
     results = run.evaluator.compute()
     detections, ground_truth = run.evaluator.detections(), run.evaluator.ground_truth()
-    coco = coco_eval.evaluate(detections, ground_truth, run.image_sizes, config.num_classes)
+    coco = coco_eval.evaluate(detections, ground_truth, run.image_sizes, num_classes)
     return eval_report.Outcome(
-        prefix, checkpoints.checkpoint_global_step(prefix), results, coco, (detections, ground_truth, results.matches),
+        name, step, results, coco, (detections, ground_truth, results.matches),
         run.evaluator.num_images - len(run.skipped), time.time() - start, run.images_summary, run.skipped, run.images)
+
+
+def evaluation_facts(fv, select_threshold, nms_threshold, select_top_k, keep_top_k):
+    """Every setting that changes the figures, so that two results files tell how they differ."""
+    return dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold,
+                remove_difficult=fv.remove_difficult, select_threshold=select_threshold, nms_threshold=nms_threshold,
+                select_top_k=select_top_k, keep_top_k=keep_top_k)
+
+
+# Flags a TFLite model cannot take: its network and post-processing were fixed at export.
+_TFLITE_FIXED_FLAGS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'data_format',
+                       'moving_average_decay', 'select_threshold', 'nms_threshold', 'select_top_k', 'keep_top_k')
+
+
+def check_tflite_flags(fv):
+    """UserError for --model with a flag it cannot honour, or a file that is not there."""
+    given = [name for name in _TFLITE_FIXED_FLAGS if fv[name].present]
+    if given:
+        raise UserError(f'--{given[0]}: a TFLite model keeps the network and post-processing it was exported with '
+                        f'(export_tflite.py takes the post-processing flags)')
+    if fv.wait_for_checkpoints:
+        raise UserError('--wait_for_checkpoints watches a train_dir; with --model, evaluate the model once')
+    if not os.path.isfile(fv.model):
+        raise UserError(f'--model={fv.model}: no such file')
+
+
+def evaluate_tflite(fv, reader, info):
+    """--model: the TFLite model's detections on the split, reported as a checkpoint's are (no images in
+    TensorBoard); its class names (the .labels.txt beside it) must be the dataset's."""
+    from deployment import tflite_model   # the flatbuffer reader, needed only here
+    detector = tflite_detector.TFLiteDetector(fv.model)
+    class_names = tflite_detector.read_class_names(fv.model)
+    if len(info.class_names) != len(class_names):
+        differences = [f'{len(info.class_names)} classes with the background in the dataset, {len(class_names)} in '
+                       f'the model']
+    else:
+        differences = class_differences(info.class_names, class_names)
+    if differences:
+        raise UserError(f'--dataset_dir={fv.dataset_dir}: its classes are not those of --model={fv.model} '
+                        f'({"; ".join(differences)}); evaluate it on the records it was trained on')
+    with open(fv.model, 'rb') as source:
+        options = tflite_model.attributes_of(source.read())
+    run_facts = evaluation_facts(fv, options['nms_score_threshold'], options['nms_iou_threshold'], None,
+                                 options['max_detections'])
+    run_facts['model'] = fv.model
+    with tf.Graph().as_default():
+        graph = eval_split.build_tflite_eval_graph(detector, reader, eval_split.NUM_PLOT_IMAGES if fv.plot_dir else 0)
+        writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
+        with tf.Session(config=devices.session_config()) as session:
+            outcome = evaluate_one(session, graph, fv.model, None, len(class_names), fv)
+    report(outcome, class_names, writer, fv.results_json, fv.plot_dir, run_facts)
 
 
 def main(fv):
@@ -202,13 +258,20 @@ def main(fv):
     The graph is built once, from the configuration saved beside the first checkpoint (training writes
     model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
     """
+    if bool(fv.checkpoint_path) == bool(fv.model):
+        raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
     reader = reader_from_flags(fv)
     detect_options = inference_flags.postprocess_options(fv)
     check_eval_flags(fv)
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
+    if fv.model:
+        check_tflite_flags(fv)
     # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
     if fv.check_records:
         print(record_check.check_split(fv.dataset_dir, fv.dataset_split_name), file=sys.stderr)
+    if fv.model:
+        evaluate_tflite(fv, reader, info)
+        return
     prefixes = checkpoints_to_evaluate(fv)
     first = next(prefixes, None)
     if first is None:
@@ -218,10 +281,7 @@ def main(fv):
     check_ssd_tensorflow_flags(fv, config.image_size)
     saved = ModelConfig.load(first)
     class_names = model_class_names(config, info, fv.dataset_dir, saved.num_classes if saved else None)
-    # Every setting that changes the figures, so that two results files tell how they differ.
-    run_facts = dict(dataset_dir=fv.dataset_dir, split=fv.dataset_split_name, iou_threshold=fv.matching_threshold,
-                     remove_difficult=fv.remove_difficult, select_threshold=fv.select_threshold,
-                     nms_threshold=fv.nms_threshold, select_top_k=fv.select_top_k, keep_top_k=fv.keep_top_k)
+    run_facts = evaluation_facts(fv, fv.select_threshold, fv.nms_threshold, fv.select_top_k, fv.keep_top_k)
     with tf.Graph().as_default():
         graph = eval_split.build_eval_graph(config, reader, detect_options, fv.num_summary_images,
                                             eval_split.NUM_PLOT_IMAGES if fv.plot_dir else 0)
@@ -232,9 +292,10 @@ def main(fv):
         with tf.Session(config=devices.session_config(fv.gpu_memory_fraction)) as session:
             for prefix in itertools.chain([first], prefixes):
                 checkpoints.restore_for_inference(session, saver, prefix, variables_map, config)
-                report(evaluate_one(session, graph, prefix, config, fv), class_names, writer, fv.results_json,
-                       fv.plot_dir, run_facts)
+                outcome = evaluate_one(session, graph, prefix, checkpoints.checkpoint_global_step(prefix),
+                                       config.num_classes, fv)
+                report(outcome, class_names, writer, fv.results_json, fv.plot_dir, run_facts)
 
 
 if __name__ == '__main__':
-    script_setup.run_main(main, flags.FLAGS, required_flags=('dataset_dir', 'checkpoint_path'))
+    script_setup.run_main(main, flags.FLAGS, required_flags=('dataset_dir',))

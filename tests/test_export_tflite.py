@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from datasets import dataset_info, tfrecord_pipeline
 from deployment import tflite_model
 from nets import box_coder
 from nets.ssd_params import PRIOR_SCALING
-from preprocessing.ssd_vgg_preprocessing import resize_for_eval
 from tests import inference_fixtures as fixtures
-from utils import tflite_detector, voc_eval
+from utils import tflite_detector
 from utils.model_config import ModelConfig
 
 IMAGE_SIDE = 300   # the network's input size: resize_for_eval leaves these images as they are
@@ -171,28 +169,60 @@ def test_flags_the_model_cannot_honour_are_one_line(exported, tmp_path, extra, m
     assert not os.path.exists(tmp_path / 'm.tflite')
 
 
-def _tflite_map07(model_path, dataset_dir, split='test'):
-    """VOC07 mAP of a TFLite model on a split, images resized as evaluation resizes them."""
-    detector = tflite_detector.TFLiteDetector(model_path)
-    info = dataset_info.resolve_dataset_info(dataset_dir, None)
-    evaluator = voc_eval.VOCEvaluator(info.num_classes)
-    with tf.Graph().as_default():
-        def resize_only(image, labels, boxes, difficult, out_shape):
-            return resize_for_eval(image, out_shape), labels, boxes, difficult
-        batch = tf.data.make_one_shot_iterator(tfrecord_pipeline.make_dataset(
-            dataset_info.list_shards(dataset_dir, split), resize_only, tfrecord_pipeline.PipelineConfig(
-                1, out_shape=detector.image_size, is_training=False))).get_next()
-        with tf.Session() as session:
-            while True:
-                try:
-                    values = session.run(batch)
-                except tf.errors.OutOfRangeError:
-                    break
-                found = detector.detect(values['image'])
-                evaluator.add_batch(found['detection_boxes'], found['detection_scores'], found['detection_classes'],
-                                    found['num_detections'], values['gt_boxes'], values['gt_labels'],
-                                    values['gt_difficult'], values['num_boxes'])
-    return evaluator.compute().map07
+def _evaluate(dataset_dir, tmp_path, *model_args):
+    """results.json of eval_ssd_network.py on the test split, for --model=... or --checkpoint_path=..."""
+    results = tmp_path / ('results-%d.json' % len(list(tmp_path.glob('results-*.json'))))
+    result = fixtures.run_script(['eval_ssd_network.py', f'--dataset_dir={dataset_dir}', f'--results_json={results}',
+                                  '--batch_size=2'] + list(model_args), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(results.read_text())
+
+
+def test_eval_of_the_float_model_gives_the_checkpoint_s_figures(exported, tmp_path):
+    """The same detections (within 1e-3) give the same counts and AP; the checkpoint's top-k set to every anchor,
+    as the TFLite op has no top-k before its NMS. The random weights hit boxes only at a low IoU threshold."""
+    data = exported['root'] / 'data'
+    of_model = _evaluate(data, tmp_path, f'--model={exported["model"]}', '--plot_dir=%s' % (tmp_path / 'plots'),
+                         '--matching_threshold=0.1')
+    of_checkpoint = _evaluate(data, tmp_path, f'--checkpoint_path={exported["prefix"]}', '--select_top_k=8732',
+                              '--matching_threshold=0.1')
+    assert of_model['model'] == exported['model'] and of_model['global_step'] is None
+    assert (of_model['select_threshold'], of_model['nms_threshold'], of_model['keep_top_k']) == pytest.approx(
+        (0.01, 0.45, 200))
+    assert of_model['num_images'] == of_checkpoint['num_images'] == 3
+    for name, entry in of_checkpoint['per_class'].items():
+        assert of_model['per_class'][name]['num_gt'] == entry['num_gt']
+        assert of_model['per_class'][name]['num_detections'] == entry['num_detections']
+        if entry['ap_voc07'] is not None:
+            assert abs(of_model['per_class'][name]['ap_voc07'] - entry['ap_voc07']) <= 0.01, name
+    assert of_checkpoint['map_voc07'] > 0    # the figures compared are not all 0
+    assert abs(of_model['map_voc07'] - of_checkpoint['map_voc07']) <= 0.01
+    assert (tmp_path / 'plots' / 'detections.png').exists()
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--select_threshold=0.5'], '--select_threshold: a TFLite model keeps the network and post-processing it '
+                                 'was exported with'),
+    (['--checkpoint_path=c'], 'give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)'),
+    (['--wait_for_checkpoints'], '--wait_for_checkpoints watches a train_dir'),
+])
+def test_eval_flags_a_tflite_model_cannot_take_are_one_line(exported, extra, message):
+    result = fixtures.run_script(['eval_ssd_network.py', f'--dataset_dir={exported["root"] / "data"}',
+                                  f'--model={exported["model"]}'] + extra)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f'eval_ssd_network.py: error: {message}')
+
+
+def test_eval_of_a_model_of_other_classes_is_one_line_naming_them(exported, tmp_path):
+    model = tmp_path / 'other.tflite'
+    model.write_bytes(open(exported['model'], 'rb').read())
+    open(tflite_detector.labels_path(str(model)), 'w').write('none\nbottle\ncup\nbox\n')
+    result = fixtures.run_script(['eval_ssd_network.py', f'--dataset_dir={exported["root"] / "data"}',
+                                  f'--model={model}'])
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "its classes are not those of --model=%s (label 2 is 'can' in the dataset, 'cup' in the model)" % model \
+        in last
 
 
 TRAINED_CHECKPOINT = os.environ.get('SSD_TRAINED_CHECKPOINT', os.path.join(fixtures.REPO_ROOT, 'ckpt', 'demo'))
@@ -205,7 +235,7 @@ TRAINED_DATASET = os.environ.get('SSD_TRAINED_DATASET', os.path.join(fixtures.RE
 def test_int8_model_keeps_the_float_model_s_map_on_the_demo_test_split(tmp_path):
     _export(TRAINED_CHECKPOINT, tmp_path / 'float.tflite')
     _export(TRAINED_CHECKPOINT, tmp_path / 'int8.tflite', '--quantize=int8', f'--dataset_dir={TRAINED_DATASET}')
-    float_map = _tflite_map07(str(tmp_path / 'float.tflite'), TRAINED_DATASET)
-    int8_map = _tflite_map07(str(tmp_path / 'int8.tflite'), TRAINED_DATASET)
+    float_map = _evaluate(TRAINED_DATASET, tmp_path, f'--model={tmp_path / "float.tflite"}')['map_voc07']
+    int8_map = _evaluate(TRAINED_DATASET, tmp_path, f'--model={tmp_path / "int8.tflite"}')['map_voc07']
     assert float_map > 0.3, 'the checkpoint does not look trained (mAP %.3f)' % float_map
     assert abs(int8_map - float_map) <= 0.02, (float_map, int8_map)

@@ -15,7 +15,7 @@ from utils.file_io import write_json_atomically
 
 @dataclasses.dataclass
 class Outcome:
-    """One checkpoint's evaluation.
+    """One checkpoint's (or TFLite model's) evaluation; prefix: the checkpoint or the model's file.
 
     evaluated: (voc_matching Detections, GroundTruth, Matches) of every image, image ids 0..N-1.
     images: uint8 [H, W, 3] of the first test images (ids 0, 1, ...) for the detection grid (may be empty).
@@ -57,9 +57,9 @@ def _class_curves(outcome, class_names):
 def print_tables(outcome, class_names, split, iou_threshold):
     """Speed line, the VOC table under a legend (split, IoU threshold, which AP rules), COCO table, and the line
     about skipped records."""
-    print('%s (step %s): %d images in %.1f s (%.1f images/s)' % (
-        outcome.prefix, outcome.step, outcome.num_images, outcome.elapsed,
-        outcome.num_images / max(outcome.elapsed, 1e-9)))
+    step = '' if outcome.step is None else f' (step {outcome.step})'   # None: a TFLite model, a published checkpoint
+    print('%s%s: %d images in %.1f s (%.1f images/s)' % (
+        outcome.prefix, step, outcome.num_images, outcome.elapsed, outcome.num_images / max(outcome.elapsed, 1e-9)))
     # Beside COCO's AP50 and AP75, 'AP10' reads as AP at IoU 0.10.
     at = f'{outcome.results.operating_score:g}'
     print(f'Split {split!r}, IoU >= {iou_threshold:g}. AP07: VOC2007 11-point AP; AP10: VOC2010+ area under the PR '

@@ -1,5 +1,6 @@
 """One pass of a detector over a TFRecord split, for eval_ssd_network.py: the input pipeline and network
-(build_eval_graph), and the pass that gathers detections and ground truth into a VOCEvaluator (run_split).
+(build_eval_graph, or build_tflite_eval_graph for a TFLite model run outside the graph), and the pass that
+gathers detections and ground truth into a VOCEvaluator (run_split).
 """
 import dataclasses
 
@@ -9,12 +10,13 @@ import tensorflow.compat.v1 as tf
 from datasets import dataset_info, tfrecord_pipeline
 from datasets.label_offset import offset_then_preprocess
 from preprocessing import preprocessing_factory
-from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB
+from preprocessing.ssd_vgg_preprocessing import VGG_MEAN_RGB, resize_for_eval
 from utils import inference_model, visualization, voc_eval
 from utils.errors import UserError
 
 SUMMARY_SCORE_THRESHOLD = 0.5   # predicted boxes drawn in TensorBoard images and detections.png
 NUM_PLOT_IMAGES = 8             # test images in detections.png
+_RECORD_KEYS = ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes', 'image_ok', 'bad_record', 'original_shape')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,7 @@ class EvalGraph:
     image_summary: tf.Tensor = None   # image summary op, or None
     plot_images: tf.Tensor = None     # the batch's network inputs as uint8 [B, h, w, 3], or None
     num_plot_images: int = 0          # how many of the first images run_split keeps
+    detect_outside: object = None     # pixels [B, h, w, 3] -> detections, for a model run outside the graph
 
 
 @dataclasses.dataclass
@@ -58,18 +61,12 @@ def build_eval_graph(config, reader, detect_options, num_summary_images, num_plo
     """
     preprocess = offset_then_preprocess(preprocessing_factory.get_preprocessing(config.model_name, is_training=False),
                                         config.labels_offset)
-    dataset = tfrecord_pipeline.make_dataset(
-        dataset_info.list_shards(reader.dataset_dir, reader.split_name), preprocess, tfrecord_pipeline.PipelineConfig(
-            reader.batch_size, out_shape=tuple(config.image_size), is_training=False, num_readers=reader.num_readers,
-            num_parallel_calls=reader.num_threads))
-    iterator = tf.data.make_initializable_iterator(dataset)
-    batch = iterator.get_next()
+    iterator, batch = _split_batch(reader, preprocess, config.image_size)
     network, detections = inference_model.build_detections(batch['image'], config, detect_options)
     fetches = dict(detections)
-    fetches.update({key: batch[key] for key in ('gt_boxes', 'gt_labels', 'gt_difficult', 'num_boxes', 'image_ok',
-                                                'bad_record', 'original_shape')})
+    fetches.update({key: batch[key] for key in _RECORD_KEYS})
     pixels = batch['image'] + tf.constant(VGG_MEAN_RGB)   # the network's input as the picture it shows
-    plot_images = tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8) if num_plot_images else None
+    plot_images = _as_uint8(pixels) if num_plot_images else None
     image_summary = None
     if num_summary_images:
         pictures = visualization.draw_boxes_graph(
@@ -77,6 +74,39 @@ def build_eval_graph(config, reader, detect_options, num_summary_images, num_plo
             batch['num_boxes'], SUMMARY_SCORE_THRESHOLD)
         image_summary = tf.summary.image('detections', pictures, max_outputs=num_summary_images)
     return EvalGraph(network, iterator.initializer, fetches, image_summary, plot_images, num_plot_images)
+
+
+def build_tflite_eval_graph(detector, reader, num_plot_images=0):
+    """build_eval_graph for a TFLite model (utils/tflite_detector.TFLiteDetector), which runs outside the graph:
+    the fetches hold the images resized as its input wants them (RGB 0..255, by resize_for_eval; the model
+    subtracts the mean itself), which run_split hands to the model one at a time (its input holds one image).
+    Its labels are the records' (no labels_offset); no image summary."""
+    def resize_only(image, labels, boxes, difficult, out_shape):
+        return resize_for_eval(image, out_shape), labels, boxes, difficult
+
+    iterator, batch = _split_batch(reader, resize_only, detector.image_size)
+    fetches = {key: batch[key] for key in _RECORD_KEYS}
+    fetches['pixels'] = batch['image']
+
+    def detect_each(pixels):
+        found = [detector.detect(image[None]) for image in pixels]
+        return {key: np.concatenate([one[key] for one in found]) for key in found[0]}
+    plot_images = _as_uint8(batch['image']) if num_plot_images else None
+    return EvalGraph(None, iterator.initializer, fetches, None, plot_images, num_plot_images, detect_each)
+
+
+def _split_batch(reader, preprocess, image_size):
+    """(initializable iterator, its next batch) of one pass over the reader's split, images by `preprocess`."""
+    dataset = tfrecord_pipeline.make_dataset(
+        dataset_info.list_shards(reader.dataset_dir, reader.split_name), preprocess, tfrecord_pipeline.PipelineConfig(
+            reader.batch_size, out_shape=tuple(image_size), is_training=False, num_readers=reader.num_readers,
+            num_parallel_calls=reader.num_threads))
+    iterator = tf.data.make_initializable_iterator(dataset)
+    return iterator, iterator.get_next()
+
+
+def _as_uint8(pixels):
+    return tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8)
 
 
 def _batch_fetches(graph, first_batch, images_wanted):
@@ -106,6 +136,8 @@ def run_split(session, graph, num_classes, iou_threshold, max_num_batches, remov
         summary = values.get('summary', summary)
         images.extend(values.get('images', [])[:graph.num_plot_images - len(images)])
         batch = values['batch']
+        if graph.detect_outside is not None:
+            batch.update(graph.detect_outside(batch['pixels']))
         ok = batch['image_ok']
         skipped.extend(name.decode('utf-8', 'replace') for name in batch['bad_record'][~ok])
         sizes.append(batch['original_shape'][:, :2])
