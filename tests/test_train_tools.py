@@ -123,8 +123,7 @@ def test_records_converted_again_with_another_class_stop_the_run_with_a_checkpoi
     assert str(stopped.value) == (
         f"step 3: {records / 'dataset_info.json'} changed while training: the records now hold the classes can, "
         f"box, jar, not this network's can, box, and would train its class scores on other classes' boxes; "
-        f"checkpoint saved at step 3: run the same command for the flags that train on from it with the new "
-        f"classes")
+        f"checkpoint saved at step 3: run the same command: it says how to go on from it with these records")
     assert run.latest().endswith('model.ckpt-3')
 
 

@@ -157,8 +157,8 @@ class TrainStep:
         if self.samples is not None and (problem := self.samples.check(values['samples'])):
             self._save_and_fail(session, problem)
         if self.dataset_watch is not None and (problem := self.dataset_watch.problem()):
-            self._save_and_fail(session, f'step {step}: {problem}', 'run the same command for the flags that train '
-                                                                    'on from it with the new classes')
+            self._save_and_fail(session, f'step {step}: {problem}', 'run the same command: it says how to go on '
+                                                                    'from it with these records')
         if summary_due:
             self.summaries.write(train_step_kwargs, values['summary'], step)
         self.speed_log.record(step, time.time() - start, losses, float(values['learning_rate']),
