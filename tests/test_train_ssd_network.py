@@ -220,6 +220,14 @@ def test_train_more_on_a_finished_cosine_run_warns_that_the_rate_goes_back_up(re
     assert 'warning: resuming' not in report_after('--max_number_of_steps=5')
 
 
+def test_rerunning_a_finished_run_says_it_trains_no_step(records, tmp_path):
+    _save_checkpoint_5(tmp_path / 'train')
+    said = 'warning: the checkpoint resumed is at step 5, --max_number_of_steps=5: this run trains no step; a ' \
+           'larger --max_number_of_steps trains on'
+    assert said in startup_report.training_report(check(records, tmp_path, '--max_number_of_steps=5'))
+    assert 'trains no step' not in startup_report.training_report(check(records, tmp_path, '--max_number_of_steps=6'))
+
+
 def test_stale_train_dir_of_another_model_is_refused_early(records, tmp_path):
     train_dir = tmp_path / 'train'
     _save_checkpoint_5(train_dir)

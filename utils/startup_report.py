@@ -102,7 +102,7 @@ def training_report(plan):
                           f'{config.loop.max_number_of_steps or "unlimited"}']
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
                                                             config.loop.max_number_of_steps),
-                              _horizon_warning(plan)]))),
+                              _horizon_warning(plan), _nothing_to_train(plan)]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
@@ -147,6 +147,17 @@ def _horizon_warning(plan):
         return None
     return schedules.horizon_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source, step,
                                             int(steps))
+
+
+def _nothing_to_train(plan):
+    """A line when the checkpoint resumed has reached --max_number_of_steps: rerunning a finished run's command
+    trains no step, where a larger limit was meant ('train more')."""
+    limit, resumed = plan.config.loop.max_number_of_steps, plan.restore.resume_from
+    step = checkpoint_global_step(resumed) if resumed and limit else None
+    if step is None or step < limit:
+        return None
+    return (f'warning: the checkpoint resumed is at step {step}, --max_number_of_steps={limit}: this run trains '
+            f'no step; a larger --max_number_of_steps trains on')
 
 
 def _flag_values(flag_lines):
