@@ -7,7 +7,10 @@ The models are written by the user commands (deployment/export_serving_model.py,
 int8 calibrated on --dataset_dir's train split) into --work_dir. Every model runs the same --num_images images
 of the test split, already resized to the network's input (the SavedModel's serving_uint8 signature gets them
 as uint8, so its in-graph resize is the identity), after --warmup runs; each uses --num_threads threads.
+The mAP column (VOC07, the whole test split, --map) is eval_ssd_network.py's: of the checkpoint for the
+SavedModel (the same network and post-processing), of each file for the TFLite models (--model).
 """
+import json
 import os
 import subprocess
 import sys
@@ -28,16 +31,24 @@ flags.DEFINE_string('work_dir', '/tmp/tflite_speed', 'Where the exported models 
 flags.DEFINE_integer('num_images', 30, 'Timed images per model.')
 flags.DEFINE_integer('warmup', 3, 'Untimed runs first.')
 flags.DEFINE_integer('num_threads', os.cpu_count(), 'Threads of every model (TFLite interpreter, TF intra-op).')
+flags.DEFINE_bool('map', True, 'Also evaluate each model on the whole test split (eval_ssd_network.py).')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def export(script, *args):
-    """Runs an export script of the repository; stops the bench with its last line when it fails."""
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'deployment', script)] + list(args),
+def run_script(script, *args):
+    """Runs a script of the repository; stops the bench with its last line when it fails."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script)] + list(args),
                             capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
         raise SystemExit(result.stderr.strip().splitlines()[-1])
+
+
+def map07(dataset_dir, results_json, model_flag):
+    """VOC07 mAP of eval_ssd_network.py on the test split, model_flag: --checkpoint_path=... or --model=..."""
+    run_script('eval_ssd_network.py', f'--dataset_dir={dataset_dir}', f'--results_json={results_json}', model_flag)
+    with open(results_json) as source:
+        return json.load(source)['map_voc07']
 
 
 def size_mb(path):
@@ -62,11 +73,11 @@ def main(fv):
     tf.config.threading.set_intra_op_parallelism_threads(fv.num_threads)
     saved_dir = os.path.join(fv.work_dir, 'saved_model')
     if not os.path.isdir(os.path.join(saved_dir, '1')):   # version 1 exists already from an earlier run
-        export('export_serving_model.py', f'--checkpoint_path={fv.checkpoint_path}', f'--output_dir={saved_dir}',
+        run_script('deployment/export_serving_model.py', f'--checkpoint_path={fv.checkpoint_path}', f'--output_dir={saved_dir}',
                '--model_version=1')
     models = {'TFLite float32': 'float32.tflite', 'TFLite float16': 'float16.tflite', 'TFLite int8': 'int8.tflite'}
     for quantize, name in zip(('none', 'float16', 'int8'), models.values()):
-        export('export_tflite.py', f'--checkpoint_path={fv.checkpoint_path}', f'--quantize={quantize}',
+        run_script('deployment/export_tflite.py', f'--checkpoint_path={fv.checkpoint_path}', f'--quantize={quantize}',
                f'--output_file={os.path.join(fv.work_dir, name)}', f'--dataset_dir={fv.dataset_dir}')
     first = tflite_detector.TFLiteDetector(os.path.join(fv.work_dir, 'float32.tflite'))
     images = tflite_model.record_inputs(dataset_info.list_shards(fv.dataset_dir, 'test'), first.image_size,
@@ -78,9 +89,15 @@ def main(fv):
         detector = tflite_detector.TFLiteDetector(os.path.join(fv.work_dir, name), num_threads=fv.num_threads)
         rows.append((label, size_mb(os.path.join(fv.work_dir, name)),
                      images_per_second(detector.detect, images, fv.warmup)))
-    print('| model | size (MB) | images/s at batch 1 |\n|---|---|---|')
-    for label, megabytes, speed in rows:
-        print('| %s | %.2f | %.1f |' % (label, megabytes, speed))
+    maps = [None] * len(rows)
+    if fv.map:
+        model_flags = [f'--checkpoint_path={fv.checkpoint_path}'] + [
+            f'--model={os.path.join(fv.work_dir, name)}' for name in models.values()]
+        maps = [map07(fv.dataset_dir, os.path.join(fv.work_dir, f'results_{index}.json'), flag)
+                for index, flag in enumerate(model_flags)]
+    print('| model | size (MB) | images/s at batch 1 | mAP VOC07 |\n|---|---|---|---|')
+    for (label, megabytes, speed), value in zip(rows, maps):
+        print('| %s | %.2f | %.1f | %s |' % (label, megabytes, speed, '-' if value is None else '%.4f' % value))
     print('load average after the runs: %.2f %.2f %.2f' % os.getloadavg())
 
 
