@@ -8,6 +8,7 @@ precision envelope. Classes with no non-difficult ground truth get AP NaN and ar
 a class with ground truth and no detections gets AP 0.
 """
 import dataclasses
+import unicodedata
 
 import numpy as np
 
@@ -179,6 +180,17 @@ def _class_names(num_classes, class_names):
             for i in range(num_classes)]
 
 
+def _terminal_width(text):
+    """Columns `text` takes in a terminal: East Asian wide and fullwidth characters (CJK) take two, combining
+    marks none; len() would misalign the table's columns after such a name."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in 'WF' else 1
+               for char in text)
+
+
+def _pad(text, width):
+    return text + ' ' * (width - _terminal_width(text))
+
+
 def format_results_table(results, class_names=None):
     """A text table: one row per class (name, #GT, AP VOC07, AP VOC10+, recall, and recall and precision at
     results.operating_score), then the mAP row.
@@ -188,9 +200,9 @@ def format_results_table(results, class_names=None):
     """
     num_classes = len(results.num_gt)
     names = _class_names(num_classes, class_names)
-    width = max([len('class'), len('mAP')] + [len(name) for name in names[1:]])
+    width = max([len('class'), len('mAP')] + [_terminal_width(name) for name in names[1:]])
     at = f'@{results.operating_score:g}'
-    lines = ['%-*s %7s %8s %8s %8s %8s %8s' % (width, 'class', '#GT', 'AP07', 'AP10', 'recall', 'R' + at, 'P' + at)]
+    lines = ['%s %7s %8s %8s %8s %8s %8s' % (_pad('class', width), '#GT', 'AP07', 'AP10', 'recall', 'R' + at, 'P' + at)]
     for class_id in range(1, num_classes):
         if results.num_gt[class_id] > 0:
             values = (results.ap07[class_id], results.ap10[class_id], results.recall[class_id],
@@ -198,8 +210,8 @@ def format_results_table(results, class_names=None):
             text = ' '.join('%8s' % '-' if np.isnan(value) else '%8.4f' % value for value in values)
         else:
             text = '%17s' % 'no GT'
-        lines.append('%-*s %7d %s' % (width, names[class_id], results.num_gt[class_id], text))
-    lines.append('%-*s %7d %8.4f %8.4f' % (width, 'mAP', int(results.num_gt[1:].sum()), results.map07, results.map10))
+        lines.append('%s %7d %s' % (_pad(names[class_id], width), results.num_gt[class_id], text))
+    lines.append('%s %7d %8.4f %8.4f' % (_pad('mAP', width), int(results.num_gt[1:].sum()), results.map07, results.map10))
     return '\n'.join(lines)
 
 
