@@ -105,6 +105,15 @@ def test_classes_whose_file_names_coincide_get_one_png_each(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(path) for path in paths)
 
 
+def test_non_ascii_class_names_keep_their_letters_in_file_names(tmp_path):
+    """Accented, Cyrillic and Chinese names stay readable (and distinct); only the apostrophe and space go."""
+    curves = [dataclasses.replace(CURVE, name=name) for name in ("Müsli d'or", '生抽酱油', 'пиво', '可乐')]
+    paths = eval_plots.save_pr_curve_pngs(str(tmp_path), curves)
+    assert [os.path.basename(path) for path in paths] == ['pr_Müsli_d_or.png', 'pr_生抽酱油.png', 'pr_пиво.png',
+                                                          'pr_可乐.png']
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(path) for path in paths)
+
+
 def _colour_at(grid, image_index, box, columns, cell=(160, 120)):
     """Colour of the grid pixel on the middle of a box's left edge (normalised yxyx) in an image's cell."""
     x = (image_index % columns) * cell[0] + round(box[1] * cell[0])

@@ -107,9 +107,10 @@ def write_pr_curves(log_dir, curves, step):
 
 
 def _file_name(class_name, taken):
-    """'pr_<class name>.png' with the characters file systems object to as '_'; '_2', '_3', ... after the name
-    when an earlier class took it (or its case-insensitive twin), so that 'Coke Can' and 'Coke_Can' both get one."""
-    stem = 'pr_%s' % (re.sub(r'[^A-Za-z0-9_.-]+', '_', class_name) or 'class')
+    """'pr_<class name>.png' with the characters file systems object to as '_' (letters and digits of any script
+    stay: 'pr_café.png', 'pr_可乐.png'); '_2', '_3', ... after the name when an earlier class took it (or its
+    case-insensitive twin), so that 'Coke Can' and 'Coke_Can' both get one."""
+    stem = 'pr_%s' % (re.sub(r'[^\w.-]+', '_', class_name) or 'class')
     name, copy = stem + '.png', 1
     while name.lower() in taken:
         copy += 1
