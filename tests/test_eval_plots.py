@@ -14,7 +14,7 @@ from utils.voc_matching import Detections, GroundTruth, match_detections
 
 CLASS_NAMES = ['none', 'can', 'box']
 # Scores .9 (TP), .8 (FP), .3 (TP) of a class with three ground truths.
-CURVE = eval_plots.ClassCurve('can', np.array([0.9, 0.8, 0.3]), np.array([True, False, True]), 3)
+CURVE = eval_plots.ClassCurve('can', 1, np.array([0.9, 0.8, 0.3]), np.array([True, False, True]), 3)
 # By hand at thresholds 0, .1, ..., 1: rows TP, FP, TN, FN, precision, recall.
 EXPECTED_COUNTS = np.array([
     [2] * 4 + [1] * 6 + [0],

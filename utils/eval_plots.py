@@ -32,6 +32,7 @@ class ClassCurve:
     """One class's detections that count (not ignored): scores [n], true_positive [n], and its num_gt;
     num_ignored: its detections left out for taking a difficult object."""
     name: str
+    class_id: int
     scores: np.ndarray
     true_positive: np.ndarray
     num_gt: int
@@ -56,7 +57,7 @@ def class_curves(detections, matches, class_names):
     for class_id in np.flatnonzero(matches.num_gt):
         of_class = classes == class_id
         counted = of_class & ~matches.ignored
-        curves.append(ClassCurve(class_names[class_id], scores[counted], matches.true_positive[counted],
+        curves.append(ClassCurve(class_names[class_id], int(class_id), scores[counted], matches.true_positive[counted],
                                  int(matches.num_gt[class_id]), int(np.sum(of_class & matches.ignored))))
     return curves
 
@@ -143,7 +144,9 @@ def draw_pr_curve(curve):
     if points:
         draw.line(points, fill=CURVE_COLOUR, width=2)
         draw.ellipse([points[-1][0] - 3, points[-1][1] - 3, points[-1][0] + 3, points[-1][1] + 3], fill=CURVE_COLOUR)
-    draw.multiline_text((left, 4), '\n'.join(curve_title(curve)), fill='black', font=font, spacing=1)
+    title = '\n'.join(curve_title(dataclasses.replace(
+        curve, name=visualization.drawable_name(curve.name, curve.class_id))))
+    draw.multiline_text((left, 4), title, fill='black', font=visualization.label_font(title, 12), spacing=1)
     return picture
 
 
@@ -166,6 +169,7 @@ def pictures_of(images, evaluated, class_names, score_threshold):
     the drawn ones keep their outcomes of the full evaluation.
     """
     detections, ground_truth, matches = evaluated
+    names = [visualization.drawable_name(name, class_id) for class_id, name in enumerate(class_names)]
     det_images = np.asarray(detections.image_ids).reshape(-1)
     gt_images = np.asarray(ground_truth.image_ids).reshape(-1)
     drawn = (np.asarray(detections.scores) >= score_threshold) & ~matches.ignored
@@ -177,8 +181,8 @@ def pictures_of(images, evaluated, class_names, score_threshold):
         shown = np.flatnonzero(drawn & (det_images == image_id))
         lost = np.flatnonzero(missed & (gt_images == image_id))
         kinds = ['tp' if matches.true_positive[i] else 'fp' for i in shown] + ['missed'] * len(lost)
-        captions = ['%s %.2f' % (class_names[detections.classes[i]], detections.scores[i]) for i in shown]
-        captions += [class_names[ground_truth.classes[i]] for i in lost]
+        captions = ['%s %.2f' % (names[detections.classes[i]], detections.scores[i]) for i in shown]
+        captions += [names[ground_truth.classes[i]] for i in lost]
         boxes = np.concatenate([np.asarray(detections.boxes)[shown], np.asarray(ground_truth.boxes)[lost]])
         pictures.append(Picture(np.asarray(image, dtype=np.uint8), boxes.reshape(-1, 4), kinds, captions))
     return pictures
@@ -189,7 +193,6 @@ def draw_picture(picture):
     canvas = Image.fromarray(picture.image).convert('RGB')
     width, height = canvas.size
     line_width, font_size = visualization.drawing_sizes(height, width)
-    font = ImageFont.load_default(size=font_size)
     draw = ImageDraw.Draw(canvas)
     pixels = np.clip(visualization.boxes_to_pixels(picture.boxes, height, width), 0,
                      [height - 1, width - 1, height - 1, width - 1])
@@ -197,10 +200,12 @@ def draw_picture(picture):
     for index in order:
         ymin, xmin, ymax, xmax = pixels[index]
         draw.rectangle([xmin, ymin, xmax, ymax], outline=_KIND_COLOURS[picture.kinds[index]], width=line_width)
-    captions = visualization.place_labels(draw, font, picture.captions, pixels, order, (width, height))   # TPs on top
+    fonts = [visualization.label_font(caption, font_size) for caption in picture.captions]
+    captions = visualization.place_labels(draw, fonts, picture.captions, pixels, order, (width, height))   # TPs on top
     for index in order:
         (x, y), (left, top, _, _), _ = captions[index]
-        draw.text((x - left, y - top), picture.captions[index], fill=_KIND_COLOURS[picture.kinds[index]], font=font)
+        draw.text((x - left, y - top), picture.captions[index], fill=_KIND_COLOURS[picture.kinds[index]],
+                  font=fonts[index])
     return canvas
 
 

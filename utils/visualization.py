@@ -3,6 +3,10 @@
 Input boxes are normalised (ymin, xmin, ymax, xmax) floats; pixel coordinates are y * height, x * width
 (continuous: a box covering the whole image is [0, 0, height, width]).
 """
+import functools
+import unicodedata
+
+from absl import logging
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 import tensorflow.compat.v1 as tf
@@ -14,6 +18,16 @@ PALETTE = (
     (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
 )
+# Fonts for labels after Pillow's own, which has ASCII only ('é', 'п', '生' come out as boxes): TrueType fonts
+# the system may have, by file name (Pillow looks in the system's font folders: /usr/share/fonts and
+# ~/.local/share/fonts, /Library/Fonts and /System/Library/Fonts, %WINDIR%\\Fonts). Nothing is downloaded.
+FONT_FILES = (
+    'DejaVuSans.ttf',   # Latin, Greek, Cyrillic: most Linux systems
+    'NotoSansCJK-Regular.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc', 'DroidSansFallbackFull.ttf',   # Linux CJK
+    'Arial Unicode.ttf', 'Hiragino Sans GB.ttc', 'PingFang.ttc',   # macOS
+    'arial.ttf', 'msyh.ttc', 'simsun.ttc', 'malgun.ttf', 'meiryo.ttc',   # Windows
+)
+_WARNED_NAMES = set()
 # TensorBoard colours (RGBA in [0, 1]): ground truth green, predictions red.
 GT_COLOUR_RGBA = (0.0, 1.0, 0.0, 1.0)
 PREDICTION_COLOUR_RGBA = (1.0, 0.0, 0.0, 1.0)
@@ -35,9 +49,63 @@ def drawing_sizes(height, width):
     return max(1, round(shorter / 200)), max(11, round(shorter * 0.035))
 
 
+@functools.lru_cache(maxsize=None)
+def _font_paths():
+    """The paths of the FONT_FILES this system has, found once (Pillow walks the font folders for each name)."""
+    paths = []
+    for name in FONT_FILES:
+        try:
+            paths.append(ImageFont.truetype(name).path)
+        except OSError:   # not on this system
+            pass
+    return tuple(paths)
+
+
+@functools.lru_cache(maxsize=None)
+def _fonts(size):
+    """Pillow's own font at `size` px, then each of FONT_FILES this system has."""
+    return (ImageFont.load_default(size=size),) + tuple(ImageFont.truetype(path, size) for path in _font_paths())
+
+
+def _glyph(font, char):
+    mask = font.getmask(char)
+    return mask.size, bytes(mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _missing_glyph(font):
+    """What a font draws for a character it lacks: its glyph for U+10FFFF, which no font has."""
+    return _glyph(font, '\U0010ffff')
+
+
+def _draws(font, text):
+    """Whether `font` has a glyph for every character of `text` (white space aside)."""
+    return all(char.isspace() or _glyph(font, char) != _missing_glyph(font) for char in set(text))
+
+
+def label_font(text, size):
+    """The first of Pillow's own font and FONT_FILES, at `size` px, that draws `text` (Pillow's own when none)."""
+    return next((font for font in _fonts(size) if _draws(font, text)), _fonts(size)[0])
+
+
+def drawable_name(name, class_id):
+    """`name` when a font here draws it; else its ASCII letters with the accents dropped ('Musli' for 'Müsli'),
+    or 'class <id>' when that loses letters (Chinese, Cyrillic): a legible label rather than boxes. A warning
+    says so once per name."""
+    if any(_draws(font, name) for font in _fonts(12)):
+        return name
+    folded = ''.join(c for c in unicodedata.normalize('NFKD', name) if not unicodedata.combining(c))
+    shown = folded if folded.isascii() else 'class %d' % class_id
+    if name not in _WARNED_NAMES:
+        _WARNED_NAMES.add(name)
+        logging.warning('no font on this system draws the class name %r: labels show %r (a font that has its '
+                        'letters, e.g. Noto Sans CJK for Chinese, would show it)', name, shown)
+    return shown
+
+
 def _label_text(class_id, score, class_names):
-    name = class_names[class_id] if class_names is not None and 0 <= class_id < len(class_names) \
-        else 'class %d' % class_id
+    name = drawable_name(class_names[class_id], class_id) if class_names is not None \
+        and 0 <= class_id < len(class_names) else 'class %d' % class_id
     return name if score is None else '%s %.2f' % (name, score)
 
 
@@ -95,11 +163,11 @@ def label_positions(boxes_pixels, text_sizes, image_size):
     return positions
 
 
-def place_labels(draw, font, texts, pixels, order, image_size, padding=0):
+def place_labels(draw, fonts, texts, pixels, order, image_size, padding=0):
     """{index: ((x, y), text bounding box at the origin, (width, height))} of each text's label: the text plus
-    `padding` on every side, placed by label_positions. texts, pixels: by index; order: drawing order, so the
-    last label is placed first (it is drawn on top)."""
-    corners = {index: draw.textbbox((0, 0), texts[index], font=font) for index in order}
+    `padding` on every side, placed by label_positions. fonts, texts, pixels: by index; order: drawing order, so
+    the last label is placed first (it is drawn on top)."""
+    corners = {index: draw.textbbox((0, 0), texts[index], font=fonts[index]) for index in order}
     sizes = {index: (right - left + 2 * padding, bottom - top + 2 * padding)
              for index, (left, top, right, bottom) in corners.items()}
     first = list(order)[::-1]
@@ -120,7 +188,6 @@ def draw_detections(image, boxes_yxyx, classes, scores=None, class_names=None):
     picture = picture.convert('RGB')
     width, height = picture.size
     line_width, font_size = drawing_sizes(height, width)
-    font = ImageFont.load_default(size=font_size)
     draw = ImageDraw.Draw(picture)
     pixels = boxes_to_pixels(boxes_yxyx, height, width)
     pixels = np.clip(pixels, 0, [height - 1, width - 1, height - 1, width - 1])
@@ -132,12 +199,14 @@ def draw_detections(image, boxes_yxyx, classes, scores=None, class_names=None):
     padding = max(1, font_size // 8)
     texts = {index: _label_text(int(classes[index]), None if scores is None else float(scores[index]), class_names)
              for index in order}
-    labels = place_labels(draw, font, texts, pixels, order, (width, height), padding)   # highest score on top
+    fonts = {index: label_font(text, font_size) for index, text in texts.items()}
+    labels = place_labels(draw, fonts, texts, pixels, order, (width, height), padding)   # highest score on top
     for index in order:
         colour = class_colour(classes[index])
         (x, y), (left, top, _, _), (label_width, label_height) = labels[index]
         draw.rectangle([x, y, x + label_width - 1, y + label_height - 1], fill=colour)
-        draw.text((x + padding - left, y + padding - top), texts[index], fill=_text_colour(colour), font=font)
+        draw.text((x + padding - left, y + padding - top), texts[index], fill=_text_colour(colour),
+                  font=fonts[index])
     return picture
 
 
