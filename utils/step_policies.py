@@ -258,11 +258,13 @@ class DatasetWatch:
     records of other classes, or of the same in another order (a product added, labels.txt reordered), would
     from the next epoch on train the network's class scores on other classes' boxes, and labels past its
     classes would train none. More images of the same classes are fine: the run's shards are read anew each
-    epoch (a new shard, after a restart)."""
+    epoch (a new shard, after a restart). The first check reads the file whatever its stamp: a conversion may
+    have ended between the run's reading of the class list and the watch's start (the record check and the
+    anchor fit take minutes on a large split)."""
 
     def __init__(self, dataset_dir, class_names):
         self.path = os.path.join(dataset_dir, ds_info.INFO_FILENAME)
-        self.class_names, self.seen = tuple(class_names), self._stamp()
+        self.class_names, self.seen = tuple(class_names), None
 
     def _stamp(self):
         try:
@@ -283,9 +285,12 @@ class DatasetWatch:
             return None
         if names == self.class_names:
             return None
-        return (f'{self.path} changed while training: the records now hold the classes {", ".join(names[1:])}, '
-                f'not this network\'s {", ".join(self.class_names[1:])}, and would train its class scores on '
-                f'other classes\' boxes')
+        if names[:len(self.class_names)] == self.class_names:   # classes appended: the labels it has keep theirs
+            harm = 'boxes of classes it has no score for would reach it as objects of no class'
+        else:
+            harm = 'it would train its class scores on other classes\' boxes'
+        return (f'{self.path} changed since this run read it: the records now hold the classes '
+                f'{", ".join(names[1:])}, not this network\'s {", ".join(self.class_names[1:])}, and {harm}')
 
 
 class LossJumpWatch:
