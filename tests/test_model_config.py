@@ -56,6 +56,17 @@ def test_check_resumable_after_a_class_is_added_says_how_to_keep_the_training(tm
         f'--checkpoint_exclude_scopes={heads}) or delete them to start again')
 
 
+def test_the_train_on_hint_excludes_the_class_heads_of_the_network_its_flags_build(tmp_path):
+    """Saved as SSD300, resumed as SSD512 with a class added: the hint's flags rebuild SSD300, so its exclude
+    scopes are SSD300's heads, not the SSD512 heads of the refused run."""
+    CONFIG.save(str(tmp_path))
+    heads = ','.join(f'ssd_300_vgg/block{b}_box/conv_cls' for b in (4, 7, 8, 9, 10, 11))
+    with pytest.raises(UserError) as refused:
+        mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, model_name='ssd_512_vgg', num_classes=4,
+                                                              class_names=CONFIG.class_names + ('jar',)))
+    assert f'--checkpoint_exclude_scopes={heads} --model_name=ssd_300_vgg)' in str(refused.value)
+
+
 def test_check_resumable_names_the_flags_that_resume_another_width(tmp_path):
     dataclasses.replace(CONFIG, depth_multiplier=0.125).save(str(tmp_path))
     with pytest.raises(UserError, match=r'\(depth_multiplier: 0.125 -> 0.5\); resume with --depth_multiplier=0.125 '

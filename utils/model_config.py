@@ -201,8 +201,11 @@ def _train_on_hint(train_dir, saved, config):
     need not be lost, as everything but the class heads loads into the new network (README section 6)."""
     if saved.num_classes == config.num_classes:
         return ''
+    # The class heads of the network these flags build: the saved one's architecture with this run's classes.
+    rebuilt = dataclasses.replace(config, model_name=saved.model_name, depth_multiplier=saved.depth_multiplier,
+                                  anchor_set=saved.anchor_set, anchor_sizes=saved.anchor_sizes)
     flags = [f'--checkpoint_path={train_dir}',
-             f'--checkpoint_exclude_scopes={",".join(config.build_network().class_head_scopes)}',
+             f'--checkpoint_exclude_scopes={",".join(rebuilt.build_network().class_head_scopes)}',
              *_flags_to_rebuild(saved, config)]
     return f' (to keep what they learned, train there from them with {" ".join(flags)})'
 
