@@ -126,7 +126,7 @@ def detect_and_draw(detect_fn, path, class_names, score_threshold):
     keep = confident_indices(values, score_threshold)
     records = detection_records(path, values, keep, class_names, image.height, image.width)
     for record in records:
-        print(json.dumps(record), flush=True)
+        print(json.dumps(record, ensure_ascii=False), flush=True)   # names as written ('可乐'), not \u escapes
     picture = visualization.draw_detections(image, values['detection_boxes'][keep], values['detection_classes'][keep],
                                             values['detection_scores'][keep], class_names)
     return picture, image_format, len(records)
