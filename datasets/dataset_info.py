@@ -7,6 +7,7 @@ index 0 is the background 'none', labels 1..K are the object classes (num_classe
 import dataclasses
 import os
 import re
+import unicodedata
 
 from utils.file_io import read_json_object, write_json_atomically
 from utils.errors import UserError
@@ -143,6 +144,13 @@ def list_shards(dataset_dir, split_name, dataset_name=None):
     return paths
 
 
+def class_name(text):
+    """A class name as datasets keep it: without leading and trailing white space, in Unicode's composed form
+    (NFC), so a 'café' written as 'e' and a combining accent (macOS file names, some tools) is the 'café' of
+    the other files, not a second class that looks the same."""
+    return unicodedata.normalize('NFC', text.strip())
+
+
 def read_labels_file(path):
     """Object class names (no background), one per line, in label order (first line = label 1).
 
@@ -160,7 +168,7 @@ def read_labels_file(path):
         if not line or line.startswith('#'):
             continue
         index, sep, rest = line.partition(':')
-        names.append(rest.strip() if sep and index.strip().isdigit() else line)
+        names.append(class_name(rest if sep and index.strip().isdigit() else line))
     if names and names[0].lower() in (BACKGROUND_NAME, 'background'):
         names = names[1:]
     if not names:

@@ -24,6 +24,8 @@ import defusedxml.ElementTree as safe_xml
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from datasets.dataset_info import class_name
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')   # tried after an image's stem, in order
 # The extensions, in any case, of the image files a folder lists (image_names): JPEG, PNG, and the formats the
 # converter stores re-encoded as JPEG, which detect.py reads too; a folder's .webp photo was passed over unsaid.
@@ -109,7 +111,7 @@ def parse_voc_xml(path):
         raise SampleError(f'malformed XML: root element is <{root.tag}>, expected <annotation>')
     objects = []
     for index, element in enumerate(root.findall('object'), 1):
-        name = (element.findtext('name') or '').strip()
+        name = class_name(element.findtext('name') or '')
         where = f'object {index}'
         if not name:
             raise SampleError(f'malformed XML: {where} has no <name>')
