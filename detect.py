@@ -38,8 +38,7 @@ from utils.file_io import make_writable_folder
 
 flags.DEFINE_string('images', None, 'Comma-separated image files, glob patterns or folders (the images in them).')
 flags.DEFINE_string('output_dir', None, 'Where the pictures with boxes are written.')
-flags.DEFINE_string('model', None, 'A .tflite model (deployment/export_tflite.py) to run instead of '
-                    '--checkpoint_path; its own post-processing applies, so only --score_threshold is used.')
+inference_flags.define_tflite_flag('run (only --score_threshold of the post-processing flags applies)')
 inference_flags.define_postprocess_flags('score_threshold', 0.5, 'Minimum score of a detection to draw and print.')
 inference_flags.define_model_flags()
 flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
@@ -169,13 +168,10 @@ def tflite_model_detector(model_path):
 
 def main(fv):
     """Loads the model once (checkpoint or TFLite), then detects, prints and draws image by image."""
-    if bool(fv.checkpoint_path) == bool(fv.model):
-        raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
+    inference_flags.check_model_source(fv)
     detect_options = inference_flags.postprocess_options(fv, 'score_threshold')
     make_writable_folder(fv.output_dir, '--output_dir')
-    # The model's file and the images are looked for before the model loads: a typo shows at once.
-    if fv.model and not os.path.isfile(fv.model):
-        raise UserError(f'--model={fv.model}: no such file')
+    # The images are looked for before the model loads: a typo shows at once.
     prefix = None if fv.model else checkpoints.require_checkpoint(fv.checkpoint_path)
     image_paths, unmatched = expand_image_patterns(fv.images)
     for pattern in unmatched:   # like an unreadable file: said, and the others are processed

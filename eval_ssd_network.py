@@ -56,8 +56,7 @@ flags.DEFINE_string('plot_dir', None, 'Write PNG files here: pr_<class>.png (pre
                     'positives scoring >= 0.5, grey missed ground truth). With --wait_for_checkpoints each '
                     'evaluation overwrites them.')
 inference_flags.define_model_flags()
-flags.DEFINE_string('model', None, 'A .tflite model (deployment/export_tflite.py) to evaluate instead of a checkpoint '
-                    '(what int8 or float16 costs); its post-processing is the one set at export.')
+inference_flags.define_tflite_flag('evaluate (what int8 or float16 costs)')
 inference_flags.define_postprocess_flags()
 flags.adopt_module_key_flags(inference_flags)   # --help lists them with this script's own
 flags.DEFINE_float('matching_threshold', 0.5, 'IoU at which a detection matches a ground truth, in (0, 1].')
@@ -214,38 +213,48 @@ _TFLITE_FIXED_FLAGS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_
 
 
 def check_tflite_flags(fv):
-    """UserError for --model with a flag it cannot honour, or a file that is not there."""
+    """UserError for --model with a flag it cannot honour."""
     given = [name for name in _TFLITE_FIXED_FLAGS if fv[name].present]
     if given:
         raise UserError(f'--{given[0]}: a TFLite model keeps the network and post-processing it was exported with '
                         f'(export_tflite.py takes the post-processing flags)')
     if fv.wait_for_checkpoints:
         raise UserError('--wait_for_checkpoints watches a train_dir; with --model, evaluate the model once')
-    if not os.path.isfile(fv.model):
-        raise UserError(f'--model={fv.model}: no such file')
+
+
+def tflite_labels_offset(model_names, dataset_names, fv):
+    """The labels_offset a TFLite model was trained with, told by its class names (the .labels.txt beside it,
+    background first): the dataset's names with the first k object classes left out; UserError when no k
+    fits, naming the labels that differ (k = 0) or the counts."""
+    model_objects, dataset_objects = tuple(model_names[1:]), tuple(dataset_names[1:])
+    offset = len(dataset_objects) - len(model_objects)
+    if offset >= 0 and dataset_objects[offset:] == model_objects:
+        return offset
+    if offset == 0:
+        differences = class_differences(dataset_names, model_names)
+    else:
+        differences = [f'{len(dataset_names)} classes with the background in the dataset, {len(model_names)} in the '
+                       f'model']
+    raise UserError(f'--dataset_dir={fv.dataset_dir}: its classes are not those of --model={fv.model} '
+                    f'({"; ".join(differences)}); evaluate it on the records it was trained on')
 
 
 def evaluate_tflite(fv, reader, info):
     """--model: the TFLite model's detections on the split, reported as a checkpoint's are (no images in
-    TensorBoard); its class names (the .labels.txt beside it) must be the dataset's."""
+    TensorBoard); its class names must be the dataset's, after the labels_offset they tell."""
     from deployment import tflite_model   # the flatbuffer reader, needed only here
     detector = tflite_detector.TFLiteDetector(fv.model)
+    check_ssd_tensorflow_flags(fv, detector.image_size)
     class_names = tflite_detector.read_class_names(fv.model)
-    if len(info.class_names) != len(class_names):
-        differences = [f'{len(info.class_names)} classes with the background in the dataset, {len(class_names)} in '
-                       f'the model']
-    else:
-        differences = class_differences(info.class_names, class_names)
-    if differences:
-        raise UserError(f'--dataset_dir={fv.dataset_dir}: its classes are not those of --model={fv.model} '
-                        f'({"; ".join(differences)}); evaluate it on the records it was trained on')
+    labels_offset = tflite_labels_offset(class_names, info.class_names, fv)
     with open(fv.model, 'rb') as source:
         options = tflite_model.attributes_of(source.read())
     run_facts = evaluation_facts(fv, options['nms_score_threshold'], options['nms_iou_threshold'], None,
                                  options['max_detections'])
     run_facts['model'] = fv.model
     with tf.Graph().as_default():
-        graph = eval_split.build_tflite_eval_graph(detector, reader, eval_split.NUM_PLOT_IMAGES if fv.plot_dir else 0)
+        graph = eval_split.build_tflite_eval_graph(detector, reader, labels_offset,
+                                                   eval_split.NUM_PLOT_IMAGES if fv.plot_dir else 0)
         writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
         with tf.Session(config=devices.session_config()) as session:
             outcome = evaluate_one(session, graph, fv.model, None, len(class_names), fv)
@@ -258,14 +267,13 @@ def main(fv):
     The graph is built once, from the configuration saved beside the first checkpoint (training writes
     model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
     """
-    if bool(fv.checkpoint_path) == bool(fv.model):
-        raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
+    inference_flags.check_model_source(fv)
+    if fv.model:
+        check_tflite_flags(fv)
     reader = reader_from_flags(fv)
     detect_options = inference_flags.postprocess_options(fv)
     check_eval_flags(fv)
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
-    if fv.model:
-        check_tflite_flags(fv)
     # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
     if fv.check_records:
         print(record_check.check_split(fv.dataset_dir, fv.dataset_split_name), file=sys.stderr)

@@ -213,6 +213,16 @@ def test_eval_flags_a_tflite_model_cannot_take_are_one_line(exported, extra, mes
     assert result.stderr.strip().splitlines()[-1].startswith(f'eval_ssd_network.py: error: {message}')
 
 
+def test_eval_of_a_model_trained_with_labels_offset_scores_the_shifted_ground_truth(exported, tmp_path):
+    """Its .labels.txt (can, box) is the records' (bottle, can, box) less the first class: labels_offset 1, so
+    record label 1 (bottle) is dropped and 2 (can) -> 1, 3 (box) -> 2, as a checkpoint's evaluation does."""
+    fixtures.make_checkpoint(str(tmp_path / 'train'), num_classes=3, class_names=['none', 'can', 'box'],
+                             labels_offset=1)
+    _export(tmp_path / 'train', tmp_path / 'offset.tflite')
+    results = _evaluate(exported['root'] / 'data', tmp_path, f'--model={tmp_path / "offset.tflite"}')
+    assert {name: entry['num_gt'] for name, entry in results['per_class'].items()} == {'can': 2, 'box': 0}
+
+
 def test_eval_of_a_model_of_other_classes_is_one_line_naming_them(exported, tmp_path):
     model = tmp_path / 'other.tflite'
     model.write_bytes(open(exported['model'], 'rb').read())

@@ -76,15 +76,15 @@ def build_eval_graph(config, reader, detect_options, num_summary_images, num_plo
     return EvalGraph(network, iterator.initializer, fetches, image_summary, plot_images, num_plot_images)
 
 
-def build_tflite_eval_graph(detector, reader, num_plot_images=0):
+def build_tflite_eval_graph(detector, reader, labels_offset=0, num_plot_images=0):
     """build_eval_graph for a TFLite model (utils/tflite_detector.TFLiteDetector), which runs outside the graph:
     the fetches hold the images resized as its input wants them (RGB 0..255, by resize_for_eval; the model
     subtracts the mean itself), which run_split hands to the model one at a time (its input holds one image).
-    Its labels are the records' (no labels_offset); no image summary."""
+    The ground truth is relabelled as for build_eval_graph; no image summary."""
     def resize_only(image, labels, boxes, difficult, out_shape):
         return resize_for_eval(image, out_shape), labels, boxes, difficult
 
-    iterator, batch = _split_batch(reader, resize_only, detector.image_size)
+    iterator, batch = _split_batch(reader, offset_then_preprocess(resize_only, labels_offset), detector.image_size)
     fetches = {key: batch[key] for key in _RECORD_KEYS}
     fetches['pixels'] = batch['image']
 

@@ -5,6 +5,8 @@ Defined once here so the four tools spell and document them alike; each script c
 functions at import and turns the values into a ModelConfig, restore settings and post-processing options
 with the functions below.
 """
+import os
+
 from absl import flags
 
 from nets import nets_factory
@@ -25,6 +27,21 @@ def define_model_flags(data_format_default=None, data_format_help='NHWC or NCHW 
     flags.DEFINE_float('moving_average_decay', None, 'Set (to the training value, any value in (0, 1)) to use the '
                        'moving averages of the weights that training with --moving_average_decay kept instead of '
                        'the weights; 0 or unset: the weights.')
+
+
+def define_tflite_flag(use):
+    """--model, the TFLite alternative to --checkpoint_path; `use`: what the tool does with it."""
+    flags.DEFINE_string('model', None, f'A .tflite model (deployment/export_tflite.py) to {use} instead of '
+                        f'--checkpoint_path; its post-processing is the one set at its export.')
+
+
+def check_model_source(flag_values):
+    """UserError unless exactly one of --checkpoint_path and --model is given, or for a --model file that is not
+    there (said before anything loads: a typo shows at once)."""
+    if bool(flag_values.checkpoint_path) == bool(flag_values.model):
+        raise UserError('give one of --checkpoint_path (a checkpoint) and --model (a .tflite model)')
+    if flag_values.model and not os.path.isfile(flag_values.model):
+        raise UserError(f'--model={flag_values.model}: no such file')
 
 
 def define_postprocess_flags(score_flag='select_threshold', score_default=0.01,
