@@ -322,7 +322,8 @@ def _finish(result, dataset_dir, output_dir, replaced, log_fn):
     them in output_dir; result.info is written last. replaced: the DatasetInfo a full conversion replaces (its
     splits not rewritten lose their shards), or None."""
     issues = result.issues
-    with open(os.path.join(output_dir, REPORT_FILENAME), 'w') as report:
+    # UTF-8 in any locale: cp1252 (Windows) has no letters for a Chinese class name the report may hold.
+    with open(os.path.join(output_dir, REPORT_FILENAME), 'w', encoding='utf-8') as report:
         report.write('\n'.join(format_summary(result, output_dir, max_lines_per_kind=len(issues))) + '\n')
     for line in format_summary(result, output_dir):
         log_fn(line)
