@@ -12,6 +12,7 @@ SavedModel (the same network and post-processing), of each file for the TFLite m
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -72,9 +73,9 @@ def main(fv):
     os.makedirs(fv.work_dir, exist_ok=True)
     tf.config.threading.set_intra_op_parallelism_threads(fv.num_threads)
     saved_dir = os.path.join(fv.work_dir, 'saved_model')
-    if not os.path.isdir(os.path.join(saved_dir, '1')):   # version 1 exists already from an earlier run
-        run_script('deployment/export_serving_model.py', f'--checkpoint_path={fv.checkpoint_path}', f'--output_dir={saved_dir}',
-               '--model_version=1')
+    shutil.rmtree(saved_dir, ignore_errors=True)   # an earlier run's export may be of another checkpoint
+    run_script('deployment/export_serving_model.py', f'--checkpoint_path={fv.checkpoint_path}',
+               f'--output_dir={saved_dir}', '--model_version=1')
     models = {'TFLite float32': 'float32.tflite', 'TFLite float16': 'float16.tflite', 'TFLite int8': 'int8.tflite'}
     for quantize, name in zip(('none', 'float16', 'int8'), models.values()):
         run_script('deployment/export_tflite.py', f'--checkpoint_path={fv.checkpoint_path}', f'--quantize={quantize}',
