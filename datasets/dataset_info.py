@@ -160,7 +160,10 @@ def read_labels_file(path):
     try:
         with open(path, encoding='utf-8-sig') as source:
             lines = source.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:   # Windows Notepad's 'ANSI' (cp1252, GBK) writes 'é' as one byte
+        raise UserError(f'{path}: the labels file is not UTF-8 (byte {err.object[err.start]:#04x} at offset '
+                         f'{err.start}); save it with the encoding UTF-8') from None
+    except OSError as err:
         raise UserError(f'{path}: cannot read labels file ({err})') from None
     names = []
     for line in lines:

@@ -110,6 +110,15 @@ def test_read_labels_file_formats(tmp_path):
     assert dataset_info.read_labels_file(str(slim_style)) == ['cola', 'chips']
 
 
+def test_labels_file_not_in_utf8_says_to_save_it_so(tmp_path):
+    path = tmp_path / 'labels.txt'
+    path.write_bytes('café\nchips\n'.encode('cp1252'))   # Notepad's 'ANSI': 'é' is the one byte 0xe9
+    with pytest.raises(UserError) as raised:
+        dataset_info.read_labels_file(str(path))
+    assert str(raised.value) == (f'{path}: the labels file is not UTF-8 (byte 0xe9 at offset 3); '
+                                 'save it with the encoding UTF-8')
+
+
 @pytest.mark.parametrize('content, message', [('\n# nothing\n', 'lists no class names'),
                                               ('cola\nchips\ncola\n', 'listed twice: cola'),
                                               (None, 'cannot read labels file')])
