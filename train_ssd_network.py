@@ -315,7 +315,7 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
             if left:
                 logging.info('Removed %d temporary file(s) of a save cut short: %s', len(left), ', '.join(left))
             startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan),
-                                        config.flag_lines, time.strftime('%Y-%m-%d %H:%M:%S'))
+                                        config.flag_lines, time.strftime(startup_report.STARTED_FORMAT))
             plan.model.save(config.loop.train_dir)
             if plan.restore.resume_note:   # slim's supervisor restores what the state file names
                 resume.point_state_file_at(config.loop.train_dir, plan.restore.resume_from)

@@ -220,6 +220,23 @@ def test_train_more_on_a_finished_cosine_run_warns_that_the_rate_goes_back_up(re
     assert 'warning: resuming' not in report_after('--max_number_of_steps=5')
 
 
+def test_train_more_compares_with_the_run_that_saved_the_checkpoint_not_a_later_one_killed_before_saving(
+        records, tmp_path):
+    """training_config.txt: a run of 5 steps (it saved model.ckpt-5), then one of 8 killed before its first save
+    (its block written at its start, after the checkpoint): resuming with 10 compares with the 5."""
+    train_dir = tmp_path / 'train'
+    _save_checkpoint_5(train_dir)
+    saved_at = os.path.getmtime(train_dir / 'model.ckpt-5.index')
+    cosine = ['--learning_rate_decay_type=cosine', '--warmup_steps=2']
+    for steps, started in ((5, saved_at - 120), (8, saved_at + 120)):
+        flag_lines = check(records, tmp_path, *cosine, f'--max_number_of_steps={steps}').config.flag_lines
+        startup_report.write_report(str(train_dir), 'report\n', flag_lines,
+                                    time.strftime(startup_report.STARTED_FORMAT, time.localtime(started)))
+    report = startup_report.training_report(check(records, tmp_path, *cosine, '--max_number_of_steps=10'))
+    assert ('warning: resuming at step 5 with --max_number_of_steps=10, where the run that saved the checkpoint '
+            'had 5:') in report
+
+
 def test_rerunning_a_finished_run_says_it_trains_no_step(records, tmp_path):
     _save_checkpoint_5(tmp_path / 'train')
     said = 'warning: the checkpoint resumed is at step 5, --max_number_of_steps=5: this run trains no step; a ' \

@@ -6,6 +6,7 @@ training_config.txt).
 """
 import dataclasses
 import os
+import time
 
 from nets.ssd_params import num_anchors_per_cell
 from utils import devices, host
@@ -17,6 +18,7 @@ from utils.model_config import pretrained_mismatch_warning
 
 REPORT_FILENAME = 'training_config.txt'
 _RUN_HEADER = '# Run started '
+STARTED_FORMAT = '%Y-%m-%d %H:%M:%S'   # of the header's local time
 _MAX_FILES_LISTED = 4
 
 
@@ -137,10 +139,12 @@ def write_report(train_dir, text, flag_lines, started):
 
 def _horizon_warning(plan):
     """schedules.horizon_change_warning for a resumed run, against the run that saved its checkpoint (the newest
-    block of training_config.txt) when that had this run's schedule flags: else it is the user's change."""
+    block of training_config.txt started before the checkpoint was written) when that had this run's schedule
+    flags: else it is the user's change."""
     if not plan.restore.resume_from:
         return None
-    earlier, now = _earlier_run_flags(plan.config.loop.train_dir), _flag_values(plan.config.flag_lines)
+    saved_at = os.path.getmtime(plan.restore.resume_from + '.index')
+    earlier, now = _earlier_run_flags(plan.config.loop.train_dir, saved_at), _flag_values(plan.config.flag_lines)
     steps, step = earlier.get('max_number_of_steps', ''), checkpoint_global_step(plan.restore.resume_from)
     if step is None or not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
                                                   for field in dataclasses.fields(schedules.ScheduleConfig)):
@@ -165,11 +169,22 @@ def _flag_values(flag_lines):
     return dict(line[2:].split('=', 1) for line in flag_lines if line.startswith('--') and '=' in line)
 
 
-def _earlier_run_flags(train_dir):
+def _earlier_run_flags(train_dir, saved_at):
     """{flag name: value as written} of the newest run in train_dir's training_config.txt (write_report's
-    blocks); {} without one."""
+    blocks) that started by `saved_at` (a time.time()): the run that saved a checkpoint written then, not a
+    later one that ended before its first save; a block whose start cannot be read counts as such a run.
+    {} without one."""
     path = os.path.join(train_dir, REPORT_FILENAME)
     if not os.path.isfile(path):
         return {}
     with open(path) as report:
-        return _flag_values(report.read().rsplit(_RUN_HEADER, 1)[-1].splitlines())
+        blocks = report.read().split(_RUN_HEADER)[1:]
+    for block in reversed(blocks):
+        header, _, flag_lines = block.partition('\n')
+        try:
+            started = time.mktime(time.strptime(header.strip(), STARTED_FORMAT))
+        except ValueError:
+            started = None
+        if started is None or started <= saved_at:
+            return _flag_values(flag_lines.splitlines())
+    return {}
