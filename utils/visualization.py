@@ -20,7 +20,7 @@ PALETTE = (
 )
 # Fonts for labels after Pillow's own, which has ASCII only ('é', 'п', '生' come out as boxes): TrueType fonts
 # the system may have, by file name (Pillow looks in the system's font folders: /usr/share/fonts and
-# ~/.local/share/fonts, /Library/Fonts and /System/Library/Fonts, %WINDIR%\\Fonts). Nothing is downloaded.
+# ~/.local/share/fonts, /Library/Fonts and /System/Library/Fonts, %WINDIR%\Fonts). Nothing is downloaded.
 FONT_FILES = (
     'DejaVuSans.ttf',   # Latin, Greek, Cyrillic: most Linux systems
     'NotoSansCJK-Regular.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc', 'DroidSansFallbackFull.ttf',   # Linux CJK
