@@ -106,24 +106,27 @@ def training_split(splits):
     return next((name for name in TRAINING_SPLITS if name in splits), next(iter(splits), None))
 
 
-def classes_missing_from_training(split_boxes, split_source):
+def classes_missing_from_training(split_boxes, split_source, listed):
     """A 'warning' Issue naming the classes with boxes in another split but none in the training split (a class
-    whose only images went to 'test'): the model never learns them, so their test AP is 0. split_boxes:
-    split -> {class name: boxes}, in class order; split_source(split): where the split's images are named."""
+    whose only images went to 'test'): the model never learns them, so their test AP is 0. Each is named with
+    its box count in every split that has some (splits may overlap, as VOC's trainval holds val). split_boxes:
+    split -> {class name: boxes}, in class order; split_source(split): where the split's images are named;
+    listed: whether the splits are the user's lists (else drawn at random, so no image can be moved)."""
     train = training_split(split_boxes)
     if len(split_boxes) < 2 or train is None:
         return []
-    elsewhere = collections.Counter()
-    for split, counts in split_boxes.items():
-        if split != train:
-            elsewhere.update(counts)
-    missing = [f'{name!r} ({count})' for name, count in elsewhere.items() if count and not split_boxes[train][name]]
+    missing = []
+    for name in split_boxes[train]:
+        found = [f'{split} {counts[name]}' for split, counts in split_boxes.items() if counts.get(name)]
+        if found and not split_boxes[train][name]:
+            missing.append(f'{name!r} ({", ".join(found)})')
     if not missing:
         return []
-    others = ', '.join(repr(split) for split in split_boxes if split != train)
-    return [Issue('warning', split_source(train), f'{len(missing)} class(es) with boxes in split {others} but none '
-                                                  f'in split {train!r}: {", ".join(missing)}; the model never learns '
-                                                  f'them (AP 0); put some of their images in split {train!r}')]
+    advice = (f'put some of their images in {split_source(train)}' if listed else
+              'add images of them, or convert with another --seed (the split is drawn at random)')
+    return [Issue('warning', split_source(train), f'{len(missing)} class(es) with boxes outside split {train!r} '
+                                                  f'but none in it: {", ".join(missing)}; the model never learns '
+                                                  f'them (AP 0); {advice}')]
 
 
 def unknown_class_lines(excluded, class_names):

@@ -380,8 +380,8 @@ def convert_voc_dataset(dataset_dir, output_dir, options=None, log_fn=print, pro
                                                 f'(see the excluded lines)'))
         annotations.issues.extend(conversion_checks.normalised_coordinates(annotations.parsed, boxes_per_class))
         annotations.issues.extend(conversion_checks.classes_without_boxes(boxes_per_class, class_source))
-        annotations.issues.extend(conversion_checks.classes_missing_from_training(writer.split_boxes,
-                                                                                  annotations.split_source))
+        annotations.issues.extend(conversion_checks.classes_missing_from_training(
+            writer.split_boxes, annotations.split_source, annotations.listed))
         info = ds_info.DatasetInfo(options.dataset_name, all_names, num_samples, boxes_per_class)
         result = ConversionResult(info, shards, annotations.issues, writer.downscaled, options.max_short_side,
                                   writer.kept_large)

@@ -20,9 +20,33 @@ def test_classes_with_boxes_only_outside_the_training_split_are_warned_about(tmp
                   test={'c': ['can', 'soap'], 'd': ['soap', 'tea', 'soap']})
     result, summary = convert(tmp_path, class_names=['can', 'chips', 'soap', 'tea'])
     assert result.info.boxes_per_class == {'can': 3, 'chips': 1, 'soap': 3, 'tea': 1}
-    assert ("  warning: ImageSets/Main/train.txt: 2 class(es) with boxes in split 'test' but none in split 'train': "
-            "'soap' (3), 'tea' (1); the model never learns them (AP 0); put some of their images in split "
-            "'train'") in summary.splitlines()
+    assert ("  warning: ImageSets/Main/train.txt: 2 class(es) with boxes outside split 'train' but none in it: "
+            "'soap' (test 3), 'tea' (test 1); the model never learns them (AP 0); put some of their images in "
+            "ImageSets/Main/train.txt") in summary.splitlines()
+
+
+def test_a_class_missing_from_training_is_counted_once_per_split_of_voc_s_overlapping_lists(tmp_path):
+    """VOC's trainval holds val: one 'soap' box in val is 1 in each, not 2 in all, and test is not named."""
+    _split_folder(tmp_path, train={'a': ['can']}, test={'c': ['can']})
+    write_sample(tmp_path, 'v', [('soap', 1, 1, 9, 9, '')], image=jpeg_bytes(20, 20), size=(20, 20))
+    lists = tmp_path / 'ImageSets' / 'Main'
+    (lists / 'val.txt').write_text('v\n')
+    (lists / 'trainval.txt').write_text('a\nv\n')
+    _, summary = convert(tmp_path, class_names=['can', 'soap'])
+    assert ("  warning: ImageSets/Main/train.txt: 1 class(es) with boxes outside split 'train' but none in it: "
+            "'soap' (trainval 1, val 1); the model never learns them (AP 0)") in summary
+
+
+def test_a_class_missing_from_a_random_split_asks_for_images_or_another_seed(tmp_path):
+    for stem, names in {'a': ['can'], 'b': ['can'], 'c': ['can'], 'd': ['soap']}.items():
+        write_sample(tmp_path, stem, [(name, 1, 1, 9, 9, '') for name in names], image=jpeg_bytes(20, 20),
+                     size=(20, 20))
+    results = [convert(tmp_path, class_names=['can', 'soap'], validation_fraction=0.25, seed=seed)
+               for seed in range(8)]
+    said = [summary for result, summary in results if "'soap' (test 1)" in summary]
+    assert said, 'no seed of 8 put the one soap image in test'
+    assert ("but none in it: 'soap' (test 1); the model never learns them (AP 0); add images of them, or convert "
+            "with another --seed (the split is drawn at random)") in said[0]
 
 
 def test_a_class_only_in_the_training_split_is_no_warning(tmp_path):
