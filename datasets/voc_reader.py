@@ -270,11 +270,13 @@ def load_image(path, max_short_side=0):
 
 def same_shape(xml_size, size):
     """Whether <size> xml_size (height, width; None: not given) is the image of `size` at some scale, within a
-    pixel of rounding: the photo as labelled, if resized since."""
+    pixel of rounding on either side: the photo as labelled, if resized since, or labelled on a smaller copy.
+    A side rounded by half a pixel moves xml_height * width - xml_width * height by half the other image's
+    side, so the tolerance is the larger image's longer side."""
     if xml_size is None:
         return False
     (xml_height, xml_width), (height, width) = xml_size, size
-    return abs(xml_height * width - xml_width * height) <= max(xml_height, xml_width)
+    return abs(xml_height * width - xml_width * height) <= max(xml_height, xml_width, height, width)
 
 
 def drawn_on_stored(loaded, xml_size):

@@ -31,6 +31,18 @@ def test_boxes_of_a_photo_resized_after_labelling_are_scaled_with_it(tmp_path):
     assert result.count('background-only') == 0
 
 
+def test_boxes_labelled_on_a_smaller_copy_are_scaled_to_the_photo(tmp_path):
+    """Labelled on a 640 x 361 copy (2000 x 1127 at 0.32 is 640 x 360.64, rounded up), converted from the
+    original: the rounding of the smaller side is within tolerance, as it is the other way round."""
+    write_sample(tmp_path, 'shelf', [('can', 50, 25, 125, 87.5, '')], image=_photo(2000, 1127, (156, 78, 391, 273)),
+                 size=(640, 361))
+    result, summary = convert(tmp_path)
+    record, = read_records(result.shards['train'])
+    expected = (50 * 2000 / 640, 25 * 1127 / 361, 125 * 2000 / 640, 87.5 * 1127 / 361)
+    assert max(abs(a - b) for a, b in zip(record_box(record), expected)) < 1e-2
+    assert 'the same shape (resized after labelling)' in summary
+
+
 def test_a_size_of_another_shape_is_a_warning_and_the_boxes_stay_as_drawn(tmp_path):
     write_sample(tmp_path, 'shelf', [('can', 160, 80, 400, 280, '')], image=_photo(640, 360, (160, 80, 400, 280)),
                  size=(500, 400))
