@@ -144,23 +144,29 @@ def _image_names(filename, annotation_stem):
 
 def find_image(images_dir, filename, annotation_stem):
     """Path of the image: JPEGImages/<filename>, else its stem, else the XML's, with .jpg/.jpeg/.png in either
-    case; None when absent."""
+    case, else with any of LISTED_EXTENSIONS in any case (a.Jpg, a.webp; one listing of the folder, made only
+    for such an image); None when absent."""
     base, stems = _image_names(filename, annotation_stem)
     candidates = ([base] if base else []) + [stem + ext for stem in stems for ext in IMAGE_EXTENSIONS]
     for name in dict.fromkeys(candidates):
         path = os.path.join(images_dir, name)
         if os.path.isfile(path):
             return path
-    return None
+    by_stem = {}
+    for name in image_names(images_dir):
+        by_stem.setdefault(os.path.splitext(name)[0], name)
+    found = next((by_stem[stem] for stem in stems if stem in by_stem), None)
+    return os.path.join(images_dir, found) if found else None
 
 
 def missing_image_reason(images_folder, filename, annotation_stem):
-    """What find_image looked for, for the conversion report: 'image not found: no JPEGImages/a.jpg, .jpeg or
-    .png (either case)'."""
+    """What find_image looked for, for the conversion report: 'image not found: no JPEGImages/a.jpg, .jpeg,
+    .png, ... (any case)'."""
     base, stems = _image_names(filename, annotation_stem)
-    other_extension = base and os.path.splitext(base)[1].lower() not in ('.jpg', '.jpeg', '.png')
-    tried = ([base] if other_extension else []) + [f'{stem}.jpg, .jpeg or .png' for stem in stems]
-    return f'image not found: no {images_folder}/{", nor ".join(tried)} (either case)'
+    other_extension = base and os.path.splitext(base)[1].lower() not in LISTED_EXTENSIONS
+    extensions = ', '.join(LISTED_EXTENSIONS[1:-1]) + ' or ' + LISTED_EXTENSIONS[-1]
+    tried = ([base] if other_extension else []) + [f'{stem}{LISTED_EXTENSIONS[0]}, {extensions}' for stem in stems]
+    return f'image not found: no {images_folder}/{", nor ".join(tried)} (any case)'
 
 
 def _is_8bit_rgb_png(data):

@@ -1,4 +1,6 @@
 """The converter's whole-dataset checks (datasets/conversion_checks.py), through convert_voc_dataset."""
+import re
+
 from PIL import Image
 
 from tests.test_voc_to_tfrecords import convert, jpeg_bytes, write_sample
@@ -65,3 +67,16 @@ def test_images_of_every_format_read_are_named_when_no_annotation_names_them(tmp
     assert [line for line in summary.splitlines() if line.startswith('  unannotated')] == [
         f'  unannotated: JPEGImages/{name}: no Annotations/{name.split(".")[0]}.xml: left out (a background-only '
         f'image needs an XML with no <object>)' for name in ('phone.Jpg', 'scan.BMP', 'web.webp')]
+
+
+def test_an_image_with_a_rarer_extension_is_found_by_its_xml_s_stem(tmp_path):
+    """No <filename>: a.Jpg and b.webp are found by the XML's stem (any case of LISTED_EXTENSIONS)."""
+    _split_folder(tmp_path, train={'a': ['can'], 'b': ['can']}, test={'c': ['can']})
+    images = tmp_path / 'JPEGImages'
+    for stem, name, image_format in (('a', 'a.Jpg', 'JPEG'), ('b', 'b.webp', 'WEBP')):
+        (images / f'{stem}.jpg').unlink()
+        Image.new('RGB', (20, 20)).save(images / name, format=image_format)
+    for xml in (tmp_path / 'Annotations').glob('*.xml'):
+        xml.write_text(re.sub(r'<filename>[^<]*</filename>', '', xml.read_text()))
+    result, summary = convert(tmp_path)
+    assert result.info.num_samples['train'] == 2, summary

@@ -148,7 +148,8 @@ def bad_inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize('stem, kind, reason', [
-    ('missing_image', 'excluded', 'image not found: no JPEGImages/missing_image.jpg, .jpeg or .png (either case)'),
+    ('missing_image', 'excluded', 'image not found: no JPEGImages/missing_image.jpg, .jpeg, .png, .webp, .bmp, '
+                                  '.tif, .tiff or .gif (any case)'),
     ('undecodable', 'excluded', 'cannot decode image undecodable.jpg'),
     ('cut_jpeg', 'excluded', 'cannot decode image cut_jpeg.jpg'),
     ('malformed', 'excluded', 'malformed XML'),
