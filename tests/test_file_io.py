@@ -1,11 +1,15 @@
 """utils/file_io: atomic writes (old file survives a failure, new one whole, umask mode); JSON read errors."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from utils import file_io
 from utils.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_json_written_whole_and_readable_by_others(tmp_path):
@@ -104,3 +108,21 @@ def test_a_folder_in_exclusive_use_refuses_a_second_user_until_released(tmp_path
                 pass
     with file_io.exclusive_use(str(folder), '--train_dir'):   # released at the end of the block
         pass
+
+
+def test_text_and_json_are_utf8_whatever_the_locale(tmp_path):
+    """Class names in any script: under the C locale open() would encode ASCII (Windows: cp1252) and fail on
+    them; JSON keeps them readable, not as \\u escapes."""
+    # ASCII source (\u escapes): the C locale's command line takes no other.
+    script = (r'import sys; from utils import file_io; folder = sys.argv[1]; '
+              r'file_io.write_text_atomically(folder + "/t.txt", "\u751f\u62bd caf\u00e9\n"); '
+              r'file_io.write_json_atomically(folder + "/j.json", {"names": ["\u53ef\u4e50"]}); '
+              r'print(file_io.read_json_object(folder + "/j.json")["names"][0] == "\u53ef\u4e50")')
+    env = {**os.environ, 'LC_ALL': 'C', 'LANG': 'C', 'PYTHONCOERCECLOCALE': '0', 'PYTHONUTF8': '0',
+           'PYTHONIOENCODING': 'utf-8'}
+    done = subprocess.run([sys.executable, '-c', script, str(tmp_path)], cwd=REPO_ROOT, env=env, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr.decode('utf-8', 'replace')[-2000:]
+    assert done.stdout.decode().strip() == 'True'
+    assert (tmp_path / 't.txt').read_bytes() == '生抽 café\n'.encode('utf-8')
+    assert '"可乐"' in (tmp_path / 'j.json').read_text(encoding='utf-8')

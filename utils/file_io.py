@@ -20,7 +20,8 @@ LOCK_FILENAME = '.lock'
 
 
 def write_text_atomically(path, text):
-    """Write `text` to `path` atomically; the file's mode follows the umask like a plain open()."""
+    """Write `text` to `path` atomically, in UTF-8 whatever the locale (class names in any script); the file's
+    mode follows the umask like a plain open()."""
     _write_atomically(path, text, 'w')
 
 
@@ -34,7 +35,7 @@ def _write_atomically(path, content, mode):
     os.makedirs(directory, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '-', suffix='.tmp', dir=directory)
     try:
-        with os.fdopen(handle, mode) as out:
+        with os.fdopen(handle, mode, encoding=None if 'b' in mode else 'utf-8') as out:
             out.write(content)
         umask = os.umask(0)
         os.umask(umask)
@@ -47,8 +48,9 @@ def _write_atomically(path, content, mode):
 
 
 def write_json_atomically(path, payload):
-    """`payload` as indented JSON (newline-terminated) to `path`, atomically."""
-    write_text_atomically(path, json.dumps(payload, indent=2) + '\n')
+    """`payload` as indented JSON (newline-terminated) to `path`, atomically; names in any script kept readable
+    ("café", not "caf\\u00e9"), the file being UTF-8."""
+    write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + '\n')
 
 
 def check_writable_folder(path, flag):
@@ -89,7 +91,7 @@ def make_writable_folder(path, flag):
 def read_json_object(path):
     """The JSON object (dict) in `path`; UserError naming the file when it is unreadable or not an object."""
     try:
-        with open(path) as source:
+        with open(path, encoding='utf-8') as source:
             payload = json.load(source)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UserError(f'{path}: not valid JSON ({err})') from None

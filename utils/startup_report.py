@@ -128,7 +128,7 @@ def write_report(train_dir, text, flag_lines, started):
     path = os.path.join(train_dir, REPORT_FILENAME)
     earlier = ''
     if os.path.isfile(path):
-        with open(path) as report:
+        with open(path, encoding='utf-8') as report:
             earlier = report.read() + '\n'
     # The flags as given: a value the run changed (towers for --num_clones, a cosine over --max_number_of_steps
     # instead of --num_epochs_per_decay) shows in the report above; the header says so.
@@ -177,7 +177,7 @@ def _earlier_run_flags(train_dir, saved_at):
     path = os.path.join(train_dir, REPORT_FILENAME)
     if not os.path.isfile(path):
         return {}
-    with open(path) as report:
+    with open(path, encoding='utf-8') as report:
         blocks = report.read().split(_RUN_HEADER)[1:]
     for block in reversed(blocks):
         header, _, flag_lines = block.partition('\n')
