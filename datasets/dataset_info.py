@@ -82,6 +82,8 @@ def load_dataset_info(dataset_dir):
         raise UserError(f'{path}: not found; convert the images first with tf_convert_data.py')
     payload = read_json_object(path)
     names = payload.get('class_names')
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        names = [class_name(n) for n in names]   # records of an older converter may hold decomposed forms
     if (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)
             or names[0] != BACKGROUND_NAME or len(set(names)) != len(names)):
         raise UserError(f'{path}: class_names must be a list of distinct names starting with '

@@ -11,7 +11,7 @@ anchor_set's, e.g. fitted by --anchor_sizes=auto; [] or absent: anchor_set's).
 import dataclasses
 import os
 
-from datasets.dataset_info import VOC_CLASSES, with_background
+from datasets.dataset_info import VOC_CLASSES, class_name, with_background
 from nets import nets_factory
 from nets.ssd_params import anchor_sizes_problem
 from utils.checkpoints import in_scopes
@@ -118,7 +118,8 @@ class ModelConfig:
         if not (isinstance(anchor_sizes, list) and all(isinstance(v, (int, float)) for v in anchor_sizes)):
             raise UserError(f'{path}: anchor_sizes must be a list of numbers (pixels)')
         values = {key: payload[key] for key in REQUIRED_KEYS}
-        values.update(class_names=tuple(payload['class_names']), image_size=tuple(payload['image_size']),
+        names = tuple(class_name(n) if isinstance(n, str) else n for n in payload['class_names'])   # older: NFD
+        values.update(class_names=names, image_size=tuple(payload['image_size']),
                       labels_offset=payload.get('labels_offset', 0), anchor_sizes=tuple(map(float, anchor_sizes)),
                       names_from_file=True)
         return cls(**values).validate(where=f'{path}: ')

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import tensorflow as tf2
 
+from datasets.dataset_info import class_name
 from utils.errors import UserError
 
 # tf.lite.Interpreter warns that it moves to the ai_edge_litert package; it still runs these models unchanged.
@@ -23,14 +24,18 @@ def labels_path(model_path):
 
 
 def read_class_names(model_path):
-    """The class names saved beside the model (index 0 = background); UserError when the file is missing."""
+    """The class names saved beside the model (index 0 = background), in the form datasets keep them
+    (dataset_info.class_name); UserError when the file is missing or not UTF-8 (an older export's, written in
+    the locale's encoding)."""
     path = labels_path(model_path)
     try:
         with open(path, encoding='utf-8') as source:
-            return [line.rstrip('\n') for line in source if line.strip()]
+            return [class_name(line) for line in source if line.strip()]
     except OSError as err:
         raise UserError(f'{path}: cannot read the class names of {model_path} ({err.strerror}); export_tflite.py '
                         f'writes it beside the model') from None
+    except UnicodeDecodeError:
+        raise UserError(f'{path}: not UTF-8 text; save it as UTF-8 (or export the model again)') from None
 
 
 class TFLiteDetector:
