@@ -237,6 +237,20 @@ def test_train_more_compares_with_the_run_that_saved_the_checkpoint_not_a_later_
             'had 5:') in report
 
 
+def test_a_training_config_written_in_a_legacy_encoding_does_not_stop_the_resume(records, tmp_path):
+    """Before it was UTF-8, training_config.txt was written in the locale's encoding (Windows: cp1252, a path
+    with 'é' as byte 0xe9): a resumed run reads it, appends its block and writes the whole file as UTF-8."""
+    train_dir = tmp_path / 'train'
+    _save_checkpoint_5(train_dir)
+    (train_dir / startup_report.REPORT_FILENAME).write_bytes(
+        '# Run started 2026-01-01 10:00:00\n# Flags\n--train_dir=C:\\Users\\José\\ckpt\n'.encode('cp1252'))
+    plan = check(records, tmp_path, '--max_number_of_steps=10')
+    startup_report.write_report(str(train_dir), startup_report.training_report(plan), plan.config.flag_lines,
+                                'now')
+    text = (train_dir / startup_report.REPORT_FILENAME).read_text(encoding='utf-8')
+    assert text.startswith('# Run started 2026-01-01 10:00:00\n') and text.count('# Run started ') == 2
+
+
 def test_rerunning_a_finished_run_says_it_trains_no_step(records, tmp_path):
     _save_checkpoint_5(tmp_path / 'train')
     said = 'warning: the checkpoint resumed is at step 5, --max_number_of_steps=5: this run trains no step; a ' \

@@ -5,6 +5,7 @@ memory line utils.host, and a resumed run's schedule warning reads the flags of 
 training_config.txt).
 """
 import dataclasses
+import locale
 import os
 import time
 
@@ -126,15 +127,23 @@ def write_report(train_dir, text, flag_lines, started):
     """Add this run's report plus every flag's value to train_dir/training_config.txt, under '# Run started
     <started>': a resumed run's block goes below the earlier runs', which stay (their flags may differ)."""
     path = os.path.join(train_dir, REPORT_FILENAME)
-    earlier = ''
-    if os.path.isfile(path):
-        with open(path, encoding='utf-8') as report:
-            earlier = report.read() + '\n'
+    earlier = _read_report(path) + '\n' if os.path.isfile(path) else ''
     # The flags as given: a value the run changed (towers for --num_clones, a cosine over --max_number_of_steps
     # instead of --num_epochs_per_decay) shows in the report above; the header says so.
     write_text_atomically(path, earlier + f'{_RUN_HEADER}{started}\n' + text
                           + '# Flags (as given or defaulted; the report above says what the run made of them)\n'
                           + ''.join(line + '\n' for line in flag_lines))
+
+
+def _read_report(path):
+    """training_config.txt's text: UTF-8, or the locale's encoding for one written before it was UTF-8 (a path
+    or class name with 'é' under Windows' cp1252)."""
+    with open(path, 'rb') as report:
+        data = report.read()
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError:
+        return data.decode(locale.getpreferredencoding(False), errors='replace')
 
 
 def _horizon_warning(plan):
@@ -177,8 +186,7 @@ def _earlier_run_flags(train_dir, saved_at):
     path = os.path.join(train_dir, REPORT_FILENAME)
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding='utf-8') as report:
-        blocks = report.read().split(_RUN_HEADER)[1:]
+    blocks = _read_report(path).split(_RUN_HEADER)[1:]
     for block in reversed(blocks):
         header, _, flag_lines = block.partition('\n')
         try:
