@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,11 +20,12 @@ detect.detect_and_draw(lambda image: detections, sys.argv[1], ['none', 'café', 
 '''
 
 
-def test_json_lines_show_names_as_written(tmp_path):
+@pytest.mark.parametrize('stdout_encoding', ['utf-8', 'cp1252'])   # cp1252: Windows' redirected stdout
+def test_json_lines_show_names_as_written(tmp_path, stdout_encoding):
     path = str(tmp_path / '可乐.png')
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
     done = subprocess.run([sys.executable, '-c', _SCRIPT, path], cwd=REPO_ROOT, capture_output=True, timeout=120,
-                          env={**os.environ, 'PYTHONIOENCODING': 'utf-8'})
+                          env={**os.environ, 'PYTHONIOENCODING': stdout_encoding})
     assert done.returncode == 0, done.stderr.decode('utf-8', 'replace')[-2000:]
     line = done.stdout.decode('utf-8').strip()
     assert '"class": "生抽酱油"' in line and '可乐.png' in line and '\\u' not in line
