@@ -15,6 +15,7 @@ photo. A sample that cannot be used raises SampleError, whose message is the rea
 """
 import collections
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -152,11 +153,22 @@ def find_image(images_dir, filename, annotation_stem):
         path = os.path.join(images_dir, name)
         if os.path.isfile(path):
             return path
+    try:
+        by_stem = _images_by_stem(images_dir, os.stat(images_dir).st_mtime_ns)
+    except OSError:   # no such folder
+        return None
+    found = next((by_stem[stem] for stem in stems if stem in by_stem), None)
+    return os.path.join(images_dir, found) if found else None
+
+
+@functools.lru_cache(maxsize=8)
+def _images_by_stem(images_dir, modified_ns):
+    """{stem: file name} of image_names(images_dir): listed once per folder and change (modified_ns, the
+    folder's mtime), not once per sample of a folder of .webp or .Jpg files."""
     by_stem = {}
     for name in image_names(images_dir):
         by_stem.setdefault(os.path.splitext(name)[0], name)
-    found = next((by_stem[stem] for stem in stems if stem in by_stem), None)
-    return os.path.join(images_dir, found) if found else None
+    return by_stem
 
 
 def missing_image_reason(images_folder, filename, annotation_stem):

@@ -3,6 +3,7 @@ import re
 
 from PIL import Image
 
+from datasets import voc_reader
 from tests.test_voc_to_tfrecords import convert, jpeg_bytes, write_sample
 
 
@@ -80,3 +81,15 @@ def test_an_image_with_a_rarer_extension_is_found_by_its_xml_s_stem(tmp_path):
         xml.write_text(re.sub(r'<filename>[^<]*</filename>', '', xml.read_text()))
     result, summary = convert(tmp_path)
     assert result.info.num_samples['train'] == 2, summary
+
+
+def test_the_folder_is_listed_once_for_many_images_of_rarer_extensions(tmp_path, monkeypatch):
+    """A folder of .webp photos: every sample misses the usual spellings; one listing serves them all (a
+    listing per sample made a 10,000-image conversion quadratic)."""
+    for stem in 'abcde':
+        Image.new('RGB', (4, 4)).save(tmp_path / f'{stem}.webp', format='WEBP')
+    listings = []
+    listed = voc_reader.image_names
+    monkeypatch.setattr(voc_reader, 'image_names', lambda folder: listings.append(folder) or listed(folder))
+    found = [voc_reader.find_image(str(tmp_path), '', stem) for stem in 'abcde']
+    assert found == [str(tmp_path / f'{stem}.webp') for stem in 'abcde'] and len(listings) == 1
