@@ -239,9 +239,10 @@ def tflite_labels_offset(model_names, dataset_names, fv):
                     f'({"; ".join(differences)}); evaluate it on the records it was trained on')
 
 
-def evaluate_tflite(fv, reader, info):
-    """--model: the TFLite model's detections on the split, reported as a checkpoint's are (no images in
-    TensorBoard); its class names must be the dataset's, after the labels_offset they tell."""
+def open_tflite_model(fv, info):
+    """--model's (detector, class names, labels_offset, run_facts with its post-processing); UserError for a
+    file that is no TFLite model, an --eval_image_size it does not take, or class names that are not the
+    dataset's after the labels_offset they tell. Called before any folder is made or record read."""
     from deployment import tflite_model   # the flatbuffer reader, needed only here
     detector = tflite_detector.TFLiteDetector(fv.model)
     check_ssd_tensorflow_flags(fv, detector.image_size)
@@ -252,6 +253,13 @@ def evaluate_tflite(fv, reader, info):
     run_facts = evaluation_facts(fv, options['nms_score_threshold'], options['nms_iou_threshold'], None,
                                  options['max_detections'])
     run_facts['model'] = fv.model
+    return detector, class_names, labels_offset, run_facts
+
+
+def evaluate_tflite(fv, reader, model):
+    """The TFLite model (open_tflite_model's) on the split, reported as a checkpoint is (no images in
+    TensorBoard)."""
+    detector, class_names, labels_offset, run_facts = model
     with tf.Graph().as_default():
         graph = eval_split.build_tflite_eval_graph(detector, reader, labels_offset,
                                                    eval_split.NUM_PLOT_IMAGES if fv.plot_dir else 0)
@@ -272,13 +280,14 @@ def main(fv):
         check_tflite_flags(fv)
     reader = reader_from_flags(fv)
     detect_options = inference_flags.postprocess_options(fv)
-    check_eval_flags(fv)
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
+    tflite = open_tflite_model(fv, info) if fv.model else None
+    check_eval_flags(fv)
     # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
     if fv.check_records:
         print(record_check.check_split(fv.dataset_dir, fv.dataset_split_name), file=sys.stderr)
-    if fv.model:
-        evaluate_tflite(fv, reader, info)
+    if tflite:
+        evaluate_tflite(fv, reader, tflite)
         return
     prefixes = checkpoints_to_evaluate(fv)
     first = next(prefixes, None)

@@ -228,11 +228,12 @@ def test_eval_of_a_model_of_other_classes_is_one_line_naming_them(exported, tmp_
     model.write_bytes(open(exported['model'], 'rb').read())
     open(tflite_detector.labels_path(str(model)), 'w').write('none\nbottle\ncup\nbox\n')
     result = fixtures.run_script(['eval_ssd_network.py', f'--dataset_dir={exported["root"] / "data"}',
-                                  f'--model={model}'])
+                                  f'--model={model}', f'--plot_dir={tmp_path / "plots"}'])
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert "its classes are not those of --model=%s (label 2 is 'can' in the dataset, 'cup' in the model)" % model \
         in last
+    assert not (tmp_path / 'plots').exists() and 'Records checked' not in result.stderr   # said before either
 
 
 TRAINED_CHECKPOINT = os.environ.get('SSD_TRAINED_CHECKPOINT', os.path.join(fixtures.REPO_ROOT, 'ckpt', 'demo'))
