@@ -135,7 +135,7 @@ def _evaluate(dataset_dir, train_dir, json_path, log_path):
     rc, wall, output, _ = _run(command, log_path)
     if rc != 0:
         raise RuntimeError(f'evaluation failed (rc {rc}); see {log_path}:\n{output[-2000:]}')
-    with open(json_path) as f:
+    with open(json_path, encoding='utf-8') as f:   # class names in any script
         return json.load(f), wall
 
 

@@ -48,7 +48,7 @@ def run_script(script, *args):
 def map07(dataset_dir, results_json, model_flag):
     """VOC07 mAP of eval_ssd_network.py on the test split, model_flag: --checkpoint_path=... or --model=..."""
     run_script('eval_ssd_network.py', f'--dataset_dir={dataset_dir}', f'--results_json={results_json}', model_flag)
-    with open(results_json) as source:
+    with open(results_json, encoding='utf-8') as source:   # class names in any script
         return json.load(source)['map_voc07']
 
 
