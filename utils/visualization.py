@@ -80,7 +80,13 @@ def _missing_glyph(font):
 
 def _draws(font, text):
     """Whether `font` has a glyph for every character of `text` (white space aside)."""
-    return all(char.isspace() or _glyph(font, char) != _missing_glyph(font) for char in set(text))
+    return all(char.isspace() or _has_glyph(font, char) for char in set(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_glyph(font, char):
+    """Cached per font and character: labels are drawn for every detection of every image."""
+    return _glyph(font, char) != _missing_glyph(font)
 
 
 def label_font(text, size):
