@@ -122,9 +122,9 @@ def test_records_converted_again_with_another_class_stop_the_run_with_a_checkpoi
         run.step()
     assert str(stopped.value) == (
         f"step 3: {records / 'dataset_info.json'} changed since this run read it: the records now hold the classes "
-        f"can, box, jar, not this network's can, box, and boxes of classes it has no score for would reach it as "
-        f"objects of no class; checkpoint saved at step 3: run the same command: it says how to go on from it with "
-        f"these records")
+        f"can, box, jar, not those it started with (can, box), and boxes of classes the network has no score for "
+        f"would reach it as objects of no class; checkpoint saved at step 3: run the same command: it says how to "
+        f"go on from it with these records")
     assert run.latest().endswith('model.ckpt-3')
 
 
@@ -135,8 +135,8 @@ def test_records_converted_before_the_watch_starts_stop_the_first_step(tmp_path)
     write_dataset_info(str(records), DatasetInfo('shop', ['none', 'box', 'can'], {'train': 10}, {}))
     run = TinyTraining(tmp_path / 'train', save_interval_secs=0)
     run.step_fn.dataset_watch = step_policies.DatasetWatch(str(records), ('none', 'can', 'box'))
-    with pytest.raises(UserError, match="not this network's can, box, and it would train its class scores on "
-                                        "other classes' boxes; checkpoint saved at step 1"):
+    with pytest.raises(UserError, match=r"not those it started with \(can, box\), and the network would train its "
+                                        "class scores on other classes' boxes; checkpoint saved at step 1"):
         run.step()
 
 

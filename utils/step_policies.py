@@ -286,11 +286,11 @@ class DatasetWatch:
         if names == self.class_names:
             return None
         if names[:len(self.class_names)] == self.class_names:   # classes appended: the labels it has keep theirs
-            harm = 'boxes of classes it has no score for would reach it as objects of no class'
+            harm = 'boxes of classes the network has no score for would reach it as objects of no class'
         else:
-            harm = 'it would train its class scores on other classes\' boxes'
+            harm = 'the network would train its class scores on other classes\' boxes'
         return (f'{self.path} changed since this run read it: the records now hold the classes '
-                f'{", ".join(names[1:])}, not this network\'s {", ".join(self.class_names[1:])}, and {harm}')
+                f'{", ".join(names[1:])}, not those it started with ({", ".join(self.class_names[1:])}), and {harm}')
 
 
 class LossJumpWatch:
