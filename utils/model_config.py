@@ -203,18 +203,20 @@ def _train_on_hint(train_dir, saved, config):
     if saved.num_classes == config.num_classes:
         return ''
     # The class heads of the network these flags build: the saved one's architecture with this run's classes.
-    rebuilt = dataclasses.replace(config, model_name=saved.model_name, depth_multiplier=saved.depth_multiplier,
-                                  anchor_set=saved.anchor_set, anchor_sizes=saved.anchor_sizes)
+    rebuilt = dataclasses.replace(config, **{key: getattr(saved, key) for key in _NETWORK_FLAG_KEYS})
     flags = [f'--checkpoint_path={train_dir}',
              f'--checkpoint_exclude_scopes={",".join(rebuilt.build_network().class_head_scopes)}',
              *_flags_to_rebuild(saved, config)]
     return f' (to keep what they learned, train there from them with {" ".join(flags)})'
 
 
+_NETWORK_FLAG_KEYS = ('model_name', 'depth_multiplier', 'anchor_set')   # training flags naming the network's layers
+
+
 def _flags_to_rebuild(saved, config):
     """['--flag=value', ...]: the training flags on which config differs from the network `saved` describes."""
     flags = [f'--{key}={getattr(saved, key):g}' if key == 'depth_multiplier' else f'--{key}={getattr(saved, key)}'
-             for key in ('model_name', 'depth_multiplier', 'anchor_set') if getattr(saved, key) != getattr(config, key)]
+             for key in _NETWORK_FLAG_KEYS if getattr(saved, key) != getattr(config, key)]
     if saved.anchor_sizes != config.anchor_sizes and saved.anchor_sizes:
         flags.append(f'--anchor_sizes={",".join(f"{v:g}" for v in saved.anchor_sizes)}')
     return flags
