@@ -317,14 +317,16 @@ def test_format_table_lists_classes_and_no_gt():
 def test_format_table_aligns_wide_and_accented_names():
     # A terminal shows each CJK character two columns wide and a combining accent in no column of its own:
     # the widest name, 'café crème' (10 columns), sets the name column, and every row's #GT ends at column 18.
-    results = _evaluate([], [(0, 1, _box(0.3, 0.3), 0), (0, 2, _box(0.3, 0.3), 0), (0, 3, _box(0.3, 0.3), 0)])
-    table = voc_eval.format_results_table(results, ['none', 'café crème', '生抽酱油', 'pire\u0301e'])
+    # Thai's vowel sign U+0E34 (combining class 0, category Mn) takes no column either.
+    results = _evaluate([], [(0, c, _box(0.3, 0.3), 0) for c in (1, 2, 3, 4)], num_classes=5)
+    table = voc_eval.format_results_table(results, ['none', 'café crème', '生抽酱油', 'pire\u0301e', 'กิน'])
     lines = table.splitlines()
     assert lines[0].startswith('class' + ' ' * 6 + '    #GT')
     assert lines[1].startswith('café crème' + ' ' + '      1')
     assert lines[2].startswith('生抽酱油' + ' ' * 3 + '      1')
     assert lines[3].startswith('pire\u0301e' + ' ' * 6 + '      1')
-    assert lines[4].startswith('mAP' + ' ' * 8 + '      3')
+    assert lines[4].startswith('กิน' + ' ' * 9 + '      1')
+    assert lines[5].startswith('mAP' + ' ' * 8 + '      4')
 
 
 def test_results_as_dict_is_json_ready():

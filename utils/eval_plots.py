@@ -9,6 +9,7 @@ Detection has no true negatives (0), and FN counts every ground truth not found 
 import dataclasses
 import os
 import re
+import unicodedata
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -111,7 +112,10 @@ def _file_name(class_name, taken):
     """'pr_<class name>.png' with the characters file systems object to as '_' (letters and digits of any script
     stay: 'pr_café.png', 'pr_可乐.png'); '_2', '_3', ... after the name when an earlier class took it (or its
     case-insensitive twin), so that 'Coke Can' and 'Coke_Can' both get one."""
-    stem = 'pr_%s' % (re.sub(r'[^\w.-]+', '_', class_name) or 'class')
+    # Marks (the vowel signs of Devanagari, Thai, ...: categories M*) are part of the letters they follow.
+    kept = ''.join(char if char.isalnum() or char in '.-_' or unicodedata.category(char).startswith('M') else ' '
+                   for char in class_name)
+    stem = 'pr_%s' % (re.sub(r' +', '_', kept) or 'class')
     name, copy = stem + '.png', 1
     while name.lower() in taken:
         copy += 1

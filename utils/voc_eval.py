@@ -183,8 +183,8 @@ def _class_names(num_classes, class_names):
 def _terminal_width(text):
     """Columns `text` takes in a terminal: East Asian wide and fullwidth characters (CJK) take two, combining
     marks none; len() would misalign the table's columns after such a name."""
-    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in 'WF' else 1
-               for char in text)
+    return sum(0 if unicodedata.category(char) in ('Mn', 'Me') else 2 if unicodedata.east_asian_width(char) in 'WF'
+               else 1 for char in text)
 
 
 def _pad(text, width):
