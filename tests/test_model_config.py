@@ -65,6 +65,13 @@ def test_the_train_on_hint_excludes_the_class_heads_of_the_network_its_flags_bui
         mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, model_name='ssd_512_vgg', num_classes=4,
                                                               class_names=CONFIG.class_names + ('jar',)))
     assert f'--checkpoint_exclude_scopes={heads} --model_name=ssd_300_vgg)' in str(refused.value)
+    # With this run's anchor sizes, made for SSD512's 7 layers: the hint rebuilds SSD300 with the saved ones.
+    sizes = (20.0, 51.0, 133.0, 215.0, 296.0, 378.0, 460.0, 542.0)
+    with pytest.raises(UserError) as refused:
+        mc.check_resumable(str(tmp_path), dataclasses.replace(CONFIG, model_name='ssd_512_vgg', num_classes=4,
+                                                              class_names=CONFIG.class_names + ('jar',),
+                                                              anchor_sizes=sizes))
+    assert f'--checkpoint_exclude_scopes={heads} --model_name=ssd_300_vgg' in str(refused.value)
 
 
 def test_check_resumable_names_the_flags_that_resume_another_width(tmp_path):

@@ -203,7 +203,8 @@ def _train_on_hint(train_dir, saved, config):
     if saved.num_classes == config.num_classes:
         return ''
     # The class heads of the network these flags build: the saved one's architecture with this run's classes.
-    rebuilt = dataclasses.replace(config, **{key: getattr(saved, key) for key in _NETWORK_FLAG_KEYS})
+    rebuilt = dataclasses.replace(config, anchor_sizes=saved.anchor_sizes,
+                                  **{key: getattr(saved, key) for key in _NETWORK_FLAG_KEYS})
     flags = [f'--checkpoint_path={train_dir}',
              f'--checkpoint_exclude_scopes={",".join(rebuilt.build_network().class_head_scopes)}',
              *_flags_to_rebuild(saved, config)]
