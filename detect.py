@@ -159,7 +159,7 @@ def checkpoint_detector(fv, prefix, detect_options):
 def tflite_model_detector(model_path):
     """(detect_fn, class names) of a TFLite model; images are resized here as evaluation resizes them."""
     detector = tflite_detector.TFLiteDetector(model_path)
-    class_names = tflite_detector.read_class_names(model_path)
+    class_names = detector.class_names()
     with tf.Graph().as_default():
         image = tf.placeholder(tf.uint8, [None, None, 3])
         network_input = resize_for_eval(image, detector.image_size)[None]

@@ -243,15 +243,13 @@ def open_tflite_model(fv, info):
     """--model's (detector, class names, labels_offset, run_facts with its post-processing); UserError for a
     file that is no TFLite model, an --eval_image_size it does not take, or class names that are not the
     dataset's after the labels_offset they tell. Called before any folder is made or record read."""
-    from deployment import tflite_model   # the flatbuffer reader, needed only here
     detector = tflite_detector.TFLiteDetector(fv.model)
     check_ssd_tensorflow_flags(fv, detector.image_size)
-    class_names = tflite_detector.read_class_names(fv.model)
+    class_names = detector.class_names()
     labels_offset = tflite_labels_offset(class_names, info.class_names, fv)
-    with open(fv.model, 'rb') as source:
-        options = tflite_model.attributes_of(source.read())
-    run_facts = evaluation_facts(fv, options['nms_score_threshold'], options['nms_iou_threshold'], None,
-                                 options['max_detections'])
+    options = detector.postprocess   # float32 in the model: rounded, 0.01 rather than 0.009999999776
+    run_facts = evaluation_facts(fv, round(options['nms_score_threshold'], 6), round(options['nms_iou_threshold'], 6),
+                                 None, options['max_detections'])
     run_facts['model'] = fv.model
     return detector, class_names, labels_offset, run_facts
 

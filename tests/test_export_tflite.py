@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 import tensorflow.compat.v1 as tf
 
 from deployment import tflite_model
@@ -221,6 +222,23 @@ def test_eval_of_a_model_trained_with_labels_offset_scores_the_shifted_ground_tr
     _export(tmp_path / 'train', tmp_path / 'offset.tflite')
     results = _evaluate(exported['root'] / 'data', tmp_path, f'--model={tmp_path / "offset.tflite"}')
     assert {name: entry['num_gt'] for name, entry in results['per_class'].items()} == {'can': 2, 'box': 0}
+
+
+@pytest.mark.parametrize('script, args', [('eval_ssd_network.py', ['--dataset_dir={data}']),
+                                          ('detect.py', ['--images={image}', '--output_dir={out}'])])
+def test_a_labels_file_of_another_class_count_is_one_line(exported, tmp_path, script, args):
+    """A .labels.txt of 3 names beside a model of 4 classes (another export's): eval and detect refuse it."""
+    model = tmp_path / 'm.tflite'
+    model.write_bytes(open(exported['model'], 'rb').read())
+    (tmp_path / 'm.labels.txt').write_text('none\nbox\ncan\n', encoding='utf-8')
+    image = tmp_path / 'a.png'
+    Image.fromarray(fixtures.make_image(IMAGE_SIDE, IMAGE_SIDE, 0)).save(image)
+    values = dict(data=exported['root'] / 'data', image=image, out=tmp_path / 'out')
+    result = fixtures.run_script([script, f'--model={model}'] + [arg.format(**values) for arg in args])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'{script}: error: {tmp_path / "m.labels.txt"}: 3 class names with the background, the model has 4 classes; '
+        f'export it again (export_tflite.py writes the file)')
 
 
 def test_eval_of_a_model_of_other_classes_is_one_line_naming_them(exported, tmp_path):

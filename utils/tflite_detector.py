@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf2
 
 from datasets.dataset_info import class_name
+from deployment import tflite_model
 from utils.errors import UserError
 
 # tf.lite.Interpreter warns that it moves to the ai_edge_litert package; it still runs these models unchanged.
@@ -49,6 +50,23 @@ class TFLiteDetector:
             raise UserError(f'{model_path}: not a TFLite model this runtime can load ({reason})') from None
         self._run = interpreter.get_signature_runner()
         self.image_size = tuple(int(side) for side in self._run.get_input_details()['images']['shape'][1:3])
+        self.model_path = model_path
+        with open(model_path, 'rb') as source:
+            try:
+                self.postprocess = tflite_model.attributes_of(source.read())   # its post-processing's settings
+            except IndexError:
+                raise UserError(f'{model_path}: holds no {tflite_model.POSTPROCESS_OP} op: not a detector of '
+                                f'deployment/export_tflite.py') from None
+        self.num_classes = int(self.postprocess['num_classes']) + 1   # the op's count leaves out the background
+
+    def class_names(self):
+        """read_class_names of the model, checked against its class count; UserError when they disagree (a
+        .labels.txt of another export beside it)."""
+        names = read_class_names(self.model_path)
+        if len(names) != self.num_classes:
+            raise UserError(f'{labels_path(self.model_path)}: {len(names)} class names with the background, the model '
+                            f'has {self.num_classes} classes; export it again (export_tflite.py writes the file)')
+        return names
 
     def detect(self, images):
         """images: float32 [1, h, w, 3] pixels resized by resize_for_eval -> dict of numpy arrays like
