@@ -242,7 +242,7 @@ def tflite_labels_offset(model_names, dataset_names, fv):
 def open_tflite_model(fv, info):
     """--model's (detector, class names, labels_offset, run_facts with its post-processing); UserError for a
     file that is no TFLite model, an --eval_image_size it does not take, or class names that are not the
-    dataset's after the labels_offset they tell. Called before any folder is made or record read."""
+    dataset's after the labels_offset they tell. Called before the records are read (minutes on a large split)."""
     detector = tflite_detector.TFLiteDetector(fv.model)
     check_ssd_tensorflow_flags(fv, detector.image_size)
     class_names = detector.class_names()
@@ -278,9 +278,9 @@ def main(fv):
         check_tflite_flags(fv)
     reader = reader_from_flags(fv)
     detect_options = inference_flags.postprocess_options(fv)
+    check_eval_flags(fv)
     info = dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name)
     tflite = open_tflite_model(fv, info) if fv.model else None
-    check_eval_flags(fv)
     # Every record read once: a damaged or short shard stops here, naming it, before any graph is built.
     if fv.check_records:
         print(record_check.check_split(fv.dataset_dir, fv.dataset_split_name), file=sys.stderr)

@@ -251,7 +251,7 @@ def test_eval_of_a_model_of_other_classes_is_one_line_naming_them(exported, tmp_
     last = result.stderr.strip().splitlines()[-1]
     assert "its classes are not those of --model=%s (label 2 is 'can' in the dataset, 'cup' in the model)" % model \
         in last
-    assert not (tmp_path / 'plots').exists() and 'Records checked' not in result.stderr   # said before either
+    assert 'Records checked' not in result.stderr   # said before the whole split is read
 
 
 TRAINED_CHECKPOINT = os.environ.get('SSD_TRAINED_CHECKPOINT', os.path.join(fixtures.REPO_ROOT, 'ckpt', 'demo'))
