@@ -58,8 +58,9 @@ def detect_images(images, config, detect_options, decode=False, reuse=None, port
     mean-subtracted by the model's eval preprocessing.
 
     images: string [B] of encoded JPEG / PNG files (decode=True, by decode_rgb; a photo stored turned is turned
-    upright per its EXIF orientation, as training's records and detect.py have it), or uint8 [B, H, W, 3] of any size. Boxes are
-    normalised, so they hold for the original images (upright). Returns build_detections' (network, detections).
+    upright per its EXIF orientation, as training's records and detect.py have it), or uint8 [B, H, W, 3] of
+    any size. Boxes are normalised, so they hold for the original images (upright). Returns build_detections'
+    (network, detections).
     """
     preprocess = get_preprocessing(config.model_name, is_training=False)
     out_shape = tuple(config.image_size)

@@ -211,7 +211,8 @@ def format_results_table(results, class_names=None):
         else:
             text = '%17s' % 'no GT'
         lines.append('%s %7d %s' % (_pad(names[class_id], width), results.num_gt[class_id], text))
-    lines.append('%s %7d %8.4f %8.4f' % (_pad('mAP', width), int(results.num_gt[1:].sum()), results.map07, results.map10))
+    lines.append('%s %7d %8.4f %8.4f' % (_pad('mAP', width), int(results.num_gt[1:].sum()), results.map07,
+                                         results.map10))
     return '\n'.join(lines)
 
 
