@@ -24,10 +24,6 @@ import sys
 # The weights are restored once and never change: oneDNN may keep each filter's reordered copy instead of
 # reordering it on every image (1.3x images/s at batch 1 on a 2-core CPU). Read when TensorFlow loads.
 os.environ.setdefault('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '1')
-# stdout carries JSON lines, which are UTF-8: a redirect on Windows would otherwise encode cp1252 and fail on
-# a name such as '可乐'. (A notebook's stdout has no reconfigure, and is UTF-8.)
-if hasattr(sys.stdout, 'reconfigure'):
-    sys.stdout.reconfigure(encoding='utf-8')
 from utils import script_setup  # noqa: E402  first: sets TensorFlow's log level before it loads
 from absl import flags
 import numpy as np

@@ -126,3 +126,13 @@ def test_text_and_json_are_utf8_whatever_the_locale(tmp_path):
     assert done.stdout.decode().strip() == 'True'
     assert (tmp_path / 't.txt').read_bytes() == '生抽 café\n'.encode('utf-8')
     assert '"可乐"' in (tmp_path / 'j.json').read_text(encoding='utf-8')
+
+
+def test_every_tool_prints_utf8_whatever_the_console_encoding():
+    """utils/script_setup, which every tool imports first: a table or message naming '可乐' printed to a cp1252
+    stdout or stderr (a redirect on Windows) must not fail after the work."""
+    script = r'import sys; import utils.script_setup; print("\u53ef\u4e50"); print("\u53ef\u4e50", file=sys.stderr)'
+    done = subprocess.run([sys.executable, '-c', script], cwd=REPO_ROOT, capture_output=True, timeout=120,
+                          env={**os.environ, 'PYTHONIOENCODING': 'cp1252'})
+    assert done.returncode == 0, done.stderr.decode('utf-8', 'replace')[-2000:]
+    assert done.stdout.decode('utf-8').strip() == '可乐' and done.stderr.decode('utf-8').strip().endswith('可乐')

@@ -16,6 +16,11 @@ import warnings
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+# The tools print class names in any script ('可乐'): a redirect on Windows (cp1252) or under the C locale
+# would fail on them, after the work. stdout's JSON lines and tables and stderr's messages are UTF-8 always.
+for _stream in (sys.stdout, sys.stderr):
+    if hasattr(_stream, 'reconfigure') and (_stream.encoding or '').lower().replace('-', '') != 'utf8':
+        _stream.reconfigure(encoding='utf-8')
 # tf-slim's layers call a deprecated Keras API on every build: noise for users, nothing they can act on.
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
