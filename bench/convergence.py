@@ -172,7 +172,7 @@ def main(argv):
     os.makedirs(pretrained_dir, exist_ok=True)
     os.makedirs(os.path.join(FLAGS.work_dir, 'eval'), exist_ok=True)
     dataset_dir = _dataset_dir()
-    with open(os.path.join(dataset_dir, 'dataset_info.json')) as f:
+    with open(os.path.join(dataset_dir, 'dataset_info.json'), encoding='utf-8') as f:
         num_samples = json.load(f)['num_samples']['train']
     train_log, eval_log = (os.path.join(FLAGS.work_dir, name) for name in ('train_log.txt', 'eval_log.txt'))
     settings = {name: FLAGS[name].value for name in (

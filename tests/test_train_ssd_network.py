@@ -249,6 +249,7 @@ def test_a_training_config_written_in_a_legacy_encoding_does_not_stop_the_resume
                                 'now')
     text = (train_dir / startup_report.REPORT_FILENAME).read_text(encoding='utf-8')
     assert text.startswith('# Run started 2026-01-01 10:00:00\n') and text.count('# Run started ') == 2
+    assert 'José' in text   # kept, not replaced (read as Latin-1 under this UTF-8 locale, as cp1252 writes it)
 
 
 def test_rerunning_a_finished_run_says_it_trains_no_step(records, tmp_path):

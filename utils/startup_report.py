@@ -4,6 +4,7 @@ Formatting: every function takes values and returns lines of text (the kernel li
 memory line utils.host, and a resumed run's schedule warning reads the flags of the run before it from
 training_config.txt).
 """
+import codecs
 import dataclasses
 import locale
 import os
@@ -137,13 +138,17 @@ def write_report(train_dir, text, flag_lines, started):
 
 def _read_report(path):
     """training_config.txt's text: UTF-8, or the locale's encoding for one written before it was UTF-8 (a path
-    or class name with 'é' under Windows' cp1252)."""
+    or class name with 'é' under Windows' cp1252), or Latin-1 (which keeps every byte, cp1252's 'é' among them)
+    for such a file read under a UTF-8 locale."""
     with open(path, 'rb') as report:
         data = report.read()
     try:
         return data.decode('utf-8')
     except UnicodeDecodeError:
-        return data.decode(locale.getpreferredencoding(False), errors='replace')
+        encoding = locale.getpreferredencoding(False)
+        if codecs.lookup(encoding).name == 'utf-8':
+            encoding = 'latin-1'
+        return data.decode(encoding, errors='replace')
 
 
 def _horizon_warning(plan):
