@@ -169,6 +169,8 @@ def tflite_model_detector(model_path):
 def main(fv):
     """Loads the model once (checkpoint or TFLite), then detects, prints and draws image by image."""
     inference_flags.check_model_source(fv)
+    if fv.model:
+        inference_flags.check_tflite_flags(fv)
     detect_options = inference_flags.postprocess_options(fv, 'score_threshold')
     make_writable_folder(fv.output_dir, '--output_dir')
     # The images are looked for before the model loads: a typo shows at once.

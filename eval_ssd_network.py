@@ -207,17 +207,9 @@ def evaluation_facts(fv, select_threshold, nms_threshold, select_top_k, keep_top
                 select_top_k=select_top_k, keep_top_k=keep_top_k)
 
 
-# Flags a TFLite model cannot take: its network and post-processing were fixed at export.
-_TFLITE_FIXED_FLAGS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'data_format',
-                       'moving_average_decay', 'select_threshold', 'nms_threshold', 'select_top_k', 'keep_top_k')
-
-
 def check_tflite_flags(fv):
     """UserError for --model with a flag it cannot honour."""
-    given = [name for name in _TFLITE_FIXED_FLAGS if fv[name].present]
-    if given:
-        raise UserError(f'--{given[0]}: a TFLite model keeps the network and post-processing it was exported with '
-                        f'(export_tflite.py takes the post-processing flags)')
+    inference_flags.check_tflite_flags(fv)
     if fv.wait_for_checkpoints:
         raise UserError('--wait_for_checkpoints watches a train_dir; with --model, evaluate the model once')
 

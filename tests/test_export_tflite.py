@@ -224,6 +224,14 @@ def test_eval_of_a_model_trained_with_labels_offset_scores_the_shifted_ground_tr
     assert {name: entry['num_gt'] for name, entry in results['per_class'].items()} == {'can': 2, 'box': 0}
 
 
+def test_detect_refuses_post_processing_flags_a_tflite_model_cannot_take(exported, tmp_path):
+    result = fixtures.run_script(['detect.py', f'--model={exported["model"]}', f'--images={tmp_path / "a.png"}',
+                                  f'--output_dir={tmp_path / "out"}', '--nms_threshold=0.3'])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        'detect.py: error: --nms_threshold: a TFLite model keeps the network and post-processing it was exported with')
+
+
 @pytest.mark.parametrize('script, args', [('eval_ssd_network.py', ['--dataset_dir={data}']),
                                           ('detect.py', ['--images={image}', '--output_dir={out}'])])
 def test_a_labels_file_of_another_class_count_is_one_line(exported, tmp_path, script, args):

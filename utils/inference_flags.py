@@ -44,6 +44,21 @@ def check_model_source(flag_values):
         raise UserError(f'--model={flag_values.model}: no such file')
 
 
+# Flags a TFLite model cannot take: its network and post-processing were fixed at export (detect.py's
+# --score_threshold only filters what the model returns).
+_TFLITE_FIXED_FLAGS = ('model_name', 'num_classes', 'depth_multiplier', 'anchor_set', 'data_format',
+                       'moving_average_decay', 'select_threshold', 'nms_threshold', 'select_top_k', 'keep_top_k')
+
+
+def check_tflite_flags(flag_values):
+    """UserError for --model with one of the tool's flags that would change the network or the
+    post-processing: the model would run as exported, the flag silently ignored."""
+    given = [name for name in _TFLITE_FIXED_FLAGS if name in flag_values and flag_values[name].present]
+    if given:
+        raise UserError(f'--{given[0]}: a TFLite model keeps the network and post-processing it was exported with '
+                        f'(export_tflite.py takes the post-processing flags)')
+
+
 def define_postprocess_flags(score_flag='select_threshold', score_default=0.01,
                              score_help='Minimum class score of a detection.'):
     """Detection post-processing: score threshold, per-class top-k and NMS, detections kept."""
