@@ -89,6 +89,7 @@ def training_report(plan):
                                                     if config.moving_average_decay else ''))
     schedule = schedules.describe_schedule(config.schedule, plan.decay_steps, plan.decay_source)
     from_scratch = deployment.is_chief and not plan.restore.resume_from and not plan.restore.pretrained
+    resumed_step = checkpoint_global_step(plan.restore.resume_from) if plan.restore.resume_from else None
     anchor_source = None if not plan.model.anchor_sizes else (
         f'fitted to the training boxes (--anchor_sizes=auto: --anchor_sizes={sizes_text(plan.model.anchor_sizes)})'
         if config.fit_anchor_sizes else 'given (--anchor_sizes)')
@@ -106,7 +107,7 @@ def training_report(plan):
                           f'{config.loop.max_number_of_steps or "unlimited"}']
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
                                                             config.loop.max_number_of_steps),
-                              _horizon_warning(plan), _nothing_to_train(plan)]))),
+                              _horizon_warning(plan, resumed_step), _nothing_to_train(plan, resumed_step)]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
@@ -151,28 +152,27 @@ def _read_report(path):
         return data.decode(encoding, errors='replace')
 
 
-def _horizon_warning(plan):
-    """schedules.horizon_change_warning for a resumed run, against the run that saved its checkpoint (the newest
-    block of training_config.txt started before the checkpoint was written) when that had this run's schedule
-    flags: else it is the user's change."""
-    if not plan.restore.resume_from:
+def _horizon_warning(plan, step):
+    """schedules.horizon_change_warning for a run resumed at `step` (None: not resumed, or a step that cannot be
+    told), against the run that saved its checkpoint (the newest block of training_config.txt started before
+    the checkpoint was written) when that had this run's schedule flags: else it is the user's change."""
+    if step is None:
         return None
     saved_at = os.path.getmtime(plan.restore.resume_from + '.index')
     earlier, now = _earlier_run_flags(plan.config.loop.train_dir, saved_at), _flag_values(plan.config.flag_lines)
-    steps, step = earlier.get('max_number_of_steps', ''), checkpoint_global_step(plan.restore.resume_from)
-    if step is None or not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
+    steps = earlier.get('max_number_of_steps', '')
+    if not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
                                                   for field in dataclasses.fields(schedules.ScheduleConfig)):
         return None
     return schedules.horizon_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source, step,
                                             int(steps))
 
 
-def _nothing_to_train(plan):
-    """A line when the checkpoint resumed has reached --max_number_of_steps: rerunning a finished run's command
-    trains no step, where a larger limit was meant ('train more')."""
-    limit, resumed = plan.config.loop.max_number_of_steps, plan.restore.resume_from
-    step = checkpoint_global_step(resumed) if resumed and limit else None
-    if step is None or step < limit:
+def _nothing_to_train(plan, step):
+    """A line when the checkpoint resumed (at `step`, None when not resumed) has reached --max_number_of_steps:
+    rerunning a finished run's command trains no step, where a larger limit was meant ('train more')."""
+    limit = plan.config.loop.max_number_of_steps
+    if step is None or not limit or step < limit:
         return None
     return (f'warning: the checkpoint resumed is at step {step}, --max_number_of_steps={limit}: this run trains '
             f'no step; a larger --max_number_of_steps trains on')
