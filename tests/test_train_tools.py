@@ -39,15 +39,17 @@ class FakeWriter:
 
 
 class TinyTraining:
-    """loss = sum(w^2) + poison, one SGD step per run; poison (not trained) can be set to NaN."""
+    """loss = sum(w^2) + poison, one SGD step per run; poison (not trained) can be set to NaN. Resource
+    variables, so that the loss a step returns is always of the weights before its update (a ref variable's
+    reads are unordered against the update, and the loss was sometimes of the updated weights)."""
 
     def __init__(self, tmp_path, max_number_of_steps=None, stop_request=None, save_interval_secs=600,
                  save_every_n_steps=0, save_summaries_secs=600):
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.global_step = tf.train.get_or_create_global_step()
-            self.weights = tf.Variable([1.0, 2.0], name='w')
-            self.poison = tf.Variable(0.0, trainable=False, name='poison')
+            self.weights = tf.Variable([1.0, 2.0], name='w', use_resource=True)
+            self.poison = tf.Variable(0.0, trainable=False, name='poison', use_resource=True)
             loss = tf.reduce_sum(tf.square(self.weights)) + self.poison
             update = tf.train.GradientDescentOptimizer(0.1).minimize(loss, self.global_step)
             with tf.control_dependencies([update]):
