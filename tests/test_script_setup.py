@@ -2,8 +2,10 @@
 log lines are a time and the message."""
 import logging
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 from tests.inference_fixtures import REPO_ROOT, assert_no_tensorflow_noise
@@ -22,6 +24,26 @@ def test_start_up_notices_are_left_out_unless_asked_for():
     shown = _import_script_setup('0')
     assert 'oneDNN custom operations are on' in shown.stderr
     assert_no_tensorflow_noise(quiet.stderr)
+
+
+def test_ctrl_c_while_tensorflow_loads_is_one_line_not_a_traceback(tmp_path):
+    """Ctrl-C in the seconds TensorFlow takes to import, before run_main: the same '<script>: stopped' as
+    later, and the process ends by SIGINT. The Ctrl-C is a KeyboardInterrupt raised by TensorFlow's import."""
+    script = tmp_path / 'tool.py'
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+
+        class CtrlCOnTensorFlow:
+            def find_spec(self, name, path=None, target=None):
+                if name == 'tensorflow':
+                    raise KeyboardInterrupt
+
+        sys.meta_path.insert(0, CtrlCOnTensorFlow())
+        from utils import script_setup
+        """))
+    stopped = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert (stopped.returncode, stopped.stderr) == (-signal.SIGINT, 'tool.py: stopped\n')
 
 
 def _formatted(level, message):

@@ -21,6 +21,22 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 for _stream in (sys.stdout, sys.stderr):
     if hasattr(_stream, 'reconfigure') and (_stream.encoding or '').lower().replace('-', '') != 'utf8':
         _stream.reconfigure(encoding='utf-8')
+
+
+def program_name():
+    return os.path.basename(sys.argv[0])
+
+
+def _stopped_without_traceback(kind, value, traceback):
+    """Ctrl-C before run_main's handling starts (TensorFlow's import takes seconds): '<script>: stopped', as
+    after it, not a traceback from inside the import. Python still ends the process by SIGINT (status 130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(f'{program_name()}: stopped', file=sys.stderr)
+    else:
+        _previous_excepthook(kind, value, traceback)
+
+
+_previous_excepthook, sys.excepthook = sys.excepthook, _stopped_without_traceback
 # tf-slim's layers call a deprecated Keras API on every build: noise for users, nothing they can act on.
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
@@ -112,10 +128,6 @@ from absl import app  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from utils.errors import UserError  # noqa: E402
-
-
-def program_name():
-    return os.path.basename(sys.argv[0])
 
 
 def print_error(message):
