@@ -188,6 +188,7 @@ def test_eval_of_the_float_model_gives_the_checkpoint_s_figures(exported, tmp_pa
     of_checkpoint = _evaluate(data, tmp_path, f'--checkpoint_path={exported["prefix"]}', '--select_top_k=8732',
                               '--matching_threshold=0.1')
     assert of_model['model'] == exported['model'] and of_model['global_step'] is None
+    assert 'checkpoint_path' not in of_model and of_checkpoint['checkpoint_path'] == exported['prefix']
     assert (of_model['select_threshold'], of_model['nms_threshold'], of_model['keep_top_k']) == pytest.approx(
         (0.01, 0.45, 200))
     assert of_model['num_images'] == of_checkpoint['num_images'] == 3

@@ -83,11 +83,13 @@ def write_summaries(writer, outcome, class_names):
 
 
 def write_results_json(path, outcome, class_names, run_facts):
-    """VOC per-class AP and mAP, 'coco' figures, checkpoint, step, image counts and run_facts, atomically."""
+    """VOC per-class AP and mAP, 'coco' figures, checkpoint, step, image counts and run_facts, atomically. A
+    TFLite model's run_facts name it ('model'), and then no checkpoint is named."""
     payload = voc_eval.results_as_dict(outcome.results, class_names)
-    payload.update(coco=coco_eval.results_as_dict(outcome.coco), checkpoint_path=outcome.prefix,
-                   global_step=outcome.step, num_images=outcome.num_images, num_skipped=len(outcome.skipped),
-                   **run_facts)
+    if 'model' not in run_facts:
+        payload['checkpoint_path'] = outcome.prefix
+    payload.update(coco=coco_eval.results_as_dict(outcome.coco), global_step=outcome.step,
+                   num_images=outcome.num_images, num_skipped=len(outcome.skipped), **run_facts)
     write_json_atomically(path, payload)
 
 
