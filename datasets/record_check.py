@@ -111,12 +111,25 @@ def rebuild_hint(dataset_dir, dataset_name):
             f'(README section 2)')
 
 
+_SHARD_NUMBER = re.compile(r'_(\d+)\.tfrecord$')
+
+
 def _short_shard(counts):
     """The one shard (not the last, which holds the remainder) with fewer records than the fullest, or None."""
     paths = sorted(counts)
     fullest = max(counts.values())
     short = [path for path in paths[:-1] if counts[path] < fullest]
     return short[0] if len(short) == 1 else None
+
+
+def _missing_shards(shards):
+    """The shard paths absent from the numbering of `shards` ('..._000.tfrecord', '..._002...': '..._001...'),
+    below its highest number: a deleted shard. One deleted after the highest cannot be told."""
+    numbers = {int(_SHARD_NUMBER.search(path).group(1)): path for path in shards}
+    last = numbers[max(numbers)]
+    digits = len(_SHARD_NUMBER.search(last).group(1))
+    return [_SHARD_NUMBER.sub(f'_{number:0{digits}d}.tfrecord', last)
+            for number in range(max(numbers)) if number not in numbers]
 
 
 def check_split(dataset_dir, split_name, dataset_name=None):
@@ -135,9 +148,13 @@ def check_split(dataset_dir, split_name, dataset_name=None):
     total = sum(counts.values())
     expected = info.num_samples.get(split_name) if info else None
     if expected is not None and total != expected:
-        suspect = _short_shard(counts)
-        where = (f'{suspect}: {counts[suspect]} records where the other shards hold {max(counts.values())}; '
-                 if suspect else f'{os.path.join(dataset_dir, f"{name}_{split_name}_*.tfrecord")}: ')
+        missing, suspect = _missing_shards(shards), _short_shard(counts)
+        if missing:
+            where = f'{missing[0]}: missing ({len(missing)} shard(s) absent from the numbering); '
+        elif suspect:
+            where = f'{suspect}: {counts[suspect]} records where the other shards hold {max(counts.values())}; '
+        else:
+            where = f'{os.path.join(dataset_dir, f"{name}_{split_name}_*.tfrecord")}: '
         raise UserError(f'{where}split {split_name!r} count differs from {dataset_info.INFO_FILENAME}: '
                         f'{total} vs {expected} records; {hint}')
     return SplitCheck(split_name=split_name, num_shards=len(shards), num_records=total,

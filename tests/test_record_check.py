@@ -105,6 +105,15 @@ def test_shard_with_fewer_records_is_named(split):
         f"dataset_info.json: 12 vs 13 records; ")
 
 
+@pytest.mark.parametrize('deleted', [0, 1])
+def test_deleted_shard_is_named(split, deleted):
+    directory, paths = split
+    os.remove(paths[deleted])
+    assert check_error(directory).startswith(
+        f"{paths[deleted]}: missing (1 shard(s) absent from the numbering); split 'train' count differs from "
+        f"dataset_info.json: 8 vs 13 records; ")
+
+
 def test_short_last_shard_names_the_split(split):
     directory, paths = split
     write_shard(paths[2], 2)
