@@ -130,7 +130,8 @@ def error_line(error):
     return roots[0] if roots else useful[-1] if useful else lines[0]
 
 
-def input_failure_message(error, step):
-    """The one line for an input-pipeline failure (is_input_failure) at the last completed global step."""
-    return (f'step {step}: reading the training records failed ({error_line(error)}); the record check at '
-            f'start-up names a damaged shard')
+def input_failure_message(error, step, damaged_shard=None):
+    """The one line for an input-pipeline failure (is_input_failure) at the last completed global step;
+    damaged_shard: the record check's line naming the shard, when it was run and found one."""
+    return (f'step {step}: reading the training records failed ({error_line(error)}); '
+            + (damaged_shard or 'the record check at start-up names a damaged shard'))

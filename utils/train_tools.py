@@ -106,13 +106,14 @@ class TrainStep:
     checks its weights and tells the cluster before slim.learning.train saves the final checkpoint) or a due
     checkpoint. checkpoints and summaries are None on non-chief workers. samples (a BadSampleMonitor, or None)
     adds up the undecodable records each batch passed over. When reading the records fails, or too many samples
-    are bad, the chief saves a checkpoint at the last completed step before the UserError."""
+    are bad, the chief saves a checkpoint at the last completed step before the UserError; check_records (a
+    callable raising datasets/record_check's UserError for a damaged shard) then names the shard."""
 
     def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None, samples=None,
-                 dataset_watch=None):
+                 dataset_watch=None, check_records=None):
         self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
         self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
-        self.samples, self.dataset_watch = samples, dataset_watch
+        self.samples, self.dataset_watch, self.check_records = samples, dataset_watch, check_records
         if samples is not None:
             self.fetches['samples'] = samples.fetches
         self.loss_history = []  # (global step, total loss) of every step this process ran
@@ -147,7 +148,8 @@ class TrainStep:
         except tf.errors.OpError as err:
             # A shard removed or damaged while training (a lost cluster task is __call__'s to report).
             if bad_samples.is_input_failure(err) and not isinstance(err, distributed.LOST_CLUSTER_ERRORS):
-                self._save_and_fail(session, bad_samples.input_failure_message(err, self.current_step))
+                self._save_and_fail(session, bad_samples.input_failure_message(err, self.current_step,
+                                                                               self._damaged_shard()))
             raise
         losses = values['losses']
         check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
@@ -181,6 +183,17 @@ class TrainStep:
             if self.stop.cluster_stop is not None:
                 self.stop.cluster_stop.announce(session)
         return (self.loss_history[-1][1] if self.loss_history else None), True
+
+    def _damaged_shard(self):
+        """The record check's line naming the shard that failed the reading, or None (no check given, or the
+        shards read sound again)."""
+        if self.check_records is None:
+            return None
+        try:
+            self.check_records()
+        except UserError as err:
+            return str(err)
+        return None
 
     def _save_and_fail(self, session, message, then='run the same command to resume'):
         """UserError(message), after the chief saved a checkpoint at the last completed step (weights checked
