@@ -263,7 +263,8 @@ def main(fv):
     """Evaluates the checkpoint, or each new one when waiting.
 
     The graph is built once, from the configuration saved beside the first checkpoint (training writes
-    model_config.json before its first checkpoint, so waiting eval reads it only once one exists).
+    model_config.json before its first checkpoint, so waiting eval reads it only once one exists). The
+    records' classes are checked against the model's before each checkpoint's evaluation.
     """
     inference_flags.check_model_source(fv)
     if fv.model:
@@ -298,6 +299,9 @@ def main(fv):
         writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
         with tf.Session(config=devices.session_config(fv.gpu_memory_fraction)) as session:
             for prefix in itertools.chain([first], prefixes):
+                if prefix != first:   # records converted again while waiting: their classes are checked again
+                    class_names = model_class_names(config, dataset_info.resolve_dataset_info(
+                        fv.dataset_dir, fv.dataset_name), fv.dataset_dir, saved.num_classes if saved else None)
                 checkpoints.restore_for_inference(session, saver, prefix, variables_map, config)
                 outcome = evaluate_one(session, graph, prefix, checkpoints.checkpoint_global_step(prefix),
                                        config.num_classes, fv)

@@ -12,6 +12,7 @@ from absl import flags
 from PIL import Image
 import tensorflow.compat.v1 as tf
 
+from datasets.dataset_info import DatasetInfo, write_dataset_info
 from tests import inference_fixtures as fixtures
 from utils import eval_plots
 from utils.errors import UserError
@@ -195,6 +196,37 @@ def test_waiting_eval_builds_the_model_of_the_first_checkpoint_written(setup, tm
         process.kill()
     assert process.returncode == 0, stderr[-2000:]
     assert '%s (step %d): 2 images' % (prefix, fixtures.GLOBAL_STEP) in stdout
+
+
+def test_waiting_eval_stops_when_the_records_are_converted_again_with_other_classes(setup, tmp_path):
+    """The first checkpoint is evaluated; the records are then converted with the classes in another order, and
+    the next checkpoint is refused in one line, as at the start, rather than scored under the old names."""
+    records = tmp_path / 'data'
+    shutil.copytree(setup['root'] / 'data', records)
+    watched = tmp_path / 'train'
+    _copy_checkpoint(setup['root'] / 'train', watched)
+    args = ['eval_ssd_network.py', f'--dataset_dir={records}', f'--checkpoint_path={watched}', '--batch_size=2',
+            '--wait_for_checkpoints', '--eval_interval_secs=0', '--wait_timeout_secs=30', '--max_num_batches=1']
+    process = fixtures.start_script(args)
+    try:
+        for line in process.stdout:
+            if line.startswith('mAP'):           # the first checkpoint's table is out
+                break
+        write_dataset_info(str(records), DatasetInfo('tiny', ['none', 'can', 'bottle', 'box'],
+                                                     {'test': len(fixtures.EVAL_IMAGES)}))
+        for name in glob.glob(str(watched / f'model.ckpt-{fixtures.GLOBAL_STEP}.*')):
+            shutil.copy(name, name.replace(f'ckpt-{fixtures.GLOBAL_STEP}.', f'ckpt-{fixtures.GLOBAL_STEP + 1}.'))
+        tf.train.update_checkpoint_state(str(watched), str(watched / f'model.ckpt-{fixtures.GLOBAL_STEP + 1}'))
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1] == (
+        f"eval_ssd_network.py: error: --dataset_dir={records}: its classes are not those the model was trained on "
+        f"(label 1 is 'can' in the dataset, 'bottle' in the model; label 2 is 'bottle' in the dataset, 'can' in the "
+        f"model); evaluate on records converted "
+        f"with the model's class list (tf_convert_data.py --labels_file), or evaluate a checkpoint trained on this "
+        f"dataset")
 
 
 def test_waiting_watches_a_folder_yet_to_be_made_and_the_folder_of_a_prefix(tmp_path):
