@@ -19,6 +19,7 @@ import functools
 import io
 import math
 import os
+import warnings
 
 import defusedxml
 import defusedxml.ElementTree as safe_xml
@@ -34,8 +35,10 @@ LISTED_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', 
 JPEG_QUALITY = 95
 # Pillow warns (naming no file) about images over 89 MP and refuses those over twice that as possible
 # decompression bombs: a phone's 108 MP photo was warned about and its 200 MP mode's photos left out. The files
-# are the user's own; the limits become 300 and 600 MP (1.8 GB decoded), still refusing a file that claims more.
-Image.MAX_IMAGE_PIXELS = 300_000_000
+# are the user's own: they open up to 600 MP (1.8 GB decoded) without the warning, and a file that claims more
+# is refused by name (SampleError in the converter, a skipped file in detect.py).
+Image.MAX_IMAGE_PIXELS = 300_000_000   # Pillow refuses over twice this
+warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
 EXIF_ORIENTATION = 0x0112   # EXIF tag: how the stored pixels turn to show the photo upright, 1 (as stored) to 8
 # Each orientation's turn (Pillow's ImageOps.exif_transpose) as the map of a point (x, y), in pixel-edge
 # coordinates of a stored image of width w and height h, to the upright image (orientations 5-8 swap w and h).
