@@ -116,6 +116,41 @@ def test_postprocess_op_decodes_boxes_as_box_coder(tmp_path):
     np.testing.assert_allclose(found['detection_boxes'][0], expected[0], atol=1e-5)
 
 
+_CALIBRATED_RANGES = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from deployment import tflite_model
+    from tensorflow.lite.tools import flatbuffer_utils
+    images = list(np.load(sys.argv[1])[:, None])
+    module = tf.Module()
+    module.run = tf.function(lambda x: tf.nn.relu(x - 100.0) * 0.5,
+                             input_signature=[tf.TensorSpec([1, 4, 4, 3], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.run.get_concrete_function()], module)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image] for image in images)
+    converter._experimental_calibrate_only = True
+    graph = flatbuffer_utils.read_model_from_bytearray(
+        bytearray(tflite_model.with_mean_ranges(converter.convert(), images))).subgraphs[0]
+    ranges = lambda index: [float(graph.tensors[index].quantization.min[0]),
+                            float(graph.tensors[index].quantization.max[0])]
+    print(json.dumps({'input': ranges(graph.inputs[0]), 'output': ranges(graph.outputs[0])}))
+    ''')
+
+
+def test_int8_activation_ranges_are_the_mean_of_each_image_s_range(tmp_path):
+    """y = 0.5 relu(x - 100) on three images of pixels up to 50, 150 and 250: y's range is the mean of the
+    per-image ranges, [0, (0 + 25 + 75) / 3], not [0, 75]; the input keeps its full range [0, 250]."""
+    images = np.stack([np.linspace(0, top, 48, dtype=np.float32).reshape(4, 4, 3) for top in (50, 150, 250)])
+    np.save(tmp_path / 'images.npy', images)
+    result = fixtures.run_script(['-c', _CALIBRATED_RANGES, str(tmp_path / 'images.npy')])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranges = json.loads(result.stdout.strip().splitlines()[-1])
+    per_image_max = [0.5 * max(image.max() - 100, 0) for image in images]
+    assert ranges['output'] == pytest.approx([0.0, np.mean(per_image_max)], abs=1e-4)
+    assert ranges['input'] == pytest.approx([0.0, 250.0])
+
+
 def test_float16_and_int8_models_run_and_are_smaller(exported):
     root = exported['root']
     _export(root / 'train', root / 'half.tflite', '--quantize=float16')
