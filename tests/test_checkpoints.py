@@ -86,6 +86,14 @@ def test_vgg_16_trunk_mapped_onto_the_ssd_scope(tmp_path):
         _save(prefix, values)
         with pytest.raises(UserError, match='none of this model.s variables.*scopes: vgg_16.*--checkpoint_model_scope'):
             checkpoints.plan_pretrained_restore(prefix, variables, net.scope, ignore_missing_vars=True)
+        # SSD-Tensorflow's README fine-tunes its own SSD checkpoint with --checkpoint_model_scope=vgg_16 too.
+        ssd_prefix = str(tmp_path / 'model.ckpt-6')
+        _save(ssd_prefix, dict(_random_values(variables), global_step=np.int64(6), beta1_power=np.float32(0.9),
+                               beta2_power=np.float32(0.999)))
+        with pytest.raises(UserError) as refused:
+            checkpoints.plan_pretrained_restore(ssd_prefix, variables, net.scope, 'vgg_16')
+        assert str(refused.value) == (f'{ssd_prefix}: its variables are under ssd_300_vgg, this model\'s own scope, '
+                                      f'not vgg_16: leave out --checkpoint_model_scope=vgg_16')
         with pytest.raises(UserError, match=r'lacks 45 variable\(s\).*--ignore_missing_vars'):
             checkpoints.plan_pretrained_restore(prefix, variables, net.scope, 'vgg_16')
         exclude = ['ssd_300_vgg/conv6', 'ssd_300_vgg/conv7'] + [f'ssd_300_vgg/block{i}' for i in (8, 9, 10, 11)]

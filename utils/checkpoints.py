@@ -272,7 +272,11 @@ def plan_pretrained_restore(prefix, variables, model_scope, checkpoint_model_sco
                       'flags it was trained with (--model_name, --depth_multiplier, --anchor_set)')
         raise UserError(f'{prefix}: shapes differ from this model ({format_mismatches(wrong)}); {advice}')
     if kept and len(missing) == len(kept):
-        top_scopes = sorted({name.split('/', 1)[0] for name in read_variable_shapes(prefix)})
+        # Scopes only: global_step or Adam's beta1_power would hide the one that matters behind '(and 1 more)'.
+        top_scopes = sorted({name.split('/', 1)[0] for name in read_variable_shapes(prefix) if '/' in name})
+        if checkpoint_model_scope and model_scope in top_scopes:   # SSD-Tensorflow's second fine-tuning step
+            raise UserError(f'{prefix}: its variables are under {model_scope}, this model\'s own scope, not '
+                            f'{checkpoint_model_scope}: leave out --checkpoint_model_scope={checkpoint_model_scope}')
         raise UserError(f'{prefix}: none of this model\'s variables are in the checkpoint (its top-level '
                         f'scopes: {_listing(top_scopes)}); pass --checkpoint_model_scope=<its scope> '
                         f'to map them onto {model_scope}')
