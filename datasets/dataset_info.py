@@ -102,9 +102,17 @@ def load_dataset_info(dataset_dir):
 
 def resolve_dataset_info(dataset_dir, dataset_name=None):
     """dataset_info.json when present; else, for a legacy SSD-Tensorflow record directory, the
-    built-in class list and split sizes of dataset_name ('pascalvoc_2007' / 'pascalvoc_2012')."""
+    built-in class list and split sizes of dataset_name ('pascalvoc_2007' / 'pascalvoc_2012'). With the json, a
+    dataset_name must be the dataset's name or a built-in list equal to its classes (UserError): it names a
+    class list, which the json's would silently override."""
     if os.path.isfile(os.path.join(dataset_dir, INFO_FILENAME)):
-        return load_dataset_info(dataset_dir)
+        info = load_dataset_info(dataset_dir)
+        builtin = builtin_class_names(dataset_name) if dataset_name else None
+        if dataset_name and dataset_name != info.name and not (builtin and info.class_names == with_background(builtin)):
+            raise UserError(f'--dataset_name={dataset_name}: {dataset_dir} holds the dataset {info.name!r} '
+                            f'({info.num_classes - 1} classes); the flag only names a built-in class list for a '
+                            f'folder without {INFO_FILENAME}')
+        return info
     if not os.path.isdir(dataset_dir):
         raise UserError(f'{dataset_dir}: dataset directory not found')
     canonical = _BUILTIN_ALIASES.get(dataset_name, dataset_name)

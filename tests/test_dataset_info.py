@@ -61,7 +61,12 @@ def test_resolve_legacy_directory_by_builtin_name(tmp_path):
         dataset_info.resolve_dataset_info(str(tmp_path / 'absent'), 'pascalvoc_2007')
     own = DatasetInfo('commodity', ['none', 'can'], {'train': 3})
     dataset_info.write_dataset_info(str(tmp_path), own)
-    assert dataset_info.resolve_dataset_info(str(tmp_path), 'pascalvoc_2007') == own  # the json wins
+    assert dataset_info.resolve_dataset_info(str(tmp_path), 'commodity') == own
+    with pytest.raises(UserError) as raised:                     # another list: refused, not overridden unsaid
+        dataset_info.resolve_dataset_info(str(tmp_path), 'pascalvoc_2007')
+    assert str(raised.value) == (f"--dataset_name=pascalvoc_2007: {tmp_path} holds the dataset 'commodity' (1 "
+                                 f"classes); the flag only names a built-in class list for a folder without "
+                                 f"dataset_info.json")
 
 
 def _touch(folder, *names):

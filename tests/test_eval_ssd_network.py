@@ -229,6 +229,14 @@ def test_waiting_eval_stops_when_the_records_are_converted_again_with_other_clas
         f"dataset")
 
 
+def test_a_dataset_name_other_than_the_records_is_refused_as_in_training(setup):
+    result = _eval(setup, '--dataset_name=pascalvoc_2007')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"eval_ssd_network.py: error: --dataset_name=pascalvoc_2007: {setup['root'] / 'data'} holds the dataset "
+        f"'tiny' (3 classes); the flag only names a built-in class list for a folder without dataset_info.json")
+
+
 def test_waiting_watches_a_folder_yet_to_be_made_and_the_folder_of_a_prefix(tmp_path):
     import eval_ssd_network
     (tmp_path / 'run').mkdir()

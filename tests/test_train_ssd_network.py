@@ -138,7 +138,9 @@ def test_train_dir_behind_a_file_is_one_line_before_anything_is_written(records,
 def test_dataset_folders_without_records(records, tmp_path):
     no_json = tmp_path / 'empty'
     no_json.mkdir()
-    with pytest.raises(UserError, match='dataset_info.json: not found; convert the images first'):
+    with pytest.raises(UserError, match=r"dataset_info.json: not found; convert the images with tf_convert_data.py "
+                                        r"\(records of SSD-Tensorflow's VOC converter: pass --dataset_name="
+                                        r"pascalvoc_2007 or pascalvoc_2012\)$"):
         check(str(no_json), tmp_path)
     info_only = tmp_path / 'info_only'
     info_only.mkdir()

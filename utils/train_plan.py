@@ -182,19 +182,6 @@ def run_summary(config, totals, final_step, checkpoint=None, stopped_by=None, ha
     return f'{head} {totals}\nEvaluate it: {evaluate}\nDraw its detections: {draw}'
 
 
-def _dataset_info(dataset_dir, dataset_name):
-    """dataset_info.json, or without it the built-in class list --dataset_name names; with the json,
-    --dataset_name must be the dataset's name or a built-in list equal to its classes."""
-    if not dataset_name:
-        return ds_info.load_dataset_info(dataset_dir)
-    info = ds_info.resolve_dataset_info(dataset_dir, dataset_name)
-    builtin = ds_info.builtin_class_names(dataset_name)
-    _need(dataset_name == info.name or (builtin is not None and info.class_names == ds_info.with_background(builtin)),
-          f'--dataset_name={dataset_name}: {dataset_dir} holds the dataset {info.name!r} ({info.num_classes - 1} '
-          f'classes); the flag only names a built-in class list for a folder without {ds_info.INFO_FILENAME}')
-    return info
-
-
 def _counted_split(info, dataset_dir, split_name, shards):
     """A record folder without dataset_info.json (SSD-Tensorflow's) gets the built-in VOC split sizes, those of
     the whole VOC split; its shards may hold fewer (a subset, or VOC2007's train list alone). The training
@@ -272,7 +259,7 @@ def make_plan(config, num_gpus):
           '--bfloat16: ' + ('is for CPU clones (oneDNN\'s rewrite); GPUs are in use' if use_gpus else
                             'this CPU has no AVX512_BF16 or AMX-BF16 (see the flags in /proc/cpuinfo), so oneDNN '
                             'would emulate bfloat16, slower than float32'))
-    info = _dataset_info(data.dataset_dir, data.dataset_name)
+    info = ds_info.resolve_dataset_info(data.dataset_dir, data.dataset_name)
     shards = ds_info.list_shards(data.dataset_dir, data.split_name)
     if not os.path.isfile(os.path.join(data.dataset_dir, ds_info.INFO_FILENAME)):
         info = _counted_split(info, data.dataset_dir, data.split_name, shards)
