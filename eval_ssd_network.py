@@ -24,6 +24,7 @@ from absl import flags
 import tensorflow.compat.v1 as tf
 
 from datasets import bad_samples, dataset_info, record_check
+from preprocessing import preprocessing_factory
 from utils import checkpoints, coco_eval, devices, eval_report, eval_split, inference_flags, tflite_detector
 from utils.errors import UserError
 from utils.file_io import check_writable_file, make_writable_folder
@@ -68,6 +69,9 @@ flags.DEFINE_integer('eval_resize', WARP_RESIZE, f'SSD-Tensorflow\'s resize mode
 flags.DEFINE_integer('eval_image_size', None, 'The network\'s input side, if given (SSD300: 300); another size '
                      'is refused, the anchors being laid out for that one.')
 flags.DEFINE_float('gpu_memory_fraction', None, 'Fraction of the GPU memory the evaluation may take.')
+flags.DEFINE_string('preprocessing_name', None, 'SSD-Tensorflow\'s flag: ssd_300_vgg or ssd_512_vgg (both evaluate '
+                    'with the same resize), if given.')
+flags.DEFINE_string('master', '', 'SSD-Tensorflow\'s flag: only \'\' (evaluation runs in this process).')
 
 def reader_from_flags(fv):
     """SplitReader of the data flags; UserError for a count that cannot work."""
@@ -96,7 +100,12 @@ def check_eval_flags(fv):
 
 
 def check_ssd_tensorflow_flags(fv, image_size):
-    """UserError for an --eval_resize or --eval_image_size this evaluation does not do."""
+    """UserError for an --eval_resize, --eval_image_size, --preprocessing_name or --master this evaluation does
+    not do."""
+    if fv.preprocessing_name:
+        preprocessing_factory.get_preprocessing(fv.preprocessing_name, is_training=False)
+    if fv.master:
+        raise UserError(f'--master={fv.master}: evaluation runs in this process; leave the flag out')
     if fv.eval_resize != WARP_RESIZE:
         raise UserError(f'--eval_resize={fv.eval_resize}: only {WARP_RESIZE} (WARP_RESIZE, SSD-Tensorflow\'s default: '
                         f'the image warped to the network\'s input) is implemented')

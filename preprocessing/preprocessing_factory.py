@@ -12,8 +12,7 @@ def get_preprocessing(name, is_training):
     preprocess_for_train) or the evaluation resize. UserError for an unknown name.
     """
     if name not in _VGG_NETWORKS:
-        raise UserError('preprocessing: unknown network name %r (known: %s)'
-                        % (name, ', '.join(_VGG_NETWORKS)))
+        raise UserError('--preprocessing_name=%s: no such preprocessing (known: %s)' % (name, ', '.join(_VGG_NETWORKS)))
     if is_training:
         return ssd_vgg_preprocessing.preprocess_for_train
     return ssd_vgg_preprocessing.preprocess_for_eval

@@ -229,6 +229,17 @@ def test_waiting_eval_stops_when_the_records_are_converted_again_with_other_clas
         f"dataset")
 
 
+def test_ssd_tensorflow_s_preprocessing_name_and_master_flags_run_or_are_one_line(setup):
+    accepted = _eval(setup, '--preprocessing_name=ssd_300_vgg', '--master=', '--max_num_batches=1')
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    for flag, error in (('--preprocessing_name=inception', '--preprocessing_name=inception: no such preprocessing '
+                                                           '(known: ssd_300_vgg, ssd_512_vgg)'),
+                        ('--master=grpc://host:2222', '--master=grpc://host:2222: evaluation runs in this process; '
+                                                      'leave the flag out')):
+        refused = _eval(setup, flag)
+        assert (refused.returncode, refused.stderr.strip().splitlines()[-1]) == (1, f'eval_ssd_network.py: error: {error}')
+
+
 def test_a_dataset_name_other_than_the_records_is_refused_as_in_training(setup):
     result = _eval(setup, '--dataset_name=pascalvoc_2007')
     assert result.returncode == 1

@@ -282,5 +282,6 @@ def test_hsv_adjustments_hold_on_the_0_255_scale():
 def test_factory():
     assert preprocessing_factory.get_preprocessing('ssd_300_vgg', True) is prep.preprocess_for_train
     assert preprocessing_factory.get_preprocessing('ssd_512_vgg', False) is prep.preprocess_for_eval
-    with pytest.raises(UserError, match='unknown network name'):
+    with pytest.raises(UserError, match=r'^--preprocessing_name=resnet: no such preprocessing \(known: ssd_300_vgg, '
+                                        r'ssd_512_vgg\)$'):
         preprocessing_factory.get_preprocessing('resnet', True)
