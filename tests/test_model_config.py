@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import tensorflow.compat.v1 as tf
 
 from utils import model_config as mc
 from utils.errors import UserError
@@ -124,9 +125,28 @@ def test_fine_tuning_from_a_run_of_other_width_or_anchor_sizes_is_warned(tmp_pat
     assert mc.pretrained_mismatch_warning(prefix, dataclasses.replace(CONFIG, depth_multiplier=0.125)) is None
 
 
+def _save_checkpoint(prefix, names):
+    with tf.Graph().as_default():
+        variables = [tf.Variable(0.0, name=name) for name in names]
+        with tf.Session() as session:
+            session.run(tf.variables_initializer(variables))
+            tf.train.Saver(variables).save(session, prefix, write_meta_graph=False, write_state=False)
+
+
+def test_refit_advice_without_model_config_json_names_the_model_of_the_checkpoint_s_scope(tmp_path):
+    """A bare SSD512 checkpoint evaluated as SSD300 (the default): its scope tells --model_name."""
+    own, other = str(tmp_path / 'own' / 'model.ckpt-40'), str(tmp_path / 'other' / 'model.ckpt-40')
+    _save_checkpoint(own, ['ssd_300_vgg/conv1/conv1_1/weights', 'global_step'])
+    _save_checkpoint(other, ['ssd_512_vgg/conv1/conv1_1/weights', 'global_step'])
+    assert CONFIG.refit_advice(own) == ('pass the training settings (--model_name, --num_classes, --depth_multiplier, '
+                                        '--anchor_set) or keep model_config.json beside the checkpoint')
+    assert CONFIG.refit_advice(other) == ('its variables are under ssd_512_vgg: pass --model_name=ssd_512_vgg with its '
+                                          'other training settings (--num_classes, --depth_multiplier, --anchor_set), '
+                                          'or keep model_config.json beside the checkpoint')
+
+
 def test_refit_advice_names_what_model_config_json_says(tmp_path):
     prefix = str(tmp_path / 'model.ckpt-40')
-    assert CONFIG.refit_advice(prefix).startswith('pass the training settings (--model_name, --num_classes, ')
     dataclasses.replace(CONFIG, depth_multiplier=0.125).save(str(tmp_path))
     assert CONFIG.refit_advice(prefix) == ('its model_config.json says depth_multiplier=0.125: leave '
                                            '--depth_multiplier out')

@@ -14,7 +14,7 @@ import os
 from datasets.dataset_info import VOC_CLASSES, class_name, with_background
 from nets import nets_factory
 from nets.ssd_params import anchor_sizes_problem
-from utils.checkpoints import in_scopes
+from utils.checkpoints import in_scopes, read_variable_shapes
 from utils.errors import UserError
 from utils.file_io import read_json_object, write_json_atomically
 
@@ -92,6 +92,12 @@ class ModelConfig:
         settings to pass."""
         saved = ModelConfig.load(prefix)
         if saved is None:
+            scopes = {name.split('/', 1)[0] for name in read_variable_shapes(prefix)}
+            other_models = sorted(scopes.intersection(nets_factory.MODEL_NAMES) - {self.model_name})
+            if len(other_models) == 1:
+                return (f'its variables are under {other_models[0]}: pass --model_name={other_models[0]} with its other '
+                        f'training settings (--num_classes, --depth_multiplier, --anchor_set), or keep '
+                        f'{CONFIG_FILENAME} beside the checkpoint')
             return ('pass the training settings (--model_name, --num_classes, --depth_multiplier, --anchor_set) or '
                     f'keep {CONFIG_FILENAME} beside the checkpoint')
         differing = [key for key in OVERRIDABLE_KEYS if getattr(saved, key) != getattr(self, key)]
