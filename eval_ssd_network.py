@@ -85,8 +85,13 @@ def reader_from_flags(fv):
 
 
 def check_eval_flags(fv):
-    """UserError for a matching threshold or image count that cannot work; the output folders are made and the
-    --results_json file checked, so that a bad path costs one line before the evaluation, not after it."""
+    """UserError for a matching threshold, image count, --preprocessing_name or --master that cannot work; the
+    output folders are made and the --results_json file checked, so that a bad path costs one line before the
+    evaluation (or the wait for a checkpoint), not after it."""
+    if fv.preprocessing_name:
+        preprocessing_factory.get_preprocessing(fv.preprocessing_name, is_training=False)
+    if fv.master:
+        raise UserError(f'--master={fv.master}: evaluation runs in this process; leave the flag out')
     if not 0 < fv.matching_threshold <= 1:
         raise UserError(f'--matching_threshold={fv.matching_threshold:g}: must be in (0, 1] (an IoU; 0 would match '
                         f'any detection to any ground truth)')
@@ -100,12 +105,7 @@ def check_eval_flags(fv):
 
 
 def check_ssd_tensorflow_flags(fv, image_size):
-    """UserError for an --eval_resize, --eval_image_size, --preprocessing_name or --master this evaluation does
-    not do."""
-    if fv.preprocessing_name:
-        preprocessing_factory.get_preprocessing(fv.preprocessing_name, is_training=False)
-    if fv.master:
-        raise UserError(f'--master={fv.master}: evaluation runs in this process; leave the flag out')
+    """UserError for an --eval_resize or --eval_image_size this evaluation does not do."""
     if fv.eval_resize != WARP_RESIZE:
         raise UserError(f'--eval_resize={fv.eval_resize}: only {WARP_RESIZE} (WARP_RESIZE, SSD-Tensorflow\'s default: '
                         f'the image warped to the network\'s input) is implemented')
@@ -297,7 +297,13 @@ def main(fv):
     config = inference_flags.model_config(fv, first, inference_flags.run_data_format(fv))
     check_ssd_tensorflow_flags(fv, config.image_size)
     saved = ModelConfig.load(first)
-    class_names = model_class_names(config, info, fv.dataset_dir, saved.num_classes if saved else None)
+
+    def records_class_names():
+        """The model's classes as the records name them now: records converted again while eval waited (for the
+        first checkpoint too) are checked as at the start."""
+        return model_class_names(config, dataset_info.resolve_dataset_info(fv.dataset_dir, fv.dataset_name),
+                                 fv.dataset_dir, saved.num_classes if saved else None)
+    records_class_names()   # before the graph is built
     run_facts = evaluation_facts(fv, fv.select_threshold, fv.nms_threshold, fv.select_top_k, fv.keep_top_k)
     with tf.Graph().as_default():
         graph = eval_split.build_eval_graph(config, reader, detect_options, fv.num_summary_images,
@@ -308,9 +314,7 @@ def main(fv):
         writer = tf.summary.FileWriter(fv.eval_dir) if fv.eval_dir else None
         with tf.Session(config=devices.session_config(fv.gpu_memory_fraction)) as session:
             for prefix in itertools.chain([first], prefixes):
-                if prefix != first:   # records converted again while waiting: their classes are checked again
-                    class_names = model_class_names(config, dataset_info.resolve_dataset_info(
-                        fv.dataset_dir, fv.dataset_name), fv.dataset_dir, saved.num_classes if saved else None)
+                class_names = records_class_names()
                 checkpoints.restore_for_inference(session, saver, prefix, variables_map, config)
                 outcome = evaluate_one(session, graph, prefix, checkpoints.checkpoint_global_step(prefix),
                                        config.num_classes, fv)

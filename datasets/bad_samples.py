@@ -130,8 +130,7 @@ def error_line(error):
     return roots[0] if roots else useful[-1] if useful else lines[0]
 
 
-def input_failure_message(error, step, damaged_shard=None):
+def input_failure_message(error, step, diagnosis):
     """The one line for an input-pipeline failure (is_input_failure) at the last completed global step;
-    damaged_shard: the record check's line naming the shard, when it was run and found one."""
-    return (f'step {step}: reading the training records failed ({error_line(error)}); '
-            + (damaged_shard or 'the record check at start-up names a damaged shard'))
+    diagnosis: what the record check says of the shards (the line naming the damaged one, say)."""
+    return f'step {step}: reading the training records failed ({error_line(error)}); {diagnosis}'

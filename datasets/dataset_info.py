@@ -108,7 +108,8 @@ def resolve_dataset_info(dataset_dir, dataset_name=None):
     if os.path.isfile(os.path.join(dataset_dir, INFO_FILENAME)):
         info = load_dataset_info(dataset_dir)
         builtin = builtin_class_names(dataset_name) if dataset_name else None
-        if dataset_name and dataset_name != info.name and not (builtin and info.class_names == with_background(builtin)):
+        if (dataset_name and dataset_name != info.name
+                and not (builtin and info.class_names == with_background(builtin))):
             raise UserError(f'--dataset_name={dataset_name}: {dataset_dir} holds the dataset {info.name!r} '
                             f'({info.num_classes - 1} classes); the flag only names a built-in class list for a '
                             f'folder without {INFO_FILENAME}')

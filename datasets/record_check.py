@@ -127,7 +127,7 @@ def _missing_shards(shards):
     below its highest number: a deleted shard. One deleted after the highest cannot be told."""
     numbers = {int(_SHARD_NUMBER.search(path).group(1)): path for path in shards}
     last = numbers[max(numbers)]
-    digits = len(_SHARD_NUMBER.search(last).group(1))
+    digits = min(len(_SHARD_NUMBER.search(path).group(1)) for path in shards)   # '%03d' writes _999, then _1000
     return [_SHARD_NUMBER.sub(f'_{number:0{digits}d}.tfrecord', last)
             for number in range(max(numbers)) if number not in numbers]
 

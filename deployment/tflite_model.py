@@ -18,6 +18,7 @@ convert() writes it into the op's options afterwards, equal to max_detections as
 """
 import contextlib
 import logging
+import os
 
 from absl import logging as absl_logging
 from flatbuffers import flexbuffers
@@ -118,18 +119,26 @@ def convert(module, quantize='none', calibration_images=None):
     with _info_logs_off():
         converter = tf2.lite.TFLiteConverter.from_concrete_functions([module.detect.get_concrete_function()],
                                                                      module)
-        if quantize != 'none':
-            converter.optimizations = [tf2.lite.Optimize.DEFAULT]
-        if quantize == 'float16':
-            converter.target_spec.supported_types = [tf2.float16]
         if quantize == 'int8':
-            converter.representative_dataset = lambda: ([image] for image in calibration_images)
-            converter._experimental_calibrate_only = True   # the ranges it logs are replaced, then quantized
-        model = converter.convert()
-        if quantize == 'int8':
-            model = lite_convert.mlir_quantize(with_mean_ranges(model, calibration_images),
-                                               input_data_type=tf2.float32, output_data_type=tf2.float32)
+            model = quantized_int8(converter, calibration_images)
+        else:
+            if quantize == 'float16':
+                converter.optimizations = [tf2.lite.Optimize.DEFAULT]
+                converter.target_spec.supported_types = [tf2.float16]
+            model = converter.convert()
     return with_postprocess_options(model, {'detections_per_class': attributes_of(model)['max_detections']})
+
+
+def quantized_int8(converter, images):
+    """The converter's model with int8 weights and activations, float input and outputs: what it makes with
+    Optimize.DEFAULT and `images` (a list of float32 inputs) as its representative dataset, but for the
+    activation ranges, with_mean_ranges's. (The converter calibrates, then quantizes; calibrate_only stops it
+    between the two.)"""
+    converter.optimizations = [tf2.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image] for image in images)
+    converter._experimental_calibrate_only = True
+    return lite_convert.mlir_quantize(with_mean_ranges(converter.convert(), images),
+                                      input_data_type=tf2.float32, output_data_type=tf2.float32)
 
 
 def with_mean_ranges(calibrated, images):
@@ -140,8 +149,10 @@ def with_mean_ranges(calibrated, images):
     training (moving averages of each batch's min and max). With the extremes over all images, a large value in
     one image coarsens every image's step, and more calibration images only widen it: on the demo, 100 images
     took a checkpoint's mAP from 0.775 to 0.707, 20 to 0.744; the mean ranges give 0.768 (bench/RESULTS.md).
-    The model's inputs keep their full range (pixels 0..255)."""
+    The model's inputs keep the calibration's extremes (the images' darkest and brightest pixels)."""
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    if len(model.subgraphs) != 1:   # the detector has one; a control-flow model would need every subgraph's
+        raise ValueError(f'with_mean_ranges takes a model of one subgraph, got {len(model.subgraphs)}')
     graph = model.subgraphs[0]
     inputs = {int(index) for index in graph.inputs}
     ranged = [index for index, tensor in enumerate(graph.tensors) if index not in inputs
@@ -149,7 +160,7 @@ def with_mean_ranges(calibrated, images):
               and len(tensor.quantization.min) == 1]
     # Without the default (XNNPACK) delegate, whose fused kernels keep no intermediate tensor.
     interpreter = tf2.lite.Interpreter(
-        model_content=calibrated, experimental_preserve_all_tensors=True,
+        model_content=calibrated, experimental_preserve_all_tensors=True, num_threads=os.cpu_count(),
         experimental_op_resolver_type=tf2.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     lows, highs = np.zeros(len(ranged)), np.zeros(len(ranged))

@@ -126,21 +126,27 @@ _CALIBRATED_RANGES = textwrap.dedent('''
     module = tf.Module()
     module.run = tf.function(lambda x: tf.nn.relu(x - 100.0) * 0.5,
                              input_signature=[tf.TensorSpec([1, 4, 4, 3], tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.run.get_concrete_function()], module)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image] for image in images)
-    converter._experimental_calibrate_only = True
+    converter = lambda: tf.lite.TFLiteConverter.from_concrete_functions([module.run.get_concrete_function()], module)
+    calibrating = converter()
+    calibrating.optimizations = [tf.lite.Optimize.DEFAULT]
+    calibrating.representative_dataset = lambda: ([image] for image in images)
+    calibrating._experimental_calibrate_only = True
     graph = flatbuffer_utils.read_model_from_bytearray(
-        bytearray(tflite_model.with_mean_ranges(converter.convert(), images))).subgraphs[0]
+        bytearray(tflite_model.with_mean_ranges(calibrating.convert(), images))).subgraphs[0]
     ranges = lambda index: [float(graph.tensors[index].quantization.min[0]),
                             float(graph.tensors[index].quantization.max[0])]
-    print(json.dumps({'input': ranges(graph.inputs[0]), 'output': ranges(graph.outputs[0])}))
+    # The int8 model: its last int8 tensor is what DEQUANTIZE turns into the float output.
+    quantized = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model.quantized_int8(converter(), images)))
+    last = quantized.subgraphs[0].operators[-1]
+    scale = float(quantized.subgraphs[0].tensors[last.inputs[0]].quantization.scale[0])
+    print(json.dumps({'input': ranges(graph.inputs[0]), 'output': ranges(graph.outputs[0]), 'int8_scale': scale}))
     ''')
 
 
 def test_int8_activation_ranges_are_the_mean_of_each_image_s_range(tmp_path):
     """y = 0.5 relu(x - 100) on three images of pixels up to 50, 150 and 250: y's range is the mean of the
-    per-image ranges, [0, (0 + 25 + 75) / 3], not [0, 75]; the input keeps its full range [0, 250]."""
+    per-image ranges, [0, (0 + 25 + 75) / 3], not [0, 75], and the int8 model's step for y is that range / 255;
+    the input keeps its full range [0, 250]."""
     images = np.stack([np.linspace(0, top, 48, dtype=np.float32).reshape(4, 4, 3) for top in (50, 150, 250)])
     np.save(tmp_path / 'images.npy', images)
     result = fixtures.run_script(['-c', _CALIBRATED_RANGES, str(tmp_path / 'images.npy')])
@@ -149,6 +155,7 @@ def test_int8_activation_ranges_are_the_mean_of_each_image_s_range(tmp_path):
     per_image_max = [0.5 * max(image.max() - 100, 0) for image in images]
     assert ranges['output'] == pytest.approx([0.0, np.mean(per_image_max)], abs=1e-4)
     assert ranges['input'] == pytest.approx([0.0, 250.0])
+    assert ranges['int8_scale'] == pytest.approx(np.mean(per_image_max) / 255, rel=1e-3)
 
 
 def test_float16_and_int8_models_run_and_are_smaller(exported):

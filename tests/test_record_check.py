@@ -114,6 +114,12 @@ def test_deleted_shard_is_named(split, deleted):
         f"dataset_info.json: 8 vs 13 records; ")
 
 
+def test_a_deleted_shard_of_a_split_past_999_shards_is_named_as_written(tmp_path):
+    """'%03d' numbering: shards _000 to _999, then _1000; _005 deleted is named _005, not _0005."""
+    shards = [str(tmp_path / f'toy_train_{number:03d}.tfrecord') for number in range(1002) if number != 5]
+    assert record_check._missing_shards(shards) == [str(tmp_path / 'toy_train_005.tfrecord')]
+
+
 def test_short_last_shard_names_the_split(split):
     directory, paths = split
     write_shard(paths[2], 2)

@@ -44,13 +44,21 @@ class TinyTraining:
     reads are unordered against the update, and the loss was sometimes of the updated weights)."""
 
     def __init__(self, tmp_path, max_number_of_steps=None, stop_request=None, save_interval_secs=600,
-                 save_every_n_steps=0, save_summaries_secs=600):
+                 save_every_n_steps=0, save_summaries_secs=600, unreadable_input=False):
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.global_step = tf.train.get_or_create_global_step()
             self.weights = tf.Variable([1.0, 2.0], name='w', use_resource=True)
             self.poison = tf.Variable(0.0, trainable=False, name='poison', use_resource=True)
             loss = tf.reduce_sum(tf.square(self.weights)) + self.poison
+            if unreadable_input:   # a record file cut short: reading it fails as a damaged shard does
+                shard = str(tmp_path / 'cut.tfrecord')
+                with tf.io.TFRecordWriter(shard) as writer:
+                    writer.write(b'a record' * 10)
+                with open(shard, 'r+b') as cut:
+                    cut.truncate(30)
+                lengths = tf.data.TFRecordDataset(shard).map(lambda record: tf.strings.length(record))
+                loss += tf.cast(tf.data.make_one_shot_iterator(lengths).get_next(), tf.float32)
             update = tf.train.GradientDescentOptimizer(0.1).minimize(loss, self.global_step)
             with tf.control_dependencies([update]):
                 self.train_op = tf.identity(loss)
@@ -104,6 +112,37 @@ def test_stops_at_max_steps_and_on_request(tmp_path):
     stop.signal_name = 'SIGINT'
     assert run.step()[1] is True and run.step_fn.current_step == 1   # no further step once asked to stop
     assert run.latest() is None                                       # slim.learning.train saves then
+
+
+def test_a_read_failure_saves_then_says_what_the_record_check_finds(tmp_path):
+    """The checkpoint is saved before the record check runs (minutes on a large split); the error then carries
+    the check's line, or says that the shards read sound, or, the check failing otherwise, where to look."""
+    def failure(check_records):
+        train_dir = tmp_path / str(len(list(tmp_path.iterdir())))
+        train_dir.mkdir()
+        run = TinyTraining(train_dir, unreadable_input=True)
+        saved_before_check = []
+        run.step_fn.check_records = check_records and (lambda: (saved_before_check.append(run.latest()),
+                                                                check_records()))
+        with pytest.raises(UserError) as failed:
+            run.step()
+        assert run.latest().endswith('model.ckpt-0')
+        assert saved_before_check == ([run.latest()] if check_records else [])   # the check found it saved
+        prefix = 'step 0: reading the training records failed ('
+        message = str(failed.value)
+        assert message.startswith(prefix) and message.endswith('; checkpoint saved at step 0: run the same command '
+                                                               'to resume')
+        return message[message.index('); ') + 3:-len('; checkpoint saved at step 0: run the same command to resume')]
+
+    def damaged():
+        raise UserError('records/shop_train_001.tfrecord: truncated at record 7')
+
+    def vanished():
+        raise FileNotFoundError('records/shop_train_001.tfrecord')
+    assert failure(damaged) == 'records/shop_train_001.tfrecord: truncated at record 7'
+    assert failure(lambda: None) == 'every shard reads sound now'
+    assert failure(vanished) == 'the record check at start-up names a damaged shard'
+    assert failure(None) == 'the record check at start-up names a damaged shard'     # --nocheck_records
 
 
 def test_records_converted_again_with_another_class_stop_the_run_with_a_checkpoint(tmp_path):

@@ -278,7 +278,7 @@ def plan_pretrained_restore(prefix, variables, model_scope, checkpoint_model_sco
             raise UserError(f'{prefix}: its variables are under {model_scope}, this model\'s own scope, not '
                             f'{checkpoint_model_scope}: leave out --checkpoint_model_scope={checkpoint_model_scope}')
         raise UserError(f'{prefix}: none of this model\'s variables are in the checkpoint (its top-level '
-                        f'scopes: {_listing(top_scopes)}); pass --checkpoint_model_scope=<its scope> '
+                        f'scopes: {_listing(top_scopes) or "none"}); pass --checkpoint_model_scope=<its scope> '
                         f'to map them onto {model_scope}')
     if missing and not ignore_missing_vars:
         raise UserError(f'{prefix}: lacks {len(missing)} variable(s) of this model: {_listing(missing)}; '

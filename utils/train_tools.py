@@ -148,8 +148,9 @@ class TrainStep:
         except tf.errors.OpError as err:
             # A shard removed or damaged while training (a lost cluster task is __call__'s to report).
             if bad_samples.is_input_failure(err) and not isinstance(err, distributed.LOST_CLUSTER_ERRORS):
-                self._save_and_fail(session, bad_samples.input_failure_message(err, self.current_step,
-                                                                               self._damaged_shard()))
+                saved = self._save_for_resume(session)   # first: the record check may take minutes
+                raise UserError(bad_samples.input_failure_message(err, self.current_step, self._damaged_shard())
+                                + saved) from None
             raise
         losses = values['losses']
         check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
@@ -185,20 +186,28 @@ class TrainStep:
         return (self.loss_history[-1][1] if self.loss_history else None), True
 
     def _damaged_shard(self):
-        """The record check's line naming the shard that failed the reading, or None (no check given, or the
-        shards read sound again)."""
+        """What the record check says of the shards after a read failed: its line naming the damaged shard, that
+        they read sound now, or (no check given, or one that failed otherwise) where to look."""
         if self.check_records is None:
-            return None
+            return 'the record check at start-up names a damaged shard'
+        logging.info('Reading the training records failed at step %d: checking every shard', self.current_step)
         try:
             self.check_records()
         except UserError as err:
             return str(err)
-        return None
+        except Exception:   # a shard vanishing mid-check, say: a diagnosis never hides the error it explains
+            return 'the record check at start-up names a damaged shard'
+        return 'every shard reads sound now'
+
+    def _save_for_resume(self, session, then='run the same command to resume'):
+        """On the chief, a checkpoint at the last completed step (weights checked finite first), so that the
+        same command resumes from there once the data is fixed, and the words saying so ('; checkpoint saved at
+        step N: <then>'); '' on other workers."""
+        if self.checkpoints is None:
+            return ''
+        self.checkpoints.save(session, self.current_step)
+        return f'; checkpoint saved at step {self.current_step}: {then}'
 
     def _save_and_fail(self, session, message, then='run the same command to resume'):
-        """UserError(message), after the chief saved a checkpoint at the last completed step (weights checked
-        finite first), so that the same command resumes from there once the data is fixed; `then`: what to do."""
-        if self.checkpoints is not None:
-            self.checkpoints.save(session, self.current_step)
-            message += f'; checkpoint saved at step {self.current_step}: {then}'
-        raise UserError(message)
+        """UserError(message), after _save_for_resume; `then`: what to do."""
+        raise UserError(message + self._save_for_resume(session, then))
