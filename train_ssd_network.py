@@ -250,21 +250,18 @@ def build_train_op(plan, clone_list, global_step):
 
 
 def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_counts):
-    """The TrainStep: stop policy, log line, bad-sample check, the records' classes watch, the record check that
-    names a shard failing mid-run (unless --nocheck_records), and on the chief the checkpoint and summary
-    cadence."""
-    loop, is_chief = plan.config.loop, plan.deployment.is_chief
+    """The TrainStep: stop policy, log line, bad-sample check, the records' watch (their classes, and the record
+    check that names a shard failing mid-run), and on the chief the checkpoint and summary cadence."""
+    loop, data, is_chief = plan.config.loop, plan.config.input, plan.deployment.is_chief
     checkpoint_policy = step_policies.CheckpointPolicy(
         saver, loop.train_dir, train_tools.weights_finite_op(tf.trainable_variables()), loop.save_interval_secs,
         loop.save_every_n_steps) if is_chief else None
     summaries = step_policies.SummaryPolicy(summary_op, loop.save_summaries_secs) if is_chief else None
-    samples = bad_samples.BadSampleMonitor(plan.config.input.max_bad_sample_fraction, plan.num_samples, sample_counts)
-    speed_log = step_policies.SpeedLog(loop.log_every_n_steps, plan.config.input.batch_size, loop.max_number_of_steps)
-    watch = step_policies.DatasetWatch(plan.config.input.dataset_dir, plan.info.class_names)
-    check_records = functools.partial(record_check.check_split, plan.config.input.dataset_dir,
-                                      plan.config.input.split_name) if plan.config.input.check_records else None
-    return train_tools.TrainStep(losses, learning_rate, stop, speed_log, checkpoint_policy, summaries, samples, watch,
-                                 check_records)
+    samples = bad_samples.BadSampleMonitor(data.max_bad_sample_fraction, plan.num_samples, sample_counts)
+    speed_log = step_policies.SpeedLog(loop.log_every_n_steps, data.batch_size, loop.max_number_of_steps)
+    check_records = functools.partial(record_check.check_split, data.dataset_dir, data.split_name)
+    watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, data.check_records and check_records)
+    return train_tools.TrainStep(losses, learning_rate, stop, speed_log, checkpoint_policy, summaries, samples, watch)
 
 
 def train(plan, stop_request):

@@ -122,8 +122,8 @@ def test_a_read_failure_saves_then_says_what_the_record_check_finds(tmp_path):
         train_dir.mkdir()
         run = TinyTraining(train_dir, unreadable_input=True)
         saved_before_check = []
-        run.step_fn.check_records = check_records and (lambda: (saved_before_check.append(run.latest()),
-                                                                check_records()))
+        run.step_fn.dataset_watch = step_policies.DatasetWatch(str(tmp_path / 'records'), ('none',), check_records and (
+            lambda: (saved_before_check.append(run.latest()), check_records())))
         with pytest.raises(UserError) as failed:
             run.step()
         assert run.latest().endswith('model.ckpt-0')

@@ -253,6 +253,9 @@ class SummaryPolicy:
         self.write(train_step_kwargs, Summary(value=values), step)
 
 
+STARTUP_CHECK_HINT = 'the record check at start-up names a damaged shard'
+
+
 class DatasetWatch:
     """Notices a conversion into the records folder while the run reads it (dataset_info.json goes in last):
     records of other classes, or of the same in another order (a product added, labels.txt reordered), would
@@ -260,11 +263,28 @@ class DatasetWatch:
     classes would train none. More images of the same classes are fine: the run's shards are read anew each
     epoch (a new shard, after a restart). The first check reads the file whatever its stamp: a conversion may
     have ended between the run's reading of the class list and the watch's start (the record check and the
-    anchor fit take minutes on a large split)."""
+    anchor fit take minutes on a large split). When reading the records fails, check_records (a callable
+    raising datasets/record_check's UserError for a damaged shard; None or False: --nocheck_records) names
+    the shard."""
 
-    def __init__(self, dataset_dir, class_names):
+    def __init__(self, dataset_dir, class_names, check_records=None):
         self.path = os.path.join(dataset_dir, ds_info.INFO_FILENAME)
         self.class_names, self.seen = tuple(class_names), None
+        self.check_records = check_records
+
+    def damaged_shard(self):
+        """What the record check says of the shards after a read failed: its line naming the damaged shard, that
+        they read sound now, or (no check given, or one that failed otherwise) where to look."""
+        if not self.check_records:
+            return STARTUP_CHECK_HINT
+        logging.info('Reading the training records failed: checking every shard')
+        try:
+            self.check_records()
+        except UserError as err:
+            return str(err)
+        except Exception:   # a shard vanishing mid-check, say: a diagnosis never hides the error it explains
+            return STARTUP_CHECK_HINT
+        return 'every shard reads sound now'
 
     def _stamp(self):
         try:

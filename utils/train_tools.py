@@ -17,7 +17,8 @@ from absl import logging
 from datasets import bad_samples
 from utils import clones, distributed
 from utils.errors import UserError
-from utils.step_policies import LEARNING_RATE_TAG, LOSS_TAG_PREFIX, LossJumpWatch, check_losses_finite
+from utils.step_policies import LEARNING_RATE_TAG, LOSS_TAG_PREFIX, STARTUP_CHECK_HINT, LossJumpWatch, \
+    check_losses_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +107,14 @@ class TrainStep:
     checks its weights and tells the cluster before slim.learning.train saves the final checkpoint) or a due
     checkpoint. checkpoints and summaries are None on non-chief workers. samples (a BadSampleMonitor, or None)
     adds up the undecodable records each batch passed over. When reading the records fails, or too many samples
-    are bad, the chief saves a checkpoint at the last completed step before the UserError; check_records (a
-    callable raising datasets/record_check's UserError for a damaged shard) then names the shard."""
+    are bad, the chief saves a checkpoint at the last completed step before the UserError; on a read failure,
+    dataset_watch (a DatasetWatch, or None) then says which shard is damaged."""
 
     def __init__(self, losses, learning_rate, stop, speed_log, checkpoints=None, summaries=None, samples=None,
-                 dataset_watch=None, check_records=None):
+                 dataset_watch=None):
         self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
         self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
-        self.samples, self.dataset_watch, self.check_records = samples, dataset_watch, check_records
+        self.samples, self.dataset_watch = samples, dataset_watch
         if samples is not None:
             self.fetches['samples'] = samples.fetches
         self.loss_history = []  # (global step, total loss) of every step this process ran
@@ -149,8 +150,8 @@ class TrainStep:
             # A shard removed or damaged while training (a lost cluster task is __call__'s to report).
             if bad_samples.is_input_failure(err) and not isinstance(err, distributed.LOST_CLUSTER_ERRORS):
                 saved = self._save_for_resume(session)   # first: the record check may take minutes
-                raise UserError(bad_samples.input_failure_message(err, self.current_step, self._damaged_shard())
-                                + saved) from None
+                diagnosis = self.dataset_watch.damaged_shard() if self.dataset_watch else STARTUP_CHECK_HINT
+                raise UserError(bad_samples.input_failure_message(err, self.current_step, diagnosis) + saved) from None
             raise
         losses = values['losses']
         check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
@@ -184,20 +185,6 @@ class TrainStep:
             if self.stop.cluster_stop is not None:
                 self.stop.cluster_stop.announce(session)
         return (self.loss_history[-1][1] if self.loss_history else None), True
-
-    def _damaged_shard(self):
-        """What the record check says of the shards after a read failed: its line naming the damaged shard, that
-        they read sound now, or (no check given, or one that failed otherwise) where to look."""
-        if self.check_records is None:
-            return 'the record check at start-up names a damaged shard'
-        logging.info('Reading the training records failed at step %d: checking every shard', self.current_step)
-        try:
-            self.check_records()
-        except UserError as err:
-            return str(err)
-        except Exception:   # a shard vanishing mid-check, say: a diagnosis never hides the error it explains
-            return 'the record check at start-up names a damaged shard'
-        return 'every shard reads sound now'
 
     def _save_for_resume(self, session, then='run the same command to resume'):
         """On the chief, a checkpoint at the last completed step (weights checked finite first), so that the
