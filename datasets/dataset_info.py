@@ -107,7 +107,7 @@ def resolve_dataset_info(dataset_dir, dataset_name=None):
     class list, which the json's would silently override."""
     if os.path.isfile(os.path.join(dataset_dir, INFO_FILENAME)):
         info = load_dataset_info(dataset_dir)
-        builtin = builtin_class_names(dataset_name) if dataset_name else None
+        builtin = builtin_class_names(dataset_name)
         if (dataset_name and dataset_name != info.name
                 and not (builtin and info.class_names == with_background(builtin))):
             raise UserError(f'--dataset_name={dataset_name}: {dataset_dir} holds the dataset {info.name!r} '

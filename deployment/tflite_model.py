@@ -163,9 +163,10 @@ def with_mean_ranges(calibrated, images):
         model_content=calibrated, experimental_preserve_all_tensors=True, num_threads=os.cpu_count(),
         experimental_op_resolver_type=tf2.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]['index']
     lows, highs = np.zeros(len(ranged)), np.zeros(len(ranged))
     for image in images:
-        interpreter.set_tensor(interpreter.get_input_details()[0]['index'], image)
+        interpreter.set_tensor(input_index, image)
         interpreter.invoke()
         values = [interpreter.get_tensor(index) for index in ranged]
         lows += [value.min() for value in values]
