@@ -1,7 +1,7 @@
 """Each convolution of the SSD network alone, on one thread: forward, input gradient and weight gradient,
 under oneDNN's default instruction set and under a capped one, side by side.
 
-    python -m bench.conv_layers [--depth_multiplier=0.125 --batch_size=2 --compare_isa=AVX2 --rounds=3]
+    python -m bench.conv_layers [--depth_multiplier=0.125 --batch_size=2 --compare_isa=AVX2 --rounds=3 --paired_columns]
 
 Why one thread: a narrow network trains as one single-threaded clone per core (utils/devices.cpu_towers),
 so a layer's single-thread time is what it costs in a step. Why two instruction sets: oneDNN picks its
@@ -37,6 +37,8 @@ flags.DEFINE_integer('batch_size', 2, 'Images per call (one clone\'s share of th
 flags.DEFINE_string('compare_isa', 'AVX2', 'ONEDNN_MAX_CPU_ISA of the second column (e.g. AVX2, AVX512_CORE).')
 flags.DEFINE_integer('rounds', 3, 'Alternated rounds of the two processes.')
 flags.DEFINE_integer('iterations', 9, 'Timed calls per kernel and round (after two warm-up calls).')
+flags.DEFINE_bool('paired_columns', False, 'Time conv1 in the column-pair form training uses on AVX-512 '
+                  '(nets/column_pairs.py) in both columns; by default every layer in its direct form.')
 flags.DEFINE_bool('child', False, 'Internal: time the layers in this process and print one RESULT line.')
 FLAGS = flags.FLAGS
 
@@ -44,7 +46,7 @@ KINDS = ('forward', 'input grad', 'weight grad')
 _ATTRS = ('strides', 'padding', 'explicit_paddings', 'dilations', 'data_format')
 
 
-def network_convolutions(model_name, depth_multiplier, batch_size):
+def network_convolutions(model_name, depth_multiplier, batch_size, paired_columns):
     """{signature: [layer names]} of the network's Conv2D ops; a signature (JSON text) holds the input and
     filter shapes and the attributes that fix the kernel (strides, padding, dilations, layout)."""
     graph = tf.Graph()
@@ -53,7 +55,7 @@ def network_convolutions(model_name, depth_multiplier, batch_size):
         size = net.default_image_size
         images = tf.placeholder(tf.float32, [batch_size, size, size, 3])
         with slim.arg_scope(net.arg_scope(data_format='NHWC')):
-            net.build(images, is_training=True, data_format='NHWC')
+            net.build(images, is_training=True, data_format='NHWC', paired_columns=paired_columns)
     layers = {}
     for op in graph.get_operations():
         if op.type != 'Conv2D':
@@ -97,7 +99,8 @@ def time_convolution(signature, needs_input_grad, iterations):
 
 
 def child_main():
-    layers = network_convolutions(FLAGS.model_name, FLAGS.depth_multiplier, FLAGS.batch_size)
+    layers = network_convolutions(FLAGS.model_name, FLAGS.depth_multiplier, FLAGS.batch_size,
+                                  FLAGS.paired_columns)
     times = {signature: time_convolution(signature, not any(n.endswith('conv1_1') for n in names),
                                          FLAGS.iterations)
              for signature, names in layers.items()}
@@ -112,7 +115,7 @@ def run_child(isa):
         env['ONEDNN_MAX_CPU_ISA'] = isa
     args = [sys.executable, '-m', 'bench.conv_layers', '--child', f'--model_name={FLAGS.model_name}',
             f'--depth_multiplier={FLAGS.depth_multiplier}', f'--batch_size={FLAGS.batch_size}',
-            f'--iterations={FLAGS.iterations}']
+            f'--iterations={FLAGS.iterations}', f'--paired_columns={FLAGS.paired_columns}']
     done = subprocess.run(args, env=env, capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
@@ -171,7 +174,8 @@ def main(_flags):
     if FLAGS.child:
         child_main()
         return
-    layers = network_convolutions(FLAGS.model_name, FLAGS.depth_multiplier, FLAGS.batch_size)
+    layers = network_convolutions(FLAGS.model_name, FLAGS.depth_multiplier, FLAGS.batch_size,
+                                  FLAGS.paired_columns)
     default_samples, capped_samples = [], []
     for _ in range(FLAGS.rounds):
         default_samples.append(run_child(os.environ.get('ONEDNN_MAX_CPU_ISA')))

@@ -6,6 +6,7 @@ Every variant is built in this process and timed in alternation, round by round,
 shared cores falls on each alike; the table gives each variant's median seconds per step.
 Levers (variants in the order timed):
 - conv6:   conv6 as one dilated Conv2D (native) / as one 1x1 Conv2D per tap (the portable form)
+- pairs:   8-channel layers (conv1 at depth 0.125) direct / on column pairs (nets/column_pairs.py)
 - layout:  NHWC / NCHW (oneDNN runs both on this CPU build)
 - wgrad:   weight gradients by oneDNN's NHWC kernel / the wide layers' in NCHW (nets/conv_gradients.py)
 - xla:     no XLA / XLA auto-clustering (global_jit_level ON_1; run with
@@ -23,7 +24,7 @@ from absl import app, flags
 
 from utils import script_setup
 
-flags.DEFINE_enum('lever', 'conv6', ['conv6', 'layout', 'wgrad', 'xla', 'bf16'], 'Which lever to time.')
+flags.DEFINE_enum('lever', 'conv6', ['conv6', 'pairs', 'layout', 'wgrad', 'xla', 'bf16'], 'Which lever to time.')
 flags.DEFINE_float('depth_multiplier', 1.0, 'Network width.')
 flags.DEFINE_integer('batch_size', 8, 'Images per step.')
 flags.DEFINE_integer('rounds', 4, 'Alternated rounds (the table shows medians).')
@@ -38,6 +39,8 @@ def variants(lever):
     if lever == 'conv6':
         return [('conv6 native', {'native_dilation': True}, {}),
                 ('conv6 by taps', {'native_dilation': False}, {})]
+    if lever == 'pairs':
+        return [('direct', {'paired_columns': False}, {}), ('column pairs', {'paired_columns': True}, {})]
     if lever == 'layout':
         return [('NHWC', {'data_format': 'NHWC'}, {}), ('NCHW', {'data_format': 'NCHW'}, {})]
     if lever == 'wgrad':
@@ -65,7 +68,8 @@ def training_session(tf, build_options, session_options):
         with slim.arg_scope(net.arg_scope(data_format=data_format)), \
                 conv_gradients.override(build_options.get('wgrad_nchw', False)):
             logits, localisations, _ = net.build(images, data_format=data_format,
-                                                 native_dilation=build_options.get('native_dilation'))
+                                                 native_dilation=build_options.get('native_dilation'),
+                                                 paired_columns=build_options.get('paired_columns'))
         num_anchors = len(net.anchors)
         labels = rng.randint(1, NUM_CLASSES, [batch, num_anchors]) * (rng.rand(batch, num_anchors) < 0.01)
         losses = net.losses(logits, localisations, tf.constant(labels), tf.zeros_like(localisations))

@@ -5,9 +5,14 @@ e.g. <scope>/conv4/conv4_3/weights, <scope>/block8/conv3x3/biases, <scope>/block
 <scope>/block4_box/L2Normalization/gamma. Layers run in `data_format` (NHWC or NCHW); the box heads
 hand back NHWC-ordered, flattened outputs so the anchor order is the same either way.
 """
+import os
+
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 from tensorflow.python.util import _pywrap_util_port
+
+from nets import column_pairs
+from utils import host
 
 # Published box heads (SSD-Tensorflow, converted from Caffe) emit (tx, ty, tw, th) per anchor; the
 # project's encoding (nets/box_coder.py) is (ty, tx, th, tw). This permutation maps one to the other.
@@ -47,6 +52,14 @@ def native_dilation_available():
     """Whether this process's conv kernels take dilations directly: oneDNN's CPU kernels (on when
     TF_ENABLE_ONEDNN_OPTS=1, which the scripts set) and cuDNN do; TensorFlow's Eigen CPU kernels do not."""
     return _pywrap_util_port.IsMklEnabled() or bool(tf.config.list_physical_devices('GPU'))
+
+
+def paired_columns_available():
+    """Whether this process's kernels gain from computing narrow layers on column pairs (nets/column_pairs.py):
+    oneDNN on a CPU with AVX-512 (ONEDNN_MAX_CPU_ISA not capping it), no GPU."""
+    return column_pairs.pairs_pay_here(host.cpu_flags(), _pywrap_util_port.IsMklEnabled(),
+                                       bool(tf.config.list_physical_devices('GPU')),
+                                       os.environ.get('ONEDNN_MAX_CPU_ISA'))
 
 
 def dilated_conv_by_taps(inputs, weights, rate, data_format):
@@ -99,15 +112,10 @@ def dilated_conv2d(inputs, num_outputs, kernel_size, rate, native, scope):
     (TensorFlow's own form, space_to_batch, pads SSD300's conv6 (19x19, rate 6) to 24x24 and computes 1.6x
     the FLOPs in 36 tiny 4x4 convs: 2.5-6x slower than either, bench/RESULTS.md.)
     """
-    args = slim.current_arg_scope().get(slim.arg_scope_func_key(slim.conv2d), {})
+    args = _conv2d_arg_scope()
     data_format = args.get('data_format', 'NHWC')
-    channels_in = inputs.shape.as_list()[channel_axis(data_format)]
     with tf.variable_scope(scope, values=[inputs]):
-        weights = slim.model_variable('weights', shape=[kernel_size, kernel_size, channels_in, num_outputs],
-                                      initializer=args.get('weights_initializer', slim.xavier_initializer()),
-                                      regularizer=args.get('weights_regularizer'))
-        biases = slim.model_variable('biases', shape=[num_outputs],
-                                     initializer=args.get('biases_initializer', tf.zeros_initializer()))
+        weights, biases = _conv_variables(inputs, num_outputs, kernel_size, args)
         padding = args.get('padding', 'SAME')
         if native:
             dilations = [1, rate, rate, 1] if data_format == 'NHWC' else [1, 1, rate, rate]
@@ -121,15 +129,48 @@ def dilated_conv2d(inputs, num_outputs, kernel_size, rate, native, scope):
         return activation_fn(net) if activation_fn else net
 
 
-def vgg_trunk(inputs, depth, end_points, native_dilation):
+def _conv2d_arg_scope():
+    """The keyword arguments the current arg_scope gives slim.conv2d."""
+    return slim.current_arg_scope().get(slim.arg_scope_func_key(slim.conv2d), {})
+
+
+def _conv_variables(inputs, num_outputs, kernel_size, args):
+    """slim.conv2d's variables in the current variable scope, with the arg_scope's initializers and regulariser:
+    weights [k, k, c_in, num_outputs] and biases [num_outputs]."""
+    channels_in = inputs.shape.as_list()[channel_axis(args.get('data_format', 'NHWC'))]
+    weights = slim.model_variable('weights', shape=[kernel_size, kernel_size, channels_in, num_outputs],
+                                  initializer=args.get('weights_initializer', slim.xavier_initializer()),
+                                  regularizer=args.get('weights_regularizer'))
+    biases = slim.model_variable('biases', shape=[num_outputs],
+                                 initializer=args.get('biases_initializer', tf.zeros_initializer()))
+    return weights, biases
+
+
+def trunk_conv2d(inputs, num_outputs, paired_columns, scope):
+    """slim.conv2d(inputs, num_outputs, [3, 3], scope=scope) under the current arg_scope; with paired_columns, a
+    layer narrow enough for nets/column_pairs.py runs there (the same variables and function)."""
+    args = _conv2d_arg_scope()
+    if not (paired_columns and args.get('padding', 'SAME') == 'SAME' and column_pairs.is_pairable(
+            inputs.shape.as_list(), (3, 3), num_outputs, args.get('data_format', 'NHWC'))):
+        return slim.conv2d(inputs, num_outputs, [3, 3], scope=scope)
+    with tf.variable_scope(scope, values=[inputs]):
+        weights, biases = _conv_variables(inputs, num_outputs, 3, args)
+        return column_pairs.conv2d(inputs, weights, biases, args.get('activation_fn', tf.nn.relu))
+
+
+def vgg_trunk(inputs, depth, end_points, native_dilation, paired_columns=False):
     """VGG-16 conv1..conv5 + SSD's pool5 (3x3, stride 1), conv6 (3x3, dilation 6) and conv7 (1x1).
 
     `depth(c)` gives a layer's channels; end_points gets 'block1'..'block7'. Needs an arg_scope that
-    sets padding='SAME' and the data format for conv2d / max_pool2d. native_dilation: see dilated_conv2d.
+    sets padding='SAME' and the data format for conv2d / max_pool2d. native_dilation: see dilated_conv2d;
+    paired_columns: see trunk_conv2d. Scopes as slim.repeat names them (conv1/conv1_1, ...).
     """
     net = inputs
     for index, (repeats, channels) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), 1):
-        net = slim.repeat(net, repeats, slim.conv2d, depth(channels), [3, 3], scope='conv%d' % index)
+        block = 'conv%d' % index
+        with tf.variable_scope(block, values=[net]):
+            for repeat in range(1, repeats + 1):
+                net = trunk_conv2d(net, depth(channels), paired_columns, scope='%s_%d' % (block, repeat))
         end_points['block%d' % index] = net
         if index < 5:
             net = slim.max_pool2d(net, [2, 2], scope='pool%d' % index)

@@ -107,13 +107,15 @@ class SSDNet:
         """tf-slim arg_scope: ReLU, Xavier init, zero biases, L2 weight decay (see ssd_layers)."""
         return ssd_layers.ssd_arg_scope(weight_decay, data_format)
 
-    def build(self, images, is_training=True, data_format='NHWC', reuse=None, native_dilation=None):
+    def build(self, images, is_training=True, data_format='NHWC', reuse=None, native_dilation=None,
+              paired_columns=None):
         """Forward pass. images: [B, H, W, 3] float32 NHWC (mean-subtracted), H x W = default size.
 
         data_format: layout the layers run in; 'NCHW' transposes the input once. is_training is accepted
         for a uniform factory signature: the net has no dropout or batch norm. native_dilation: how conv6
-        runs (ssd_layers.dilated_conv2d); None: natively where this process's kernels allow it. Both
-        forms have the same variables and compute the same function.
+        runs (ssd_layers.dilated_conv2d); paired_columns: whether 8-channel trunk layers run on column pairs
+        (ssd_layers.trunk_conv2d); None, for each: the faster form where this process's kernels allow it.
+        Every form has the same variables and computes the same function.
         Returns (logits [B, N, num_classes], localisations [B, N, 4] (ty, tx, th, tw), end_points dict of
         feature maps 'block1'..), flattened in anchor order whatever the data format.
         """
@@ -128,7 +130,9 @@ class SSDNet:
                 net = images if data_format == 'NHWC' else tf.transpose(images, [0, 3, 1, 2])
                 if native_dilation is None:
                     native_dilation = ssd_layers.native_dilation_available()
-                net = ssd_layers.vgg_trunk(net, depth, end_points, native_dilation)
+                if paired_columns is None:
+                    paired_columns = ssd_layers.paired_columns_available()
+                net = ssd_layers.vgg_trunk(net, depth, end_points, native_dilation, paired_columns)
                 for spec in self.extra_blocks:
                     net = ssd_layers.extra_block(net, spec, depth, data_format)
                     end_points[spec.name] = net

@@ -108,7 +108,7 @@ SSD300_WIDE_LAYERS = {'conv1/conv1_2', 'conv2/conv2_1', 'conv2/conv2_2', 'conv3/
 def test_the_wide_layers_of_ssd300(depth_multiplier, expected):
     """The layers training routes through NCHW, and the start-up report counts: none at the Quick start's width."""
     net = nets_factory.get_network('ssd_300_vgg', 21, depth_multiplier)
-    layers = clones.nchw_weight_gradient_layers(net, 'NHWC', (300, 300))
+    layers, _ = clones.special_layers(net, 'NHWC', (300, 300))
     assert {name.split('/', 1)[1] for name in layers} == expected
     line = devices.kernel_description('NHWC', nchw_weight_gradient_layers=layers)
     assert ('weight gradients of 16 wide layers in NCHW' in line) == bool(expected)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from nets import nets_factory, ssd_layers
+from nets import column_pairs, nets_factory, ssd_layers
 
 from tests.gradient_checks import assert_gradients_match
 
@@ -107,8 +107,9 @@ def test_native_and_by_taps_networks_agree():
 
 
 def test_exported_graph_runs_on_every_kernel_set():
-    """The SavedModel's conv6 is the by-taps form (a server without oneDNN cannot run a dilated Conv2D);
-    in-process inference (detect.py, eval) takes the native one."""
+    """The SavedModel's conv6 is the by-taps form (a server without oneDNN cannot run a dilated Conv2D) and its
+    conv1 the direct form (column pairs gain on AVX-512 only); in-process inference (detect.py, eval) takes
+    the native conv6, and column pairs where they pay."""
     from deployment import serving_model
     from utils import inference_model
     from utils.model_config import ModelConfig
@@ -123,6 +124,8 @@ def test_exported_graph_runs_on_every_kernel_set():
         assert not dilated_convs(graph)
         assert not any(op.type == 'SpaceToBatchND' for op in graph.get_operations())
         assert any(op.type == 'AddN' and 'conv6' in op.name for op in graph.get_operations())
+        assert not column_pairs.paired_layers(graph)
     with tf.Graph().as_default() as graph:
         inference_model.detect_images(tf.zeros([1, 50, 60, 3], tf.uint8), config, options)
         assert len(dilated_convs(graph)) == 1
+        assert bool(column_pairs.paired_layers(graph)) == ssd_layers.paired_columns_available()

@@ -21,7 +21,7 @@ from nets import nets_factory
 from tests.train_fixtures import ROOT, SMALL, make_tiny_dataset, parse_flags, plan_from_flags
 from tests.train_fixtures import train_in_process as run_steps
 from utils import learning_schedules as ls
-from utils import devices, startup_report, step_policies, train_plan
+from utils import devices, host, startup_report, step_policies, train_plan
 from utils.errors import UserError
 
 
@@ -68,6 +68,7 @@ AVX2, AVX512 = {'avx', 'avx2', 'fma'}, {'avx', 'avx2', 'fma', 'avx512f'}
 def test_a_narrow_network_trains_on_single_threaded_towers(records, tmp_path, monkeypatch, cpu, args, clones,
                                                           single_threaded):
     monkeypatch.setattr(devices, 'cpu_flags', lambda *_: cpu)
+    monkeypatch.setattr(host, 'cpu_flags', lambda *_: cpu)
     monkeypatch.setattr(os, 'cpu_count', lambda: 2)
     plan = check(records, tmp_path, *args)
     assert (plan.config.devices.num_clones, len(plan.deployment.clone_devices), plan.single_threaded_ops) == (
@@ -77,6 +78,10 @@ def test_a_narrow_network_trains_on_single_threaded_towers(records, tmp_path, mo
     assert ('one thread per op' in startup_report.training_report(plan)) == single_threaded
     # The wide layers' weight gradients go through NCHW on AVX2 CPUs without AVX-512 only.
     assert bool(plan.nchw_weight_gradient_layers) == (cpu == AVX2 and '--depth_multiplier=0.5' in args)
+    # conv1's 8 channels go on column pairs with AVX-512 only, and the report says so.
+    paired = cpu == AVX512 and '--depth_multiplier=0.5' not in args
+    assert plan.paired_column_layers == (('ssd_300_vgg/conv1/conv1_1', 'ssd_300_vgg/conv1/conv1_2') if paired else ())
+    assert ('conv1_1 and conv1_2 on column pairs' in startup_report.training_report(plan)) == paired
 
 
 def test_valid_flags_resolve_the_plan(records, tmp_path):

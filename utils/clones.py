@@ -16,7 +16,7 @@ import dataclasses
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from nets import conv_gradients
+from nets import column_pairs, conv_gradients
 from utils.errors import UserError
 
 Clone = collections.namedtuple('Clone', ['index', 'scope', 'device', 'losses', 'outputs'])
@@ -98,14 +98,16 @@ class LossConfig:
     label_smoothing: float = 0.0
 
 
-def nchw_weight_gradient_layers(net, data_format, image_size):
-    """The layers of `net` wide enough for nets/conv_gradients.py's NCHW weight gradient (a tuple of scope names;
-    none at small depth multipliers): the network built once, on one image, in a throwaway graph. The training
-    plan also reads an empty tuple as "a narrow network", which trains faster on single-threaded towers."""
+def special_layers(net, data_format, image_size):
+    """(wide, paired): the scope names of the layers of `net` wide enough for nets/conv_gradients.py's NCHW weight
+    gradient (none at small depth multipliers), and of those this process computes on column pairs
+    (nets/column_pairs.py: 8-channel layers on AVX-512), from the network built once, on one image, in a
+    throwaway graph. The training plan also reads no wide layer as "a narrow network", which trains faster on
+    single-threaded towers."""
     with tf.Graph().as_default() as graph:
         with slim.arg_scope(net.arg_scope(data_format=data_format)):
             net.build(tf.zeros([1, *image_size, 3]), is_training=True, data_format=data_format)
-    return tuple(conv_gradients.wide_layers(graph))
+    return tuple(conv_gradients.wide_layers(graph)), tuple(column_pairs.paired_layers(graph))
 
 
 def ssd_clone_fn(net, data_format, loss=LossConfig(), weight_gradients_in_nchw=False):

@@ -66,9 +66,11 @@ def session_config(gpu_memory_fraction=None, cpu_devices=1, device_filters=None,
     return config
 
 
-def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=(), single_threaded_ops=False):
+def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=(), single_threaded_ops=False,
+                       paired_column_layers=()):
     """One line for the start-up report: which kernels run the network, its layout, conv6's form, and bfloat16,
-    the layers whose weight gradients are computed in NCHW and one thread per op, when they are on."""
+    the layers whose weight gradients are computed in NCHW, the layers computed on column pairs and one thread
+    per op, when they are on."""
     if _pywrap_util_port.IsMklEnabled():
         library = 'oneDNN (TF_ENABLE_ONEDNN_OPTS=1)'
     else:
@@ -78,7 +80,9 @@ def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=
     precision = ', bfloat16 convolutions and matmuls (--bfloat16)' if bfloat16 else ''
     gradients = (f', weight gradients of {len(nchw_weight_gradient_layers)} wide layers in NCHW (faster on CPUs '
                  'without AVX-512)' if nchw_weight_gradient_layers else '')
+    pairs = (f', {" and ".join(name.rsplit("/", 1)[-1] for name in paired_column_layers)} on column pairs '
+             '(8 channels half-fill an AVX-512 vector)' if paired_column_layers else '')
     threads = (', one thread per op (the clones run side by side: faster for a narrow network on this CPU; '
                '--num_clones=1 for one clone on every core)' if single_threaded_ops else '')
-    return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}{threads}; '
+    return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}{pairs}{threads}; '
             f'{os.cpu_count()} CPU cores')

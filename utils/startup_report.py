@@ -100,7 +100,8 @@ def training_report(plan):
          + list(plan.anchor_lines)),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format, config.devices.bfloat16,
-                                       plan.nchw_weight_gradient_layers, plan.single_threaded_ops)]
+                                       plan.nchw_weight_gradient_layers, plan.single_threaded_ops,
+                                       plan.paired_column_layers)]
          + list(filter(None, [host.malloc_description(os.environ)]))),
         ('Optimisation', [f'schedule {schedule}', optimiser,
                           f'trainable scopes: {config.trainable_scopes or "all"}; max steps '

@@ -90,6 +90,7 @@ class TrainPlan:
     restore: Any                # checkpoints.RestoreConfig with resume_from / pretrained resolved
     use_gpus: bool              # clones on GPUs (else on logical CPU devices)
     nchw_weight_gradient_layers: tuple  # layers whose weight gradients training computes in NCHW (conv_gradients)
+    paired_column_layers: tuple  # layers the network computes on column pairs (nets/column_pairs.py)
     single_threaded_ops: bool   # one thread per op: devices.cpu_towers' clones (config.devices.num_clones)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
     anchor_lines: tuple = ()    # the anchor fit's report lines (fit_anchors)
@@ -279,9 +280,9 @@ def make_plan(config, num_gpus):
         config.schedule, num_samples, images_per_step, config.loop.max_number_of_steps,
         config.num_epochs_per_decay_given)
     net = model.build_network()
-    nchw_weight_gradient_layers, towers = (), 1
+    nchw_weight_gradient_layers, paired_column_layers, towers = (), (), 1
     if device_info.onednn_on_avx2(model.data_format, use_gpus):
-        wide_layers = clones.nchw_weight_gradient_layers(net, model.data_format, model.image_size)
+        wide_layers, paired_column_layers = clones.special_layers(net, model.data_format, model.image_size)
         if device_info.avx2_without_avx512(model.data_format, use_gpus):
             nchw_weight_gradient_layers = wide_layers
         if not (wide_layers or devices.num_clones_given or config.cluster.in_cluster):
@@ -294,5 +295,6 @@ def make_plan(config, num_gpus):
         preprocess_fn=offset_then_preprocess(preprocess_fn, data.labels_offset),
         decay_steps=decay_steps, decay_source=decay_source,
         restore=restore, use_gpus=use_gpus,
-        nchw_weight_gradient_layers=nchw_weight_gradient_layers, single_threaded_ops=towers > 1,
+        nchw_weight_gradient_layers=nchw_weight_gradient_layers, paired_column_layers=paired_column_layers,
+        single_threaded_ops=towers > 1,
         deployment=None if config.cluster.in_cluster else clones.local_deployment(devices.num_clones, use_gpus))
