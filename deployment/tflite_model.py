@@ -76,8 +76,8 @@ def postprocess_function(attributes):
 
 def frozen_network(prefix, config, use_moving_averages=False):
     """GraphDef of the network with the checkpoint's weights as constants: 'images' (float32 [1, h, w, 3] pixels)
-    -> 'scores' (softmax [1, N, C]) and 'localisations' ([1, N, 4] encoded boxes). conv6 and conv1 in their
-    portable forms."""
+    -> 'scores' (softmax [1, N, C]) and 'localisations' ([1, N, 4] encoded boxes). conv6 in its portable form,
+    conv1 in its direct one."""
     with tf.Graph().as_default() as graph:
         images = tf.placeholder(tf.float32, [1] + list(config.image_size) + [3], name=INPUT_NAME)
         network = config.build_network()

@@ -107,9 +107,9 @@ def test_native_and_by_taps_networks_agree():
 
 
 def test_exported_graph_runs_on_every_kernel_set():
-    """The SavedModel's conv6 is the by-taps form (a server without oneDNN cannot run a dilated Conv2D) and its
-    conv1 the direct form (column pairs gain on AVX-512 only); in-process inference (detect.py, eval) takes
-    the native conv6, and column pairs where they pay."""
+    """The SavedModel's conv6 is the by-taps form (a server without oneDNN cannot run a dilated Conv2D);
+    in-process inference (detect.py, eval) takes the native one. Both run conv1 directly (column pairs gain
+    only in training's backward pass)."""
     from deployment import serving_model
     from utils import inference_model
     from utils.model_config import ModelConfig
@@ -128,4 +128,4 @@ def test_exported_graph_runs_on_every_kernel_set():
     with tf.Graph().as_default() as graph:
         inference_model.detect_images(tf.zeros([1, 50, 60, 3], tf.uint8), config, options)
         assert len(dilated_convs(graph)) == 1
-        assert bool(column_pairs.paired_layers(graph)) == ssd_layers.paired_columns_available()
+        assert not column_pairs.paired_layers(graph)
