@@ -6,7 +6,8 @@ Every variant is built in this process and timed in alternation, round by round,
 shared cores falls on each alike; the table gives each variant's median seconds per step.
 Levers (variants in the order timed):
 - conv6:   conv6 as one dilated Conv2D (native) / as one 1x1 Conv2D per tap (the portable form)
-- pairs:   8-channel layers (conv1 at depth 0.125) direct / on column pairs (nets/column_pairs.py)
+- pairs:   8-channel layers direct / on column pairs (nets/column_pairs.py); only depth 0.125 and below have
+           such layers (conv1), so give --depth_multiplier=0.125
 - layout:  NHWC / NCHW (oneDNN runs both on this CPU build)
 - wgrad:   weight gradients by oneDNN's NHWC kernel / the wide layers' in NCHW (nets/conv_gradients.py)
 - xla:     no XLA / XLA auto-clustering (global_jit_level ON_1; run with

@@ -22,7 +22,7 @@ import tf_slim as slim  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bench.timing import call_seconds  # noqa: E402
-from nets import nets_factory  # noqa: E402
+from nets import column_pairs, nets_factory  # noqa: E402
 
 flags.DEFINE_enum('model_name', 'ssd_300_vgg', list(nets_factory.MODEL_NAMES), 'Network to time.')
 flags.DEFINE_integer('batch_size', 8, 'Images per step.')
@@ -33,12 +33,14 @@ flags.DEFINE_integer('matmul_size', 4096, 'n of the n x n float32 matmul that me
 FLAGS = flags.FLAGS
 
 def conv_macs(graph):
-    """(all Conv2D multiply-adds, conv1_1's) of the graph, from the static shapes."""
+    """(all Conv2D multiply-adds, conv1_1's) of the graph, from the static shapes: the network's work, so a layer
+    on column pairs (nets/column_pairs.py) counts the direct convolution's, not the zero taps its kernel adds."""
     total = first = 0
     for op in graph.get_operations():
         if op.type == 'Conv2D':
             kernel_h, kernel_w, channels_in, _ = op.inputs[1].shape.as_list()
             macs = int(np.prod(op.outputs[0].shape.as_list())) * kernel_h * kernel_w * channels_in
+            macs = round(macs * column_pairs.USEFUL_FRACTION) if column_pairs.is_paired(op) else macs
             total += macs
             first += macs if 'conv1/conv1_1/' in op.name else 0
     return total, first

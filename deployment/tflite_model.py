@@ -76,14 +76,13 @@ def postprocess_function(attributes):
 
 def frozen_network(prefix, config, use_moving_averages=False):
     """GraphDef of the network with the checkpoint's weights as constants: 'images' (float32 [1, h, w, 3] pixels)
-    -> 'scores' (softmax [1, N, C]) and 'localisations' ([1, N, 4] encoded boxes). conv6 in its portable form,
-    conv1 in its direct one."""
+    -> 'scores' (softmax [1, N, C]) and 'localisations' ([1, N, 4] encoded boxes). conv6 in its portable form."""
     with tf.Graph().as_default() as graph:
         images = tf.placeholder(tf.float32, [1] + list(config.image_size) + [3], name=INPUT_NAME)
         network = config.build_network()
         with slim.arg_scope(network.arg_scope(data_format='NHWC')):
             logits, localisations, _ = network.build(images - tf.constant(VGG_MEAN_RGB), is_training=False,
-                                                     native_dilation=False, paired_columns=False)
+                                                     native_dilation=False)
         tf.nn.softmax(logits, name=_NETWORK_OUTPUTS[0])
         tf.identity(localisations, name=_NETWORK_OUTPUTS[1])
         variables_map = checkpoints.inference_variable_map(prefix, network, use_moving_averages)

@@ -4,8 +4,9 @@ oneDNN vectorises a NHWC convolution over channels. A layer with 8 output channe
 depth 0.125) fills half of an AVX-512 register (16 floats) and runs at about half the per-core rate. In NHWC
 a pixel's channels and its right neighbour's are adjacent in memory, so [B, H, W, C] is, at no cost,
 [B, H, W/2, 2C]: one "pixel" per pair of columns. The same convolution on that view has 2C inputs and 2D
-outputs and fills the register; it does 4/3 of the direct convolution's multiply-adds (below) and, measured
-on one AVX-512 core (bench/RESULTS.md), takes 0.75-0.8x the time forward and backward.
+outputs and fills the register; it does 4/3 of the direct convolution's multiply-adds (below) and, on one
+AVX-512 core as training's towers run it, takes 0.75-0.8x the time forward and forward + backward
+(bench/RESULTS.md). A forward pass over both cores gained nothing, so inference keeps the direct form.
 
 The math, for a stride-1 SAME 3x3 convolution y = x * K (K [3, 3, C, D]; along a row,
 y[w] = sum_{d=0..2} x[w + d - 1] K[., d], x = 0 outside the row). Pad x by one zero column on each side,
@@ -23,23 +24,26 @@ import tensorflow.compat.v1 as tf
 
 # Layers with at most this many output channels are paired: 8 floats are half an AVX-512 vector.
 NARROW_CHANNELS = 8
-SCOPE = 'column_pairs'   # name scope of a paired layer's ops, inside the layer's own
+SCOPE = 'column_pairs'   # name scope, inside the layer's own, of the ops that pair the input and the filter
+USEFUL_FRACTION = 0.75   # of a paired convolution's multiply-adds: 6 of the filter's 8 (p, s, t) blocks
+# ONEDNN_MAX_CPU_ISA values that cap oneDNN below AVX-512 (DEFAULT, ALL, AVX512_* and AVX10_* do not).
+_NARROWER_ISAS = ('SSE41', 'AVX', 'AVX2')
 
 
 def pairs_pay_here(cpu_flags, onednn_on, gpu_present, max_cpu_isa=None):
-    """Whether this process pairs narrow layers: oneDNN runs the convolutions (no GPU) with 16-float vectors
-    (AVX-512, not capped by ONEDNN_MAX_CPU_ISA). With AVX2's 8-float vectors an 8-channel layer already
+    """Whether this process pairs narrow layers in training: oneDNN runs the convolutions (no GPU) with 16-float
+    vectors (AVX-512, not capped by ONEDNN_MAX_CPU_ISA). With AVX2's 8-float vectors an 8-channel layer already
     fills one, and the pairs' extra third of multiply-adds would be a loss."""
-    capped = bool(max_cpu_isa) and not max_cpu_isa.upper().startswith('AVX512')
+    capped = bool(max_cpu_isa) and max_cpu_isa.upper().split('_')[0] in _NARROWER_ISAS
     return onednn_on and not gpu_present and 'avx512f' in cpu_flags and not capped
 
 
-def is_pairable(input_shape, kernel_size, num_outputs, data_format):
-    """Whether column pairs can compute this layer: a 3x3 NHWC convolution with known, even width and at most
-    NARROW_CHANNELS outputs (stride 1 and SAME padding are the caller's to check)."""
-    width = input_shape[2] if len(input_shape) == 4 else None
-    return (data_format == 'NHWC' and tuple(kernel_size) == (3, 3) and num_outputs <= NARROW_CHANNELS
-            and input_shape[1] is not None and width is not None and width % 2 == 0)
+def is_pairable(input_shape, num_outputs, data_format):
+    """Whether column pairs can compute this 3x3 stride-1 SAME convolution: NHWC, a known height and a known,
+    even width, and at most NARROW_CHANNELS outputs."""
+    height, width = input_shape[1:3]
+    return (data_format == 'NHWC' and num_outputs <= NARROW_CHANNELS
+            and height is not None and width is not None and width % 2 == 0)
 
 
 def paired_filter(weights):
@@ -56,22 +60,28 @@ def paired_filter(weights):
 
 def conv2d(inputs, weights, biases, activation_fn):
     """activation_fn(SAME 3x3 stride-1 convolution of inputs [B, H, W, C] by weights [3, 3, C, D] + biases [D]),
-    computed on column pairs; [B, H, W, D], equal to the direct form up to float summation order."""
+    computed on column pairs; [B, H, W, D], equal to the direct form up to float summation order. The
+    convolution op sits in the caller's scope, its paired input and filter under SCOPE."""
     height, width, channels_in = inputs.shape.as_list()[1:]
     channels_out = weights.shape.as_list()[-1]
     with tf.name_scope(SCOPE):
         padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
         pairs = tf.reshape(padded, [-1, height + 2, width // 2 + 1, 2 * channels_in])
-        net = tf.nn.conv2d(pairs, paired_filter(weights), strides=1, padding='VALID')
-        # Bias and activation on the pairs' layout, so that oneDNN fuses them into the convolution.
-        net = tf.nn.bias_add(net, tf.tile(biases, [2]))
-        if activation_fn:
-            net = activation_fn(net)
-        return tf.reshape(net, [-1, height, width, channels_out])
+        pair_weights = paired_filter(weights)
+        pair_biases = tf.tile(biases, [2])
+    net = tf.nn.conv2d(pairs, pair_weights, strides=1, padding='VALID')
+    # Bias and activation on the pairs' layout, so that oneDNN fuses them into the convolution.
+    net = tf.nn.bias_add(net, pair_biases)
+    if activation_fn:
+        net = activation_fn(net)
+    return tf.reshape(net, [-1, height, width, channels_out], name='unpaired')
+
+
+def is_paired(conv_op):
+    """Whether a Conv2D op is conv2d's convolution on column pairs (its input comes from under SCOPE)."""
+    return conv_op.type == 'Conv2D' and conv_op.inputs[0].op.name.rsplit('/', 1)[0].endswith('/' + SCOPE)
 
 
 def paired_layers(graph):
-    """Scopes of the graph's layers that conv2d computes on column pairs (its ops sit under <layer>/SCOPE)."""
-    suffix = '/' + SCOPE
-    return [op.name.rsplit('/', 1)[0][:-len(suffix)] for op in graph.get_operations()
-            if op.type == 'Conv2D' and op.name.rsplit('/', 1)[0].endswith(suffix)]
+    """Scopes of the graph's layers that conv2d computes on column pairs."""
+    return [op.name.rsplit('/', 1)[0] for op in graph.get_operations() if is_paired(op)]

@@ -147,11 +147,14 @@ def _conv_variables(inputs, num_outputs, kernel_size, args):
 
 
 def trunk_conv2d(inputs, num_outputs, paired_columns, scope):
-    """slim.conv2d(inputs, num_outputs, [3, 3], scope=scope) under the current arg_scope; with paired_columns, a
-    layer narrow enough for nets/column_pairs.py runs there (the same variables and function)."""
+    """slim.conv2d(inputs, num_outputs, [3, 3], scope=scope) under the current arg_scope (ssd_arg_scope's
+    arguments); with paired_columns, a layer narrow enough for nets/column_pairs.py runs there, with the same
+    variables and function. An arg_scope with other padding, strides, dilation or a normaliser keeps slim's."""
     args = _conv2d_arg_scope()
-    if not (paired_columns and args.get('padding', 'SAME') == 'SAME' and column_pairs.is_pairable(
-            inputs.shape.as_list(), (3, 3), num_outputs, args.get('data_format', 'NHWC'))):
+    plain = (args.get('padding', 'SAME') == 'SAME' and args.get('stride', 1) == 1 and args.get('rate', 1) == 1
+             and not args.get('normalizer_fn'))
+    if not (paired_columns and plain and column_pairs.is_pairable(
+            inputs.shape.as_list(), num_outputs, args.get('data_format', 'NHWC'))):
         return slim.conv2d(inputs, num_outputs, [3, 3], scope=scope)
     with tf.variable_scope(scope, values=[inputs]):
         weights, biases = _conv_variables(inputs, num_outputs, 3, args)

@@ -111,15 +111,14 @@ class SSDNet:
               paired_columns=None):
         """Forward pass. images: [B, H, W, 3] float32 NHWC (mean-subtracted), H x W = default size.
 
-        data_format: layout the layers run in; 'NCHW' transposes the input once. is_training is accepted
-        for a uniform factory signature: the net has no dropout or batch norm. native_dilation: how conv6
-        runs (ssd_layers.dilated_conv2d); paired_columns: whether 8-channel trunk layers run on column pairs
-        (ssd_layers.trunk_conv2d); None, for each: the faster form where this process's kernels allow it.
-        Every form has the same variables and computes the same function.
+        data_format: layout the layers run in; 'NCHW' transposes the input once. is_training: the net has no
+        dropout or batch norm; it only picks paired_columns' default. native_dilation: how conv6 runs
+        (ssd_layers.dilated_conv2d), None: natively where this process's kernels allow it. paired_columns:
+        whether 8-channel trunk layers run on column pairs (ssd_layers.trunk_conv2d), None: in training, where
+        they gain. Every form has the same variables and computes the same function.
         Returns (logits [B, N, num_classes], localisations [B, N, 4] (ty, tx, th, tw), end_points dict of
         feature maps 'block1'..), flattened in anchor order whatever the data format.
         """
-        del is_training  # No dropout / batch norm in SSD-VGG.
         if data_format not in ('NHWC', 'NCHW'):
             raise UserError('data_format must be NHWC or NCHW, got %r' % (data_format,))
         self._check_input(images)
@@ -131,7 +130,7 @@ class SSDNet:
                 if native_dilation is None:
                     native_dilation = ssd_layers.native_dilation_available()
                 if paired_columns is None:
-                    paired_columns = ssd_layers.paired_columns_available()
+                    paired_columns = is_training and ssd_layers.paired_columns_available()
                 net = ssd_layers.vgg_trunk(net, depth, end_points, native_dilation, paired_columns)
                 for spec in self.extra_blocks:
                     net = ssd_layers.extra_block(net, spec, depth, data_format)

@@ -199,16 +199,17 @@ def crop_resize_region(image, region, flip, out_shape):
     xmin, xmax = tf.where_v2(flip, region[3], region[1]), tf.where_v2(flip, region[1], region[3])
     y_first, y_last = _crop_and_resize_box(region[0], region[2], shape[0], float(out_height))
     x_first, x_last = _crop_and_resize_box(xmin, xmax, shape[1], float(out_width))
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+
     def sample(source):
         return tf.image.crop_and_resize(source[None], tf.stack([y_first, x_first, y_last, x_last])[None],
                                         box_indices=[0], crop_size=[out_height, out_width])[0]
     # The op's float32 kernel is faster than its uint8 one (0.9 against 1.2 ms to 300x300), but casting the whole
     # image costs more than that above about a megapixel (1.4 ms for 2048x1536). The samples are the same
     # either way: the op casts every pixel it reads to float32.
-    pixels = tf.cond(tf.shape(image)[0] * tf.shape(image)[1] <= CAST_FIRST_MAX_PIXELS,
+    pixels = tf.cond(height * width <= CAST_FIRST_MAX_PIXELS,
                      lambda: sample(tf.cast(image, tf.float32)), lambda: sample(image))
     # The same sampling on all-ones columns/rows tells exactly which samples were extrapolated.
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
     rows = tf.image.crop_and_resize(tf.ones([1, height, 1, 1]), [tf.stack([y_first, 0., y_last, 1.])],
                                     box_indices=[0], crop_size=[out_height, 1])[0, :, 0, 0]
     cols = tf.image.crop_and_resize(tf.ones([1, 1, width, 1]), [tf.stack([0., x_first, 1., x_last])],

@@ -6,7 +6,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from nets import column_pairs, nets_factory
+from nets import column_pairs, nets_factory, ssd_layers
 
 from tests.gradient_checks import assert_gradients_match
 
@@ -69,7 +69,10 @@ def test_paired_filter_puts_each_tap_where_the_formula_says():
 @pytest.mark.parametrize('cpu_flags, onednn_on, gpu_present, max_cpu_isa, pays', [
     ({'avx2', 'avx512f'}, True, False, None, True),
     ({'avx2', 'avx512f'}, True, False, 'AVX512_CORE_AMX', True),
+    ({'avx2', 'avx512f'}, True, False, 'avx10_1_512', True),
+    ({'avx2', 'avx512f'}, True, False, 'DEFAULT', True),
     ({'avx2', 'avx512f'}, True, False, 'AVX2', False),     # 8-float vectors: 8 channels fill one
+    ({'avx2', 'avx512f'}, True, False, 'AVX2_VNNI', False),
     ({'avx2'}, True, False, None, False),
     ({'avx2', 'avx512f'}, False, False, None, False),     # TensorFlow's own kernels
     ({'avx2', 'avx512f'}, True, True, None, False)])      # cuDNN
@@ -77,29 +80,31 @@ def test_pairs_pay_only_with_onednn_on_avx512(cpu_flags, onednn_on, gpu_present,
     assert column_pairs.pairs_pay_here(cpu_flags, onednn_on, gpu_present, max_cpu_isa) == pays
 
 
-@pytest.mark.parametrize('input_shape, kernel_size, channels_out, data_format, pairable', [
-    ([2, 300, 300, 3], (3, 3), 8, 'NHWC', True),
-    ([None, 300, 300, 8], (3, 3), 8, 'NHWC', True),
-    ([2, 300, 300, 8], (3, 3), 16, 'NHWC', False),    # fills an AVX-512 vector already
-    ([2, 300, 301, 8], (3, 3), 8, 'NHWC', False),     # odd width
-    ([2, 300, None, 8], (3, 3), 8, 'NHWC', False),
-    ([2, None, 300, 8], (3, 3), 8, 'NHWC', False),
-    ([2, 300, 300, 8], (1, 1), 8, 'NHWC', False),
-    ([2, 8, 300, 300], (3, 3), 8, 'NCHW', False)])
-def test_which_layers_are_pairable(input_shape, kernel_size, channels_out, data_format, pairable):
-    assert column_pairs.is_pairable(input_shape, kernel_size, channels_out, data_format) == pairable
+@pytest.mark.parametrize('input_shape, channels_out, data_format, pairable', [
+    ([2, 300, 300, 3], 8, 'NHWC', True),
+    ([None, 300, 300, 8], 8, 'NHWC', True),
+    ([2, 300, 300, 8], 16, 'NHWC', False),    # fills an AVX-512 vector already
+    ([2, 300, 301, 8], 8, 'NHWC', False),     # odd width
+    ([2, 300, None, 8], 8, 'NHWC', False),
+    ([2, None, 300, 8], 8, 'NHWC', False),
+    ([2, 8, 300, 300], 8, 'NCHW', False)])
+def test_which_layers_are_pairable(input_shape, channels_out, data_format, pairable):
+    assert column_pairs.is_pairable(input_shape, channels_out, data_format) == pairable
 
 
 def _network_outputs(paired, images, weights):
-    """SSD300 at depth 0.125 on `images`: (variable names, paired layers, [logits, offsets] + every gradient of the
-    loss), with the variables loaded from `weights` (filled from this graph's initial values when empty)."""
+    """SSD300 at depth 0.125 on `images`: (variable names, paired layers, [logits, offsets, weight decay] + every
+    gradient of the loss), with the variables loaded from `weights` (filled from this graph's initial values
+    when empty)."""
     with tf.Graph().as_default() as graph:
         net = nets_factory.get_network('ssd_300_vgg', 5, depth_multiplier=0.125)
         with slim.arg_scope(net.arg_scope(data_format='NHWC')):
             logits, loc, _ = net.build(tf.constant(images), paired_columns=paired)
         rng = np.random.RandomState(2)
         labels = rng.randint(0, 5, [2, len(net.anchors)]) * (rng.rand(2, len(net.anchors)) < .02)
-        total = net.losses(logits, loc, tf.constant(labels), tf.zeros_like(loc) + .1)['total']
+        decay = tf.losses.get_regularization_losses()
+        assert len(decay) == 35    # one per weight tensor: the paired layers' included
+        total = net.losses(logits, loc, tf.constant(labels), tf.zeros_like(loc) + .1)['total'] + tf.add_n(decay)
         variables = tf.trainable_variables()
         grads = tf.gradients(total, variables)
         with tf.Session() as sess:
@@ -108,7 +113,7 @@ def _network_outputs(paired, images, weights):
                 name = variable.op.name
                 weights[name] = weights[name] if name in weights else sess.run(variable)
                 variable.load(weights[name], sess)
-            values = sess.run([logits, loc] + grads)
+            values = sess.run([logits, loc, tf.stack(decay)] + grads)
     return [variable.op.name for variable in variables], column_pairs.paired_layers(graph), values
 
 
@@ -121,10 +126,23 @@ def test_paired_and_direct_networks_agree():
     paired_names, paired_layers, paired = _network_outputs(True, images, weights)
     assert direct_names == paired_names and direct_paired == []
     assert paired_layers == ['ssd_300_vgg/conv1/conv1_1', 'ssd_300_vgg/conv1/conv1_2']
-    for direct_value, paired_value in zip(direct[:2], paired[:2]):
+    for direct_value, paired_value in zip(direct[:3], paired[:3]):
         scale = np.abs(direct_value).max()
         np.testing.assert_allclose(paired_value / scale, direct_value / scale, atol=2e-5)
-    assert_gradients_match(direct_names, paired[2:], direct[2:])
+    assert_gradients_match(direct_names, paired[3:], direct[3:])
+
+
+def test_training_pairs_where_they_pay_and_inference_never():
+    """paired_columns' default: the training network pairs conv1 where this process's kernels gain from it;
+    an inference network (is_training=False) keeps the direct form, whose forward pass alone gained nothing."""
+    def paired(is_training):
+        with tf.Graph().as_default() as graph:
+            net = nets_factory.get_network('ssd_300_vgg', 5, depth_multiplier=0.125)
+            with slim.arg_scope(net.arg_scope(data_format='NHWC')):
+                net.build(tf.zeros([1, 300, 300, 3]), is_training=is_training)
+        return column_pairs.paired_layers(graph)
+    assert bool(paired(True)) == ssd_layers.paired_columns_available()
+    assert paired(False) == []
 
 
 def test_a_wider_network_pairs_nothing():

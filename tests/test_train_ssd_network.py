@@ -69,6 +69,7 @@ def test_a_narrow_network_trains_on_single_threaded_towers(records, tmp_path, mo
                                                           single_threaded):
     monkeypatch.setattr(devices, 'cpu_flags', lambda *_: cpu)
     monkeypatch.setattr(host, 'cpu_flags', lambda *_: cpu)
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
     monkeypatch.setattr(os, 'cpu_count', lambda: 2)
     plan = check(records, tmp_path, *args)
     assert (plan.config.devices.num_clones, len(plan.deployment.clone_devices), plan.single_threaded_ops) == (

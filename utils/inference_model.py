@@ -18,16 +18,14 @@ def build_detections(images, config, detect_options, reuse=None, portable=False)
     config: a ModelConfig; its data_format is the layout the layers run in (weights are the same in both).
     detect_options: keyword arguments of net.detect (score_threshold, nms_threshold, top_k, keep_top_k).
     portable: a graph every TensorFlow build runs (conv6's dilation by taps, for a SavedModel that may be
-    served without oneDNN); otherwise the fastest form this process runs (nets/ssd_layers.py). conv1 runs in
-    its direct form either way: column pairs gain in training's backward pass, not in a forward pass.
+    served without oneDNN); otherwise the fastest form this process runs (nets/ssd_layers.py).
     Returns (network, net.detect's dict: detection_boxes [B, K, 4] normalised yxyx, detection_scores,
     detection_classes, num_detections).
     """
     network = config.build_network()
     with slim.arg_scope(network.arg_scope(data_format=config.data_format)):
         logits, localisations, _ = network.build(images, is_training=False, data_format=config.data_format,
-                                                 reuse=reuse, native_dilation=False if portable else None,
-                                                 paired_columns=False)
+                                                 reuse=reuse, native_dilation=False if portable else None)
     return network, network.detect(logits, localisations, **detect_options)
 
 
