@@ -6,6 +6,7 @@ num_detections zeroed. The class names, one per line from the background on, are
 model (labels_path).
 """
 import os
+import re
 import warnings
 
 import numpy as np
@@ -13,10 +14,13 @@ import tensorflow as tf2
 
 from datasets.dataset_info import class_name
 from deployment import tflite_model
+from utils import script_setup
 from utils.errors import UserError
 
 # tf.lite.Interpreter warns that it moves to the ai_edge_litert package; it still runs these models unchanged.
 warnings.filterwarnings('ignore', message=r'\s*Warning: tf.lite.Interpreter is deprecated')
+# The runtime's notice on its first run, printed whatever TF_CPP_MIN_LOG_LEVEL says.
+_DELEGATE_NOTICE = re.compile(r'^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$')
 
 
 def labels_path(model_path):
@@ -48,7 +52,7 @@ class TFLiteDetector:
         except (ValueError, RuntimeError) as err:
             reason = ' '.join(str(err).split())   # the runtime's message spans lines
             raise UserError(f'{model_path}: not a TFLite model this runtime can load ({reason})') from None
-        self._run = interpreter.get_signature_runner()
+        self._run, self._ran = interpreter.get_signature_runner(), False   # the first run applies the delegate
         self.image_size = tuple(int(side) for side in self._run.get_input_details()['images']['shape'][1:3])
         self.model_path = model_path
         with open(model_path, 'rb') as source:
@@ -72,7 +76,12 @@ class TFLiteDetector:
         """images: float32 [1, h, w, 3] pixels resized by resize_for_eval -> dict of numpy arrays like
         net.detect's: detection_boxes [1, K, 4], detection_scores [1, K], detection_classes [1, K] int64,
         num_detections [1] int32."""
-        outputs = self._run(images=np.asarray(images, np.float32))
+        if self._ran:
+            outputs = self._run(images=np.asarray(images, np.float32))
+        else:
+            with script_setup.stderr_without(_DELEGATE_NOTICE):
+                outputs = self._run(images=np.asarray(images, np.float32))
+            self._ran = True
         count = int(outputs['num_detections'][0])
         valid = np.arange(outputs['detection_scores'].shape[1])[None, :] < count
         return {'detection_boxes': np.where(valid[..., None], np.clip(outputs['detection_boxes'], 0., 1.), 0.),
