@@ -25,6 +25,7 @@ from datasets.tfrecord_writer import ShardWriter, make_example, remove_stale_sha
 from datasets.voc_reader import (SampleError, boxes_frame_note, drawn_on_stored, find_image, load_image,
                                  fit_to_image, missing_image_reason, parse_voc_xml, repair_boxes, turn_upright)
 from datasets.voc_splits import ANNOTATIONS_DIR, IMAGES_DIR, SPLITS_DIR, annotation_files, plan_splits, split_list_names
+from utils import file_io
 from utils.errors import UserError
 
 REPORT_FILENAME = 'conversion_report.txt'
@@ -322,9 +323,9 @@ def _finish(result, dataset_dir, output_dir, replaced, log_fn):
     them in output_dir; result.info is written last. replaced: the DatasetInfo a full conversion replaces (its
     splits not rewritten lose their shards), or None."""
     issues = result.issues
-    # UTF-8 in any locale: cp1252 (Windows) has no letters for a Chinese class name the report may hold.
-    with open(os.path.join(output_dir, REPORT_FILENAME), 'w', encoding='utf-8') as report:
-        report.write('\n'.join(format_summary(result, output_dir, max_lines_per_kind=len(issues))) + '\n')
+    # UTF-8 in any locale (a Chinese class name), and whole: a conversion stopped mid-write keeps the last report.
+    file_io.write_text_atomically(os.path.join(output_dir, REPORT_FILENAME),
+                                  '\n'.join(format_summary(result, output_dir, max_lines_per_kind=len(issues))) + '\n')
     for line in format_summary(result, output_dir):
         log_fn(line)
     if not sum(result.info.num_samples[split] for split in result.shards):
