@@ -7,6 +7,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from nets import column_pairs, nets_factory, ssd_layers
+from utils import devices
 
 from tests.gradient_checks import assert_gradients_match
 
@@ -152,3 +153,14 @@ def test_a_wider_network_pairs_nothing():
         with slim.arg_scope(net.arg_scope(data_format='NHWC')):
             net.build(tf.zeros([1, 300, 300, 3]), paired_columns=True)
     assert column_pairs.paired_layers(graph) == []
+
+
+@pytest.mark.parametrize('layers, listed', [
+    ((), None),
+    (('ssd_300_vgg/conv1/conv1_1', 'ssd_300_vgg/conv1/conv1_2'), 'conv1_1 and conv1_2'),
+    (('s/conv1/conv1_1', 's/conv1/conv1_2', 's/conv2/conv2_1', 's/conv2/conv2_2'),   # depth 0.0625
+     'conv1_1, conv1_2, conv2_1 and conv2_2')])
+def test_the_kernels_line_names_the_paired_layers(layers, listed):
+    line = devices.kernel_description('NHWC', paired_column_layers=layers)
+    assert ('on column pairs' in line) == bool(listed)
+    assert listed is None or f', {listed} on column pairs (8 channels half-fill an AVX-512 vector)' in line

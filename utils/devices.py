@@ -81,8 +81,8 @@ def kernel_description(data_format, bfloat16=False, nchw_weight_gradient_layers=
     gradients = (f', weight gradients of {len(nchw_weight_gradient_layers)} wide layers in NCHW (faster on CPUs '
                  'without AVX-512)' if nchw_weight_gradient_layers else '')
     paired = [name.rsplit('/', 1)[-1] for name in paired_column_layers]
-    pairs = (f', {", ".join(paired[:-1])} and {paired[-1]} on column pairs (8 channels half-fill an AVX-512 '
-             'vector)' if len(paired) > 1 else f', {paired[0]} on column pairs' if paired else '')
+    listed = ' and '.join(filter(None, [', '.join(paired[:-1]), paired[-1]])) if paired else ''
+    pairs = f', {listed} on column pairs (8 channels half-fill an AVX-512 vector)' if paired else ''
     threads = (', one thread per op (the clones run side by side: faster for a narrow network on this CPU; '
                '--num_clones=1 for one clone on every core)' if single_threaded_ops else '')
     return (f'kernels: {library}, layout {data_format}, conv6 as {conv6}{precision}{gradients}{pairs}{threads}; '
