@@ -17,8 +17,8 @@ def build_detections(images, config, detect_options, reuse=None, portable=False)
     images: float32 [B, h, w, 3] NHWC, mean-subtracted, h x w = config.image_size.
     config: a ModelConfig; its data_format is the layout the layers run in (weights are the same in both).
     detect_options: keyword arguments of net.detect (score_threshold, nms_threshold, top_k, keep_top_k).
-    portable: a graph every TensorFlow build runs (conv6's dilation by taps, for a SavedModel that may be
-    served without oneDNN); otherwise the fastest form this process runs (nets/ssd_layers.py).
+    portable: a graph every TensorFlow build runs (conv6's dilation by taps, for a SavedModel that
+    may be served without oneDNN); otherwise the fastest form this process runs (nets/ssd_layers.py).
     Returns (network, net.detect's dict: detection_boxes [B, K, 4] normalised yxyx, detection_scores,
     detection_classes, num_detections).
     """
