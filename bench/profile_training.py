@@ -8,10 +8,10 @@ Prints the step's wall time, the time of each op type (oneDNN kernels show as _M
 runs TensorFlow's own kernels), the time waiting for the input pipeline (IteratorGetNext), and per
 convolution layer: forward, input-gradient and weight-gradient time and GFLOP/s (2 FLOPs per
 multiply-add from the graph's static shapes: what each kernel executes, so a layer on column pairs counts
-4/3 of the direct convolution's work, nets/column_pairs.py). Op times overlap when ops run in parallel (TensorFlow runs
-independent ops, e.g. a layer's input and weight gradients, at the same time on the shared cores), so a
-single op's GFLOP/s understates what the cores deliver; the step's own figure is all its convolution
-FLOPs over its wall time. Shares are of the summed op time. --trace_json also writes the trace for
+4/3 of the direct convolution's work, nets/column_pairs.py). Op times overlap when ops run in parallel
+(TensorFlow runs independent ops, e.g. a layer's input and weight gradients, at the same time on the shared
+cores), so a single op's GFLOP/s understates what the cores deliver; the step's own figure is all its
+convolution FLOPs over its wall time. Shares are of the summed op time. --trace_json also writes the trace for
 chrome://tracing.
 """
 import collections

@@ -5,6 +5,7 @@ both alike: boxes clipped to [0, 1], classes 1..C-1 (the op's are 0-based withou
 num_detections zeroed. The class names, one per line from the background on, are in the text file beside the
 model (labels_path).
 """
+import contextlib
 import os
 import re
 import warnings
@@ -76,12 +77,9 @@ class TFLiteDetector:
         """images: float32 [1, h, w, 3] pixels resized by resize_for_eval -> dict of numpy arrays like
         net.detect's: detection_boxes [1, K, 4], detection_scores [1, K], detection_classes [1, K] int64,
         num_detections [1] int32."""
-        if self._ran:
+        with contextlib.nullcontext() if self._ran else script_setup.stderr_without(_DELEGATE_NOTICE):
             outputs = self._run(images=np.asarray(images, np.float32))
-        else:
-            with script_setup.stderr_without(_DELEGATE_NOTICE):
-                outputs = self._run(images=np.asarray(images, np.float32))
-            self._ran = True
+        self._ran = True
         count = int(outputs['num_detections'][0])
         valid = np.arange(outputs['detection_scores'].shape[1])[None, :] < count
         return {'detection_boxes': np.where(valid[..., None], np.clip(outputs['detection_boxes'], 0., 1.), 0.),
