@@ -191,8 +191,9 @@ def _crop_and_resize_box(low, high, size, out_size):
 def crop_resize_region(image, region, flip, out_shape):
     """Bilinear resample of an image-normalised yxyx region (may reach outside the image) to out_shape.
 
-    image: [H, W, C] any real dtype. Returns (pixels float32 [h, w, C] with 0 where the sample falls outside
-    the image, mask float32 [h, w, 1]: 1 inside, 0 outside). flip mirrors the output left-right.
+    image: [H, W, C] any real dtype (static C). Returns (pixels float32 [h, w, C] with 0 where the sample falls
+    outside the image, mask float32 [h, w, C]: 1 inside, 0 outside, the same in every channel). flip mirrors
+    the output left-right.
     """
     out_height, out_width = out_shape
     shape = tf.cast(tf.shape(image), tf.float32)
@@ -209,12 +210,28 @@ def crop_resize_region(image, region, flip, out_shape):
     # either way: the op casts every pixel it reads to float32.
     pixels = tf.cond(height * width <= CAST_FIRST_MAX_PIXELS,
                      lambda: sample(tf.cast(image, tf.float32)), lambda: sample(image))
-    # The same sampling on all-ones columns/rows tells exactly which samples were extrapolated.
+    # The same sampling on all-ones columns/rows tells exactly which samples were extrapolated. The mask is
+    # their outer product over [h, w * C] (sampling C ones per column): a same-shape mask makes its product
+    # with the pixels elementwise, where a [h, w, 1] one takes TensorFlow's slow broadcast (see subtract_vgg_mean).
+    channels = tf.compat.dimension_value(image.shape[-1])
     rows = tf.image.crop_and_resize(tf.ones([1, height, 1, 1]), [tf.stack([y_first, 0., y_last, 1.])],
                                     box_indices=[0], crop_size=[out_height, 1])[0, :, 0, 0]
-    cols = tf.image.crop_and_resize(tf.ones([1, 1, width, 1]), [tf.stack([0., x_first, 1., x_last])],
-                                    box_indices=[0], crop_size=[1, out_width])[0, 0, :, 0]
-    return pixels, rows[:, None, None] * cols[None, :, None]
+    cols = tf.image.crop_and_resize(tf.ones([1, 1, width, channels]), [tf.stack([0., x_first, 1., x_last])],
+                                    box_indices=[0], crop_size=[1, out_width])[0, 0]
+    mask = rows[:, None] * tf.reshape(cols, [1, out_width * channels])
+    return pixels, tf.reshape(mask, [out_height, out_width, channels])
+
+
+def subtract_vgg_mean(image):
+    """image float32 [..., h, w, 3] (static w) minus VGG_MEAN_RGB, the same values as `image - VGG_MEAN_RGB`.
+
+    Computed over rows of w * 3 values, minus the mean tiled w times: TensorFlow's kernel for a [3] vector
+    broadcast over the last axis is the generic one, 0.42 ms for a 300x300 image on one core against 0.05 ms
+    for the row form (bench/RESULTS.md, issue 9).
+    """
+    width = tf.compat.dimension_value(image.shape[-2])
+    rows = tf.reshape(image, [-1, width * 3]) - np.tile(np.float32(VGG_MEAN_RGB), width)
+    return tf.reshape(rows, tf.shape(image))
 
 
 def sample_photometric(seed):
@@ -271,7 +288,7 @@ def preprocess_for_train(image, labels, boxes, difficult, out_shape=(300, 300), 
     geometry = sample_train_geometry(tf.cast(boxes, tf.float32), seed_geometry)
     pixels, mask = crop_resize_region(image, geometry['region'], geometry['flip'], out_shape)
     pixels = distort_photometric(pixels, seed_photometric)
-    out_image = (pixels - tf.constant(VGG_MEAN_RGB)) * mask
+    out_image = subtract_vgg_mean(pixels) * mask
     keep = geometry['keep']
     return (out_image, tf.boolean_mask(labels, keep), tf.boolean_mask(geometry['boxes'], keep),
             tf.boolean_mask(difficult, keep))
@@ -289,5 +306,5 @@ def preprocess_for_eval(image, labels, boxes, difficult, out_shape=(300, 300)):
     image uint8 [H, W, 3] -> float32 [h, w, 3]; labels, boxes (normalised, so unchanged), difficult as given.
     """
     resized = resize_for_eval(image, out_shape)
-    return (resized - tf.constant(VGG_MEAN_RGB), tf.convert_to_tensor(labels), tf.convert_to_tensor(boxes),
+    return (subtract_vgg_mean(resized), tf.convert_to_tensor(labels), tf.convert_to_tensor(boxes),
             tf.convert_to_tensor(difficult))

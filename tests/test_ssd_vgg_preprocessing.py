@@ -80,6 +80,17 @@ def test_eval_resize_and_exact_mean():
     np.testing.assert_allclose(resized, top * (1 - fy) + bottom * fy - MEAN, atol=1e-2)
 
 
+
+def test_subtract_vgg_mean_is_the_plain_subtraction():
+    """The row form gives exactly image - mean, with or without a batch axis."""
+    rng = np.random.RandomState(4)
+    images = (rng.rand(2, 5, 7, 3) * 255).astype(np.float32)
+    with tf.Session() as session:
+        batch, single = session.run([prep.subtract_vgg_mean(tf.constant(images)),
+                                     prep.subtract_vgg_mean(tf.constant(images[1]))])
+    np.testing.assert_array_equal(batch, images - MEAN)
+    np.testing.assert_array_equal(single, images[1] - MEAN)
+
 # A small image, cast to float32 before sampling, and one over CAST_FIRST_MAX_PIXELS, sampled from uint8.
 @pytest.mark.parametrize('flip, height, width', [(False, 37, 53), (True, 37, 53), (True, 1001, 1000)])
 def test_crop_resize_region_matches_bilinear_reference(flip, height, width):
@@ -94,7 +105,7 @@ def test_crop_resize_region_matches_bilinear_reference(flip, height, width):
     ys = sample_positions(region[0], region[2], height, out_shape[0])
     xs = sample_positions(region[1], region[3], width, out_shape[1], flip)
     inside = ((ys >= 0) & (ys <= height - 1))[:, None] & ((xs >= 0) & (xs <= width - 1))[None, :]
-    np.testing.assert_array_equal(mask[..., 0], inside.astype(np.float32))
+    np.testing.assert_array_equal(mask, np.repeat(inside[..., None], 3, axis=2).astype(np.float32))
     assert 0 < inside.sum() < inside.size
     for i, j in zip(*np.nonzero(inside)):
         y0, x0 = int(np.floor(ys[i])), int(np.floor(xs[j]))
