@@ -125,10 +125,14 @@ def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, 
       matched_labels [N] int64 (0 background, -1 ignored), matched_boxes [N, 4] yxyx (zeros where unmatched).
     """
     anchors_yxyx = tf.convert_to_tensor(anchors_yxyx, tf.float32)
-    # A trailing empty box (IoU 0 with everything, never matched) keeps M >= 1, so no branch for M = 0.
-    labels = tf.concat([tf.cast(gt_labels, tf.int64), tf.zeros([1], tf.int64)], axis=0)
+    # A trailing empty box (label 0, IoU 0 with everything, never matched) keeps M >= 1, so no branch for
+    # M = 0, and is what unmatched anchors gather: label 0 and a zero box, with no per-anchor select.
+    gt_labels = tf.cast(gt_labels, tf.int64)
+    if ignore_difficult:
+        gt_labels = tf.where_v2(tf.cast(gt_difficult, tf.bool), -tf.ones_like(gt_labels), gt_labels)
+    labels = tf.concat([gt_labels, tf.zeros([1], tf.int64)], axis=0)
     boxes = tf.concat([tf.cast(gt_boxes, tf.float32), tf.zeros([1, 4], tf.float32)], axis=0)
-    difficult = tf.concat([tf.cast(gt_difficult, tf.bool), tf.zeros([1], tf.bool)], axis=0)
+    empty_box = tf.shape(boxes)[0] - 1
 
     overlaps = iou(boxes, anchors_yxyx)                                   # [M+1, N]
     best_gt = tf.argmax(overlaps, axis=0, output_type=tf.int32)          # [N]
@@ -136,14 +140,9 @@ def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, 
     forced_gt = _bipartite_match(overlaps)
     is_forced = forced_gt >= 0
 
-    gt_index = tf.where_v2(is_forced, forced_gt, best_gt)
     is_matched = tf.logical_or(is_forced, best_gt_iou >= match_threshold)
-    matched_labels = tf.where_v2(is_matched, tf.gather(labels, gt_index), tf.zeros([], tf.int64))
-    if ignore_difficult:
-        is_ignored = tf.logical_and(is_matched, tf.gather(difficult, gt_index))
-        matched_labels = tf.where_v2(is_ignored, -tf.ones_like(matched_labels), matched_labels)
-    matched_boxes = tf.where_v2(is_matched[:, None], tf.gather(boxes, gt_index), 0.)
-    return matched_labels, matched_boxes
+    gt_index = tf.where_v2(is_forced, forced_gt, tf.where_v2(is_matched, best_gt, empty_box))
+    return tf.gather(labels, gt_index), tf.gather(boxes, gt_index)
 
 
 def encode(boxes_yxyx, anchors_cychw, prior_scaling):
