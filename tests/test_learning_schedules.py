@@ -181,3 +181,29 @@ def test_adam_from_scratch_without_a_warm_up_is_warned_about():
     assert warning.startswith('warning: from scratch without a warm-up') and '--warmup_steps=50' in warning
     assert ls.scratch_warmup_warning(ls.OptimizerConfig(), ls.ScheduleConfig(warmup_steps=50)) is None
     assert ls.scratch_warmup_warning(ls.OptimizerConfig('momentum'), ls.ScheduleConfig()) is None
+
+
+def test_decay_steps_read_back_from_the_description():
+    warm_cosine = ls.ScheduleConfig('cosine', warmup_steps=50)
+    for config, steps in ((ls.ScheduleConfig(), 150), (warm_cosine, 3000), (ls.ScheduleConfig('polynomial'), 7)):
+        described = 'schedule ' + ls.describe_schedule(config, steps, '--num_epochs_per_decay=2')
+        assert ls.described_decay_steps(described) == steps
+    assert ls.described_decay_steps('schedule fixed: 0.001, linear warm-up over the first 50 steps') is None
+
+
+def test_period_change_warning_gives_both_rates():
+    """Cosine from 0.001 to 0.0001 at step 2: over 4 steps halfway, 0.0001 + 0.0009 / 2 = 0.00055; over 8 steps a
+    quarter of the way, 0.0001 + 0.0009 (1 + cos(pi / 4)) / 2 = 0.000868."""
+    cosine = ls.ScheduleConfig('cosine', learning_rate=0.001, end_learning_rate=0.0001)
+    assert ls.period_change_warning(cosine, 8, '--num_epochs_per_decay=2', 2, 4) == (
+        'warning: resuming at step 2: --num_epochs_per_decay=2 now makes 8 decay steps, where the run that saved '
+        'the checkpoint had 4 (another --batch_size, clone count or number of training samples), so the cosine '
+        'rate at step 2 jumps from 0.00055 to 0.000868; --num_epochs_per_decay=1 keeps about the earlier 4')
+    # Nothing to say: the same steps, a cosine over the run's length, a step in the warm-up, a fixed rate, or an
+    # exponential whose rate moves by under a tenth (0.94 ** 1 against 0.94 ** 0 at step 5).
+    assert ls.period_change_warning(cosine, 4, '--num_epochs_per_decay=2', 2, 4) is None
+    assert ls.period_change_warning(cosine, 8, ls.RUN_LENGTH_SOURCE, 2, 4) is None
+    assert ls.period_change_warning(ls.ScheduleConfig('cosine', warmup_steps=3), 8, '--num_epochs_per_decay=2',
+                                    2, 4) is None
+    assert ls.period_change_warning(ls.ScheduleConfig('fixed'), 8, '--num_epochs_per_decay=2', 5, 4) is None
+    assert ls.period_change_warning(ls.ScheduleConfig(), 8, '--num_epochs_per_decay=2', 5, 4) is None

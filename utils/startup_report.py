@@ -90,6 +90,7 @@ def training_report(plan):
     schedule = schedules.describe_schedule(config.schedule, plan.decay_steps, plan.decay_source)
     from_scratch = deployment.is_chief and not plan.restore.resume_from and not plan.restore.pretrained
     resumed_step = checkpoint_global_step(plan.restore.resume_from) if plan.restore.resume_from else None
+    earlier_run = _earlier_run_of_this_schedule(plan, resumed_step)
     anchor_source = None if not plan.model.anchor_sizes else (
         f'fitted to the training boxes (--anchor_sizes=auto: --anchor_sizes={sizes_text(plan.model.anchor_sizes)})'
         if config.fit_anchor_sizes else 'given (--anchor_sizes)')
@@ -108,7 +109,9 @@ def training_report(plan):
                           f'{config.loop.max_number_of_steps or "unlimited"}']
          + list(filter(None, [schedules.early_decay_warning(config.schedule, plan.decay_steps, plan.decay_source,
                                                             config.loop.max_number_of_steps),
-                              _horizon_warning(plan, resumed_step), _nothing_to_train(plan, resumed_step)]))),
+                              _horizon_warning(plan, resumed_step, earlier_run),
+                              _period_warning(plan, resumed_step, earlier_run),
+                              _nothing_to_train(plan, resumed_step)]))),
         ('Weights', weights_lines(deployment.is_chief, plan.restore, config.loop.train_dir)
          + list(filter(None, [from_scratch and schedules.scratch_warmup_warning(config.optimizer,
                                                                                  config.schedule),
@@ -153,20 +156,38 @@ def _read_report(path):
         return data.decode(encoding, errors='replace')
 
 
-def _horizon_warning(plan, step):
-    """schedules.horizon_change_warning for a run resumed at `step` (None: not resumed, or a step that cannot be
-    told), against the run that saved its checkpoint (the newest block of training_config.txt started before
-    the checkpoint was written) when that had this run's schedule flags: else it is the user's change."""
+def _earlier_run_of_this_schedule(plan, step):
+    """The lines of the run that saved the checkpoint resumed at `step` (the newest block of training_config.txt
+    started before the checkpoint was written), when that run had this run's schedule flags (else a
+    difference is the user's change); None when not resumed, at a step that cannot be told, or without one."""
     if step is None:
         return None
     saved_at = os.path.getmtime(plan.restore.resume_from + '.index')
-    earlier, now = _earlier_run_flags(plan.config.loop.train_dir, saved_at), _flag_values(plan.config.flag_lines)
-    steps = earlier.get('max_number_of_steps', '')
-    if not steps.isdigit() or any(earlier.get(field.name) != now.get(field.name)
-                                                  for field in dataclasses.fields(schedules.ScheduleConfig)):
+    lines = _earlier_run_lines(plan.config.loop.train_dir, saved_at)
+    earlier, now = _flag_values(lines), _flag_values(plan.config.flag_lines)
+    if any(earlier.get(field.name) != now.get(field.name) for field in dataclasses.fields(schedules.ScheduleConfig)):
+        return None
+    return lines
+
+
+def _horizon_warning(plan, step, earlier_run):
+    """schedules.horizon_change_warning for a run resumed at `step`, against earlier_run
+    (_earlier_run_of_this_schedule's lines, or None)."""
+    steps = _flag_values(earlier_run or []).get('max_number_of_steps', '')
+    if not steps.isdigit():
         return None
     return schedules.horizon_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source, step,
                                             int(steps))
+
+
+def _period_warning(plan, step, earlier_run):
+    """schedules.period_change_warning for a run resumed at `step`, against the decay steps in earlier_run's
+    schedule line (_earlier_run_of_this_schedule's lines, or None)."""
+    described = [line for line in earlier_run or [] if line.startswith('schedule ')]
+    if not described or schedules.RUN_LENGTH_SOURCE in described[-1]:   # that run fell over its own length
+        return None
+    return schedules.period_change_warning(plan.config.schedule, plan.decay_steps, plan.decay_source, step,
+                                           schedules.described_decay_steps(described[-1]))
 
 
 def _nothing_to_train(plan, step):
@@ -184,21 +205,21 @@ def _flag_values(flag_lines):
     return dict(line[2:].split('=', 1) for line in flag_lines if line.startswith('--') and '=' in line)
 
 
-def _earlier_run_flags(train_dir, saved_at):
-    """{flag name: value as written} of the newest run in train_dir's training_config.txt (write_report's
+def _earlier_run_lines(train_dir, saved_at):
+    """The lines (report and flags) of the newest run in train_dir's training_config.txt (write_report's
     blocks) that started by `saved_at` (a time.time()): the run that saved a checkpoint written then, not a
     later one that ended before its first save; a block whose start cannot be read counts as such a run.
-    {} without one."""
+    [] without one."""
     path = os.path.join(train_dir, REPORT_FILENAME)
     if not os.path.isfile(path):
-        return {}
+        return []
     blocks = _read_report(path).split(_RUN_HEADER)[1:]
     for block in reversed(blocks):
-        header, _, flag_lines = block.partition('\n')
+        header, _, lines = block.partition('\n')
         try:
             started = time.mktime(time.strptime(header.strip(), STARTED_FORMAT))
         except ValueError:
             started = None
         if started is None or started <= saved_at:
-            return _flag_values(flag_lines.splitlines())
-    return {}
+            return lines.splitlines()
+    return []
