@@ -229,7 +229,9 @@ def subtract_vgg_mean(image):
     broadcast over the last axis is the generic one, 0.42 ms for a 300x300 image on one core against 0.05 ms
     for the row form (bench/RESULTS.md, issue 9).
     """
-    width = tf.compat.dimension_value(image.shape[-2])
+    width, channels = (tf.compat.dimension_value(size) for size in image.shape[-2:])
+    if width is None or channels != 3:
+        raise ValueError(f'subtract_vgg_mean: needs RGB images of a static width, got shape {image.shape}')
     rows = tf.reshape(image, [-1, width * 3]) - np.tile(np.float32(VGG_MEAN_RGB), width)
     return tf.reshape(rows, tf.shape(image))
 

@@ -80,7 +80,6 @@ def test_eval_resize_and_exact_mean():
     np.testing.assert_allclose(resized, top * (1 - fy) + bottom * fy - MEAN, atol=1e-2)
 
 
-
 def test_subtract_vgg_mean_is_the_plain_subtraction():
     """The row form gives exactly image - mean, with or without a batch axis."""
     rng = np.random.RandomState(4)
@@ -90,6 +89,9 @@ def test_subtract_vgg_mean_is_the_plain_subtraction():
                                      prep.subtract_vgg_mean(tf.constant(images[1]))])
     np.testing.assert_array_equal(batch, images - MEAN)
     np.testing.assert_array_equal(single, images[1] - MEAN)
+    with pytest.raises(ValueError, match='shape'):   # a grey image would reshape, to wrong values
+        prep.subtract_vgg_mean(tf.zeros([6, 4, 1]))
+
 
 # A small image, cast to float32 before sampling, and one over CAST_FIRST_MAX_PIXELS, sampled from uint8.
 @pytest.mark.parametrize('flip, height, width', [(False, 37, 53), (True, 37, 53), (True, 1001, 1000)])
