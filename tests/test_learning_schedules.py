@@ -193,17 +193,20 @@ def test_decay_steps_read_back_from_the_description():
 
 def test_period_change_warning_gives_both_rates():
     """Cosine from 0.001 to 0.0001 at step 2: over 4 steps halfway, 0.0001 + 0.0009 / 2 = 0.00055; over 8 steps a
-    quarter of the way, 0.0001 + 0.0009 (1 + cos(pi / 4)) / 2 = 0.000868."""
+    quarter of the way, 0.0001 + 0.0009 (1 + cos(pi / 4)) / 2 = 0.000868; over 2 steps at the end, 0.0001."""
     cosine = ls.ScheduleConfig('cosine', learning_rate=0.001, end_learning_rate=0.0001)
     assert ls.period_change_warning(cosine, 8, '--num_epochs_per_decay=2', 2, 4) == (
         'warning: resuming at step 2: --num_epochs_per_decay=2 now makes 8 decay steps, where the run that saved '
-        'the checkpoint had 4 (another --batch_size, clone count or number of training samples), so the cosine '
-        'rate at step 2 jumps from 0.00055 to 0.000868; --num_epochs_per_decay=1 keeps about the earlier 4')
-    # Nothing to say: the same steps, a cosine over the run's length, a step in the warm-up, a fixed rate, or an
-    # exponential whose rate moves by under a tenth (0.94 ** 1 against 0.94 ** 0 at step 5).
+        'the checkpoint had 4 (another --batch_size, number of training samples or of synchronous replicas), so '
+        'the cosine rate at step 2 jumps from 0.00055 to 0.000868; --num_epochs_per_decay=1 keeps about the '
+        'earlier 4')
+    assert 'jumps from 0.00055 to 0.0001;' in ls.period_change_warning(cosine, 2, '--num_epochs_per_decay=2', 2, 4)
+    # In the warm-up (step 2 of 6: x 3/6), both rates are ramped.
+    warm = ls.ScheduleConfig('cosine', learning_rate=0.001, end_learning_rate=0.0001, warmup_steps=6)
+    assert 'jumps from 0.000275 to 0.000434;' in ls.period_change_warning(warm, 8, '--num_epochs_per_decay=2', 2, 4)
+    # Nothing to say: the same steps, a cosine over the run's length, a fixed rate, or an exponential whose rate
+    # moves by under a tenth (0.94 ** 1 against 0.94 ** 0 at step 5).
     assert ls.period_change_warning(cosine, 4, '--num_epochs_per_decay=2', 2, 4) is None
     assert ls.period_change_warning(cosine, 8, ls.RUN_LENGTH_SOURCE, 2, 4) is None
-    assert ls.period_change_warning(ls.ScheduleConfig('cosine', warmup_steps=3), 8, '--num_epochs_per_decay=2',
-                                    2, 4) is None
     assert ls.period_change_warning(ls.ScheduleConfig('fixed'), 8, '--num_epochs_per_decay=2', 5, 4) is None
     assert ls.period_change_warning(ls.ScheduleConfig(), 8, '--num_epochs_per_decay=2', 5, 4) is None

@@ -228,26 +228,35 @@ def test_train_more_on_a_finished_cosine_run_warns_that_the_rate_goes_back_up(re
     assert 'warning: resuming' not in report_after('--max_number_of_steps=5')
 
 
-
 def test_resuming_at_another_batch_size_warns_that_the_exponential_rate_jumps(records, tmp_path):
     """The tiny dataset's 8 training records, 2 epochs a decay: every 4 steps at batch 4, every 8 at batch 2. At
     step 5, with a factor of 0.5: 0.001 x 0.5 ** (5 // 4) = 0.0005 before, 0.001 x 0.5 ** (5 // 8) = 0.001 now."""
     train_dir = tmp_path / 'train'
     _save_checkpoint_5(train_dir)
-    halving = ['--learning_rate_decay_factor=0.5']
 
     def report_after(earlier_flags, now_flags):
-        earlier = check(records, tmp_path, *halving, *earlier_flags)
+        earlier = check(records, tmp_path, *earlier_flags)
         startup_report.write_report(str(train_dir), startup_report.training_report(earlier),
                                     earlier.config.flag_lines, 'earlier')
-        return startup_report.training_report(check(records, tmp_path, *halving, *now_flags))
+        return startup_report.training_report(check(records, tmp_path, *now_flags))
+    halving = ['--learning_rate_decay_factor=0.5']
     assert ('warning: resuming at step 5: --num_epochs_per_decay=2 now makes 8 decay steps, where the run that '
-            'saved the checkpoint had 4 (another --batch_size, clone count or number of training samples), so the '
-            'exponential rate at step 5 jumps from 0.0005 to 0.001; --num_epochs_per_decay=1 keeps about the '
-            'earlier 4') in report_after(['--batch_size=4'], ['--batch_size=2'])
-    # Nothing to say: the same batch size, or a schedule the user changed too.
-    assert 'warning: resuming' not in report_after(['--batch_size=4'], ['--batch_size=4'])
-    assert 'warning: resuming' not in report_after(['--batch_size=4'], ['--batch_size=2', '--num_epochs_per_decay=1'])
+            'saved the checkpoint had 4 (another --batch_size, number of training samples or of synchronous '
+            'replicas), so the exponential rate at step 5 jumps from 0.0005 to 0.001; --num_epochs_per_decay=1 '
+            'keeps about the earlier 4') in report_after(halving + ['--batch_size=4'], halving + ['--batch_size=2'])
+    # Nothing to say: the same batch size; a schedule the user changed too (3 epochs at batch 2: 12 steps, the
+    # rate at step 5 0.001); an earlier cosine over its --max_number_of_steps, now over epochs (8 steps at batch 2).
+    assert 'warning: resuming' not in report_after(halving + ['--batch_size=4'], halving + ['--batch_size=4'])
+    assert 'warning: resuming' not in report_after(halving + ['--batch_size=4'],
+                                                   halving + ['--batch_size=2', '--num_epochs_per_decay=3'])
+    cosine = ['--learning_rate_decay_type=cosine', '--num_epochs_per_decay=2']
+    earlier = check(records, tmp_path, '--learning_rate_decay_type=cosine', '--max_number_of_steps=6',
+                    '--batch_size=4')
+    startup_report.write_report(str(train_dir), startup_report.training_report(earlier), earlier.config.flag_lines,
+                                'earlier')   # its --num_epochs_per_decay=2.0, defaulted, as now given
+    assert 'warning: resuming' not in startup_report.training_report(
+        check(records, tmp_path, *cosine, '--max_number_of_steps=6', '--batch_size=2'))
+
 
 def test_train_more_compares_with_the_run_that_saved_the_checkpoint_not_a_later_one_killed_before_saving(
         records, tmp_path):

@@ -198,33 +198,34 @@ def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earl
             f'{config.end_learning_rate:g} at step {decay_steps}')
 
 
-def _rate_without_warmup(config, step, decay_steps):
-    """The exponential, polynomial or cosine rate at `step` in Python, as learning_rate_tensor computes it
-    before the warm-up."""
+def _rate_at(config, step, decay_steps):
+    """The exponential, polynomial or cosine rate at `step` in Python, as learning_rate_tensor computes it."""
     if config.learning_rate_decay_type == 'exponential':
-        return config.learning_rate * config.learning_rate_decay_factor ** (step // decay_steps)
-    return _falling_rate(config, min(step, decay_steps) / decay_steps, math.cos)
+        rate = config.learning_rate * config.learning_rate_decay_factor ** (step // decay_steps)
+    else:
+        rate = _falling_rate(config, min(step, decay_steps) / decay_steps, math.cos)
+    return rate * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else rate
 
 
 def period_change_warning(config, decay_steps, decay_source, resumed_step, earlier_decay_steps):
     """A start-up warning when a resumed run's decay steps, set in epochs (--num_epochs_per_decay), differ from
-    those of the run that saved the checkpoint (at resumed_step, past the warm-up) with the same schedule
-    flags: its batch size, clone count or number of training samples changed, and the exponential, polynomial
-    or cosine rate at resumed_step jumps by over RESTART_FRACTION of itself. None otherwise."""
+    those of the run that saved the checkpoint (at resumed_step) with the same schedule flags: its batch size,
+    number of training samples or of synchronous replicas changed, and the exponential, polynomial or cosine
+    rate jumps at resumed_step, by over RESTART_FRACTION of itself. None otherwise (an exponential resumed
+    before its first decay under both also stays quiet: the start-up report's schedule line gives its steps)."""
     kind = config.learning_rate_decay_type
     if (decay_source == RUN_LENGTH_SOURCE or kind not in ('exponential',) + RUN_LENGTH_DECAY_TYPES
-            or not earlier_decay_steps or earlier_decay_steps == decay_steps or resumed_step < config.warmup_steps):
+            or not earlier_decay_steps or earlier_decay_steps == decay_steps):
         return None
-    before, now = (_rate_without_warmup(config, resumed_step, steps)
-                   for steps in (earlier_decay_steps, decay_steps))
+    before, now = (_rate_at(config, resumed_step, steps) for steps in (earlier_decay_steps, decay_steps))
     if abs(now - before) <= RESTART_FRACTION * before:
         return None
     epochs = config.num_epochs_per_decay * earlier_decay_steps / decay_steps
     return (f'warning: resuming at step {resumed_step}: --num_epochs_per_decay={config.num_epochs_per_decay:g} now '
             f'makes {decay_steps} decay steps, where the run that saved the checkpoint had {earlier_decay_steps} '
-            f'(another --batch_size, clone count or number of training samples), so the {kind} rate at step '
-            f'{resumed_step} jumps from {before:.3g} to {now:.3g}; --num_epochs_per_decay={epochs:.3g} keeps about '
-            f'the earlier {earlier_decay_steps}')
+            f'(another --batch_size, number of training samples or of synchronous replicas), so the {kind} rate '
+            f'at step {resumed_step} jumps from {before:.3g} to {now:.3g}; --num_epochs_per_decay={epochs:.3g} '
+            f'keeps about the earlier {earlier_decay_steps}')
 
 
 def described_decay_steps(description):
