@@ -179,6 +179,15 @@ def _falling_rate(config, progress, cos):
     return end + (lr0 - end) * 0.5 * (1.0 + cos(math.pi * progress))
 
 
+def _rate_at(config, step, decay_steps):
+    """The exponential, polynomial or cosine rate at `step` in Python, as learning_rate_tensor computes it."""
+    if config.learning_rate_decay_type == 'exponential':
+        rate = config.learning_rate * config.learning_rate_decay_factor ** (step // decay_steps)
+    else:
+        rate = _falling_rate(config, min(step, decay_steps) / decay_steps, math.cos)
+    return rate * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else rate
+
+
 def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earlier_max_steps):
     """A start-up warning when a resumed run's polynomial or cosine falls over --max_number_of_steps, the run that
     saved the checkpoint (at resumed_step, past the warm-up) had the same schedule over earlier_max_steps, and the
@@ -187,8 +196,7 @@ def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earl
     if (decay_source != RUN_LENGTH_SOURCE or not earlier_max_steps
             or not config.warmup_steps <= resumed_step < decay_steps):
         return None
-    before, now = (_falling_rate(config, min(resumed_step, steps) / steps, math.cos)
-                   for steps in (earlier_max_steps, decay_steps))
+    before, now = (_rate_at(config, resumed_step, steps) for steps in (earlier_max_steps, decay_steps))
     if now - before <= RESTART_FRACTION * (config.learning_rate - config.end_learning_rate):
         return None
     return (f'warning: resuming at step {resumed_step} with --max_number_of_steps={decay_steps}, where the run '
@@ -196,15 +204,6 @@ def horizon_change_warning(config, decay_steps, decay_source, resumed_step, earl
             f'over {decay_steps} steps, so the rate at step {resumed_step} goes back up from {before:.3g} to '
             f'{now:.3g}, a restart of its fall that can raise the loss for a while; it reaches '
             f'{config.end_learning_rate:g} at step {decay_steps}')
-
-
-def _rate_at(config, step, decay_steps):
-    """The exponential, polynomial or cosine rate at `step` in Python, as learning_rate_tensor computes it."""
-    if config.learning_rate_decay_type == 'exponential':
-        rate = config.learning_rate * config.learning_rate_decay_factor ** (step // decay_steps)
-    else:
-        rate = _falling_rate(config, min(step, decay_steps) / decay_steps, math.cos)
-    return rate * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else rate
 
 
 def period_change_warning(config, decay_steps, decay_source, resumed_step, earlier_decay_steps):
