@@ -41,39 +41,47 @@ def broadcast_iou_np(boxes_a, boxes_b):
 def iou(boxes_a, boxes_b):
     """Intersection over union of every pair: yxyx [M, 4] x yxyx [N, 4] -> [M, N] float32.
 
-    IoU = |A n B| / (|A| + |B| - |A n B|); 0 where the union is empty (degenerate boxes).
+    IoU = |A n B| / (|A| + |B| - |A n B|); 0 where the union is empty (degenerate boxes). boxes_b may be a
+    numpy array (the anchors): its columns and areas are then constants rather than ops run at every call.
     """
     ymin_a, xmin_a, ymax_a, xmax_a = tf.split(boxes_a, 4, axis=1)  # [M, 1] each
-    ymin_b, xmin_b, ymax_b, xmax_b = tf.unstack(boxes_b, axis=1)    # [N] each
+    if isinstance(boxes_b, np.ndarray):
+        ymin_b, xmin_b, ymax_b, xmax_b = (np.ascontiguousarray(boxes_b[:, i], np.float32) for i in range(4))
+        area_b = np.maximum(ymax_b - ymin_b, 0.) * np.maximum(xmax_b - xmin_b, 0.)
+    else:
+        ymin_b, xmin_b, ymax_b, xmax_b = tf.unstack(boxes_b, axis=1)    # [N] each
+        area_b = tf.maximum(ymax_b - ymin_b, 0.) * tf.maximum(xmax_b - xmin_b, 0.)
     inter_h = tf.maximum(tf.minimum(ymax_a, ymax_b) - tf.maximum(ymin_a, ymin_b), 0.)
     inter_w = tf.maximum(tf.minimum(xmax_a, xmax_b) - tf.maximum(xmin_a, xmin_b), 0.)
     intersection = inter_h * inter_w
     area_a = tf.maximum(ymax_a - ymin_a, 0.) * tf.maximum(xmax_a - xmin_a, 0.)
-    area_b = tf.maximum(ymax_b - ymin_b, 0.) * tf.maximum(xmax_b - xmin_b, 0.)
     return tf.math.divide_no_nan(intersection, area_a + area_b - intersection)
 
 
-def _mutual_best(candidates, served, forced_gt):
+def _mutual_best(candidates, served, forced_gt, col_best=None):
     """One round of _bipartite_match: candidates [M, K] (IoU, -1 where served or claimed), served [M] bool,
-    forced_gt [K] int32 (-1 unclaimed).
+    forced_gt [K] int32 (-1 unclaimed); col_best: argmax(candidates, axis=0) when the caller has it.
 
     Takes every pair that is both its row's maximum (ties: lower anchor) and its column's maximum (ties:
     lower gt), with IoU > 0. Returns (served, forced_gt, done): done when every gt is served or has no
-    positive IoU left unclaimed (claims only grow).
+    positive IoU left unclaimed (claims only grow). A gt taken claims its row's best anchor: one scatter of
+    at most M claims (no two gts take the same anchor: the anchor's column maximum is one gt).
     """
-    num_gt, num_anchors = tf.shape(candidates)[0], tf.shape(candidates)[1]
+    num_gt = tf.shape(candidates)[0]
     row_best = tf.argmax(candidates, axis=1, output_type=tf.int32)          # [M] best unclaimed anchor
-    col_best = tf.argmax(candidates, axis=0, output_type=tf.int32)          # [K] best unserved gt
+    if col_best is None:
+        col_best = tf.argmax(candidates, axis=0, output_type=tf.int32)      # [K] best unserved gt
     has_candidate = tf.reduce_max(candidates, axis=1) > 0.
     taken = tf.logical_and(has_candidate, tf.equal(tf.gather(col_best, row_best), tf.range(num_gt)))
-    claimed = tf.logical_and(tf.gather(taken, col_best),
-                             tf.equal(tf.gather(row_best, col_best), tf.range(num_anchors)))
+    taken_gts = tf.where(taken)                                             # [T, 1] int64
+    forced_gt = tf.tensor_scatter_nd_update(forced_gt, tf.gather_nd(row_best, taken_gts)[:, None],
+                                            tf.cast(taken_gts[:, 0], tf.int32))
     served = tf.logical_or(served, taken)
     done = tf.reduce_all(tf.logical_or(served, tf.logical_not(has_candidate)))
-    return served, tf.where_v2(claimed, col_best, forced_gt), done
+    return served, forced_gt, done
 
 
-def _bipartite_match(overlaps):
+def _bipartite_match(overlaps, best_gt=None):
     """Caffe SSD's greedy bipartite matching of ground truths to anchors, in vectorised rounds.
 
     Caffe (MatchBBox): while some unserved ground truth has a positive IoU with an unclaimed anchor, take the
@@ -84,30 +92,35 @@ def _bipartite_match(overlaps):
     Caffe's order, so Caffe's loop takes all those pairs too, and taking them first leaves its other choices
     unchanged: the result equals Caffe's exactly, ties included, for the same IoU values (only difference:
     Caffe ignores IoUs <= 1e-6, here only 0). Each round takes at least Caffe's next pair, so at most M
-    rounds. The first (usually the only one) runs on all anchors; later ones (crowded scenes: up to ~10)
-    only on the anchors that the gts left over overlap.
+    rounds. The first (usually the only one: the rest sits behind a tf.cond) runs on all anchors; later ones
+    (crowded scenes: up to ~10) only on the anchors that the gts left over overlap.
 
-    overlaps: [M, N] float32 IoU, M >= 1. Returns forced_gt [N] int32: the gt that claimed each anchor, -1.
+    overlaps: [M, N] float32 IoU, M >= 1; best_gt: argmax(overlaps, axis=0), if the caller has it.
+    Returns forced_gt [N] int32: the gt that claimed each anchor, -1.
     """
     served, forced_gt, done = _mutual_best(overlaps, tf.zeros_like(overlaps[:, 0], tf.bool),
-                                           -tf.ones_like(overlaps[0], tf.int32))
-    wanted = tf.logical_and(overlaps > 0., tf.logical_not(served)[:, None])
-    columns = tf.where(tf.reduce_any(wanted, axis=0))                       # [K, 1] int64, ascending
-    overlaps_left = tf.gather(overlaps, columns[:, 0], axis=1)              # [M, K]
+                                           -tf.ones_like(overlaps[0], tf.int32), best_gt)
 
-    def next_round(served, column_gt, done):
-        del done  # only the loop condition reads it
-        available = tf.logical_and(tf.logical_not(served)[:, None], (column_gt < 0)[None, :])
-        return _mutual_best(tf.where_v2(available, overlaps_left, -1.), served, column_gt)
+    def later_rounds():
+        wanted = tf.logical_and(overlaps > 0., tf.logical_not(served)[:, None])
+        columns = tf.where(tf.reduce_any(wanted, axis=0))                   # [K, 1] int64, ascending
+        overlaps_left = tf.gather(overlaps, columns[:, 0], axis=1)          # [M, K]
 
-    _, column_gt, _ = tf.while_loop(
-        lambda served, column_gt, done: tf.logical_not(done), next_round,
-        (served, tf.gather_nd(forced_gt, columns), done),
-        maximum_iterations=tf.shape(overlaps)[0], back_prop=False)
-    return tf.tensor_scatter_nd_update(forced_gt, columns, column_gt)
+        def next_round(served, column_gt, done):
+            del done  # only the loop condition reads it
+            available = tf.logical_and(tf.logical_not(served)[:, None], (column_gt < 0)[None, :])
+            return _mutual_best(tf.where_v2(available, overlaps_left, -1.), served, column_gt)
+
+        _, column_gt, _ = tf.while_loop(
+            lambda served, column_gt, done: tf.logical_not(done), next_round,
+            (served, tf.gather_nd(forced_gt, columns), done),
+            maximum_iterations=tf.shape(overlaps)[0], back_prop=False)
+        return tf.tensor_scatter_nd_update(forced_gt, columns, column_gt)
+
+    return tf.cond(done, lambda: forced_gt, later_rounds)
 
 
-def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
+def match_indices(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
     """Assign each anchor to at most one ground-truth box (SSD paper / Caffe rules), vectorised.
 
     1. Bipartite match: Caffe's greedy one-to-one matching (_bipartite_match), so every ground truth gets
@@ -120,13 +133,15 @@ def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, 
 
     Args:
       gt_labels: [M] int, 1..K. gt_boxes: [M, 4] yxyx. gt_difficult: [M] int or bool. M may be 0.
-      anchors_yxyx: [N, 4] yxyx (tensor or numpy).
+      anchors_yxyx: [N, 4] yxyx (numpy, or a tensor).
     Returns:
-      matched_labels [N] int64 (0 background, -1 ignored), matched_boxes [N, 4] yxyx (zeros where unmatched).
+      labels [M+1] int64 and boxes [M+1, 4]: the ground truths' labels (-1 where ignored) and boxes, then an
+      empty box (label 0, a zero box) that unmatched anchors point at; gt_index [N] int32, each anchor's row.
     """
-    anchors_yxyx = tf.convert_to_tensor(anchors_yxyx, tf.float32)
-    # A trailing empty box (label 0, IoU 0 with everything, never matched) keeps M >= 1, so no branch for
-    # M = 0, and is what unmatched anchors gather: label 0 and a zero box, with no per-anchor select.
+    if not isinstance(anchors_yxyx, tf.Tensor):
+        anchors_yxyx = np.asarray(anchors_yxyx, np.float32)
+    # The trailing empty box (IoU 0 with everything, never matched) keeps M + 1 >= 1, so no branch for M = 0,
+    # and is what unmatched anchors gather, with no per-anchor select.
     gt_labels = tf.cast(gt_labels, tf.int64)
     if ignore_difficult:
         gt_labels = tf.where_v2(tf.cast(gt_difficult, tf.bool), -tf.ones_like(gt_labels), gt_labels)
@@ -137,28 +152,47 @@ def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, 
     overlaps = iou(boxes, anchors_yxyx)                                   # [M+1, N]
     best_gt = tf.argmax(overlaps, axis=0, output_type=tf.int32)          # [N]
     best_gt_iou = tf.reduce_max(overlaps, axis=0)
-    forced_gt = _bipartite_match(overlaps)
+    forced_gt = _bipartite_match(overlaps, best_gt)
     is_forced = forced_gt >= 0
 
     is_matched = tf.logical_or(is_forced, best_gt_iou >= match_threshold)
     gt_index = tf.where_v2(is_forced, forced_gt, tf.where_v2(is_matched, best_gt, empty_box))
+    return labels, boxes, gt_index
+
+
+def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
+    """match_indices' assignment as values: matched_labels [N] int64 (0 background, -1 ignored) and
+    matched_boxes [N, 4] yxyx (zeros where unmatched)."""
+    labels, boxes, gt_index = match_indices(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold,
+                                            ignore_difficult)
     return tf.gather(labels, gt_index), tf.gather(boxes, gt_index)
 
 
-def encode(boxes_yxyx, anchors_cychw, prior_scaling):
-    """yxyx boxes [..., N, 4] against anchors (cy, cx, h, w) [N, 4] -> offsets (ty, tx, th, tw) [..., N, 4].
-
-    Formula in the module docstring. Boxes need positive height and width (log of the size ratio).
-    """
-    anchors_cychw = tf.convert_to_tensor(anchors_cychw, tf.float32)
+def _box_params(boxes_yxyx):
+    """yxyx [..., 4] -> (cy, cx, log h, log w) [..., 4], the box's side of the encoding."""
     ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
-    cy_a, cx_a, h_a, w_a = tf.unstack(anchors_cychw, axis=-1)
+    return tf.stack([(ymin + ymax) / 2., (xmin + xmax) / 2., tf.log(ymax - ymin), tf.log(xmax - xmin)], axis=-1)
+
+
+def _anchor_params(anchors_cychw, prior_scaling):
+    """numpy float32 (offset, scale) [N, 4], the anchors' side of the encoding: offset (cy_a, cx_a, log h_a,
+    log w_a), scale (1 / (h_a s_y), 1 / (w_a s_x), 1 / s_h, 1 / s_w); computed in float64."""
+    cy_a, cx_a, h_a, w_a = np.asarray(anchors_cychw, np.float64).T
     s_y, s_x, s_h, s_w = prior_scaling
-    ty = ((ymin + ymax) / 2. - cy_a) / h_a / s_y
-    tx = ((xmin + xmax) / 2. - cx_a) / w_a / s_x
-    th = tf.log((ymax - ymin) / h_a) / s_h
-    tw = tf.log((xmax - xmin) / w_a) / s_w
-    return tf.stack([ty, tx, th, tw], axis=-1)
+    offset = np.stack([cy_a, cx_a, np.log(h_a), np.log(w_a)], axis=-1)
+    scale = np.stack([1. / (h_a * s_y), 1. / (w_a * s_x), np.full_like(h_a, 1. / s_h), np.full_like(w_a, 1. / s_w)],
+                     axis=-1)
+    return offset.astype(np.float32), scale.astype(np.float32)
+
+
+def encode(boxes_yxyx, anchors_cychw, prior_scaling):
+    """yxyx boxes [..., N, 4] against numpy anchors (cy, cx, h, w) [N, 4] -> offsets (ty, tx, th, tw) [..., N, 4].
+
+    Formula in the module docstring, as (box params - anchor offset) * anchor scale (_box_params,
+    _anchor_params). Boxes need positive height and width (log of the size).
+    """
+    offset, scale = _anchor_params(anchors_cychw, prior_scaling)
+    return (_box_params(boxes_yxyx) - offset) * scale
 
 
 def decode(loc, anchors_cychw, prior_scaling):
@@ -182,21 +216,24 @@ def make_target_encoder(anchors_cychw, prior_scaling, match_threshold=0.5, ignor
     """Returns encode_fn(labels [M] int64, boxes [M, 4] yxyx, difficult [M] int64) -> dict of training targets.
 
     target_labels [N] int64 (0 background, -1 ignored), target_loc [N, 4] float32 (ty, tx, th, tw; 0 for
-    anchors without a box). Graph ops only, for tf.data map functions.
+    anchors without a box). Graph ops only, for tf.data map functions. encode()'s formula, taken apart so that
+    the box side (logs included) runs on the M boxes and each anchor gathers its box's row: per anchor, only a
+    gather, a subtraction and a product.
     """
     anchors_cychw = np.asarray(anchors_cychw, np.float32)
     anchors_yxyx = cychw_to_yxyx(anchors_cychw)
+    offset, scale = _anchor_params(anchors_cychw, prior_scaling)
     num_anchors = anchors_cychw.shape[0]
 
     def encode_fn(labels, boxes, difficult):
         with tf.name_scope('encode_targets'):
-            matched_labels, matched_boxes = match(
+            gt_labels, gt_boxes, gt_index = match_indices(
                 labels, boxes, difficult, anchors_yxyx, match_threshold, ignore_difficult)
+            matched_labels = tf.gather(gt_labels, gt_index)
+            # The empty box's row stays zero (its log would be -inf); the anchors that gather it are zeroed.
+            params = tf.concat([_box_params(gt_boxes[:-1]), tf.zeros([1, 4])], axis=0)    # [M+1, 4]
             has_box = tf.not_equal(matched_labels, 0)
-            # Unmatched anchors are encoded against themselves (finite logs), then zeroed.
-            safe_boxes = tf.where(has_box, matched_boxes, tf.constant(anchors_yxyx))
-            target_loc = tf.where(has_box, encode(safe_boxes, anchors_cychw, prior_scaling),
-                                  tf.zeros_like(safe_boxes))
+            target_loc = tf.where_v2(has_box[:, None], (tf.gather(params, gt_index) - offset) * scale, 0.)
             matched_labels.set_shape([num_anchors])
             target_loc.set_shape([num_anchors, 4])
             return {'target_labels': matched_labels, 'target_loc': target_loc}

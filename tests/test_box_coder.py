@@ -73,6 +73,8 @@ def test_iou_matches_reference():
     expected = [[np_iou(a, b) for b in boxes_b] for a in boxes_a]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert np.all(got[:, 0] == 0)
+    got_constant_b = run(lambda: box_coder.iou(tf.constant(boxes_a), boxes_b))   # numpy anchors: constant columns
+    np.testing.assert_allclose(got_constant_b, expected, atol=1e-6)
     got_np = box_coder.broadcast_iou_np(boxes_a[:, None, :], boxes_b[None, :, :])
     np.testing.assert_allclose(got_np, expected, atol=1e-6)
     assert np.all(got_np[:, 0] == 0)
