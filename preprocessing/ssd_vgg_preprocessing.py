@@ -262,14 +262,24 @@ def apply_photometric(image, brightness, contrast, saturation, apply_saturation,
 
     Order: brightness x + d, contrast x * c, saturation S * f, hue H + h when contrast_first, else
     brightness, saturation, hue, contrast. Caffe's 8-bit images saturate after every step, so values are
-    clipped to [0, 255] after brightness and after contrast; saturation and hue keep values in range
-    (tf.image clamps S to [0, 1] and keeps V). Unlike Caffe, values are not rounded to integers.
+    clipped to [0, 255] after brightness and after contrast, and at the end when saturation or hue ran (a
+    guard: their HSV round trip is not documented to stay in range); unlike Caffe, values are not rounded to
+    integers. A step that does not happen (d = 0, c = 1, or not applied) is skipped: on values in [0, 255] it
+    would change none, and skipping it saves a pass over the image.
     """
-    image = tf.clip_by_value(image + brightness, 0., 255.)
-    image = tf.clip_by_value(image * tf.where_v2(contrast_first, contrast, 1.), 0., 255.)
-    image = tf.cond(apply_saturation, lambda: tf.image.adjust_saturation(image, saturation), lambda: image)
-    image = tf.cond(apply_hue, lambda: tf.image.adjust_hue(image, hue), lambda: image)
-    return tf.clip_by_value(image * tf.where_v2(contrast_first, 1., contrast), 0., 255.)
+    def clipped(values):
+        return tf.clip_by_value(values, 0., 255.)
+
+    def step(happens, transform, values):
+        return tf.cond(happens, lambda: transform(values), lambda: values)
+    contrast_before = tf.where_v2(contrast_first, contrast, 1.)
+    contrast_after = tf.where_v2(contrast_first, 1., contrast)
+    image = step(tf.not_equal(brightness, 0.), lambda values: clipped(values + brightness), image)
+    image = step(tf.not_equal(contrast_before, 1.), lambda values: clipped(values * contrast_before), image)
+    image = step(apply_saturation, lambda values: tf.image.adjust_saturation(values, saturation), image)
+    image = step(apply_hue, lambda values: tf.image.adjust_hue(values, hue), image)
+    return step(apply_saturation | apply_hue | tf.not_equal(contrast_after, 1.),
+                lambda values: clipped(values * contrast_after), image)
 
 
 def distort_photometric(image, seed):

@@ -279,6 +279,37 @@ def test_photometric_clips_after_brightness_as_caffe(contrast_first):
     np.testing.assert_allclose(out[0, 0], [153., 24., 78.], rtol=1e-6)
 
 
+def np_photometric(rgb255, brightness, contrast, saturation, hue, contrast_first):
+    """Caffe's distortion order on [0, 255] float64 pixels [..., 3], saturating after each step (colorsys HSV);
+    saturation / hue None: the step does not happen."""
+    image = np.clip(rgb255 + brightness, 0, 255)
+    if contrast_first:
+        image = np.clip(image * contrast, 0, 255)
+    for index in np.ndindex(image.shape[:-1]):
+        h, s, v = colorsys.rgb_to_hsv(*(image[index] / 255))
+        s = s if saturation is None else min(s * saturation, 1.)
+        h = h if hue is None else (h + hue) % 1.
+        image[index] = 255 * np.array(colorsys.hsv_to_rgb(h, s, v))
+    return image if contrast_first else np.clip(image * contrast, 0, 255)
+
+
+def test_photometric_steps_in_caffe_order_each_happening_or_not():
+    # Every combination of the four steps happening, in both orders: steps that do not happen are skipped.
+    rgb = np.random.RandomState(8).uniform(0, 255, (3, 4, 3))
+    rgb[0, 0] = [250., 10., 100.]                 # saturates under brightness and contrast
+    cases = [(brightness, contrast, saturation, hue, contrast_first)
+             for brightness in (0., 30.) for contrast in (1., 0.6, 1.4) for saturation in (None, 1.4)
+             for hue in (None, -0.08) for contrast_first in (True, False)]
+    with tf.Session() as session:
+        outs = session.run([prep.apply_photometric(
+            tf.constant(rgb, tf.float32), brightness=brightness, contrast=contrast, saturation=saturation or 1.,
+            apply_saturation=tf.constant(saturation is not None), hue=hue or 0., apply_hue=tf.constant(hue is not None),
+            contrast_first=tf.constant(contrast_first)) for brightness, contrast, saturation, hue, contrast_first in cases])
+    for case, out in zip(cases, outs):
+        np.testing.assert_allclose(out, np_photometric(rgb, *case), atol=0.05, err_msg=str(case))
+        assert out.min() >= 0 and out.max() <= 255
+
+
 def test_hsv_adjustments_hold_on_the_0_255_scale():
     # distort_photometric runs saturation and hue on [0, 255] values: check against colorsys per pixel.
     rgb = np.random.RandomState(6).uniform(0, 1, (4, 5, 3))
