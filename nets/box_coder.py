@@ -120,7 +120,7 @@ def _bipartite_match(overlaps, best_gt=None):
     return tf.cond(done, lambda: forced_gt, later_rounds)
 
 
-def match_indices(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
+def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
     """Assign each anchor to at most one ground-truth box (SSD paper / Caffe rules), vectorised.
 
     1. Bipartite match: Caffe's greedy one-to-one matching (_bipartite_match), so every ground truth gets
@@ -136,7 +136,8 @@ def match_indices(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_thresho
       anchors_yxyx: [N, 4] yxyx (numpy, or a tensor).
     Returns:
       labels [M+1] int64 and boxes [M+1, 4]: the ground truths' labels (-1 where ignored) and boxes, then an
-      empty box (label 0, a zero box) that unmatched anchors point at; gt_index [N] int32, each anchor's row.
+      empty box (label 0, a zero box) that unmatched anchors point at; gt_index [N] int32, each anchor's row
+      (labels[gt_index]: 0 background, -1 ignored).
     """
     if not isinstance(anchors_yxyx, tf.Tensor):
         anchors_yxyx = np.asarray(anchors_yxyx, np.float32)
@@ -158,14 +159,6 @@ def match_indices(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_thresho
     is_matched = tf.logical_or(is_forced, best_gt_iou >= match_threshold)
     gt_index = tf.where_v2(is_forced, forced_gt, tf.where_v2(is_matched, best_gt, empty_box))
     return labels, boxes, gt_index
-
-
-def match(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold=0.5, ignore_difficult=True):
-    """match_indices' assignment as values: matched_labels [N] int64 (0 background, -1 ignored) and
-    matched_boxes [N, 4] yxyx (zeros where unmatched)."""
-    labels, boxes, gt_index = match_indices(gt_labels, gt_boxes, gt_difficult, anchors_yxyx, match_threshold,
-                                            ignore_difficult)
-    return tf.gather(labels, gt_index), tf.gather(boxes, gt_index)
 
 
 def _box_params(boxes_yxyx):
@@ -227,8 +220,8 @@ def make_target_encoder(anchors_cychw, prior_scaling, match_threshold=0.5, ignor
 
     def encode_fn(labels, boxes, difficult):
         with tf.name_scope('encode_targets'):
-            gt_labels, gt_boxes, gt_index = match_indices(
-                labels, boxes, difficult, anchors_yxyx, match_threshold, ignore_difficult)
+            gt_labels, gt_boxes, gt_index = match(labels, boxes, difficult, anchors_yxyx, match_threshold,
+                                                  ignore_difficult)
             matched_labels = tf.gather(gt_labels, gt_index)
             # The empty box's row stays zero (its log would be -inf); the anchors that gather it are zeroed.
             params = tf.concat([_box_params(gt_boxes[:-1]), tf.zeros([1, 4])], axis=0)    # [M+1, 4]

@@ -81,11 +81,13 @@ def test_iou_matches_reference():
 
 
 def match_case(labels, boxes, difficult, anchors_yxyx, **kwargs):
-    """match() on constants -> (labels [N], boxes [N, 4])."""
+    """match() on constants -> each anchor's (label [N], box [N, 4]): its row of match's tables."""
     def graph():
         return box_coder.match(tf.constant(labels, tf.int64), tf.constant(boxes, tf.float32, shape=[len(labels), 4]),
                                tf.constant(difficult, tf.int64), tf.constant(anchors_yxyx, tf.float32), **kwargs)
-    return run(graph)
+    table_labels, table_boxes, gt_index = run(graph)
+    assert table_labels[-1] == 0 and not table_boxes[-1].any()     # the empty box, for unmatched anchors
+    return table_labels[gt_index], table_boxes[gt_index]
 
 
 # Four unit-row anchors on a line: IoUs below are exact binary fractions.
