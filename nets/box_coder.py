@@ -46,11 +46,11 @@ def iou(boxes_a, boxes_b):
     """
     ymin_a, xmin_a, ymax_a, xmax_a = tf.split(boxes_a, 4, axis=1)  # [M, 1] each
     if isinstance(boxes_b, np.ndarray):
-        ymin_b, xmin_b, ymax_b, xmax_b = (np.ascontiguousarray(boxes_b[:, i], np.float32) for i in range(4))
-        area_b = np.maximum(ymax_b - ymin_b, 0.) * np.maximum(xmax_b - xmin_b, 0.)
+        columns_b, maximum = np.asarray(boxes_b, np.float32).T, np.maximum
     else:
-        ymin_b, xmin_b, ymax_b, xmax_b = tf.unstack(boxes_b, axis=1)    # [N] each
-        area_b = tf.maximum(ymax_b - ymin_b, 0.) * tf.maximum(xmax_b - xmin_b, 0.)
+        columns_b, maximum = tf.unstack(boxes_b, axis=1), tf.maximum
+    ymin_b, xmin_b, ymax_b, xmax_b = columns_b                      # [N] each
+    area_b = maximum(ymax_b - ymin_b, 0.) * maximum(xmax_b - xmin_b, 0.)
     inter_h = tf.maximum(tf.minimum(ymax_a, ymax_b) - tf.maximum(ymin_a, ymin_b), 0.)
     inter_w = tf.maximum(tf.minimum(xmax_a, xmax_b) - tf.maximum(xmin_a, xmin_b), 0.)
     intersection = inter_h * inter_w
