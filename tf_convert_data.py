@@ -165,8 +165,8 @@ def _anchor_fit_lines(result):
     if not written:
         return []
     split = conversion_checks.training_split(written)
-    boxes, records = split_boxes.split_boxes(result.shards[split], result.info.num_samples[split])
-    return anchor_report.models_fit_lines(boxes, f'split {split!r} ({records} records)')
+    sample = split_boxes.split_boxes(result.shards[split], result.info.num_samples[split])
+    return anchor_report.models_fit_lines(sample.boxes, f'split {split!r} ({sample.records} records)')
 
 
 if __name__ == '__main__':

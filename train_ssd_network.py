@@ -107,6 +107,10 @@ def define_flags(fv=flags.FLAGS):
            'count against dataset_info.json); a damaged one stops the run naming it.')
     d_float('max_bad_sample_fraction', 0.01, 'Samples that cannot be decoded are skipped and counted; more than '
             'this fraction of those read (of at least one epoch) stops the run.')
+    flags.DEFINE_enum('cache_images', 'auto', train_plan.CACHE_IMAGES_MODES, 'Keep the split\'s decoded images '
+                      'in memory after the first epoch, so that later epochs neither read nor decode them: auto when '
+                      'they take at most a quarter of the memory available at start-up (the start-up report says '
+                      'which), always, or never.', flag_values=fv)
     d_int('labels_offset', 0, 'Subtracted from record labels (boxes falling to 0 or below are dropped).')
     d_str('model_name', 'ssd_300_vgg', 'One of ' + ', '.join(nets_factory.MODEL_NAMES) + '.')
     d_str('preprocessing_name', None, 'Preprocessing; default: the model name.')
@@ -203,7 +207,8 @@ def config_from_flags(fv):
             fv.dataset_dir, DEMO_IMAGE_DIR if _same_path(fv.dataset_dir, DEMO_DATASET_DIR) else None,
             fv.dataset_name, fv.dataset_split_name, fv.num_classes, fv.labels_offset, fv.batch_size,
             fv.num_readers, fv.num_preprocessing_threads, fv.preprocessing_name, fv.train_image_size,
-            fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction),
+            fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction,
+            fv.cache_images),
         schedule=schedules.schedule_from_values(_values(fv, schedules.ScheduleConfig)),
         num_epochs_per_decay_given=bool(fv['num_epochs_per_decay'].present), optimizer=optimizer,
         moving_average_decay=fv.moving_average_decay, trainable_scopes=fv.trainable_scopes,
@@ -226,7 +231,7 @@ def input_batch(plan):
                                             ignore_difficult=data.ignore_difficult)
     dataset = tfrecord_pipeline.make_dataset(plan.shards, plan.preprocess_fn, tfrecord_pipeline.PipelineConfig(
         data.batch_size, out_shape=plan.model.image_size, num_readers=data.num_readers,
-        num_parallel_calls=data.num_preprocessing_threads), encode_fn=target_encoder)
+        num_parallel_calls=data.num_preprocessing_threads, cache_decoded=plan.cache_decoded), encode_fn=target_encoder)
     return tf.data.make_one_shot_iterator(dataset).get_next()
 
 
@@ -260,7 +265,8 @@ def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_co
     samples = bad_samples.BadSampleMonitor(data.max_bad_sample_fraction, plan.num_samples, sample_counts)
     speed_log = step_policies.SpeedLog(loop.log_every_n_steps, data.batch_size, loop.max_number_of_steps)
     check_records = functools.partial(record_check.check_split, data.dataset_dir, data.split_name)
-    watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, data.check_records and check_records)
+    watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, data.check_records and check_records,
+                                       images_cached=plan.cache_decoded)
     return train_tools.TrainStep(losses, learning_rate, stop, speed_log, checkpoint_policy, summaries, samples, watch)
 
 
@@ -376,8 +382,9 @@ def main(fv):
         # Every record read once: a damaged or short shard stops the run here, naming it.
         if config.input.check_records:
             logging.info('%s', record_check.check_split(config.input.dataset_dir, config.input.split_name))
-        # The anchors against the training boxes: their fit for the report, and --anchor_sizes=auto's sizes.
-        plan = train_plan.fit_anchors(plan)
+        # The training split read back: the anchors' fit to its boxes (and --anchor_sizes=auto's sizes), and
+        # whether its decoded images stay in memory.
+        plan = train_plan.fit_to_split(plan)
         # A cluster worker joins the cluster and gets its devices.
         server, plan = join_cluster(plan) if config.cluster.in_cluster else (None, plan)
         logging.info('Start-up report\n%s', startup_report.training_report(plan))

@@ -68,7 +68,7 @@ def main(flag_values):
         synthetic_records.write_split(directory, flag_values.num_records, extra_features=_box_features)
         paths = dataset_info.list_shards(directory, 'train')
     megabytes = sum(os.path.getsize(path) for path in paths) / 1e6
-    read_s, (boxes, records) = _median_seconds(
+    read_s, (boxes, records, _) = _median_seconds(
         lambda: split_boxes.split_boxes(paths, flag_values.num_records), flag_values.repeats)
     params = nets_factory.get_network('ssd_300_vgg', 2).params
     rows = [(f'read the boxes back (split_boxes: {records} records, {megabytes:.0f} MB, {len(boxes)} boxes)', read_s)]

@@ -4,7 +4,9 @@ Records use the SSD-Tensorflow feature keys (datasets/tfrecord_schema.py); boxes
 yxyx float32. Order of stages: list shards -> parallel interleaved reads (each record tagged with its shard
 and index there) -> shuffle -> parse + decode (in parallel; a record that fails becomes a flagged
 placeholder, see datasets/bad_samples.py) -> count and drop the bad ones -> preprocess + encode (one
-parallel map) -> padded batch -> prefetch. A shard that cannot be read still fails the iterator.
+parallel map) -> padded batch -> prefetch. A shard that cannot be read still fails the iterator. With
+cache_decoded, training decodes each record once: parse + decode come before the shuffle, and from the second
+epoch on the decoded images come from memory.
 """
 import dataclasses
 from typing import Optional
@@ -40,6 +42,7 @@ class PipelineConfig:
     shuffle_buffer: int = 2048
     seed: Optional[int] = None
     deterministic: bool = False
+    cache_decoded: bool = False     # training: keep the decoded records in memory after the first epoch
 
 
 def _flags_or_zeros(values, num_boxes):
@@ -166,16 +169,24 @@ def make_dataset(filenames, preprocess_fn, config, encode_fn=None):
     seed = 0 if config.deterministic and config.seed is None else config.seed
     config = dataclasses.replace(config, seed=seed)
     ordered = config.deterministic or not config.is_training
-    records = _records(filenames, config, ordered)
-    if config.is_training:
-        records = records.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     seeded = config.is_training and seed is not None
-    if seeded:
-        records = records.enumerate().map(lambda position, record: dict(
-            record, seed=tf.stack([tf.constant(seed, tf.int64), position])))
-    examples = records.interleave(_decoded_or_flagged, cycle_length=config.num_parallel_calls,
+
+    def decoded(records):
+        return records.interleave(_decoded_or_flagged, cycle_length=config.num_parallel_calls,
                                   num_parallel_calls=config.num_parallel_calls, deterministic=ordered)
-    examples = bad_samples.drop_bad(examples) if config.is_training else examples.map(bad_samples.flag_bad)
+
+    def shuffled(elements):
+        stream = elements.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        return stream.enumerate().map(lambda position, element: dict(
+            element, seed=tf.stack([tf.constant(seed, tf.int64), position]))) if seeded else stream
+
+    records = _records(filenames, config, ordered)
+    if not config.is_training:
+        examples = decoded(records).map(bad_samples.flag_bad)
+    else:
+        # Cached, the shuffle buffer holds decoded images, but the same ones as the cache (tensors are shared).
+        examples = shuffled(decoded(records).cache()) if config.cache_decoded else decoded(shuffled(records))
+        examples = bad_samples.drop_bad(examples)
     dataset = examples.map(_prepare_fn(preprocess_fn, tuple(config.out_shape), encode_fn, seeded),
                            num_parallel_calls=config.num_parallel_calls, deterministic=ordered)
     dataset = dataset.padded_batch(config.batch_size, drop_remainder=config.is_training)

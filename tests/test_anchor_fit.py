@@ -1,11 +1,13 @@
 """nets/anchor_fit.py (best possible recall, fitted anchor sizes), utils/anchor_report.py (the warning), and
 --anchor_sizes from the flags through model_config.json to the inference tools' networks."""
+import io
 import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from PIL import Image
 
 from datasets import demo_drawing, split_boxes
 from nets import anchor_fit, anchors, nets_factory
@@ -165,18 +167,32 @@ def small_records(tmp_path_factory):
     return records
 
 
-def test_split_boxes_reads_the_records_back(small_records):
+def test_split_boxes_reads_the_records_back(small_records, tmp_path):
     from datasets import dataset_info
     paths = dataset_info.list_shards(small_records, 'train')
-    boxes, records = split_boxes.split_boxes(paths, 6)
+    boxes, records, decoded_bytes = split_boxes.split_boxes(paths, 6)
     assert records == 6 and boxes.shape[1] == 4 and len(boxes) >= 6 * 10
     assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
-    sample, read = split_boxes.split_boxes(paths, 6, max_records=3)
+    sample, read, estimated_bytes = split_boxes.split_boxes(paths, 6, max_records=3)
     assert read == 3 and len(sample) < len(boxes)
     labels = np.concatenate([tf.train.Example.FromString(record).features.feature['image/object/bbox/label']
                              .int64_list.value for path in paths for record in tf.io.tf_record_iterator(path)])
-    kept, _ = split_boxes.split_boxes(paths, 6, labels_offset=1)    # class 1's boxes are not trained
+    kept = split_boxes.split_boxes(paths, 6, labels_offset=1).boxes    # class 1's boxes are not trained
     assert len(labels) == len(boxes) and len(kept) == np.sum(labels > 1) and 0 < len(kept) < len(boxes)
+    # The decoded size, against the images themselves decoded: exact when every record is read, scaled from
+    # the records read (the first of each shard) when they are a sample.
+    sizes = [[3 * np.prod(Image.open(io.BytesIO(tf.train.Example.FromString(record).features
+                                                .feature['image/encoded'].bytes_list.value[0])).size)
+              for record in tf.io.tf_record_iterator(path)] for path in paths]
+    assert decoded_bytes == sum(map(sum, sizes))
+    per_shard = max(1, 3 // len(paths))
+    assert estimated_bytes == sum(sum(shard[:per_shard]) for shard in sizes) * 6 // 3
+    unsized = tf.train.Example.FromString(next(tf.io.tf_record_iterator(paths[0])))
+    del unsized.features.feature['image/width']      # records that do not give their image's size
+    path = str(tmp_path / 'unsized.tfrecord')
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(unsized.SerializeToString())
+    assert split_boxes.split_boxes([path], 1).decoded_bytes is None
 
 
 def test_auto_sizes_train_and_reach_every_inference_tool(small_records, tmp_path):
@@ -189,7 +205,7 @@ def test_auto_sizes_train_and_reach_every_inference_tool(small_records, tmp_path
     report = startup_report.training_report(plan)
     assert (f'anchor sizes fitted to the training boxes (--anchor_sizes=auto: --anchor_sizes='
             f'{",".join(f"{s:g}" for s in sizes)})') in report
-    boxes, _ = split_boxes.split_boxes(plan.shards, plan.num_samples)
+    boxes = split_boxes.split_boxes(plan.shards, plan.num_samples).boxes
     fitted, builtin = (anchor_fit.anchor_fit(boxes, params, 0.5).bpr
                        for params in (anchor_fit.with_sizes(SSD300, sizes), SSD300))
     assert f'best possible recall {fitted:.3f} (the built-in sizes: {builtin:.3f})' in report

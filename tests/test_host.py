@@ -95,3 +95,11 @@ def test_program_is_not_restarted_when_the_user_chose(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()] == ['start', 'past']
     assert result.stdout.rstrip().endswith('glibc.malloc.hugetlb=0')
+
+
+def test_available_memory_is_meminfos_else_the_free_pages(tmp_path):
+    meminfo = tmp_path / 'meminfo'
+    meminfo.write_text('MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n')
+    assert host.available_memory_bytes(str(meminfo)) == 20000000 * 1024
+    free_pages = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    assert abs(host.available_memory_bytes(str(tmp_path / 'missing')) - free_pages) < 0.1 * free_pages

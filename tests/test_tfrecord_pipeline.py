@@ -1,5 +1,6 @@
 """tf.data pipeline: parsing (JPEG/PNG, optional keys), deterministic batches, padding, encode_fn."""
 import io
+import os
 
 import numpy as np
 import pytest
@@ -174,6 +175,49 @@ def test_deterministic_training_batches_repeat_exactly(shards):
             boxes = batch['gt_boxes'][i, :num]
             assert (boxes >= 0).all() and (boxes <= 1).all() and (boxes[:, 2:] > boxes[:, :2]).all()
             np.testing.assert_array_equal(batch['target_labels'][i], [labels.sum()] * NUM_ANCHORS)
+
+
+def _records_seen(batches):
+    """Per batch of a training stream over `shards`: the records with boxes (by their label's tens) and the count
+    of those without."""
+    with_boxes, without = [], 0
+    for batch in batches:
+        for i in range(len(batch['num_boxes'])):
+            num = batch['num_boxes'][i]
+            if num:
+                with_boxes.append(int(batch['gt_labels'][i, 0]) // 10)
+            else:
+                without += 1
+    return sorted(with_boxes), without
+
+
+@pytest.mark.parametrize('cache_decoded', [True, False])
+def test_cached_training_reads_and_decodes_each_record_once(shards, tmp_path, cache_decoded):
+    import shutil
+    paths, samples = shards
+    copies = [shutil.copy(path, tmp_path) for path in paths]
+    with tf.Graph().as_default():
+        dataset = tfrecord_pipeline.make_dataset(
+            copies, ssd_vgg_preprocessing.preprocess_for_train, tfrecord_pipeline.PipelineConfig(
+                4, out_shape=(16, 16), num_readers=2, num_parallel_calls=2, shuffle_buffer=12, seed=1,
+                deterministic=True, cache_decoded=cache_decoded))
+        batch = tf.data.make_one_shot_iterator(dataset).get_next()
+        with tf.Session() as session:
+            first_epoch = [session.run(batch) for _ in range(3)]
+            for copy in copies:    # the records are gone: only a cache can give the next epochs
+                os.remove(copy)
+            later = []
+            try:
+                later = [session.run(batch) for _ in range(6)]
+            except tf.errors.NotFoundError:
+                pass
+    every_record = (sorted(index for index, sample in enumerate(samples) if len(sample[2])),
+                    sum(1 for sample in samples if not len(sample[2])))
+    assert _records_seen(first_epoch) == every_record      # each record once per epoch, cached or not
+    if cache_decoded:
+        assert _records_seen(later[:3]) == _records_seen(later[3:]) == every_record
+    else:
+        assert not later                                   # read again each epoch: the deletion fails the reader
 
 
 def test_non_deterministic_training_runs(shards):

@@ -85,6 +85,35 @@ def test_a_narrow_network_trains_on_single_threaded_towers(records, tmp_path, mo
     assert ('conv1_1 and conv1_2 on column pairs' in startup_report.training_report(plan)) == paired
 
 
+@pytest.mark.parametrize('mode, decoded, available, cached, words', [
+    ('auto', 140e6, 24e9, True, 'kept in memory after the first epoch (140 MB decoded, within a quarter of the '
+                                '24.00 GB available; --cache_images=never to read them every epoch)'),
+    ('auto', 6e9, 24e9, True, 'kept in memory after the first epoch (6.00 GB decoded'),    # a quarter exactly
+    ('auto', 6e9 + 1, 24e9, False, 'read and decoded every epoch (6.00 GB decoded, more than a quarter of the '
+                                   '24.00 GB available; --cache_images=always keeps them in memory)'),
+    ('auto', None, 24e9, False, 'read and decoded every epoch (the records do not give their images\' sizes'),
+    ('auto', 140e6, None, False, 'read and decoded every epoch (the memory available is unknown'),
+    ('always', 7e9, 24e9, True, 'kept in memory after the first epoch (--cache_images=always; 7.00 GB decoded)'),
+    ('always', None, None, True, 'kept in memory after the first epoch (--cache_images=always; size unknown)'),
+    ('never', 140e6, 24e9, False, 'read and decoded every epoch (--cache_images=never; 140 MB decoded)'),
+])
+def test_decoded_images_stay_in_memory_when_they_fit(mode, decoded, available, cached, words):
+    decoded = None if decoded is None else int(decoded)
+    cache, line = train_plan.image_cache(mode, decoded, available)
+    assert cache == cached and line.startswith('decoded images: ') and words in line
+
+
+def test_the_report_says_whether_the_decoded_images_stay_in_memory(records, tmp_path):
+    small = check(records, tmp_path)                        # 8 records of at most 456x422: a few MB
+    assert small.cache_decoded and 'decoded images: kept in memory after the first epoch' in \
+        startup_report.training_report(small)
+    refused = check(records, tmp_path, '--cache_images=never')
+    assert not refused.cache_decoded and 'decoded images: read and decoded every epoch (--cache_images=never' in \
+        startup_report.training_report(refused)
+    starved = train_plan.fit_to_split(small, available_bytes=1000)     # a quarter of that holds no image
+    assert not starved.cache_decoded and starved.cache_line.startswith('decoded images: read and decoded every')
+
+
 def test_valid_flags_resolve_the_plan(records, tmp_path):
     plan = check(records, tmp_path, '--num_clones=2')
     assert plan.num_samples == 8 and plan.net.num_classes == 5 and plan.decay_steps == 4

@@ -169,6 +169,25 @@ def test_records_converted_again_with_another_class_stop_the_run_with_a_checkpoi
     assert run.latest().endswith('model.ckpt-3')
 
 
+def test_records_converted_again_while_the_images_are_cached_are_read_after_a_restart(tmp_path, caplog):
+    """The same classes converted again: nothing stops; with the first epoch's images kept in memory, the run
+    says once per conversion that a restart reads the new records."""
+    caplog.set_level(py_logging.WARNING)
+    records = tmp_path / 'records'
+    for cached in (True, False):
+        caplog.clear()
+        write_dataset_info(str(records), DatasetInfo('shop', ['none', 'can', 'box'], {'train': 10}, {}))
+        watch = step_policies.DatasetWatch(str(records), ('none', 'can', 'box'), images_cached=cached)
+        assert watch.problem() is None                      # the first check: the baseline
+        write_dataset_info(str(records), DatasetInfo('shop', ['none', 'can', 'box'], {'train': 12}, {}))
+        assert watch.problem() is None and watch.problem() is None
+        warnings = [record.getMessage() for record in caplog.records if record.levelno == py_logging.WARNING]
+        assert warnings == ([f'{records / "dataset_info.json"} changed since this run read it (the same classes): '
+                             'this run trains on the images it keeps in memory (see the start-up report\'s '
+                             '"decoded images" line); to train on the new records, stop it with Ctrl-C and run '
+                             'the same command'] if cached else [])
+
+
 def test_records_converted_before_the_watch_starts_stop_the_first_step(tmp_path):
     """A conversion that ended between the run's reading of the class list and the first step (labels
     reordered) is caught at the first step, not taken as the baseline."""

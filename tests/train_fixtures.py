@@ -43,7 +43,7 @@ def plan_from_flags(fv, log_fn=lambda *_: None):
     """The steps main runs before the graph: flags -> TrainConfig, the dataset, the TrainPlan, the anchor fit."""
     config = train_ssd_network.config_from_flags(fv)
     train_plan.prepare_dataset(config, log_fn)
-    return train_plan.fit_anchors(train_plan.make_plan(config, devices.visible_gpu_count()))
+    return train_plan.fit_to_split(train_plan.make_plan(config, devices.visible_gpu_count()))
 
 
 def train_in_process(args):

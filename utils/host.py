@@ -1,5 +1,5 @@
-"""What the machine offers, read without TensorFlow (so usable before it loads): the CPU's feature flags, and
-glibc's malloc on transparent huge pages for training.
+"""What the machine offers, read without TensorFlow (so usable before it loads): the CPU's feature flags, the
+memory available, and glibc's malloc on transparent huge pages for training.
 
 Why huge pages: on CPUs with AVX2 and no AVX-512, training takes the wide layers' weight gradients through
 oneDNN's NCHW kernel (nets/conv_gradients.py), whose im2col scratch buffers (up to ~50 MB per call) are above
@@ -24,6 +24,22 @@ def cpu_flags(cpuinfo_path='/proc/cpuinfo'):
             return {flag for line in cpuinfo if line.startswith('flags') for flag in line.split(':', 1)[1].split()}
     except OSError:
         return set()
+
+
+def available_memory_bytes(meminfo_path='/proc/meminfo'):
+    """Memory available to new allocations without swapping (Linux's MemAvailable), else the free physical
+    pages; None when neither can be read."""
+    try:
+        with open(meminfo_path) as meminfo:
+            for line in meminfo:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def transparent_huge_page_mode(path='/sys/kernel/mm/transparent_hugepage/enabled'):

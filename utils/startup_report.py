@@ -98,7 +98,7 @@ def training_report(plan):
         ('SSD network', ssd_lines(plan.net, plan.model.data_format, anchor_source)),
         ('Dataset', dataset_lines(config.input.dataset_dir, config.input.split_name, plan.shards, plan.info,
                                   config.input.labels_offset)
-         + list(plan.anchor_lines)),
+         + list(plan.anchor_lines) + list(filter(None, [plan.cache_line]))),
         ('Devices', device_lines(deployment.clone_devices, config.input.batch_size, deployment.description)
          + [devices.kernel_description(plan.model.data_format, config.devices.bfloat16,
                                        plan.nchw_weight_gradient_layers, plan.single_threaded_ops,

@@ -261,16 +261,17 @@ class DatasetWatch:
     records of other classes, or of the same in another order (a product added, labels.txt reordered), would
     from the next epoch on train the network's class scores on other classes' boxes, and labels past its
     classes would train none. More images of the same classes are fine: the run's shards are read anew each
-    epoch (a new shard, after a restart). The first check reads the file whatever its stamp: a conversion may
-    have ended between the run's reading of the class list and the watch's start (the record check and the
-    anchor fit take minutes on a large split). When reading the records fails, check_records (a callable
-    raising datasets/record_check's UserError for a damaged shard; None or False: --nocheck_records) names
-    the shard."""
+    epoch (a new shard, after a restart), unless images_cached (the decoded images of the first epoch stay in
+    memory): then a warning says that a restart reads them. The first check reads the file whatever its stamp: a
+    conversion may have ended between the run's reading of the class list and the watch's start (the record
+    check and the anchor fit take minutes on a large split). When reading the records fails, check_records (a
+    callable raising datasets/record_check's UserError for a damaged shard; None or False: --nocheck_records)
+    names the shard."""
 
-    def __init__(self, dataset_dir, class_names, check_records=None):
+    def __init__(self, dataset_dir, class_names, check_records=None, images_cached=False):
         self.path = os.path.join(dataset_dir, ds_info.INFO_FILENAME)
         self.class_names, self.seen = tuple(class_names), None
-        self.check_records = check_records
+        self.check_records, self.images_cached = check_records, images_cached
 
     def damaged_shard(self):
         """What the record check says of the shards after a read failed: its line naming the damaged shard, that
@@ -298,12 +299,16 @@ class DatasetWatch:
         stamp = self._stamp()
         if stamp is None or stamp == self.seen:
             return None
-        self.seen = stamp
+        first, self.seen = self.seen is None, stamp
         try:
             names = tuple(ds_info.load_dataset_info(self.path).class_names)
         except UserError:
             return None
         if names == self.class_names:
+            if self.images_cached and not first:
+                logging.warning('%s changed since this run read it (the same classes): this run trains on the '
+                                'images it keeps in memory (see the start-up report\'s "decoded images" line); to '
+                                'train on the new records, stop it with Ctrl-C and run the same command', self.path)
             return None
         if names[:len(self.class_names)] == self.class_names:   # classes appended: the labels it has keep theirs
             harm = 'boxes of classes the network has no score for would reach it as objects of no class'

@@ -18,6 +18,7 @@ from nets import nets_factory
 from preprocessing import preprocessing_factory
 from utils import anchor_report, checkpoints, clones, learning_schedules, model_config, resume
 from utils import devices as device_info
+from utils import host
 from utils.distributed import ClusterConfig
 from utils.errors import UserError
 from utils.file_io import check_writable_folder
@@ -42,6 +43,7 @@ class InputConfig:
     ignore_difficult: bool = True
     check_records: bool = True             # read every shard once before training (datasets/record_check)
     max_bad_sample_fraction: float = 0.01  # undecodable samples allowed (datasets/bad_samples)
+    cache_images: str = 'auto'             # CACHE_IMAGES_MODES: decoded images kept after the first epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +95,9 @@ class TrainPlan:
     paired_column_layers: tuple  # layers the network computes on column pairs (nets/column_pairs.py)
     single_threaded_ops: bool   # one thread per op: devices.cpu_towers' clones (config.devices.num_clones)
     deployment: Any = None      # clones.Deployment; None for a cluster worker until it joins
-    anchor_lines: tuple = ()    # the anchor fit's report lines (fit_anchors)
+    anchor_lines: tuple = ()    # the anchor fit's report lines (fit_to_split)
+    cache_decoded: bool = False  # the decoded training images stay in memory after the first epoch (fit_to_split)
+    cache_line: str = ''        # the report's line saying so, or why not (fit_to_split)
 
 
 def _need(condition, message):
@@ -233,11 +237,47 @@ def _resumed_anchor_sizes(model, train_dir):
     return dataclasses.replace(model, anchor_sizes=saved.anchor_sizes)
 
 
-def fit_anchors(plan):
-    """The plan with its anchor fit (anchor_lines) on the training split's boxes, read back from its records;
-    with --anchor_sizes=auto and no sizes yet (a new run), the model's anchor sizes are fitted to them first."""
+CACHE_IMAGES_MODES = ('auto', 'always', 'never')
+CACHE_MEMORY_SHARE = 0.25   # --cache_images=auto: the most of the memory available at start-up the cache may take
+
+
+def _size_text(size):
+    return f'{size / 1e9:.2f} GB' if size >= 1e9 else f'{size / 1e6:.0f} MB'
+
+
+def image_cache(mode, decoded_bytes, available_bytes):
+    """(whether training keeps the split's decoded images in memory after the first epoch, the report's line) for
+    --cache_images=mode; decoded_bytes: the split's images decoded (None: unknown), available_bytes: the memory
+    available now (None: unknown). Reading and decoding are about 30% of the input pipeline's CPU time
+    (bench/RESULTS.md, issue 9)."""
+    size = f'{_size_text(decoded_bytes)} decoded' if decoded_bytes is not None else 'size unknown'
+    if mode == 'never':
+        return False, f'decoded images: read and decoded every epoch (--cache_images=never; {size})'
+    if mode == 'always':
+        return True, f'decoded images: kept in memory after the first epoch (--cache_images=always; {size})'
+    if decoded_bytes is None or available_bytes is None:
+        unknown = ('the records do not give their images\' sizes' if decoded_bytes is None
+                   else 'the memory available is unknown')
+        return False, (f'decoded images: read and decoded every epoch ({unknown}; --cache_images=always keeps them '
+                       'in memory)')
+    budget = CACHE_MEMORY_SHARE * available_bytes
+    if decoded_bytes <= budget:
+        return True, (f'decoded images: kept in memory after the first epoch ({size}, within a quarter of the '
+                      f'{_size_text(available_bytes)} available; --cache_images=never to read them every epoch)')
+    return False, (f'decoded images: read and decoded every epoch ({size}, more than a quarter of the '
+                   f'{_size_text(available_bytes)} available; --cache_images=always keeps them in memory)')
+
+
+def fit_to_split(plan, available_bytes=None):
+    """The plan fitted to its training split, read back from its records: the anchor fit (anchor_lines) on its
+    boxes, with --anchor_sizes=auto and no sizes yet (a new run) the model's anchor sizes fitted to them first;
+    and whether its decoded images stay in memory (image_cache; available_bytes: the memory available, default
+    read from the host)."""
     config, model = plan.config, plan.model
-    boxes, records = split_boxes.split_boxes(plan.shards, plan.num_samples, labels_offset=config.input.labels_offset)
+    boxes, records, decoded_bytes = split_boxes.split_boxes(plan.shards, plan.num_samples,
+                                                            labels_offset=config.input.labels_offset)
+    cache_decoded, cache_line = image_cache(config.input.cache_images, decoded_bytes,
+                                            available_bytes or host.available_memory_bytes())
     threshold = config.input.match_threshold
     if config.fit_anchor_sizes and not model.anchor_sizes:
         model = dataclasses.replace(model, anchor_sizes=anchor_report.fitted_sizes(boxes, plan.net.params, threshold))
@@ -245,7 +285,8 @@ def fit_anchors(plan):
     builtin = dataclasses.replace(model, anchor_sizes=()).build_network().params if config.fit_anchor_sizes else None
     lines = anchor_report.fit_lines(boxes, model.model_name, net.params, threshold, builtin,
                                     f'split {config.input.split_name!r} ({records} records)')
-    return dataclasses.replace(plan, model=model, net=net, anchor_lines=tuple(lines))
+    return dataclasses.replace(plan, model=model, net=net, anchor_lines=tuple(lines), cache_decoded=cache_decoded,
+                               cache_line=cache_line)
 
 
 def make_plan(config, num_gpus):
