@@ -107,10 +107,9 @@ def define_flags(fv=flags.FLAGS):
            'count against dataset_info.json); a damaged one stops the run naming it.')
     d_float('max_bad_sample_fraction', 0.01, 'Samples that cannot be decoded are skipped and counted; more than '
             'this fraction of those read (of at least one epoch) stops the run.')
-    flags.DEFINE_enum('cache_images', 'auto', train_plan.CACHE_IMAGES_MODES, 'Keep the split\'s decoded images '
-                      'in memory after the first epoch, so that later epochs neither read nor decode them: auto when '
-                      'they take at most a quarter of the memory available at start-up (the start-up report says '
-                      'which), always, or never.', flag_values=fv)
+    flags.DEFINE_enum('cache_images', 'auto', train_plan.CACHE_IMAGES_MODES, 'Keep the decoded images in memory '
+                      'after the first epoch: auto when they take at most a quarter of the memory available at '
+                      'start-up (the start-up report says which), always, or never.', flag_values=fv)
     d_int('labels_offset', 0, 'Subtracted from record labels (boxes falling to 0 or below are dropped).')
     d_str('model_name', 'ssd_300_vgg', 'One of ' + ', '.join(nets_factory.MODEL_NAMES) + '.')
     d_str('preprocessing_name', None, 'Preprocessing; default: the model name.')
@@ -156,8 +155,7 @@ def _check_ranges(fv):
         _need(fv[name].value >= 1, f'--{name}={fv[name].value}: must be >= 1')
     for name in ('log_every_n_steps', 'save_summaries_secs', 'save_interval_secs', 'save_every_n_steps'):
         _need(fv[name].value >= 0, f'--{name}={fv[name].value}: must be >= 0')
-    _need(0 <= fv.max_bad_sample_fraction < 1,
-          f'--max_bad_sample_fraction={fv.max_bad_sample_fraction}: must be in [0, 1)')
+    _need(0 <= fv.max_bad_sample_fraction < 1, f'--max_bad_sample_fraction={fv.max_bad_sample_fraction}: must be in [0, 1)')
     _need(fv.max_number_of_steps is None or fv.max_number_of_steps > 0,
           f'--max_number_of_steps={fv.max_number_of_steps}: must be > 0')
 
@@ -207,8 +205,7 @@ def config_from_flags(fv):
             fv.dataset_dir, DEMO_IMAGE_DIR if _same_path(fv.dataset_dir, DEMO_DATASET_DIR) else None,
             fv.dataset_name, fv.dataset_split_name, fv.num_classes, fv.labels_offset, fv.batch_size,
             fv.num_readers, fv.num_preprocessing_threads, fv.preprocessing_name, fv.train_image_size,
-            fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction,
-            fv.cache_images),
+            fv.match_threshold, fv.ignore_difficult, fv.check_records, fv.max_bad_sample_fraction, fv.cache_images),
         schedule=schedules.schedule_from_values(_values(fv, schedules.ScheduleConfig)),
         num_epochs_per_decay_given=bool(fv['num_epochs_per_decay'].present), optimizer=optimizer,
         moving_average_decay=fv.moving_average_decay, trainable_scopes=fv.trainable_scopes,
@@ -264,9 +261,8 @@ def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_co
     summaries = step_policies.SummaryPolicy(summary_op, loop.save_summaries_secs) if is_chief else None
     samples = bad_samples.BadSampleMonitor(data.max_bad_sample_fraction, plan.num_samples, sample_counts)
     speed_log = step_policies.SpeedLog(loop.log_every_n_steps, data.batch_size, loop.max_number_of_steps)
-    check_records = functools.partial(record_check.check_split, data.dataset_dir, data.split_name)
-    watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, data.check_records and check_records,
-                                       images_cached=plan.cache_decoded)
+    check = data.check_records and functools.partial(record_check.check_split, data.dataset_dir, data.split_name)
+    watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, check, images_cached=plan.cache_decoded)
     return train_tools.TrainStep(losses, learning_rate, stop, speed_log, checkpoint_policy, summaries, samples, watch)
 
 
@@ -318,8 +314,7 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
     in_use = file_io.exclusive_use(config.loop.train_dir, '--train_dir') if deployment.is_chief else None
     with in_use or contextlib.nullcontext():
         if deployment.is_chief:
-            left = resume.remove_unfinished_saves(config.loop.train_dir)
-            if left:
+            if left := resume.remove_unfinished_saves(config.loop.train_dir):
                 logging.info('Removed %d temporary file(s) of a save cut short: %s', len(left), ', '.join(left))
             startup_report.write_report(config.loop.train_dir, startup_report.training_report(plan),
                                         config.flag_lines, time.strftime(startup_report.STARTED_FORMAT))
@@ -382,14 +377,12 @@ def main(fv):
         # Every record read once: a damaged or short shard stops the run here, naming it.
         if config.input.check_records:
             logging.info('%s', record_check.check_split(config.input.dataset_dir, config.input.split_name))
-        # The training split read back: the anchors' fit to its boxes (and --anchor_sizes=auto's sizes), and
-        # whether its decoded images stay in memory.
+        # The split read back: the anchors' fit to its boxes (--anchor_sizes=auto's sizes), its images' cache.
         plan = train_plan.fit_to_split(plan)
         # A cluster worker joins the cluster and gets its devices.
         server, plan = join_cluster(plan) if config.cluster.in_cluster else (None, plan)
         logging.info('Start-up report\n%s', startup_report.training_report(plan))
-        # The graph (global step, input, clones, optimizer, restore chain) and slim.learning.train, in a worker
-        # thread so that Ctrl-C is seen at once.
+        # The graph and slim.learning.train, in a worker thread so that Ctrl-C is seen at once.
         stop_request.install()
         step_fn = stop_request.run(lambda: train(plan, stop_request))
     except distributed.LOST_CLUSTER_ERRORS as err:
