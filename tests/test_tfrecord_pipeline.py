@@ -1,6 +1,7 @@
 """tf.data pipeline: parsing (JPEG/PNG, optional keys), deterministic batches, padding, encode_fn."""
 import io
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -178,8 +179,8 @@ def test_deterministic_training_batches_repeat_exactly(shards):
 
 
 def _records_seen(batches):
-    """Per batch of a training stream over `shards`: the records with boxes (by their label's tens) and the count
-    of those without."""
+    """What training batches over the `shards` fixture's records hold: the records with boxes (by their labels'
+    tens, sorted) and the count of those without."""
     with_boxes, without = [], 0
     for batch in batches:
         for i in range(len(batch['num_boxes'])):
@@ -193,7 +194,6 @@ def _records_seen(batches):
 
 @pytest.mark.parametrize('cache_decoded', [True, False])
 def test_cached_training_reads_and_decodes_each_record_once(shards, tmp_path, cache_decoded):
-    import shutil
     paths, samples = shards
     copies = [shutil.copy(path, tmp_path) for path in paths]
     with tf.Graph().as_default():
