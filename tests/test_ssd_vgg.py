@@ -60,19 +60,26 @@ def test_depth_multiplier_scales_trunk_not_heads():
 
 
 def test_box_head_layout_follows_published_checkpoint():
-    """Channel a*4 + j of conv_loc is anchor a's (tx, ty, tw, th)[j]; conv_cls channel a*C + c is class c."""
-    with tf.Graph().as_default() as graph:
-        net, images, logits, loc, _ = build('ssd_300_vgg', batch=1)
-        raw_loc = graph.get_tensor_by_name('ssd_300_vgg/block11_box/conv_loc/BiasAdd:0')    # [1, 1, 1, 16]
-        raw_cls = graph.get_tensor_by_name('ssd_300_vgg/block11_box/conv_cls/BiasAdd:0')    # [1, 1, 1, 16]
+    """Channel a*4 + j of conv_loc is anchor a's (tx, ty, tw, th)[j]; conv_cls channel a*C + c is class c.
+    block11's feature map is 1x1, so its 3x3 SAME heads see only their centre tap: the reference is that
+    tap's matrix product with the checkpoint-layout variables, in numpy."""
+    with tf.Graph().as_default():
+        net, images, logits, loc, end_points = build('ssd_300_vgg', batch=1)
+        variables = {name: tf.global_variables(f'ssd_300_vgg/block11_box/{name}/')
+                     for name in ('conv_loc', 'conv_cls')}
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
+            sess.run([v.assign(tf.random.normal(v.shape, seed=3)) for vs in variables.values() for v in vs])
             feed = {images: np.random.RandomState(2).normal(0, 50, [1, 300, 300, 3])}
-            values = sess.run([logits, loc, raw_loc, raw_cls], feed)
-    logits_v, loc_v, raw_loc_v, raw_cls_v = values
-    xywh = raw_loc_v.reshape(4, 4)
-    np.testing.assert_allclose(loc_v[0, -4:], xywh[:, [1, 0, 3, 2]], rtol=1e-6)
-    np.testing.assert_allclose(logits_v[0, -4:], raw_cls_v.reshape(4, 4), rtol=1e-6)
+            logits_v, loc_v, feature, heads = sess.run([logits, loc, end_points['block11'], variables], feed)
+    assert np.count_nonzero(feature) > 0
+
+    def centre_tap(name):
+        weights, biases = sorted(heads[name], key=lambda value: value.ndim, reverse=True)
+        return feature[0, 0, 0] @ weights[1, 1] + biases                                   # [16]
+    txywh = centre_tap('conv_loc').reshape(4, 4)
+    np.testing.assert_allclose(loc_v[0, -4:], txywh[:, [1, 0, 3, 2]], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits_v[0, -4:], centre_tap('conv_cls').reshape(4, 4), rtol=1e-4, atol=1e-4)
 
 
 def test_nchw_matches_nhwc():
