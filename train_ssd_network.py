@@ -251,7 +251,7 @@ def build_train_op(plan, clone_list, global_step):
     return learning_rate, train_op
 
 
-def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_counts):
+def make_step_fn(plan, losses, learning_rate, step_after_update, summary_op, saver, stop, sample_counts):
     """The TrainStep: stop policy, log line, bad-sample check, the records' watch (their classes, and the record
     check that names a shard failing mid-run), and on the chief the checkpoint and summary cadence."""
     loop, data, is_chief = plan.config.loop, plan.config.input, plan.deployment.is_chief
@@ -263,7 +263,8 @@ def make_step_fn(plan, losses, learning_rate, summary_op, saver, stop, sample_co
     speed_log = step_policies.SpeedLog(loop.log_every_n_steps, data.batch_size, loop.max_number_of_steps)
     check = data.check_records and functools.partial(record_check.check_split, data.dataset_dir, data.split_name)
     watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, check, images_cached=plan.cache_decoded)
-    return train_tools.TrainStep(losses, learning_rate, stop, speed_log, checkpoint_policy, summaries, samples, watch)
+    return train_tools.TrainStep(losses, learning_rate, step_after_update, stop, speed_log, checkpoint_policy,
+                                 summaries, samples, watch)
 
 
 def train(plan, stop_request):
@@ -294,7 +295,7 @@ def train(plan, stop_request):
         saver = checkpoints.make_saver(saver_class=distributed.ChiefSaver, cluster_stop=cluster_stop,
                                        on_lost_cluster=stop_request.report_lost_cluster) \
             if cluster_stop else checkpoints.make_saver()
-        step_fn = make_step_fn(plan, losses, learning_rate, summary_op, saver,
+        step_fn = make_step_fn(plan, losses, learning_rate, train_op.step_after_update, summary_op, saver,
                                step_policies.StopPolicy(config.loop.max_number_of_steps, stop_request, cluster_stop),
                                bad_samples.BadSampleMonitor.batch_fetches(batch))
         # slim.learning.train: the session, initialisation or restore, the loop, the final checkpoint.
@@ -306,10 +307,9 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
     """The chief saves training_config.txt and model_config.json (the graph is complete), a non-chief waits
     for the chief's initialisation; then slim.learning.train."""
     config, deployment = plan.config, plan.deployment
-    session_config = devices.session_config(config.devices.gpu_memory_fraction, deployment.cpu_devices,
-                                            deployment.device_filters,
-                                            config.cluster.wait_secs if config.cluster.in_cluster else 0,
-                                            config.devices.bfloat16, plan.single_threaded_ops)
+    session_config = devices.session_config(
+        config.devices.gpu_memory_fraction, deployment.cpu_devices, deployment.device_filters,
+        config.cluster.wait_secs if config.cluster.in_cluster else 0, config.devices.bfloat16, plan.single_threaded_ops)
     # The chief alone writes the train_dir, and one training at a time.
     in_use = file_io.exclusive_use(config.loop.train_dir, '--train_dir') if deployment.is_chief else None
     with in_use or contextlib.nullcontext():

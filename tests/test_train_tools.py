@@ -62,10 +62,11 @@ class TinyTraining:
             update = tf.train.GradientDescentOptimizer(0.1).minimize(loss, self.global_step)
             with tf.control_dependencies([update]):
                 self.train_op = tf.identity(loss)
+                step_after_update = tf.identity(self.global_step)
             self.saver = checkpoints.make_saver()
             self.clock = FakeClock()
             self.step_fn = train_tools.TrainStep(
-                {'total': loss, 'localization': loss * 0.0}, tf.constant(0.1),
+                {'total': loss, 'localization': loss * 0.0}, tf.constant(0.1), step_after_update,
                 step_policies.StopPolicy(max_number_of_steps, stop_request),
                 step_policies.SpeedLog(every_n_steps=2, images_per_step=4),
                 step_policies.CheckpointPolicy(self.saver, str(tmp_path), train_tools.weights_finite_op([self.weights]),
