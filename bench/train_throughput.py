@@ -7,7 +7,7 @@ shared cores' load falls on every program alike; the table gives the median of t
 process's peak RSS.
 - ours, training: train_ssd_network.py itself (the real step: input pipeline, clones, loss, Adam update,
   summaries) on the demo records, from scratch, --log_every_n_steps=1; images/s from the logged
-  sec/step of the steps after the first `--warmup_steps`.
+  sec/step of the steps after the first `--warmup_steps` (their trimmed mean, bench/training_runs.py).
 - ours, inference: image tensor in, detections out (resize, network, decoding, per-class NMS), batch 1
   and --batch_size, from the SavedModel deployment/export_serving_model.py writes of that training's
   checkpoint (signature serving_uint8, as TF Serving runs it) and from detect.py's in-process model.
@@ -98,6 +98,8 @@ def measure(work_dir, with_torch):
     table = {program: _median_row(rows) for program, rows in samples.items()}
     table['peak'] = {'before': peaks[0], 'after': peaks[1], 'gflops': max(peaks)}
     table['gflop_per_image'] = gflop
+    table['training_rounds'] = {program: [row['images_per_s'] for row in rows]
+                                for program, rows in samples.items() if program.endswith('_train')}
     return table
 
 
@@ -156,6 +158,13 @@ def print_table(table):
                       for name in ('torch', 'baseline')]
             print(f'| {title} | {key} | {rate:.3f} | {rate * gflop:.1f} | {rate * gflop / peak:.2f} | {rss:.2f} | '
                   + ' | '.join(ratios) + ' |')
+    rounds = table['training_rounds']
+    for program, rates in rounds.items():
+        print(f'{program}, images/s round by round: ' + ', '.join(f'{rate:.2f}' for rate in rates))
+    if 'baseline_train' in rounds:
+        ratios = [ours / base for ours, base in zip(rounds['ours_train'], rounds['baseline_train'])]
+        print('ours / baseline round by round: ' + ', '.join(f'{ratio:.3f}' for ratio in ratios)
+              + f' (median {statistics.median(ratios):.3f})')
 
 
 def torch_available():
