@@ -34,7 +34,7 @@ class LoopConfig:
 
 TrainOp = collections.namedtuple('TrainOp', [
     'train_tensor',       # the total loss, evaluated after every update of the step
-    'step_after_update',  # the global step, read after every update of the step
+    'step_after_update',  # the global step, read after every update of the step (None with sync replicas)
     'total_loss',         # what is minimised (clones.optimize_clones)
     'sync_optimizer',     # the SyncReplicasOptimizer, or None
     'after_restore_op',   # copies the weights into their moving averages (None without averages)
@@ -65,7 +65,8 @@ def make_train_op(clone_list, optimizer, global_step, var_list, model_variables,
     after_restore_op = tf.group(*[averages.average(v).assign(v) for v in model_variables]) if averages else None
     with tf.control_dependencies(update_ops):
         train_tensor = tf.identity(total_loss, name='train_op')
-        step_after_update = tf.identity(global_step, name='step_after_update')
+        # With sync replicas the chief's aggregation moves the global step, not this op: read it separately.
+        step_after_update = None if sync_optimizer else tf.identity(global_step, name='step_after_update')
     return TrainOp(train_tensor, step_after_update, total_loss, sync_optimizer, after_restore_op,
                    [v for _, v in grads_and_vars])
 
@@ -107,16 +108,19 @@ def training_summaries(losses, learning_rate, extra=()):
 class TrainStep:
     """train_step_fn for slim.learning.train: one step (the train op, the loss components, the learning
     rate and step_after_update, the global step read after the update, so that one session call does the
-    step; plus the summary op when one is due), then the NaN guard, the log line, the stop decision (the chief
-    checks its weights and tells the cluster before slim.learning.train saves the final checkpoint) or a due
-    checkpoint. checkpoints and summaries are None on non-chief workers. samples (a BadSampleMonitor, or None)
-    adds up the undecodable records each batch passed over. When reading the records fails, or too many samples
-    are bad, the chief saves a checkpoint at the last completed step before the UserError; on a read failure,
-    dataset_watch (a DatasetWatch, or None) then says which shard is damaged."""
+    step (None: read in a second call); plus the summary op when one is due), then the NaN guard, the log
+    line, the stop decision (the chief checks its weights and tells the cluster before slim.learning.train
+    saves the final checkpoint) or a due checkpoint. checkpoints and summaries are None on non-chief workers.
+    samples (a BadSampleMonitor, or None) adds up the undecodable records each batch passed over. When reading
+    the records fails, or too many samples are bad, the chief saves a checkpoint at the last completed step
+    before the UserError; on a read failure, dataset_watch (a DatasetWatch, or None) then says which shard is
+    damaged."""
 
     def __init__(self, losses, learning_rate, step_after_update, stop, speed_log, checkpoints=None, summaries=None,
                  samples=None, dataset_watch=None):
-        self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate, 'step': step_after_update}
+        self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
+        if step_after_update is not None:
+            self.fetches['step'] = step_after_update
         self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
         self.samples, self.dataset_watch = samples, dataset_watch
         if samples is not None:
@@ -156,7 +160,7 @@ class TrainStep:
                 diagnosis = self.dataset_watch.damaged_shard() if self.dataset_watch else STARTUP_CHECK_HINT
                 raise UserError(bad_samples.input_failure_message(err, self.current_step, diagnosis) + saved) from None
             raise
-        step = self.current_step = int(values['step'])
+        step = self.current_step = int(values['step'] if 'step' in values else session.run(global_step))
         losses = values['losses']
         check_losses_finite(step, losses, os.path.dirname(self.checkpoints.save_path) if self.checkpoints
                             else 'train_dir')
