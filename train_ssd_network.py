@@ -263,8 +263,8 @@ def make_step_fn(plan, losses, learning_rate, step_after_update, summary_op, sav
     speed_log = step_policies.SpeedLog(loop.log_every_n_steps, data.batch_size, loop.max_number_of_steps)
     check = data.check_records and functools.partial(record_check.check_split, data.dataset_dir, data.split_name)
     watch = step_policies.DatasetWatch(data.dataset_dir, plan.info.class_names, check, images_cached=plan.cache_decoded)
-    return train_tools.TrainStep(losses, learning_rate, step_after_update, stop, speed_log, checkpoint_policy,
-                                 summaries, samples, watch)
+    tensors = {'losses': losses, 'learning_rate': learning_rate, 'step': step_after_update}
+    return train_tools.TrainStep(tensors, stop, speed_log, checkpoint_policy, summaries, samples, watch)
 
 
 def train(plan, stop_request):

@@ -66,7 +66,8 @@ class TinyTraining:
             self.saver = checkpoints.make_saver()
             self.clock = FakeClock()
             self.step_fn = train_tools.TrainStep(
-                {'total': loss, 'localization': loss * 0.0}, tf.constant(0.1), step_after_update,
+                {'losses': {'total': loss, 'localization': loss * 0.0}, 'learning_rate': tf.constant(0.1),
+                 'step': step_after_update},
                 step_policies.StopPolicy(max_number_of_steps, stop_request),
                 step_policies.SpeedLog(every_n_steps=2, images_per_step=4),
                 step_policies.CheckpointPolicy(self.saver, str(tmp_path), train_tools.weights_finite_op([self.weights]),

@@ -106,21 +106,18 @@ def training_summaries(losses, learning_rate, extra=()):
 
 
 class TrainStep:
-    """train_step_fn for slim.learning.train: one step (the train op, the loss components, the learning
-    rate and step_after_update, the global step read after the update, so that one session call does the
-    step (None: read in a second call); plus the summary op when one is due), then the NaN guard, the log
-    line, the stop decision (the chief checks its weights and tells the cluster before slim.learning.train
-    saves the final checkpoint) or a due checkpoint. checkpoints and summaries are None on non-chief workers.
-    samples (a BadSampleMonitor, or None) adds up the undecodable records each batch passed over. When reading
-    the records fails, or too many samples are bad, the chief saves a checkpoint at the last completed step
-    before the UserError; on a read failure, dataset_watch (a DatasetWatch, or None) then says which shard is
-    damaged."""
+    """train_step_fn for slim.learning.train: one step (the train op and `tensors`, plus the summary op when one
+    is due), then the NaN guard, the log line, the stop decision (the chief checks its weights and tells the
+    cluster before slim.learning.train saves the final checkpoint) or a due checkpoint. tensors: {'losses':
+    {component: scalar}, 'learning_rate': scalar, 'step': TrainOp.step_after_update, the global step read after
+    the update so that one session call does the step; None (sync replicas): read in a second call}.
+    checkpoints and summaries are None on non-chief workers. samples (a BadSampleMonitor, or None) adds up the
+    undecodable records each batch passed over. When reading the records fails, or too many samples are bad,
+    the chief saves a checkpoint at the last completed step before the UserError; on a read failure,
+    dataset_watch (a DatasetWatch, or None) then says which shard is damaged."""
 
-    def __init__(self, losses, learning_rate, step_after_update, stop, speed_log, checkpoints=None, summaries=None,
-                 samples=None, dataset_watch=None):
-        self.fetches = {'losses': dict(losses), 'learning_rate': learning_rate}
-        if step_after_update is not None:
-            self.fetches['step'] = step_after_update
+    def __init__(self, tensors, stop, speed_log, checkpoints=None, summaries=None, samples=None, dataset_watch=None):
+        self.fetches = {key: value for key, value in tensors.items() if value is not None}
         self.stop, self.speed_log, self.checkpoints, self.summaries = stop, speed_log, checkpoints, summaries
         self.samples, self.dataset_watch = samples, dataset_watch
         if samples is not None:
