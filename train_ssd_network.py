@@ -330,8 +330,8 @@ def run_training(plan, train_op, global_step, init_fn, saver, step_fn, cluster_s
             train_op.train_tensor, logdir=config.loop.train_dir, train_step_fn=step_fn, train_step_kwargs={},
             master=deployment.master, is_chief=deployment.is_chief, global_step=global_step, init_fn=init_fn,
             local_init_op=local_init_op, summary_op=None, save_summaries_secs=config.loop.save_summaries_secs,
-            saver=saver, save_interval_secs=0, session_config=session_config,
-            sync_optimizer=train_op.sync_optimizer)
+            summary_writer=step_policies.ResumingEventWriter(config.loop.train_dir) if deployment.is_chief else None,
+            saver=saver, save_interval_secs=0, session_config=session_config, sync_optimizer=train_op.sync_optimizer)
 
 
 def _setup_logging():

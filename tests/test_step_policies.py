@@ -1,10 +1,14 @@
 """The step policies alone, on a fake clock: the log line with its progress and time left, the expected
-duration, the run's totals, and the end-of-run summary."""
+duration, the run's totals, and the end-of-run summary; and the chief's event writer as TensorBoard reads it."""
 import dataclasses
 import logging as py_logging
 import time
 
 import pytest
+import tensorflow.compat.v1 as tf
+from tensorboard.backend.event_processing import event_accumulator
+from tensorflow.core.framework.summary_pb2 import Summary
+from tensorflow.core.util.event_pb2 import SessionLog
 
 from utils import step_policies, train_plan
 from utils.step_policies import SpeedLog
@@ -185,3 +189,31 @@ def _config(train_dir, dataset_dir):
         model=None, fit_anchor_sizes=False, input=train_plan.InputConfig(dataset_dir), loss=None, schedule=None,
         num_epochs_per_decay_given=False, optimizer=None, moving_average_decay=None, trainable_scopes=None,
         restore=None, pretrained_optional=True, loop=LoopConfig(train_dir), devices=None, cluster=None)
+
+
+def _scalar_steps_tensorboard_shows(logdir, tag):
+    accumulator = event_accumulator.EventAccumulator(logdir)   # purges orphaned data, as TensorBoard does
+    accumulator.Reload()
+    return [event.step for event in accumulator.Scalars(tag)]
+
+
+@pytest.mark.parametrize('writer_class, shown', [(step_policies.ResumingEventWriter, [1, 5, 6]),
+                                                 (tf.summary.FileWriter, [1, 6])])
+def test_a_resumed_run_keeps_the_stopped_runs_last_point_and_drops_what_followed_its_checkpoint(
+        tmp_path, writer_class, shown):
+    """A run wrote points at steps 1, 5 (with its last checkpoint) and 8, then died; the resumed run restores step
+    5 and logs START there, as slim's supervisor does. TensorBoard drops step 8 either way; the plain FileWriter
+    (the reference case) also drops step 5."""
+    def point(writer, step):
+        writer.add_summary(Summary(value=[Summary.Value(tag='losses/total', simple_value=float(step))]), step)
+    with tf.Graph().as_default():
+        first = writer_class(str(tmp_path), filename_suffix='.1')
+        first.add_session_log(SessionLog(status=SessionLog.START), 0)
+        for step in (1, 5, 8):
+            point(first, step)
+        first.close()
+        resumed = writer_class(str(tmp_path), filename_suffix='.2')
+        resumed.add_session_log(SessionLog(status=SessionLog.START), 5)
+        point(resumed, 6)
+        resumed.close()
+    assert _scalar_steps_tensorboard_shows(str(tmp_path), 'losses/total') == shown

@@ -118,3 +118,5 @@ def test_run_interrupt_and_resume(workspace):
     assert report.count('# Run started ') == 3 and report.count('\n--max_number_of_steps=3\n') == 1
     assert [int(s) for s in STEP_LINE.findall(log)] == [reached + 1, reached + 2]
     assert tf.train.latest_checkpoint(train_dir).endswith(f'model.ckpt-{reached + 2}')
+    # TensorBoard keeps each run's first and last points, the stopped runs' last ones included.
+    assert tensorboard_scalar_steps(train_dir, 'losses/total') == [1, 3, 4, reached, reached + 1, reached + 2]

@@ -10,13 +10,16 @@ They replace three services of slim.learning.train, for reasons:
   the training step; SummaryPolicy adds the summary op to a step's fetches when one is due;
 - the log line: its line has the total loss only; SpeedLog adds the components, the rate, images/s and, when
   the run has a step limit, how far along it is and the time left.
+ResumingEventWriter is the chief's event file writer, for slim.learning.train to use in place of its own.
 """
 import math
 import os
 import time
 
+import tensorflow.compat.v1 as tf
 from absl import logging
 from tensorflow.core.framework.summary_pb2 import Summary
+from tensorflow.core.util.event_pb2 import SessionLog
 
 from datasets import dataset_info as ds_info
 from utils.checkpoints import CHECKPOINT_BASENAME
@@ -251,6 +254,22 @@ class SummaryPolicy:
                   for name, value in sorted(losses.items())]
         values.append(Summary.Value(tag=LEARNING_RATE_TAG, simple_value=float(learning_rate)))
         self.write(train_step_kwargs, Summary(value=values), step)
+
+
+class ResumingEventWriter(tf.summary.FileWriter):
+    """A FileWriter whose START session log goes one step after the step it is given.
+
+    On reading a START at step S, TensorBoard drops every point of steps >= S written before it: what a run that
+    died wrote past its last checkpoint, which the resumed run computes again. slim's supervisor logs START at the
+    step the run resumes from, N, which would also drop the points at N itself: those of the stopped run's
+    last step, written with the checkpoint it saved there (SummaryPolicy.write_last_scalars), whose curve would
+    then end up to a summary interval early. Logged at N + 1, START still drops everything after the checkpoint.
+    """
+
+    def add_session_log(self, session_log, global_step=None):
+        if session_log.status == SessionLog.START and global_step is not None:
+            global_step += 1
+        super().add_session_log(session_log, global_step)
 
 
 STARTUP_CHECK_HINT = 'the record check at start-up names a damaged shard'
